@@ -1,0 +1,28 @@
+# Two commands: `make demo` and `make test`; each sets up .venv on its own.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-slow
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# References for parity tests: panopticapi-lite is installed without its pinned deps (it works with
+# numpy 2); pydensecrf2 builds against the pinned Cython without build isolation.
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps panopticapi-lite
+	$(PY) -m pip install -q --no-build-isolation pydensecrf2 || echo "pydensecrf2 did not build: its tests will skip"
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(PY) -m segjax.main --config=experiments/demo.py --workdir=workdirs/demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -n 2 --durations=15
+
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q -m slow

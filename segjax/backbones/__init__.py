@@ -1,0 +1,1 @@
+"""Backbones: ResNet, VGG."""

@@ -1,0 +1,1 @@
+"""Datasets: synthetic writer, COCO-format TFDS builder, tf.data input pipelines."""

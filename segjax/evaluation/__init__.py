@@ -1,0 +1,1 @@
+"""Evaluation: semantic confusion-matrix metrics, COCO AP, panoptic quality."""

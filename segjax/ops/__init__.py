@@ -1,0 +1,1 @@
+"""Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, masks, losses."""

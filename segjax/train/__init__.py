@@ -1,0 +1,1 @@
+"""Training: state, sharded steps, checkpoints, metric writers."""

@@ -1,0 +1,1 @@
+"""Converters from public checkpoints to segjax variables."""
