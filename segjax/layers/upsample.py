@@ -1,0 +1,32 @@
+"""Learned upsampling initialised as bilinear interpolation (FCN, Long et al. 2015, Sec. 3.3)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def bilinear_kernel(factor: int, channels: int) -> np.ndarray:
+  """[2f, 2f, C, C] kernel that upsamples each channel by `factor` bilinearly (FCN's upsample_filt)."""
+  taps = 1.0 - np.abs(np.arange(2 * factor) - (factor - 0.5)) / factor
+  kernel = np.zeros((2 * factor, 2 * factor, channels, channels), np.float32)
+  kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[:, :, None]
+  return kernel
+
+
+class BilinearUpsample(nn.Module):
+  """Transposed convolution with stride f and kernel 2f whose output is exactly f times the input size.
+
+  The geometry of torch's ConvTranspose2d(k=2f, s=f, padding=f/2); at its bilinear initialisation it equals
+  jax.image.resize(..., "linear") away from the border.
+  """
+  factor: int
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    f = self.factor
+    kernel = self.param("kernel", lambda *_: jnp.asarray(bilinear_kernel(f, self.channels)))
+    # lax.conv_transpose pads the stride-dilated input: torch's padding p is k - 1 - p per side here.
+    pad = 2 * f - 1 - f // 2
+    return jax.lax.conv_transpose(x, kernel.astype(x.dtype), (f, f), ((pad, pad), (pad, pad)),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
