@@ -1,0 +1,41 @@
+"""Optimizers and learning-rate schedules from the config (the papers' recipes)."""
+import optax
+
+
+def learning_rate_schedule(config):
+  """`config.optimizer`: learning_rate, schedule ("constant" | "poly" | "cosine" | "step"), warmup_steps."""
+  opt = config.optimizer
+  total = config.total_steps
+  warmup = opt.get("warmup_steps", 0)
+  base = opt.learning_rate
+  if opt.schedule == "constant":
+    main = optax.constant_schedule(base)
+  elif opt.schedule == "poly":  # DeepLab: lr (1 - step / total)^power
+    main = optax.polynomial_schedule(base, 0.0, opt.get("power", 0.9), max(total - warmup, 1))
+  elif opt.schedule == "cosine":
+    main = optax.cosine_decay_schedule(base, max(total - warmup, 1))
+  elif opt.schedule == "step":  # Detectron: multiply by `decay_factor` at each boundary step
+    boundaries = {int(s) - warmup: opt.get("decay_factor", 0.1) for s in opt.decay_steps}
+    main = optax.piecewise_constant_schedule(base, boundaries)
+  else:
+    raise ValueError(f"config.optimizer.schedule: unknown schedule {opt.schedule!r}; "
+                     "expected constant, poly, cosine or step")
+  if not warmup:
+    return main
+  # Linear warm-up from warmup_factor * lr (Goyal et al. 2017).
+  start = optax.linear_schedule(base * opt.get("warmup_factor", 0.001), base, warmup)
+  return optax.join_schedules([start, main], [warmup])
+
+
+def make_optimizer(config):
+  """SGD with momentum and torch-style (coupled) weight decay, or AdamW."""
+  opt = config.optimizer
+  lr = learning_rate_schedule(config)
+  if opt.name == "sgd":
+    # torch.optim.SGD: g + wd * w, then momentum, then -lr.
+    return optax.chain(
+        optax.add_decayed_weights(opt.weight_decay),
+        optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.get("nesterov", False)))
+  if opt.name == "adamw":
+    return optax.adamw(lr, weight_decay=opt.weight_decay)
+  raise ValueError(f"config.optimizer.name: unknown optimizer {opt.name!r}; expected sgd or adamw")
