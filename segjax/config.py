@@ -1,0 +1,39 @@
+"""The keys every experiment config has; experiments/*.py start from `base_config()` and override."""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  from segjax.data.config import default_dataset_config  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 8  # Global, over all processes and devices.
+  config.total_steps = 1000
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 2
+  config.num_pictures = 4
+  config.fsdp = False  # Shard parameters and optimizer state over the data axis (ZeRO-3) instead of replicating.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "fcn"
+  config.model.depth = 18
+  config.model.width = 64
+  config.model.output_stride = 32
+  config.model.skips = ("C4", "C3")
+  config.model.dtype = "float32"
+
+  config.dataset = default_dataset_config()
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.schedule = "poly"
+  config.optimizer.power = 0.9
+  config.optimizer.warmup_steps = 0
+  config.optimizer.warmup_factor = 0.001
+  config.optimizer.decay_steps = ()
+  config.optimizer.decay_factor = 0.1
+  return config

@@ -1,0 +1,60 @@
+"""The CLI: python -m segjax.main --config=experiments/NAME.py --workdir=DIR [--config.key=value ...]."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=g-import-not-at-top
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from segjax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 for a multi-process run (not needed on TPU pods "
+                                   "or SLURM, where jax.distributed.initialize() finds the cluster).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() with cluster auto-detection.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv):
+  """absl's parser, with an override of a config key that does not exist reported by its full name."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    missing = str(error).strip("\"'")
+    names = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    unknown = [n for n in names if missing in n[len("--config."):].split(".")] or names
+    raise SystemExit(f"error: config key {', '.join(unknown)} does not exist in {argv_config(argv)} "
+                     f"(no field {missing!r})") from None
+  except flags.Error as error:
+    raise SystemExit(f"error: {error}") from None
+
+
+def argv_config(argv):
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _COORDINATOR.value or _DISTRIBUTED.value:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Only used where devices are CPUs.
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() == 0:
+    summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    print(f"final eval: {summary}")
+    print(f"metrics: {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
+    print(f"pictures: {os.path.join(_WORKDIR.value, 'pictures')}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

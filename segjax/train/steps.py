@@ -1,0 +1,38 @@
+"""Jitted train and eval steps over a device mesh."""
+import jax
+import optax
+
+from segjax.train import mesh as mesh_lib
+
+
+def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, state_shardings):
+  """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`; the batch is sharded on `data`."""
+
+  def train_step(state, batch, rng):
+    def loss_fn(params):
+      variables = {**state.variables, "params": params}
+      outputs, updates = module.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
+                                      rngs={"dropout": rng})
+      loss, aux = model_lib.loss(outputs, batch, model_config)
+      return loss, (aux, updates)
+
+    (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    deltas, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, deltas),
+                              opt_state=opt_state, batch_stats=updates.get("batch_stats", state.batch_stats))
+    return new_state, {"loss": loss, **aux, "learning_rate": schedule(state.step)}
+
+  replicated = mesh_lib.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def make_eval_step(module, model_lib, evaluator, mesh, variables_shardings):
+  """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`."""
+
+  def eval_step(variables, batch):
+    predictions = model_lib.predict(module.apply(variables, batch["image"], train=False))
+    return predictions, evaluator.device_stats(predictions, batch)
+
+  return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=(mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)))

@@ -1,0 +1,115 @@
+"""The main job end to end on a tiny synthetic set: sharding, resume, preemption, recompilation, refusals."""
+import logging
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from segjax.train.checkpoint import CheckpointMismatchError
+from segjax.train.loop import train_and_evaluate
+from train_util import read_metrics, run_cli, tiny_config
+
+RESUME = {"total_steps": 30, "eval_every_steps": 30, "checkpoint_every_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  return tmp_path_factory.mktemp("synthetic") / "data"
+
+
+@pytest.fixture(scope="module")
+def eight_device_run(data_root, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("eight")
+  metrics = train_and_evaluate(tiny_config(data_root), str(workdir))
+  return workdir, metrics
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(data_root, tmp_path_factory):
+  """The reference for the resume tests: the same command, never interrupted."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  process = run_cli(workdir, data_root, **RESUME)
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  return read_metrics(workdir)
+
+
+def test_writes_metrics_pictures_and_checkpoints(eight_device_run):
+  workdir, metrics = eight_device_run
+  train = read_metrics(workdir)
+  assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["loss"]) and r["learning_rate"] > 0 for r in train)
+  (evaluation,) = read_metrics(workdir, "eval")
+  for name in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
+    assert 0.0 <= evaluation[name] <= 1.0 and evaluation[name] == pytest.approx(metrics[name])
+  assert os.path.getsize(workdir / "pictures" / "eval_step000006.png") > 0
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
+  assert os.listdir(workdir / "tensorboard")
+
+
+def test_one_device_gives_the_losses_of_eight(eight_device_run, data_root, tmp_path):
+  workdir, _ = eight_device_run
+  train_and_evaluate(tiny_config(data_root), str(tmp_path), devices=jax.devices()[:1])
+  one = [r["loss"] for r in read_metrics(tmp_path)]
+  eight = [r["loss"] for r in read_metrics(workdir)]
+  np.testing.assert_allclose(one, eight, rtol=1e-5)
+
+
+def test_compiles_the_train_step_once(data_root, tmp_path, caplog):
+  jax.config.update("jax_log_compiles", True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      train_and_evaluate(tiny_config(data_root, total_steps=4, eval_every_steps=2), str(tmp_path))
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+  assert sum("train_step" in m for m in compiles) == 1, compiles
+  assert sum("eval_step" in m for m in compiles) == 1, compiles
+
+
+def _wait_for_checkpoint(workdir, process, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if os.path.isdir(workdir / "checkpoints" / "3"):
+      return
+    assert process.poll() is None, process.communicate()[0]
+    time.sleep(0.05)
+  raise TimeoutError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
+  process = run_cli(tmp_path, data_root, **RESUME)
+  _wait_for_checkpoint(tmp_path, process)
+  process.send_signal(stop)
+  output, _ = process.communicate(timeout=300)
+  if stop == signal.SIGTERM:
+    assert process.returncode == 0, output
+    assert "exiting" in output
+  saved = max(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+  assert saved < RESUME["total_steps"], "the run ended before the signal: nothing was tested"
+
+  process = run_cli(tmp_path, data_root, **RESUME)
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  assert f"Restored step {saved}" in output
+  resumed = read_metrics(tmp_path)
+  assert [r["step"] for r in resumed] == list(range(1, RESUME["total_steps"] + 1))
+  for got, expected in zip(resumed, uninterrupted_run):
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6), got["step"]
+
+
+def test_refuses_a_workdir_of_another_model(eight_device_run, data_root):
+  workdir, _ = eight_device_run
+  with pytest.raises(CheckpointMismatchError, match=r"another model.*model.width: saved 8, config 16"):
+    train_and_evaluate(tiny_config(data_root, **{"model.width": 16}), str(workdir))
+
+
+def test_unknown_config_key_is_named(data_root, tmp_path):
+  process = run_cli(tmp_path, data_root, **{"model.widht": 8})
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode != 0
+  assert "--config.model.widht does not exist" in output
