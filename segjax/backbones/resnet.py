@@ -38,7 +38,6 @@ class BasicBlock(nn.Module):
   dilation: int
   conv: ModuleDef
   norm: ModuleDef
-  expansion = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -57,7 +56,6 @@ class Bottleneck(nn.Module):
   dilation: int
   conv: ModuleDef
   norm: ModuleDef
-  expansion = 4
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -8,6 +8,7 @@ arrays (torch CPU tensors or NumPy). Layouts: conv weight OIHW -> kernel HWIO; L
 bias -> scale, bias; running_mean, running_var -> batch_stats mean, var. `num_batches_tracked` is
 dropped (a counter), and so is ResNet's ImageNet classifier `fc.*` and VGG's `classifier.6.*`.
 """
+import functools
 import re
 from typing import Any, Callable, Mapping
 
@@ -80,7 +81,7 @@ def fill_variables(
     if key not in state_dict:
       missing.append(f"{key} (expected shape {_torch_shape(leaf.shape)})")
       continue
-    value = np.asarray(state_dict[key], dtype=np.float32)
+    value = np.array(state_dict[key], dtype=np.float32)  # a copy: never alias the caller's tensors
     converted = _to_flax(value, tuple(leaf.shape))
     if converted is None:
       misshaped.append(f"{key}: got shape {value.shape}, expected {_torch_shape(leaf.shape)} for {'/'.join(path)}")
@@ -151,5 +152,5 @@ def convert_vgg16_fcn(state_dict: Mapping[str, Any], prefix: str = "") -> tuple[
 
 
 for _depth in (18, 34, 50, 101, 152):
-  register(f"resnet{_depth}")(lambda sd, depth=_depth: convert_resnet_backbone(sd, depth=depth))
+  register(f"resnet{_depth}")(functools.partial(convert_resnet_backbone, depth=_depth))
 register("vgg16")(convert_vgg16_fcn)
