@@ -84,10 +84,12 @@ class ResNet(nn.Module):
   Attributes:
     depth: 18, 34, 50, 101 or 152.
     width: channels of the stem; 64 is the paper's, 16 gives a tiny net for tests and demos.
-    norm: "batch", "frozen" or "group" (see `segjax.layers.norms.norm_layer`).
+    norm: "batch", "frozen" or "group" (see `segjax.layers.norms.norm_layer`; "group" needs width % 32 == 0).
     output_stride: 32, 16 or 8.
     multi_grid: per-block rate multipliers of the last stage (DeepLab v3 Sec. 3.2), one per block;
-      block i uses its torchvision dilation times multi_grid[i]. None means all ones.
+      block i uses its torchvision dilation times multi_grid[i]. None means all ones. The first
+      block keeps the previous stage's dilation, so (1, 2, 4) at output stride 16 gives rates
+      (1, 4, 8), where the paper's TF layout (stride in the last unit) gives (2, 4, 8).
     dtype: compute dtype; parameters stay float32.
   """
   depth: int = 50
