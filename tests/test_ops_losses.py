@@ -1,4 +1,4 @@
-"""segjax.ops.losses: values and gradients against torchvision / torch autograd (float32, tolerances below)."""
+"""segjax.ops.losses: values and gradients against torchvision and torch autograd, float32 (RTOL, ATOL)."""
 import functools
 
 import jax

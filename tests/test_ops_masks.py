@@ -69,7 +69,7 @@ def test_paste_masks_gradient_equals_torch_autograd_and_compiles_once():
 
   for _ in range(2):
     masks, boxes = rng.uniform(0, 1, (4, 10, 10)).astype(np.float32), random_boxes(rng, 4)
-    ref = roi_heads.paste_masks_in_image(torch.tensor(masks)[:, None], torch.tensor(boxes), (HEIGHT, WIDTH), 1)
+    ref = roi_heads.paste_masks_in_image(torch.tensor(masks)[:, None], torch.tensor(boxes), (HEIGHT, WIDTH))
     np.testing.assert_allclose(np.asarray(f(masks, boxes)), ref[:, 0].numpy(), atol=2e-6)
   assert len(traces) == 1
 

@@ -1,4 +1,4 @@
-"""segjax.ops.nms against torchvision.ops.nms / batched_nms, and matrix_nms against its algorithm in float64."""
+"""segjax.ops.nms against torchvision.ops.nms / batched_nms; matrix_nms against its algorithm in float64."""
 import functools
 
 import jax
@@ -117,13 +117,14 @@ def test_suppression_at_the_threshold_is_strict_and_bitwise():
   pairs = np.flatnonzero(iou > 0.05)
   assert len(pairs) > 30
   area = np.asarray(jax.jit(box_area)(np.stack([a, b])))
-  suppression = jax.jit(lambda *args: nms_lib._suppression(*args).diagonal())  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  suppression = jax.jit(lambda *args: nms_lib._suppression(*args).diagonal())
   zeros = np.zeros(1, np.int32)
   for p in pairs:
     step = float(iou[p]) - float(np.nextafter(iou[p], np.float32(0)))
     cases = ((0.0, False), (0.25, False), (-0.25, True), (-1.0, True))
     for threshold, expected in ((float(iou[p]) + k * step, e) for k, e in cases):
-      t = nms_lib._threshold_for(threshold, np.float32)  # pylint: disable=protected-access
+      t = nms_lib._threshold_for(threshold, np.float32)
       got = suppression(a[p:p + 1], area[0, p:p + 1], zeros, b[p:p + 1], area[1, p:p + 1], zeros, t)
       ref = torchvision.ops.nms(torch.tensor(np.stack([a[p], b[p]])), torch.tensor([1.0, 0.5]), threshold)
       assert bool(got[0]) == expected == (len(ref) == 1)
@@ -240,10 +241,11 @@ def test_matrix_nms_given_areas_zero_padding_and_one_compile():
   assert len(traces) == 1
   ref = np.asarray(f(masks, labels, scores))
   area = masks.sum((1, 2)).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(matrix_nms_lib.matrix_nms(masks, labels, scores, mask_area=area)), ref,
-                             rtol=1e-6)
+  given_area = matrix_nms_lib.matrix_nms(masks, labels, scores, mask_area=area)
+  np.testing.assert_allclose(np.asarray(given_area), ref, rtol=1e-6)
   padded = np.concatenate([masks, np.zeros((4, 16, 16), bool)])
-  out = matrix_nms_lib.matrix_nms(padded, np.zeros(14, np.int32), np.concatenate([scores, np.zeros(4, np.float32)]))
+  padded_scores = np.concatenate([scores, np.zeros(4, np.float32)])
+  out = matrix_nms_lib.matrix_nms(padded, np.zeros(14, np.int32), padded_scores)
   np.testing.assert_allclose(np.asarray(out)[:10], ref, rtol=1e-6)
   assert np.isfinite(np.asarray(out)).all()
 

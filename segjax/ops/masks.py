@@ -137,7 +137,8 @@ def roi_mask_targets(gt_masks, rois, matched_gt, m):
     raise ValueError(f"gt_masks must have shape [M, H, W], got {jnp.shape(gt_masks)}")
   check_boxes(rois, "rois", ndim=2)
   if jnp.shape(matched_gt) != rois.shape[:1]:
-    raise ValueError(f"matched_gt must have shape ({rois.shape[0]},) to match rois, got {jnp.shape(matched_gt)}")
+    raise ValueError(
+        f"matched_gt must have shape ({rois.shape[0]},) to match rois, got {jnp.shape(matched_gt)}")
   batch_index = jnp.maximum(matched_gt, 0).astype(rois.dtype)
   rois5 = jnp.concatenate([batch_index[:, None], rois], axis=1)
   features = gt_masks.astype(jnp.float32)[..., None]

@@ -51,7 +51,7 @@ def _random_subset(key, eligible, count, max_count):
 
 
 def sample_balanced(key, labels, num_samples, positive_fraction):
-  """Draws a fixed-size minibatch of positives and negatives, as torchvision's BalancedPositiveNegativeSampler.
+  """Draws a fixed-size minibatch of positives and negatives (torchvision's BalancedPositiveNegativeSampler).
 
   At most int(num_samples * positive_fraction) positives are drawn, and negatives fill the rest up to
   num_samples; each group is drawn uniformly without replacement.
