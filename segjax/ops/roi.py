@@ -39,17 +39,33 @@ def _split_rois(rois, num_images):
 # Weighted gather: the sparse core of RoIAlign.
 
 
+def _chunks(rows, target):
+  """Smallest number of equal chunks, at least 2 (if rows > 1), of at most ~target rows."""
+  count = max(min(2, rows), -(-rows // target))
+  while rows % count:
+    count += 1
+  return count
+
+
 @jax.custom_vjp
 def _gather_sum(table, index, weight):
-  """out[..., c] = sum_k weight[..., k] * table[index[..., k], c].
+  """out[u, c] = sum_k weight[u, k] * table[index[u, k], c].
 
-  table [M, C]; index [..., K] int32 rows in [0, M); weight [..., K]. Differentiable in
-  ``table`` only: ``weight`` is a constant of the sampling geometry (zero cotangent).
+  table [M, C]; index [U, K] int32 rows in [0, M); weight [U, K]. Differentiable in ``table``
+  only: ``weight`` is a constant of the sampling geometry (zero cotangent). A loop over chunks
+  of rows, each one fused loop of K gathers; the loop also keeps XLA from fusing the sum into a
+  consuming dot or reduction, which would materialize every gather ([U, K, C] bytes).
   """
-  out = 0
-  for k in range(index.shape[-1]):  # K fused gathers, no [..., K, C] intermediate
-    out = out + weight[..., k, None] * table.at[index[..., k]].get(mode="promise_in_bounds")
-  return out
+  k = index.shape[1]
+  count = _chunks(index.shape[0], 4096)
+
+  def chunk_sum(_, chunk):
+    i, w = chunk
+    return None, sum(w[:, j, None] * table.at[i[:, j]].get(mode="promise_in_bounds")
+                     for j in range(k))
+
+  _, out = jax.lax.scan(chunk_sum, None, (index.reshape(count, -1, k), weight.reshape(count, -1, k)))
+  return out.reshape(index.shape[0], table.shape[1])
 
 
 def _gather_sum_fwd(table, index, weight):
@@ -57,16 +73,19 @@ def _gather_sum_fwd(table, index, weight):
 
 
 def _gather_sum_bwd(res, g):
+  """Scatter-add of weight * g, a chunk of rows (all K taps) per step, into a zero table."""
   table, index, weight = res  # table only for its shape and dtype
-  g = g.reshape(-1, table.shape[1])
-  index = index.reshape(-1, index.shape[-1]).T
-  weight = weight.reshape(-1, weight.shape[-1]).T.astype(g.dtype)
+  k, c = index.shape[1], table.shape[1]
+  count = _chunks(index.shape[0], 256)
 
-  def scatter_one(dtable, iw):  # one scatter-add of [rows, C] per tap, in place
-    i, w = iw
-    return dtable.at[i].add((w[:, None] * g).astype(table.dtype), mode="promise_in_bounds"), None
+  def scatter_chunk(dtable, chunk):
+    i, w, g = chunk
+    updates = (w[:, :, None] * g[:, None, :]).astype(table.dtype).reshape(-1, c)
+    return dtable.at[i.reshape(-1)].add(updates, mode="promise_in_bounds"), None
 
-  dtable, _ = jax.lax.scan(scatter_one, jnp.zeros_like(table), (index, weight))
+  dtable, _ = jax.lax.scan(scatter_chunk, jnp.zeros_like(table),
+                           (index.reshape(count, -1, k), weight.reshape(count, -1, k),
+                            g.reshape(count, -1, c)))
   return dtable, None, None
 
 
@@ -99,7 +118,7 @@ def _roi_align_taps(b, boxes, scale, height, width, base, output_size, sampling_
   """Rows of the flattened [sum N*H*W, C] feature table and weights of all RoIAlign taps.
 
   scale, height, width, base (first table row of the level): scalars or per-RoI [R].
-  Returns index, weight [R, ph, pw, 4 * S * S]; the weights include the 1 / S**2 average.
+  Returns index, weight [R * ph * pw, 4 * S * S]; the weights include the 1 / S**2 average.
   """
   ph, pw = output_size
   offset = 0.5 if aligned else 0.0
@@ -114,7 +133,7 @@ def _roi_align_taps(b, boxes, scale, height, width, base, output_size, sampling_
   ix, wx = ix[:, None, :, None, :, None, :], wx[:, None, :, None, :, None, :]
   per_roi = lambda a: jnp.reshape(a, (-1,) + (1,) * 6)
   index = per_roi(base) + (per_roi(b) * per_roi(height) + iy) * per_roi(width) + ix
-  shape = (b.shape[0], ph, pw, 4 * sampling_ratio**2)
+  shape = (b.shape[0] * ph * pw, 4 * sampling_ratio**2)
   return index.reshape(shape), (wy * wx / sampling_ratio**2).reshape(shape)
 
 
@@ -143,7 +162,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
   b, boxes = _split_rois(rois, n)
   index, weight = _roi_align_taps(b, boxes, spatial_scale, h, w, 0, output_size, sampling_ratio,
                                   aligned)
-  return _gather_sum(features.reshape(-1, c), index, weight).astype(features.dtype)
+  out = _gather_sum(features.reshape(-1, c), index, weight)
+  return out.reshape(rois.shape[0], *output_size, c).astype(features.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +244,8 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
       b, boxes, per_roi(spatial_scales, boxes.dtype), per_roi(heights, jnp.int32),
       per_roi(widths, jnp.int32), per_roi(bases, jnp.int32), output_size, sampling_ratio, aligned)
   table = jnp.concatenate([f.reshape(-1, c) for f in features])
-  return _gather_sum(table, index, weight).astype(features[0].dtype)
+  out = _gather_sum(table, index, weight)
+  return out.reshape(rois.shape[0], *output_size, c).astype(features[0].dtype)
 
 
 # ---------------------------------------------------------------------------------------------
