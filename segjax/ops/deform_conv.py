@@ -2,6 +2,8 @@
 ``torchvision.ops.deform_conv2d``."""
 import jax.numpy as jnp
 
+from segjax.ops.gather import weighted_gather
+
 
 def _pair(value, name):
   if isinstance(value, int):
@@ -41,6 +43,8 @@ def deform_conv2d(x, offset, weight, bias=None, mask=None, stride=1, padding=0, 
   Returns:
     [N, H_out, W_out, C_out], differentiable w.r.t. x, offset, weight, bias and mask.
   """
+  x, offset, weight = jnp.asarray(x), jnp.asarray(offset), jnp.asarray(weight)
+  mask = None if mask is None else jnp.asarray(mask)
   if x.ndim != 4 or offset.ndim != 4 or weight.ndim != 4:
     raise ValueError(f"x, offset and weight must be 4-D (NHWC, NHWC, HWIO), got shapes "
                      f"{x.shape}, {offset.shape}, {weight.shape}")
@@ -65,26 +69,28 @@ def deform_conv2d(x, offset, weight, bias=None, mask=None, stride=1, padding=0, 
   if bias is not None and bias.shape != (c_out,):
     raise ValueError(f"bias must be [{c_out}], got {bias.shape}")
 
-  # Sampling points p + p_k + dp_k, [N, H_out, W_out, G, kh, kw].
+  # Sampling points p + p_k + dp_k, one row per (n, y, x, offset group, i, j). The sampling is
+  # kept 2-D ([rows, C]): reductions over shapes with unit axes are very slow on XLA:CPU.
   offset = offset.reshape(n, h_out, w_out, offset_groups, kh, kw, 2)
   grid = lambda size, k, axis: (jnp.arange(size)[:, None] * stride[axis] - padding[axis]
                                 + jnp.arange(k) * dilation[axis])
-  y = grid(h_out, kh, 0)[None, :, None, None, :, None] + offset[..., 0]
-  xs = grid(w_out, kw, 1)[None, None, :, None, None, :] + offset[..., 1]
-  iy, wy = _taps(y, height)
-  ix, wx = _taps(xs, width)
-  # Rows of x viewed as a [N * H * W * G, C_in / G] table; four bilinear taps per point.
-  table = x.reshape(-1, c_in // offset_groups)
-  batch = jnp.arange(n).reshape(n, 1, 1, 1, 1, 1, 1, 1)
-  group = jnp.arange(offset_groups).reshape(offset_groups, 1, 1, 1, 1)
-  rows = ((batch * height + iy[..., :, None]) * width + ix[..., None, :]) * offset_groups + group
-  taps = table.at[rows].get(mode="promise_in_bounds")  # [N, Ho, Wo, G, kh, kw, 2, 2, C_in / G]
-  cols = jnp.einsum("...ab,...abc->...c", wy[..., :, None] * wx[..., None, :], taps)
+  iy, wy = _taps((grid(h_out, kh, 0)[:, None, None, :, None] + offset[..., 0]).reshape(-1), height)
+  ix, wx = _taps((grid(w_out, kw, 1)[None, :, None, None, :] + offset[..., 1]).reshape(-1), width)
+  point = jnp.arange(iy.shape[0])
+  batch = point // (h_out * w_out * offset_groups * kh * kw)
+  group = point // (kh * kw) % offset_groups
+  # Rows of x viewed as a [N * H * W * G, C_in / G] table, four bilinear taps per point.
+  corners = [(a, b) for a in range(2) for b in range(2)]
+  rows = jnp.stack([((batch * height + iy[:, a]) * width + ix[:, b]) * offset_groups + group
+                    for a, b in corners], 1)
+  weight_taps = jnp.stack([wy[:, a] * wx[:, b] for a, b in corners], 1)
   if mask is not None:
-    cols = cols * mask.reshape(n, h_out, w_out, offset_groups, kh, kw, 1)
-  # Grouped convolution of the sampled columns: [N, Ho, Wo, kh, kw, groups, C_in / groups].
-  cols = jnp.moveaxis(cols, 3, 5).reshape(n, h_out, w_out, kh, kw, groups, c_group)
-  out = jnp.einsum("nhwijgc,ijcgo->nhwgo", cols,
-                   weight.reshape(kh, kw, c_group, groups, c_out // groups))
-  out = out.reshape(n, h_out, w_out, c_out)
+    weight_taps = weight_taps * mask.reshape(-1, 1)
+  cols = weighted_gather(x.reshape(-1, c_in // offset_groups), rows, weight_taps)
+  # Grouped convolution: one matmul per weight group of [N*Ho*Wo, kh*kw*C_in/groups] columns.
+  cols = jnp.swapaxes(cols.reshape(-1, offset_groups, kh * kw, c_in // offset_groups), 1, 2)
+  cols = jnp.moveaxis(cols.reshape(-1, kh * kw, groups, c_group), 2, 0)
+  weight = jnp.moveaxis(weight.reshape(kh * kw * c_group, groups, c_out // groups), 1, 0)
+  out = jnp.matmul(cols.reshape(groups, -1, kh * kw * c_group), weight)
+  out = jnp.moveaxis(out, 0, 1).reshape(n, h_out, w_out, c_out)
   return out if bias is None else out + bias

@@ -11,6 +11,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from segjax.ops.gather import weighted_gather
+
 
 def _pair(output_size):
   """(h, w) from an int or a pair, checked positive."""
@@ -22,10 +24,13 @@ def _pair(output_size):
 
 
 def _check(features, rois):
+  """features and rois as jax arrays, shapes checked."""
+  features, rois = jnp.asarray(features), jnp.asarray(rois)
   if features.ndim != 4:
     raise ValueError(f"features must be [N, H, W, C], got shape {features.shape}")
   if rois.ndim != 2 or rois.shape[1] != 5:
     raise ValueError(f"rois must be [R, 5] (batch_index, x1, y1, x2, y2), got shape {rois.shape}")
+  return features, rois
 
 
 def _split_rois(rois, num_images):
@@ -33,63 +38,6 @@ def _split_rois(rois, num_images):
   rois = jax.lax.stop_gradient(rois.astype(jnp.promote_types(rois.dtype, jnp.float32)))
   b = jnp.clip(rois[:, 0].astype(jnp.int32), 0, num_images - 1)
   return b, rois[:, 1:]
-
-
-# ---------------------------------------------------------------------------------------------
-# Weighted gather: the sparse core of RoIAlign.
-
-
-def _chunks(rows, target):
-  """Smallest number of equal chunks, at least 2 (if rows > 1), of at most ~target rows."""
-  count = max(min(2, rows), -(-rows // target))
-  while rows % count:
-    count += 1
-  return count
-
-
-@jax.custom_vjp
-def _gather_sum(table, index, weight):
-  """out[u, c] = sum_k weight[u, k] * table[index[u, k], c].
-
-  table [M, C]; index [U, K] int32 rows in [0, M); weight [U, K]. Differentiable in ``table``
-  only: ``weight`` is a constant of the sampling geometry (zero cotangent). A loop over chunks
-  of rows, each one fused loop of K gathers; the loop also keeps XLA from fusing the sum into a
-  consuming dot or reduction, which would materialize every gather ([U, K, C] bytes).
-  """
-  k = index.shape[1]
-  count = _chunks(index.shape[0], 4096)
-
-  def chunk_sum(_, chunk):
-    i, w = chunk
-    return None, sum(w[:, j, None] * table.at[i[:, j]].get(mode="promise_in_bounds")
-                     for j in range(k))
-
-  _, out = jax.lax.scan(chunk_sum, None, (index.reshape(count, -1, k), weight.reshape(count, -1, k)))
-  return out.reshape(index.shape[0], table.shape[1])
-
-
-def _gather_sum_fwd(table, index, weight):
-  return _gather_sum(table, index, weight), (table, index, weight)
-
-
-def _gather_sum_bwd(res, g):
-  """Scatter-add of weight * g, a chunk of rows (all K taps) per step, into a zero table."""
-  table, index, weight = res  # table only for its shape and dtype
-  k, c = index.shape[1], table.shape[1]
-  count = _chunks(index.shape[0], 256)
-
-  def scatter_chunk(dtable, chunk):
-    i, w, g = chunk
-    updates = (w[:, :, None] * g[:, None, :]).astype(table.dtype).reshape(-1, c)
-    return dtable.at[i.reshape(-1)].add(updates, mode="promise_in_bounds"), None
-
-  dtable, _ = jax.lax.scan(scatter_chunk, jnp.zeros_like(table),
-                           (index.reshape(count, -1, k), weight.reshape(count, -1, k),
-                            g.reshape(count, -1, c)))
-  return dtable, None, None
-
-
-_gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)
 
 
 def _bilinear_taps(start, bin_size, bins, sampling_ratio, extent):
@@ -152,7 +100,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
   Returns:
     [R, h, w, C], differentiable w.r.t. ``features`` (a gather forward, a scatter-add backward).
   """
-  _check(features, rois)
+  features, rois = _check(features, rois)
   output_size = _pair(output_size)
   if sampling_ratio <= 0:
     raise ValueError(
@@ -162,7 +110,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
   b, boxes = _split_rois(rois, n)
   index, weight = _roi_align_taps(b, boxes, spatial_scale, h, w, 0, output_size, sampling_ratio,
                                   aligned)
-  out = _gather_sum(features.reshape(-1, c), index, weight)
+  out = weighted_gather(features.reshape(-1, c), index, weight)
   return out.reshape(rois.shape[0], *output_size, c).astype(features.dtype)
 
 
@@ -184,6 +132,7 @@ def assign_fpn_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=
   Returns:
     [R] int32 level index in [0, k_max - k_min] (0 is level k_min), like both references.
   """
+  boxes = jnp.asarray(boxes)
   if boxes.ndim != 2 or boxes.shape[1] != 4:
     raise ValueError(f"boxes must be [R, 4], got shape {boxes.shape}")
   if variant not in ("torchvision", "detectron2"):
@@ -220,8 +169,8 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
   if len(features) == 0 or len(features) != len(spatial_scales):
     raise ValueError(f"need one spatial_scale per feature map, got {len(spatial_scales)} scales "
                      f"for {len(features)} maps")
-  for f in features:
-    _check(f, rois)
+  features = [_check(f, rois)[0] for f in features]
+  rois = jnp.asarray(rois)
   n, _, _, c = features[0].shape
   if any(f.shape[0] != n or f.shape[3] != c for f in features):
     raise ValueError(f"feature maps must share N and C, got {[f.shape for f in features]}")
@@ -244,7 +193,7 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
       b, boxes, per_roi(spatial_scales, boxes.dtype), per_roi(heights, jnp.int32),
       per_roi(widths, jnp.int32), per_roi(bases, jnp.int32), output_size, sampling_ratio, aligned)
   table = jnp.concatenate([f.reshape(-1, c) for f in features])
-  out = _gather_sum(table, index, weight)
+  out = weighted_gather(table, index, weight)
   return out.reshape(rois.shape[0], *output_size, c).astype(features[0].dtype)
 
 
@@ -291,7 +240,7 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
   Returns:
     [R, h, w, C].
   """
-  _check(features, rois)
+  features, rois = _check(features, rois)
   ph, pw = _pair(output_size)
   n, height, width, c = features.shape
   b, boxes = _split_rois(rois, n)
@@ -378,7 +327,7 @@ def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=
   Returns:
     [R, h, w, C_out].
   """
-  _check(features, rois)
+  features, rois = _check(features, rois)
   output_size = _pair(output_size)
   _check_ps_channels(features, output_size)
   n, height, width, _ = features.shape
@@ -404,7 +353,7 @@ def ps_roi_pool(features, rois, output_size, spatial_scale=1.0):
   Returns:
     [R, h, w, C_out].
   """
-  _check(features, rois)
+  features, rois = _check(features, rois)
   output_size = _pair(output_size)
   _check_ps_channels(features, output_size)
   n, height, width, _ = features.shape
