@@ -124,7 +124,7 @@ def assign_fpn_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=
 
   Args:
     boxes: [R, 4] (x1, y1, x2, y2) in input-image pixels.
-    k_min, k_max: the coarsest and finest pyramid levels pooled from (e.g. 2 and 5).
+    k_min, k_max: the finest and coarsest pyramid levels pooled from (e.g. 2 and 5).
     variant: "torchvision" (LevelMapper: floor(k0 + log2(s / 224) + eps), eps 1e-6) or
       "detectron2" (assign_boxes_to_levels: floor(k0 + log2(s / 224 + eps)), eps 1e-8).
     eps: overrides the variant's epsilon.
