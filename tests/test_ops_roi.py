@@ -125,19 +125,22 @@ def test_roi_align_matches_torchvision_float32():
 
 @pytest.mark.parametrize("shape", [(1, 1, 5, 3), (1, 4, 1, 3), (1, 1, 1, 2)])
 def test_roi_align_one_pixel_maps(shape):
-  """Maps one pixel high or wide: both taps clamp to the single row/column."""
+  """Maps one pixel high or wide: RoIAlign's taps clamp to the single row/column, RoIPool's
+  window table has a single level on that axis."""
   tv = _torchvision()
   rng = np.random.default_rng(0)
   features = rng.standard_normal(shape)
   rois = np.array([[0, -1.0, -1.0, 6.0, 5.0], [0, 0.2, 0.1, 0.9, 0.4], [0, -3, -3, -1.2, -1.5]])
   cotangent = rng.standard_normal((3, 2, 2, shape[-1]))
-  expected = _torch_value_and_grad(lambda f, r: tv.ops.roi_align(f, r, 2, 1.0, 2, True),
-                                   features, rois, cotangent)
-  with jax.enable_x64(True):
-    actual = _jax_value_and_grad(lambda f: roi.roi_align(f, jnp.asarray(rois), 2, 1.0, 2, True),
-                                 features, cotangent)
-  for a, e in zip(actual, expected):
-    _assert_close(a, e, 1e-10)
+  for tv_op, op in ((functools.partial(tv.ops.roi_align, output_size=2, sampling_ratio=2,
+                                        aligned=True), functools.partial(roi.roi_align, output_size=2)),
+                    (functools.partial(tv.ops.roi_pool, output_size=2),
+                     functools.partial(roi.roi_pool, output_size=2))):
+    expected = _torch_value_and_grad(tv_op, features, rois, cotangent)
+    with jax.enable_x64(True):
+      actual = _jax_value_and_grad(lambda f: op(f, jnp.asarray(rois)), features, cotangent)
+    for a, e in zip(actual, expected):
+      _assert_close(a, e, 1e-10)
 
 
 def test_roi_align_samples_at_the_border_rule():

@@ -226,13 +226,51 @@ def _pooled_boxes(boxes, spatial_scale, extra):
   return x1, y1, jnp.maximum(x2 - x1 + extra, 1), jnp.maximum(y2 - y1 + extra, 1)
 
 
+def _first_max(a, b):
+  """(value, position) of the larger value, the earlier row-major position on ties."""
+  take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+  return jnp.where(take_b, b[0], a[0]), jnp.where(take_b, b[1], a[1])
+
+
+def _window_max_table(values):
+  """2-D sparse table: max of every 2**k x 2**l window and its first row-major position.
+
+  values [N, H, W, C]. Returns (max, position) [K, L, N, H, W, C], K = floor(log2 H) + 1,
+  L = floor(log2 W) + 1; entry (k, l, n, h, w) covers rows [h, h + 2**k) and columns
+  [w, w + 2**l) (cut at the border), position = row * W + column.
+  """
+  n, height, width, c = values.shape
+  position = jnp.broadcast_to((jnp.arange(height)[:, None] * width + jnp.arange(width))[..., None],
+                              values.shape)
+
+  def shift(pair, step, axis):  # entry (h, w) <- entry (h + step, w) or (h, w + step)
+    pad = [(0, 0)] * 4
+    pad[axis] = (0, step)
+    tail = lambda a: jax.lax.slice_in_dim(a, step, None, axis=axis)
+    return (jnp.pad(tail(pair[0]), pad, constant_values=-jnp.inf),
+            jnp.pad(tail(pair[1]), pad, constant_values=height * width))
+
+  columns = [(values, position)]
+  for l in range(1, width.bit_length()):
+    columns.append(_first_max(columns[-1], shift(columns[-1], 2**(l - 1), 2)))
+  table = []
+  for pair in columns:
+    rows = [pair]
+    for k in range(1, height.bit_length()):
+      rows.append(_first_max(rows[-1], shift(rows[-1], 2**(k - 1), 1)))
+    table.append([jnp.stack(t) for t in zip(*rows)])
+  return tuple(jnp.stack(t, 1) for t in zip(*table))
+
+
 def roi_pool(features, rois, output_size, spatial_scale=1.0):
   """RoIPool (Girshick, Fast R-CNN, 2015) equal to ``torchvision.ops.roi_pool``.
 
   Max over integer bins: corners round(x * spatial_scale) (half away from zero), RoI size
   max(x2 - x1 + 1, 1), bin i spans [floor(i * size / h), ceil((i + 1) * size / h)) from the corner,
   clipped to the map. Empty bins give 0. The gradient goes to the first maximum in row-major
-  order of each bin, like torchvision's argmax. Dense over the map: O(R * w * H * W * C).
+  order of each bin, like torchvision's argmax. A bin's max is that of four overlapping
+  power-of-two windows read from a sparse table: O(1) per bin after O(log H log W) passes over
+  the map, which hold log H * log W copies of it (values and positions) in memory.
 
   Args:
     features: [N, H, W, C]; rois: [R, 5]; output_size: int or (h, w).
@@ -245,25 +283,29 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
   n, height, width, c = features.shape
   b, boxes = _split_rois(rois, n)
   x1, y1, roi_w, roi_h = _pooled_boxes(boxes, spatial_scale, 1)
-  hs, he = _pool_bounds(y1, roi_h, ph, height)
-  ws, we = _pool_bounds(x1, roi_w, pw, width)
-  rows, cols = jnp.arange(height), jnp.arange(width)
-  in_y = (rows >= hs[..., None]) & (rows < he[..., None])  # [R, ph, H]
-  in_x = (cols >= ws[..., None]) & (cols < we[..., None])  # [R, pw, W]
-  image = jax.lax.stop_gradient(features)[b]  # [R, H, W, C]
-  # Row stage: max over each bin's columns, per row. [R, pw, H, C]
-  masked = jnp.where(in_x[:, :, None, :, None], image[:, None], -jnp.inf)
-  arg_x = jnp.argmax(masked, axis=3)
-  row_max = jnp.max(masked, axis=3)
-  # Column stage: first row holding the bin maximum. [R, ph, pw, C]
-  masked = jnp.where(in_y[:, :, None, :, None], row_max[:, None], -jnp.inf)
-  arg_y = jnp.argmax(masked, axis=3)
-  arg_x = jnp.take_along_axis(arg_x[:, None], arg_y[:, :, :, None], axis=3)[:, :, :, 0]
-  # Re-read the argmax so the gradient is torchvision's (to one element, not split on ties).
-  flat = ((b[:, None, None, None] * height + arg_y) * width + arg_x) * c + jnp.arange(c)
+  hs, he = (a.astype(jnp.int32) for a in _pool_bounds(y1, roi_h, ph, height))
+  ws, we = (a.astype(jnp.int32) for a in _pool_bounds(x1, roi_w, pw, width))
+  empty = (he <= hs)[:, :, None] | (we <= ws)[:, None, :]  # [R, ph, pw]
+  # Largest power-of-two window inside each bin, exponents k (rows) and l (columns).
+  log2 = lambda length, top: sum(((length >= 2**e).astype(jnp.int32) for e in range(1, top)),
+                                 jnp.zeros_like(length))
+  k = log2(he - hs, height.bit_length())[:, :, None]
+  l = log2(we - ws, width.bit_length())[:, None, :]
+  hs, he, ws, we = hs[:, :, None], he[:, :, None], ws[:, None, :], we[:, None, :]
+  table_max, table_pos = _window_max_table(jax.lax.stop_gradient(features))
+  levels = table_max.shape[:2]
+  table_max, table_pos = table_max.reshape(-1, c), table_pos.reshape(-1, c)
+  best = None
+  for top in (hs, jnp.maximum(he - 2**k, hs)):
+    for left in (ws, jnp.maximum(we - 2**l, ws)):
+      row = (((k * levels[1] + l) * n + b[:, None, None]) * height + top) * width + left
+      row = jnp.where(empty, 0, row)  # [R, ph, pw]
+      window = (table_max[row], table_pos[row])
+      best = window if best is None else _first_max(best, window)
+  # Re-read the winner so the gradient goes to that one element (torchvision's argmax).
+  flat = (b[:, None, None, None] * height * width + best[1]) * c + jnp.arange(c)
   value = features.reshape(-1)[flat]
-  empty = (he <= hs)[:, :, None, None] | (we <= ws)[:, None, :, None]
-  return jnp.where(empty, jnp.zeros((), features.dtype), value)
+  return jnp.where(empty[..., None], jnp.zeros((), features.dtype), value)
 
 
 def _ps_pool(features, b, wy, wx):
