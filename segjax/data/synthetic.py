@@ -196,7 +196,7 @@ def _annotate(image_id, ids, polygons, crowds, next_annotation_id):
   """COCO instance annotations and panoptic segments_info of one scene."""
   height, width = ids.shape
   instances, segments = [], []
-  for segment_id in sorted(np.unique(ids)[1:].tolist(), key=lambda s: (s // 1000 not in _THING_IDS, s)):
+  for segment_id in sorted(set(np.unique(ids).tolist()) - {0}, key=lambda s: (s // 1000 not in _THING_IDS, s)):
     mask = ids == segment_id
     rle, bbox = _rle_and_bbox(mask)
     area = int(mask.sum())
