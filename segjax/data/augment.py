@@ -44,6 +44,19 @@ def _boxes_from_masks(masks):
   return tf.where(tf.reduce_any(on, axis=[1, 2])[:, None], boxes, 0.0)
 
 
+def output_signature(image_size, max_instances):
+  """TensorSpecs of one `preprocess` output."""
+  h, w = image_size
+  m = max_instances
+  spec = tf.TensorSpec
+  return {"image": spec([h, w, 3], tf.float32), "semantic": spec([h, w], tf.int32),
+          "boxes": spec([m, 4], tf.float32), "classes": spec([m], tf.int32),
+          "masks": spec([m, h, w], tf.uint8), "is_crowd": spec([m], tf.bool),
+          "instance_valid": spec([m], tf.bool), "image_id": spec([], tf.int32),
+          "valid_image": spec([], tf.bool), "orig_size": spec([2], tf.int32),
+          "scale": spec([], tf.float32), "num_dropped": spec([], tf.int32)}
+
+
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
                flip=False):
   """A decoded TFDS example (see tfds_coco) -> fixed-shape tensors of one batch row.

@@ -1,4 +1,4 @@
-"""tf.data input pipelines: host-local, fixed-shape numpy batches with exact resume.
+"""Input pipelines: host-local, fixed-shape numpy batches with exact resume.
 
 The train stream is a pure function of (config.seed, position): epoch e visits the examples in
 the permutation seeded by (seed, e); global step s holds stream positions [s B, (s + 1) B), and
@@ -14,8 +14,11 @@ config.dataset.image_size), all numpy:
   image_id int32 [B] (-1 padding)           valid_image bool [B]
   orig_size int32 [B, 2] source (h, w)      scale float32 [B] resize factor source -> batch
 """
+import collections
+import concurrent.futures
 import functools
-import os
+import itertools
+import weakref
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -26,10 +29,8 @@ from segjax.data import coco
 from segjax.data import info as info_lib
 from segjax.data import synthetic
 from segjax.data import tfds_coco
+from segjax.data.tf_env import THREADS
 from segjax.data.tf_env import tf
-
-# tf.data threads: a small private pool so that input work leaves the cores to JAX.
-_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def _layout(config):
@@ -78,76 +79,105 @@ def _example_seed(seed, epoch, index):
   return np.random.SeedSequence([seed, epoch, index]).generate_state(2).astype(np.int64)
 
 
-def _train_elements(records, seed, start_step, batch, local_batch, process_index):
-  """Generator of this host's (record, seed, valid) in stream order from `start_step`."""
+def _train_source(records, seed, batch, local_batch, process_index):
+  """step -> (records [b], seeds [b, 2], valid [b]) of this host's chunk of global step `step`."""
   n = len(records)
 
   @functools.lru_cache(maxsize=2)
   def permutation(epoch):  # the visiting order of epoch `epoch`
     return np.random.default_rng([seed, epoch]).permutation(n)
 
-  step = start_step
-  while True:
+  def source(step):
     positions = step * batch + process_index * local_batch + np.arange(local_batch)
     epochs, offsets = np.divmod(positions, n)
     indices = [int(permutation(int(e))[o]) for e, o in zip(epochs, offsets)]
-    for raw, epoch, index in zip(records.__getitems__(indices), epochs, indices):
-      yield {"record": raw, "seed": _example_seed(seed, int(epoch), index), "valid": True}
-    step += 1
+    seeds = np.stack([_example_seed(seed, int(e), i) for e, i in zip(epochs, indices)])
+    return records.__getitems__(indices), seeds, np.ones(local_batch, bool)
+
+  return source
 
 
-def _eval_elements(records, batch, local_batch, process_index):
-  """Generator of this host's chunk of each eval batch; positions past the end are padding."""
+def _eval_source(records, batch, local_batch, process_index):
+  """step -> this host's chunk of eval batch `step`; positions past the end are padding."""
   n = len(records)
-  for step in range(-(-n // batch)):
+
+  def source(step):
     positions = step * batch + process_index * local_batch + np.arange(local_batch)
     valid = positions < n
     raws = records.__getitems__(np.where(valid, positions, 0).tolist())
-    for raw, is_valid in zip(raws, valid):
-      yield {"record": raw, "seed": np.zeros(2, np.int64), "valid": bool(is_valid)}
+    return raws, np.zeros((local_batch, 2), np.int64), valid
+
+  return source
 
 
-def _batches(builder, elements, config, local_batch, train):
-  """tf.data: decode + preprocess each element, batch, prefetch -> numpy batches."""
-  ds_config = config.dataset
-  features = builder.info.features
-  dataset = tf.data.Dataset.from_generator(
-      lambda: elements,
-      output_signature={"record": tf.TensorSpec((), tf.string),
-                        "seed": tf.TensorSpec((2,), tf.int64),
-                        "valid": tf.TensorSpec((), tf.bool)})
-  augment_config = ds_config.augment
+def _batch_processor(features, config, local_batch, train):
+  """tf.function (records [b], seeds [b, 2], valid [b]) -> batch dict, examples in parallel."""
+  ds = config.dataset
+  kwargs = dict(image_size=tuple(ds.image_size), max_instances=ds.max_instances, train=train,
+                scale_range=tuple(ds.augment.scale_range), flip=bool(ds.augment.flip))
 
-  def process(element):
-    example = features.deserialize_example(element["record"])
-    return augment.preprocess(
-        example, element["seed"], element["valid"], image_size=tuple(ds_config.image_size),
-        max_instances=ds_config.max_instances, train=train,
-        scale_range=tuple(augment_config.scale_range), flip=bool(augment_config.flip))
+  def one(args):
+    raw, seed, valid = args
+    return augment.preprocess(features.deserialize_example(raw), seed, valid, **kwargs)
 
-  options = tf.data.Options()
-  options.deterministic = True
-  options.threading.private_threadpool_size = _THREADS
-  options.threading.max_intra_op_parallelism = 1
-  dataset = (dataset.map(process, num_parallel_calls=_THREADS, deterministic=True)
-             .batch(local_batch, drop_remainder=True)
-             .prefetch(2)
-             .with_options(options))
-  return _count_dropped(dataset.as_numpy_iterator(), ds_config.max_instances)
+  @tf.function(input_signature=[tf.TensorSpec([local_batch], tf.string),
+                                tf.TensorSpec([local_batch, 2], tf.int64),
+                                tf.TensorSpec([local_batch], tf.bool)])
+  def process(raws, seeds, valid):
+    return tf.map_fn(one, (raws, seeds, valid), parallel_iterations=THREADS,
+                     fn_output_signature=augment.output_signature(ds.image_size, ds.max_instances))
+
+  return process
 
 
-def _count_dropped(batches, max_instances):
-  """Yields the batches without `num_dropped`, logging the running count of dropped instances."""
-  dropped = images = 0
-  for batch in batches:
+class _Batches:
+  """Iterator over produce(step) for each of `steps`, computed `depth` ahead on a worker thread.
+
+  TensorFlow never calls back into Python here (unlike tf.data.Dataset.from_generator, whose
+  iterator can deadlock on the GIL when destroyed mid-stream, e.g. at interpreter exit). Logs
+  the running count of instances dropped beyond max_instances.
+  """
+
+  def __init__(self, produce, steps, max_instances, depth=2):
+    self._produce, self._steps, self._max_instances = produce, iter(steps), max_instances
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="segjax_data")
+    self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
+    self._pending = collections.deque()
+    self._submit(depth)
+    self._dropped = self._dropped_images = 0
+
+  def _submit(self, count):
+    for step in itertools.islice(self._steps, count):
+      self._pending.append(self._pool.submit(self._produce, step))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if not self._pending:
+      self._close()
+      raise StopIteration
+    batch = self._pending.popleft().result()
+    self._submit(1)
     per_image = batch.pop("num_dropped")
     if per_image.any():
-      dropped += int(per_image.sum())
-      images += int((per_image > 0).sum())
+      self._dropped += int(per_image.sum())
+      self._dropped_images += int((per_image > 0).sum())
       logging.log_every_n_seconds(
           logging.WARNING, "dropped %d instances beyond max_instances=%d in %d images so far",
-          60, dropped, max_instances, images)
-    yield batch
+          60, self._dropped, self._max_instances, self._dropped_images)
+    return batch
+
+
+def _batches(builder, source, steps, config, local_batch, train):
+  """Numpy batches of `steps`: records from `source`, processed by TensorFlow, prefetched."""
+  process = _batch_processor(builder.info.features, config, local_batch, train)
+
+  def produce(step):
+    raws, seeds, valid = source(step)
+    return {k: v.numpy() for k, v in process(tf.constant(raws), seeds, valid).items()}
+
+  return _Batches(produce, steps, config.dataset.max_instances)
 
 
 def _records(builder, split):
@@ -164,9 +194,8 @@ def make_train_iterator(config, *, start_step=0, process_index=0, process_count=
   if len(records) == 0:
     raise coco.DatasetError(f"train split '{config.dataset.train_split}' of "
                             f"{config.dataset.root} has no examples")
-  elements = _train_elements(records, config.seed, start_step, config.batch_size, local_batch,
-                             process_index)
-  return _batches(builder, elements, config, local_batch, train=True)
+  source = _train_source(records, config.seed, config.batch_size, local_batch, process_index)
+  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True)
 
 
 def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):
@@ -178,5 +207,6 @@ def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):
   local_batch = _local_batch(config, process_index, process_count)
   builder = prepare(config)
   records = _records(builder, split or config.dataset.eval_split)
-  elements = _eval_elements(records, config.batch_size, local_batch, process_index)
-  return _batches(builder, elements, config, local_batch, train=False)
+  source = _eval_source(records, config.batch_size, local_batch, process_index)
+  steps = range(-(-len(records) // config.batch_size))
+  return _batches(builder, source, steps, config, local_batch, train=False)

@@ -118,16 +118,16 @@ def _paint_stuff(rng, canvas, height, width):
   sky_end = _wavy(rng, rng.uniform(0.15, 0.5) * height, height, width)
   road_start = _wavy(rng, rng.uniform(0.55, 1.15) * height, height, width)
   region = np.where(y < sky_end, 0, np.where(y < road_start, 1, 2))
-  xx = np.arange(width, dtype=np.float32)[None, :]
-  texture = (np.broadcast_to(20 * y / height, (height, width)),  # sky: lighter towards the horizon
-             8 * np.sin(0.9 * xx + 0.4 * y),  # grass: stripes
-             6 * np.sin(0.25 * xx) * np.sin(0.25 * y))  # road: blotches
+  ys, xs = np.mgrid[:height, :width].astype(np.float32)
+  texture = (lambda y, x: 20 * y / height,  # sky: lighter towards the horizon
+             lambda y, x: 8 * np.sin(0.9 * x + 0.4 * y),  # grass: stripes
+             lambda y, x: 6 * np.sin(0.25 * x) * np.sin(0.25 * y))  # road: blotches
   for k, (category_id, _, base) in enumerate(STUFF):
     mask = region == k
     if mask.any():
       colour = np.asarray(base, np.float32) + rng.uniform(-15, 15, 3)
       canvas.paint(category_id * 1000, mask, colour, (4, 10, 7)[k])
-      canvas.colour[mask] += texture[k][mask][:, None]
+      canvas.colour[mask] += texture[k](ys[mask], xs[mask])[:, None]
 
 
 def _thing_colour(rng, category_id):
@@ -245,7 +245,7 @@ def _write_split(root, split, count, first_id, image_size, seed):
       (paths["panoptic_json"], {"info": info, "licenses": [], "images": images,
                                 "annotations": panoptic, "categories": list(CATEGORIES)})):
     with open(path, "w") as f:
-      json.dump(content, f, separators=(",", ":"))
+      f.write(json.dumps(content, separators=(",", ":")))  # dumps: the C encoder
 
 
 def _params(num_train, num_val, image_size, seed):
