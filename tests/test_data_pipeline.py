@@ -1,6 +1,9 @@
 """Input pipelines: static shapes, exact resume, host chunks, eval padding, augmentation geometry."""
 import io
 import logging
+import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -251,3 +254,19 @@ def test_bad_arguments(config):
   other.dataset.name = "voc"
   with pytest.raises(ValueError, match="config.dataset.name must be 'synthetic' or 'coco', got 'voc'"):
     pipeline.dataset_info(other)
+
+
+def test_process_exits_with_a_live_train_iterator(config):
+  """An endless iterator left open must not hang interpreter exit (tf.data.from_generator did)."""
+  script = (
+      "import ml_collections, sys\n"
+      "from segjax.data import pipeline\n"
+      f"config = ml_collections.ConfigDict({config.to_dict()!r})\n"
+      "it = pipeline.make_train_iterator(config)\n"
+      "next(it); next(it)\n"
+      "print('done')\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.splitlines()[-1] == "done"
+  assert "Exception ignored" not in result.stderr

@@ -70,7 +70,9 @@ def test_built_once_and_rebuilt_when_annotations_change(synthetic_build, monkeyp
     raise AssertionError("rebuilt")
 
   monkeypatch.setattr(tfds_coco.CocoFolder, "_split_generators", fail)
-  again = tfds_coco.prepare(root, SPLITS, data_dir)  # no generation
+  assert tfds_coco.prepare(root, SPLITS, data_dir) is builder  # this process: cached
+  again = tfds_coco.builder(root, SPLITS, data_dir)  # as a new process would: read from disk
+  again.download_and_prepare()
   assert again.data_dir == builder.data_dir
   assert again.info.metadata["categories"] == builder.info.metadata["categories"]
   path = os.path.join(root, "annotations", "instances_val2017.json")

@@ -110,11 +110,14 @@ def _eval_source(records, batch, local_batch, process_index):
   return source
 
 
-def _batch_processor(features, config, local_batch, train):
-  """tf.function (records [b], seeds [b, 2], valid [b]) -> batch dict, examples in parallel."""
-  ds = config.dataset
-  kwargs = dict(image_size=tuple(ds.image_size), max_instances=ds.max_instances, train=train,
-                scale_range=tuple(ds.augment.scale_range), flip=bool(ds.augment.flip))
+@functools.lru_cache(maxsize=16)
+def _batch_processor(features, local_batch, image_size, max_instances, train, scale_range, flip):
+  """tf.function (records [b], seeds [b, 2], valid [b]) -> batch dict, examples in parallel.
+
+  Cached, so a new iterator over the same dataset and shapes does not trace again.
+  """
+  kwargs = dict(image_size=image_size, max_instances=max_instances, train=train,
+                scale_range=scale_range, flip=flip)
 
   def one(args):
     raw, seed, valid = args
@@ -125,7 +128,7 @@ def _batch_processor(features, config, local_batch, train):
                                 tf.TensorSpec([local_batch], tf.bool)])
   def process(raws, seeds, valid):
     return tf.map_fn(one, (raws, seeds, valid), parallel_iterations=THREADS,
-                     fn_output_signature=augment.output_signature(ds.image_size, ds.max_instances))
+                     fn_output_signature=augment.output_signature(image_size, max_instances))
 
   return process
 
@@ -171,7 +174,10 @@ class _Batches:
 
 def _batches(builder, source, steps, config, local_batch, train):
   """Numpy batches of `steps`: records from `source`, processed by TensorFlow, prefetched."""
-  process = _batch_processor(builder.info.features, config, local_batch, train)
+  ds = config.dataset
+  process = _batch_processor(
+      builder.info.features, local_batch, tuple(ds.image_size), ds.max_instances, train,
+      tuple(ds.augment.scale_range), bool(ds.augment.flip))
 
   def produce(step):
     raws, seeds, valid = source(step)

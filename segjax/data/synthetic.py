@@ -286,6 +286,7 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
   Written into a sibling temporary folder and renamed, so a crash never leaves a half-written
   `root`; an existing `root` is replaced only if it is a synthetic set (has the marker) with
   other arguments, or an unfinished one (only the folders this writer makes, no marker).
+  Processes sharing `root` should let one process call this first.
   """
   root = os.path.expanduser(os.fspath(root))
   args = dict(num_train=num_train, num_val=num_val, image_size=tuple(image_size), seed=seed)
@@ -300,12 +301,9 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
   shutil.rmtree(partial, ignore_errors=True)
   try:
     write_dataset(partial, **args)
-    shutil.rmtree(root, ignore_errors=True)
-    try:
+    if not is_complete(root, **args):  # unless another process finished meanwhile
+      shutil.rmtree(root, ignore_errors=True)
       os.rename(partial, root)
-    except OSError:  # another process renamed its copy first
-      if not is_complete(root, **args):
-        raise
   finally:
     shutil.rmtree(partial, ignore_errors=True)
   return root

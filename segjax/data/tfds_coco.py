@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from segjax.data import coco
+from segjax.data import config as config_lib
 from segjax.data import coco_example
 from segjax.data import info as info_lib
 from segjax.data.tf_env import tf
@@ -107,19 +108,30 @@ def _config_name(root, splits, layout):
   return f"{slug}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
+def _builder_config(root, splits, layout) -> CocoFolderConfig:
+  root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+  layout = dict(config_lib.COCO_LAYOUT, **(layout or {}))
+  splits = tuple(dict.fromkeys(splits))
+  return CocoFolderConfig(name=_config_name(root, splits, layout), root=root, splits=splits,
+                          layout=tuple(sorted(layout.items())))
+
+
 def builder(root, splits, data_dir, layout=None) -> CocoFolder:
   """The builder of `root`'s `splits` in `data_dir`; a changed annotation file gives a new one."""
-  root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-  layout = dict(layout or {})
-  splits = tuple(dict.fromkeys(splits))
-  config = CocoFolderConfig(name=_config_name(root, splits, layout), root=root, splits=splits,
-                            layout=tuple(sorted(layout.items())))
-  return CocoFolder(config=config, data_dir=os.path.expanduser(os.fspath(data_dir)),
+  return CocoFolder(config=_builder_config(root, splits, layout),
+                    data_dir=os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
                     file_format="array_record")
 
 
+_PREPARED = {}  # (data_dir, builder config name) -> builder prepared by this process
+
+
 def prepare(root, splits, data_dir, layout=None) -> CocoFolder:
-  """`builder(...)`, built now unless built before (then only its info files are read)."""
-  result = builder(root, splits, data_dir, layout)
-  result.download_and_prepare()
-  return result
+  """`builder(...)`, built unless it was built before (by any process; then only read)."""
+  key = (os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
+         _builder_config(root, splits, layout).name)
+  if key not in _PREPARED:
+    result = builder(root, splits, data_dir, layout)
+    result.download_and_prepare()
+    _PREPARED[key] = result
+  return _PREPARED[key]
