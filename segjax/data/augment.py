@@ -21,13 +21,13 @@ def _decode_masks(encoded, height, width):
 
 
 def _resize(image, labels, size):
-  """Image bilinear (antialiased) -> float32, labels nearest; identity when size is unchanged."""
-  same = tf.reduce_all(tf.shape(image)[:2] == size)
-  return tf.cond(
-      same,
-      lambda: (tf.cast(image, tf.float32), labels),
-      lambda: (tf.image.resize(image, size, "bilinear", antialias=True),
-               tf.image.resize(labels, size, "nearest")))
+  """Image bilinear -> float32 (antialiased when shrinking), labels nearest; identity if same size."""
+  shape = tf.shape(image)[:2]
+  return tf.case(
+      [(tf.reduce_all(shape == size), lambda: (tf.cast(image, tf.float32), labels)),
+       (tf.reduce_any(size < shape), lambda: (tf.image.resize(image, size, antialias=True),
+                                              tf.image.resize(labels, size, "nearest")))],
+      default=lambda: (tf.image.resize(image, size), tf.image.resize(labels, size, "nearest")))
 
 
 def _boxes_from_masks(masks):

@@ -121,7 +121,8 @@ def _batch_processor(features, local_batch, image_size, max_instances, train, sc
 
   def one(args):
     raw, seed, valid = args
-    return augment.preprocess(features.deserialize_example(raw), seed, valid, **kwargs)
+    example = features.deserialize_example(raw, decoders={"panoptic": tfds.decode.SkipDecoding()})
+    return augment.preprocess(example, seed, valid, **kwargs)
 
   @tf.function(input_signature=[tf.TensorSpec([local_batch], tf.string),
                                 tf.TensorSpec([local_batch, 2], tf.int64),
