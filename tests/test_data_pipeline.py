@@ -19,12 +19,11 @@ M = 16
 NUM_TRAIN, NUM_VAL = 10, 5
 
 
-def _config(root, data_dir, **dataset):
+def _config(root, data_dir):
   config = ml_collections.ConfigDict({"seed": 5, "batch_size": 4,
                                       "dataset": config_lib.default_dataset_config()})
   config.dataset.update(dict(root=str(root), data_dir=str(data_dir), image_size=(H, W),
                              max_instances=M, num_train=NUM_TRAIN, num_val=NUM_VAL))
-  config.dataset.update(dataset)
   return config
 
 
