@@ -1,0 +1,28 @@
+"""Default `config.dataset` for the input pipelines (ml_collections)."""
+import ml_collections
+
+# Where each file of a split lives, relative to `root`; `{split}` is the split name. COCO 2017 layout.
+COCO_LAYOUT = {
+    "images": "{split}",
+    "instances": "annotations/instances_{split}.json",
+    "panoptic_json": "annotations/panoptic_{split}.json",
+    "panoptic_dir": "annotations/panoptic_{split}",
+    "semantic_dir": "semantic_{split}",
+}
+
+
+def default_dataset_config() -> ml_collections.ConfigDict:
+  """The embedded synthetic set at 128x128; set name="coco" and root=... for a COCO-format folder."""
+  config = ml_collections.ConfigDict()
+  config.name = "synthetic"  # "synthetic" (written on first use) | "coco" (any COCO-format folder)
+  config.root = "~/.cache/segjax/synthetic"  # the COCO-format folder
+  config.data_dir = "~/.cache/segjax/tfds"  # where the TFDS copy is built, once
+  config.layout = ml_collections.ConfigDict(COCO_LAYOUT)
+  config.train_split = "train2017"
+  config.eval_split = "val2017"
+  config.image_size = (128, 128)  # (H, W) of every batch; also the synthetic images' size
+  config.max_instances = 16
+  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True})
+  config.num_train = 1000  # synthetic only
+  config.num_val = 200  # synthetic only
+  return config

@@ -1,0 +1,219 @@
+"""Input pipelines: host-local, fixed-shape numpy batches with exact resume.
+
+The train stream is a pure function of (config.seed, position): epoch e visits the examples in
+the permutation seeded by (seed, e); global step s holds stream positions [s B, (s + 1) B), and
+host p of P takes the p-th contiguous chunk of B / P of them. Each example's augmentation is
+seeded by (seed, epoch, example index). So `make_train_iterator(config, start_step=k)` yields
+exactly what the iterator from step 0 yields after k batches, without reading those k batches.
+
+Batch dict (B = config.batch_size // process_count, M = config.dataset.max_instances, (H, W) =
+config.dataset.image_size), all numpy:
+  image float32 [B, H, W, 3] in [0, 1]      semantic int32 [B, H, W] (255 ignore)
+  boxes float32 [B, M, 4] (x1, y1, x2, y2)  classes int32 [B, M] thing labels 1..K (0 padding)
+  masks uint8 [B, M, H, W]                  is_crowd bool [B, M]     instance_valid bool [B, M]
+  image_id int32 [B] (-1 padding)           valid_image bool [B]
+  orig_size int32 [B, 2] source (h, w)      scale float32 [B] resize factor source -> batch
+"""
+import collections
+import concurrent.futures
+import functools
+import itertools
+import weakref
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from segjax.data import augment
+from segjax.data import coco
+from segjax.data import info as info_lib
+from segjax.data import synthetic
+from segjax.data import tfds_coco
+from segjax.data.tf_env import THREADS
+from segjax.data.tf_env import tf
+
+
+def _layout(config):
+  layout = config.dataset.get("layout")
+  return layout.to_dict() if hasattr(layout, "to_dict") else dict(layout or {})
+
+
+def prepare(config) -> tfds_coco.CocoFolder:
+  """The TFDS builder of config.dataset, written (synthetic) and built on first use only."""
+  ds = config.dataset
+  if ds.name == "synthetic":
+    synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
+                               image_size=tuple(ds.image_size))
+  elif ds.name != "coco":
+    raise ValueError(f"config.dataset.name must be 'synthetic' or 'coco', got {ds.name!r}")
+  return tfds_coco.prepare(ds.root, (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))
+
+
+def dataset_info(config) -> info_lib.DatasetInfo:
+  """Classes, contiguous-id maps, split sizes and eval annotation paths of config.dataset."""
+  ds = config.dataset
+  builder = prepare(config)
+  meta = builder.info.metadata
+  return info_lib.make_info(
+      ds.name, [coco.Category(**c) for c in meta["categories"]],
+      num_train=builder.info.splits[ds.train_split].num_examples,
+      num_eval=builder.info.splits[ds.eval_split].num_examples,
+      image_size=ds.image_size,
+      eval_paths=coco.split_paths(ds.root, ds.eval_split, _layout(config)),
+      has_instances=meta[ds.eval_split]["has_instances"],
+      has_panoptic=meta[ds.eval_split]["has_panoptic"])
+
+
+def _local_batch(config, process_index, process_count):
+  batch = config.batch_size
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+  if batch < process_count or batch % process_count:
+    raise ValueError(f"config.batch_size={batch} must be a positive multiple of "
+                     f"process_count={process_count}")
+  return batch // process_count
+
+
+def _example_seed(seed, epoch, index):
+  """Stateless seed [2] of one example's augmentation, from (seed, epoch, example index)."""
+  return np.random.SeedSequence([seed, epoch, index]).generate_state(2).astype(np.int64)
+
+
+def _train_source(records, seed, batch, local_batch, process_index):
+  """step -> (records [b], seeds [b, 2], valid [b]) of this host's chunk of global step `step`."""
+  n = len(records)
+
+  @functools.lru_cache(maxsize=2)
+  def permutation(epoch):  # the visiting order of epoch `epoch`
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+  def source(step):
+    positions = step * batch + process_index * local_batch + np.arange(local_batch)
+    epochs, offsets = np.divmod(positions, n)
+    indices = [int(permutation(int(e))[o]) for e, o in zip(epochs, offsets)]
+    seeds = np.stack([_example_seed(seed, int(e), i) for e, i in zip(epochs, indices)])
+    return records.__getitems__(indices), seeds, np.ones(local_batch, bool)
+
+  return source
+
+
+def _eval_source(records, batch, local_batch, process_index):
+  """step -> this host's chunk of eval batch `step`; positions past the end are padding."""
+  n = len(records)
+
+  def source(step):
+    positions = step * batch + process_index * local_batch + np.arange(local_batch)
+    valid = positions < n
+    raws = records.__getitems__(np.where(valid, positions, 0).tolist())
+    return raws, np.zeros((local_batch, 2), np.int64), valid
+
+  return source
+
+
+@functools.lru_cache(maxsize=16)
+def _batch_processor(features, local_batch, image_size, max_instances, train, scale_range, flip):
+  """tf.function (records [b], seeds [b, 2], valid [b]) -> batch dict, examples in parallel.
+
+  Cached, so a new iterator over the same dataset and shapes does not trace again.
+  """
+  kwargs = dict(image_size=image_size, max_instances=max_instances, train=train,
+                scale_range=scale_range, flip=flip)
+
+  def one(args):
+    raw, seed, valid = args
+    example = features.deserialize_example(raw, decoders={"panoptic": tfds.decode.SkipDecoding()})
+    return augment.preprocess(example, seed, valid, **kwargs)
+
+  @tf.function(input_signature=[tf.TensorSpec([local_batch], tf.string),
+                                tf.TensorSpec([local_batch, 2], tf.int64),
+                                tf.TensorSpec([local_batch], tf.bool)])
+  def process(raws, seeds, valid):
+    return tf.map_fn(one, (raws, seeds, valid), parallel_iterations=THREADS,
+                     fn_output_signature=augment.output_signature(image_size, max_instances))
+
+  return process
+
+
+class _Batches:
+  """Iterator over produce(step) for each of `steps`, computed `depth` ahead on a worker thread.
+
+  TensorFlow never calls back into Python here (unlike tf.data.Dataset.from_generator, whose
+  iterator can deadlock on the GIL when destroyed mid-stream, e.g. at interpreter exit). Logs
+  the running count of instances dropped beyond max_instances.
+  """
+
+  def __init__(self, produce, steps, max_instances, depth=2):
+    self._produce, self._steps, self._max_instances = produce, iter(steps), max_instances
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="segjax_data")
+    self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
+    self._pending = collections.deque()
+    self._submit(depth)
+    self._dropped = self._dropped_images = 0
+
+  def _submit(self, count):
+    for step in itertools.islice(self._steps, count):
+      self._pending.append(self._pool.submit(self._produce, step))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if not self._pending:
+      self._close()
+      raise StopIteration
+    batch = self._pending.popleft().result()
+    self._submit(1)
+    per_image = batch.pop("num_dropped")
+    if per_image.any():
+      self._dropped += int(per_image.sum())
+      self._dropped_images += int((per_image > 0).sum())
+      logging.log_every_n_seconds(
+          logging.WARNING, "dropped %d instances beyond max_instances=%d in %d images so far",
+          60, self._dropped, self._max_instances, self._dropped_images)
+    return batch
+
+
+def _batches(builder, source, steps, config, local_batch, train):
+  """Numpy batches of `steps`: records from `source`, processed by TensorFlow, prefetched."""
+  ds = config.dataset
+  process = _batch_processor(
+      builder.info.features, local_batch, tuple(ds.image_size), ds.max_instances, train,
+      tuple(ds.augment.scale_range), bool(ds.augment.flip))
+
+  def produce(step):
+    raws, seeds, valid = source(step)
+    return {k: v.numpy() for k, v in process(tf.constant(raws), seeds, valid).items()}
+
+  return _Batches(produce, steps, config.dataset.max_instances)
+
+
+def _records(builder, split):
+  return builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+
+def make_train_iterator(config, *, start_step=0, process_index=0, process_count=1):
+  """Endless iterator of this host's train batches (see the module docstring), from `start_step`."""
+  if config.seed < 0 or start_step < 0:
+    raise ValueError(f"config.seed={config.seed} and start_step={start_step} must be >= 0")
+  local_batch = _local_batch(config, process_index, process_count)
+  builder = prepare(config)
+  records = _records(builder, config.dataset.train_split)
+  if len(records) == 0:
+    raise coco.DatasetError(f"train split '{config.dataset.train_split}' of "
+                            f"{config.dataset.root} has no examples")
+  source = _train_source(records, config.seed, config.batch_size, local_batch, process_index)
+  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True)
+
+
+def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):
+  """This host's eval batches: every example of `split` (default eval_split) once, unaugmented.
+
+  Every host yields ceil(N / config.batch_size) batches; rows past the end are padding with
+  valid_image False (image 0, semantic 255, no instances, image_id -1).
+  """
+  local_batch = _local_batch(config, process_index, process_count)
+  builder = prepare(config)
+  records = _records(builder, split or config.dataset.eval_split)
+  source = _eval_source(records, config.batch_size, local_batch, process_index)
+  steps = range(-(-len(records) // config.batch_size))
+  return _batches(builder, source, steps, config, local_batch, train=False)
