@@ -121,7 +121,8 @@ def test_noisy_detections_equal_cocoeval(gt_file):
 
 
 def test_empty_detections(gt_file):
-  coco_gt = coco._load_gt(gt_file)  # a COCO object is accepted as well as a path
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco_gt = pycoco.COCO(gt_file)  # a COCO object is accepted as well as a path
   no_rows = [{"image_id": 1, "boxes": np.zeros((0, 4)), "scores": np.zeros(0),
               "labels": np.zeros(0, np.int32), "masks": np.zeros((0, H, W))}]
   for detections in ([], no_rows, [dict(no_rows[0], labels=[], scores=[])]):

@@ -77,7 +77,7 @@ def _random_image(rng, index, h=48, w=64):
   return gt, gt_segments, pred, pred_segments
 
 
-def _write(folder, json_name, images, with_categories=True):
+def _write(folder, json_name, images):
   """COCO panoptic JSON + PNG folder for [(image_id, id_map, segments_info)]."""
   png_folder = os.path.join(folder, json_name[:-len(".json")])
   os.makedirs(png_folder, exist_ok=True)
@@ -86,7 +86,7 @@ def _write(folder, json_name, images, with_categories=True):
     file_name = f"{image_id:012d}.png"
     panoptic_io.write_panoptic_png(os.path.join(png_folder, file_name), id_map)
     annotations.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
-  data = {"annotations": annotations, "categories": CATEGORIES if with_categories else []}
+  data = {"annotations": annotations, "categories": CATEGORIES}
   data["images"] = [{"id": a["image_id"], "file_name": a["file_name"]} for a in annotations]
   path = os.path.join(folder, json_name)
   with open(path, "w") as f:
@@ -159,10 +159,13 @@ def _assert_results_close(got, want, tol):
       assert abs(got["per_class"][c][m] - r[m]) <= tol, (c, m)
 
 
-def test_pq_compute_matches_panopticapi(random_split, tmp_path, monkeypatch):
+def test_pq_compute_matches_panopticapi(random_split, monkeypatch):
   evaluation = pytest.importorskip("panopticapi.evaluation")
   gt_json, pred_json, _ = random_split
-  monkeypatch.chdir(tmp_path)  # panopticapi forks workers
+  # panopticapi's own per-image loop and averaging, run in this process instead of a forked pool
+  # (forking a process that may hold JAX threads risks a deadlock).
+  monkeypatch.setattr(evaluation, "pq_compute_multi_core",
+                      lambda pairs, *args: evaluation.pq_compute_single_core(0, pairs, *args))
   want = evaluation.pq_compute(gt_json, pred_json)
   got = panoptic.pq_compute(gt_json, pred_json, num_workers=1)
   _assert_results_close(got, want, tol=1e-9)
@@ -237,12 +240,28 @@ def _write_case(folder, categories, gt_images, pred_images):
 def test_pq_compute_hand_computed(tmp_path):
   gt_json, pred_json = _write_case(str(tmp_path), *_hand_case())
   _assert_results_close(panoptic.pq_compute(gt_json, pred_json, num_workers=1), HAND_RESULTS, 1e-12)
+  # Without "area" in the gt segments_info, pixel counts stand in (panopticapi raises KeyError).
+  categories, gt_images, pred_images = _hand_case()
+  for _, _, segments in gt_images:
+    for segment in segments:
+      del segment["area"]
+  gt_json, pred_json = _write_case(str(tmp_path / "no_area"), categories, gt_images, pred_images)
+  _assert_results_close(panoptic.pq_compute(gt_json, pred_json, num_workers=1), HAND_RESULTS, 1e-12)
+
+
+def test_no_category_to_average_gives_zero():
+  results = pq_accumulator.PQAccumulator([{"id": 1, "isthing": 1}]).result()
+  assert results == {"All": {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0},
+                     "Things": {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0},
+                     "Stuff": {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0},
+                     "per_class": {1: {"pq": 0.0, "sq": 0.0, "rq": 0.0}}}
 
 
 @pytest.mark.parametrize("defect, message", [
     ("png_not_json", r"segment id\(s\) \[8\] are in the PNG but not in segments_info"),
     ("json_not_png", r"segment id\(s\) \[77\] are in segments_info but not in the PNG"),
     ("unknown_category", r"segment id\(s\) \[8\] have unknown category_id\(s\) \[42\]"),
+    ("duplicate", r"prediction segments_info repeats segment id\(s\) \[7\]"),
 ])
 def test_pq_compute_bad_prediction_errors(tmp_path, defect, message):
   categories, gt_images, pred_images = _hand_case()
@@ -251,6 +270,8 @@ def test_pq_compute_bad_prediction_errors(tmp_path, defect, message):
     segments.pop(1)
   elif defect == "json_not_png":
     segments.append({"id": 77, "category_id": 1})
+  elif defect == "duplicate":
+    segments.append({"id": 7, "category_id": 2})
   else:
     segments[1]["category_id"] = 42
   gt_json, pred_json = _write_case(str(tmp_path), categories, gt_images, pred_images)

@@ -259,8 +259,11 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, n
     for chunk in chunks:
       stats += _pq_stats_of_chunk(chunk)
   else:
-    # spawn, not fork: the caller may hold JAX's threads, which fork would copy mid-flight.
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    # Not fork: the caller may hold JAX's threads, which fork would copy mid-flight. The fork
+    # server imports this module once, then forks each worker from its single thread.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(num_workers) as pool:
       for chunk_stats in pool.imap_unordered(_pq_stats_of_chunk, chunks):
         stats += chunk_stats
   return pq_from_stats(stats, categories)
