@@ -89,7 +89,7 @@ def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
   if stop == signal.SIGTERM:
     assert process.returncode == 0, output
     assert "exiting" in output
-  saved = max(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+  saved = max(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   assert saved < RESUME["total_steps"], "the run ended before the signal: nothing was tested"
 
   process = run_cli(tmp_path, data_root, **RESUME)

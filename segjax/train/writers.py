@@ -5,6 +5,7 @@ import sys
 import time
 
 import numpy as np
+import tensorboardX
 from absl import logging
 
 
@@ -27,8 +28,7 @@ class MetricWriter:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(kept)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    self._summary = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict):
     metrics = {k: float(np.asarray(v)) for k, v in metrics.items()}
@@ -36,10 +36,8 @@ class MetricWriter:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
-    with self._summary.as_default(step=step):
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      for name, value in metrics.items():
-        tf.summary.scalar(f"{split}/{name}", value)
+    for name, value in metrics.items():
+      self._summary.add_scalar(f"{split}/{name}", value, step)
     self._summary.flush()
 
   def close(self):
