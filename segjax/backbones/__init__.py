@@ -1,1 +1,3 @@
-"""Backbones: ResNet, VGG."""
+"""Backbones: ResNet (18-152, dilated for output stride 8/16), VGG-16 (FCN and DeepLab-LargeFOV trunks)."""
+from segjax.backbones.resnet import ResNet
+from segjax.backbones.vgg import VGG16

@@ -1,1 +1,3 @@
 """Flax building blocks shared by several models."""
+from segjax.layers.norms import BatchNorm, FrozenBatchNorm, norm_layer
+from segjax.layers.upsample import BilinearUpsample

@@ -1,1 +1,2 @@
 """Converters from public checkpoints to segjax variables."""
+from segjax.weights.torchvision import convert
