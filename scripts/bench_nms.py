@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torchvision
 
-from segjax.ops import matrix_nms as matrix_nms_lib
-from segjax.ops import nms as nms_lib
+from segjax.ops import mask_nms as matrix_nms_lib
+from segjax.ops import box_nms as nms_lib
 
 
 def median_ms(fn, repeats):

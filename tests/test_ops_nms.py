@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.ops import matrix_nms as matrix_nms_lib
+from segjax.ops import mask_nms as matrix_nms_lib
 from segjax.ops.boxes import box_area
-from segjax.ops import nms as nms_lib
+from segjax.ops import box_nms as nms_lib
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

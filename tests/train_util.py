@@ -34,12 +34,13 @@ def cli_args(config_overrides: dict):
   return [f"--config.{k}={v}" for k, v in config_overrides.items()]
 
 
-def run_cli(workdir, data_root, extra=(), **overrides):
+def run_cli(workdir, data_root, extra=(), env=None, **overrides):
   """Starts `python -m segjax.main` on demo.py with the tiny overrides; returns the Popen."""
   flags = {**TINY, "dataset.root": str(data_root), "dataset.data_dir": str(data_root) + "_tfds", **overrides}
   command = [sys.executable, "-m", "segjax.main", "--config=experiments/demo.py", f"--workdir={workdir}",
              *cli_args(flags), *extra]
-  return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
 
 
 def read_metrics(workdir, split="train"):

@@ -6,7 +6,7 @@ from segjax.ops.deform_conv import deform_conv2d
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import match_boxes, sample_balanced
-from segjax.ops.matrix_nms import matrix_nms
-from segjax.ops.nms import batched_nms, nms
+from segjax.ops.mask_nms import matrix_nms
+from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)

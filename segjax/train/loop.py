@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from segjax import visualize
 from segjax.data import pipeline
@@ -79,6 +80,10 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, picture_path=N
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Runs the job described by `config` in `workdir` on `devices` (default all); returns the last eval metrics."""
   primary = jax.process_index() == 0
+  if jax.process_count() > 1:  # One process writes and builds the data set; the others then read it.
+    if primary:
+      pipeline.prepare(config)
+    multihost_utils.sync_global_devices("segjax: data prepared")
   info = pipeline.dataset_info(config)
   model_lib = get_model(config.model.name)
   module = model_lib.build(config.model, info)

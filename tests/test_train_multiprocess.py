@@ -1,0 +1,60 @@
+"""2 processes x 2 CPU devices (gloo collectives over 127.0.0.1) against 1 process x 4 devices."""
+import os
+import shutil
+import socket
+
+import jax
+import numpy as np
+import pytest
+
+from segjax.train.loop import train_and_evaluate
+from train_util import read_metrics, run_cli, tiny_config
+
+# A constant learning rate, so that a run of 6 steps is the first half of a run of 9.
+RUN = {"total_steps": 9, "eval_every_steps": 9, "checkpoint_every_steps": 3,
+       "optimizer.schedule": "constant", "optimizer.warmup_steps": 0}
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_two_processes(workdir, data_root, **overrides):
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  processes = [run_cli(workdir, data_root, extra=(f"--coordinator_address=127.0.0.1:{port}",
+                                                  "--num_processes=2", f"--process_id={i}"), env=env,
+                       **{**RUN, **overrides}) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output
+  return outputs
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  data_root = tmp_path_factory.mktemp("synthetic_mp") / "data"
+  workdir = tmp_path_factory.mktemp("one_process")
+  train_and_evaluate(tiny_config(data_root, **RUN), str(workdir), devices=jax.devices()[:4])
+  return data_root, workdir, [r["loss"] for r in read_metrics(workdir)]
+
+
+def test_two_processes_match_one_and_resume_across_process_counts(reference, tmp_path):
+  data_root, one_process_dir, losses = reference
+  # 2 processes from scratch for 6 steps: the losses of the 1-process run.
+  two = tmp_path / "two"
+  outputs = run_two_processes(two, data_root, total_steps=6, eval_every_steps=6)
+  assert "process 1/2" in outputs[1]
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses[:6], rtol=1e-5)
+  # Their checkpoint of step 6, restored by 1 process, continues with the 1-process losses.
+  train_and_evaluate(tiny_config(data_root, **RUN), str(two), devices=jax.devices()[:4])
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses, rtol=1e-5)
+  # The other way round: the 1-process checkpoint of step 6 restored by 2 processes.
+  other = tmp_path / "other"
+  shutil.copytree(one_process_dir, other)
+  shutil.rmtree(other / "checkpoints" / "9")
+  outputs = run_two_processes(other, data_root)
+  assert "Restored step 6" in outputs[0]
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(other)], losses, rtol=1e-5)
