@@ -10,9 +10,15 @@ import pytest
 from segjax.train.loop import train_and_evaluate
 from train_util import read_metrics, run_cli, tiny_config
 
-# A constant learning rate, so that a run of 6 steps is the first half of a run of 9.
-RUN = {"total_steps": 9, "eval_every_steps": 9, "checkpoint_every_steps": 3,
-       "optimizer.schedule": "constant", "optimizer.warmup_steps": 0}
+# A constant learning rate, so that a run of 6 steps is the first half of a run of 9. SGD rather than the
+# demo's AdamW: Adam's normalised update turns the last-bit differences of another all-reduce order into
+# 5e-4 relative loss differences within 5 steps; SGD keeps them at float32 rounding.
+# The 2-process program (gloo all-reduce, 2 local devices) rounds differently from the 1-process one: the
+# losses agree to 1e-6 for 5 steps, then differ by 2e-5 at step 6 and up to 8e-4 by step 9 (measured; the
+# inputs are identical, checked). A wrong data shard or a bad restore changes the loss by >1e-2.
+RTOL = 2e-3
+RUN = {"total_steps": 9, "eval_every_steps": 9, "checkpoint_every_steps": 3, "optimizer.name": "sgd",
+       "optimizer.learning_rate": 0.001, "optimizer.schedule": "constant", "optimizer.warmup_steps": 0}
 
 
 def _free_port():
@@ -47,14 +53,14 @@ def test_two_processes_match_one_and_resume_across_process_counts(reference, tmp
   two = tmp_path / "two"
   outputs = run_two_processes(two, data_root, total_steps=6, eval_every_steps=6)
   assert "process 1/2" in outputs[1]
-  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses[:6], rtol=1e-5)
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses[:6], rtol=RTOL)
   # Their checkpoint of step 6, restored by 1 process, continues with the 1-process losses.
   train_and_evaluate(tiny_config(data_root, **RUN), str(two), devices=jax.devices()[:4])
-  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses, rtol=1e-5)
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(two)], losses, rtol=RTOL)
   # The other way round: the 1-process checkpoint of step 6 restored by 2 processes.
   other = tmp_path / "other"
   shutil.copytree(one_process_dir, other)
   shutil.rmtree(other / "checkpoints" / "9")
   outputs = run_two_processes(other, data_root)
   assert "Restored step 6" in outputs[0]
-  np.testing.assert_allclose([r["loss"] for r in read_metrics(other)], losses, rtol=1e-5)
+  np.testing.assert_allclose([r["loss"] for r in read_metrics(other)], losses, rtol=RTOL)
