@@ -33,6 +33,14 @@ class _Preemption:
     logging.warning("SIGTERM received: saving a checkpoint at the end of this step")
     self.requested = True
 
+  def should_stop(self, step: int, log_every_steps: int) -> bool:
+    """True once any process got SIGTERM. Processes agree at log steps, so all save the same step."""
+    if jax.process_count() == 1:
+      return self.requested
+    if step % log_every_steps:
+      return False
+    return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+
   def restore(self):
     signal.signal(signal.SIGTERM, self._previous)
 
@@ -131,8 +139,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         writer.write(step, "eval", eval_metrics)
         if primary:
           logging.info("eval at step %d: %s", step, json.dumps(eval_metrics))
-      checkpointer.maybe_save(step, state, force=preemption.requested or step == config.total_steps)
-      if preemption.requested:
+      stop = preemption.should_stop(step, config.log_every_steps)
+      checkpointer.maybe_save(step, state, force=stop or step == config.total_steps)
+      if stop:
         logging.warning("Saved step %d after SIGTERM; exiting", step)
         break
   finally:
