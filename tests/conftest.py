@@ -9,3 +9,11 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "segjax-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# The parity references load before TensorFlow: importing torchvision.ops (torch -> triton) after TensorFlow
+# 2.21 segfaults in triton's extension, so a worker that collected a TF-importing module first would crash
+# in its first torchvision test. Loading them first is harmless where they are missing.
+try:
+  import torchvision.ops  # noqa: F401  pylint: disable=unused-import,g-import-not-at-top
+except ImportError:
+  pass
