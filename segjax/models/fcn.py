@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.upsample import BilinearUpsample
-from segjax.ops.losses import softmax_cross_entropy  # noqa
+from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")

@@ -322,11 +322,16 @@ def _ps_pool(features, b, wy, wx):
   return jnp.einsum("rih,rjhci->rijc", wy, t)
 
 
-def _check_ps_channels(features, output_size):
+def _ps_inputs(features, rois, output_size):
+  """Checked inputs of the position-sensitive ops: (features, (h, w), batch indices, boxes)."""
+  features, rois = _check(features, rois)
+  output_size = _pair(output_size)
   if features.shape[-1] % (output_size[0] * output_size[1]):
     raise ValueError(
         f"features channels ({features.shape[-1]}) must be a multiple of output h * w "
         f"({output_size[0]} * {output_size[1]}) for position-sensitive pooling")
+  b, boxes = _split_rois(rois, features.shape[0])
+  return features, output_size, b, boxes
 
 
 def _dense_align_weights(start, bin_size, bins, sampling_ratio, extent):
@@ -369,11 +374,8 @@ def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=
   Returns:
     [R, h, w, C_out].
   """
-  features, rois = _check(features, rois)
-  output_size = _pair(output_size)
-  _check_ps_channels(features, output_size)
-  n, height, width, _ = features.shape
-  b, boxes = _split_rois(rois, n)
+  features, output_size, b, boxes = _ps_inputs(features, rois, output_size)
+  _, height, width, _ = features.shape
   x1, y1, x2, y2 = (boxes[:, k] * spatial_scale - 0.5 for k in range(4))
   wy = _dense_align_weights(y1, (y2 - y1) / output_size[0], output_size[0], sampling_ratio, height)
   wx = _dense_align_weights(x1, (x2 - x1) / output_size[1], output_size[1], sampling_ratio, width)
@@ -395,11 +397,8 @@ def ps_roi_pool(features, rois, output_size, spatial_scale=1.0):
   Returns:
     [R, h, w, C_out].
   """
-  features, rois = _check(features, rois)
-  output_size = _pair(output_size)
-  _check_ps_channels(features, output_size)
-  n, height, width, _ = features.shape
-  b, boxes = _split_rois(rois, n)
+  features, output_size, b, boxes = _ps_inputs(features, rois, output_size)
+  _, height, width, _ = features.shape
   x1, y1, roi_w, roi_h = _pooled_boxes(boxes, spatial_scale, 0)
 
   def bin_weights(start, length, bins, extent):  # indicator / bin length, [R, bins, extent]

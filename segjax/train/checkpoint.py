@@ -35,9 +35,6 @@ class Checkpointer:
         directory, item_names=("state", "identity"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
-  def latest_step(self):
-    return self._manager.latest_step()
-
   def restore(self, state):
     """Returns (state, step) from the latest checkpoint, or (state, 0) where there is none."""
     step = self._manager.latest_step()

@@ -56,7 +56,7 @@ class Progress:
     self._mark = (start_step, time.perf_counter())
     self.steps_per_second = float("nan")
 
-  def update(self, step: int, loss=None):
+  def update(self, step: int, loss: float):
     """Called at log steps with the latest loss; returns steps/s since the previous call."""
     last_step, last_time = self._mark
     now = time.perf_counter()
