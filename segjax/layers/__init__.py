@@ -1,3 +1,4 @@
 """Flax building blocks shared by several models."""
+from segjax.layers.fpn import FPN
 from segjax.layers.norms import BatchNorm, FrozenBatchNorm, norm_layer
 from segjax.layers.upsample import BilinearUpsample
