@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.num_pictures = 4
+  config.init_from = ""  # A scripts/convert_weights.py output directory: the whole model's or its backbone's weights.
   config.fsdp = False  # Shard parameters and optimizer state over the data axis (ZeRO-3) instead of replicating.
 
   config.model = ml_collections.ConfigDict()

@@ -33,11 +33,38 @@ def semantic_panel(image, ground_truth, prediction) -> np.ndarray:
                          overlay(image, ground_truth), gap, overlay(image, prediction)], axis=1)
 
 
-def save_semantic_pictures(path: str, images, ground_truths, predictions) -> str:
-  """Stacks one panel per image into a PNG at `path`; returns the path."""
-  rows = [semantic_panel(i, g, p) for i, g, p in zip(images, ground_truths, predictions)]
+def instance_labels(masks, keep) -> np.ndarray:
+  """masks [K, H, W] (binary or probabilities), keep [K] -> [H, W]: instance k drawn as colour k + 1, later
+  instances over earlier ones, 0 where none."""
+  labels = np.zeros(masks.shape[1:], np.int32)
+  for k in np.flatnonzero(keep):
+    labels[masks[k] > 0.5] = k + 1
+  return labels
+
+
+def _save_rows(path, rows) -> str:
   gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
   picture = np.concatenate([x for row in rows for x in (row, gap)][:-1], axis=0)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   Image.fromarray(picture).save(path)
   return path
+
+
+def save_semantic_pictures(path: str, images, ground_truths, predictions) -> str:
+  """Stacks one panel (input | ground truth | prediction) per image into a PNG at `path`; returns the path."""
+  return _save_rows(path, [semantic_panel(i, g, p) for i, g, p in zip(images, ground_truths, predictions)])
+
+
+def save_instance_pictures(path: str, images, gt_masks, gt_valid, masks, scores, valid,
+                           score_threshold: float = 0.5) -> str:
+  """One panel per image: input | ground-truth instances | detections scoring >= `score_threshold`."""
+  rows = []
+  for image, gm, gv, m, s, v in zip(images, gt_masks, gt_valid, masks, scores, valid):
+    truth, predicted = instance_labels(gm, gv), instance_labels(m, v & (s >= score_threshold))
+    panel = semantic_panel(image, truth, predicted)
+    plain, width = panel[:, :image.shape[1]], image.shape[1] + 2
+    for column, labels in ((1, truth), (2, predicted)):
+      part = panel[:, column * width:column * width + image.shape[1]]
+      part[labels == 0] = plain[labels == 0]  # background stays the image
+    rows.append(panel)
+  return _save_rows(path, rows)

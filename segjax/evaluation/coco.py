@@ -89,7 +89,7 @@ def save_coco_results(path, detections, label_to_category_id, iou_type):
   return results
 
 
-def _load_gt(coco_gt):
+def load_ground_truth(coco_gt):
   if isinstance(coco_gt, pycoco.COCO):
     return coco_gt
   with contextlib.redirect_stdout(io.StringIO()):
@@ -125,27 +125,32 @@ def coco_evaluate(coco_gt, detections, label_to_category_id, iou_types=("bbox", 
     stats as fractions in [0, 1]; -1.0 where the ground truth has no object of that area range.
     No detections give AP 0 (COCOeval on an empty result set; its loadRes rejects []).
   """
-  coco_gt = _load_gt(coco_gt)
+  coco_gt = load_ground_truth(coco_gt)
   _check_against_gt(coco_gt, detections, iou_types)
   metrics = {}
   for iou_type in iou_types:
-    results = coco_results(detections, label_to_category_id, iou_type)
-    unknown = sorted({r["category_id"] for r in results} - set(coco_gt.cats))
-    if unknown:
-      raise ValueError(f"label_to_category_id gives category id(s) {unknown} that are not in "
-                       "the ground truth")
-    with contextlib.redirect_stdout(io.StringIO()):
-      if results:
-        coco_dt = coco_gt.loadRes(results)
-      else:
-        coco_dt = pycoco.COCO()
-        coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
-                           "categories": list(coco_gt.dataset["categories"]), "annotations": []}
-        coco_dt.createIndex()
-      evaluator = cocoeval.COCOeval(coco_gt, coco_dt, iou_type)
-      evaluator.evaluate()
-      evaluator.accumulate()
-      evaluator.summarize()
-    metrics.update({f"{PREFIX[iou_type]}_{name}": float(evaluator.stats[i])
-                    for i, name in enumerate(METRICS)})
+    metrics.update(evaluate_results(coco_gt, coco_results(detections, label_to_category_id, iou_type),
+                                    iou_type))
   return metrics
+
+
+def evaluate_results(coco_gt, results, iou_type):
+  """COCOeval of a COCO results list (`coco_results` output) -> {"box_AP", ...} or {"mask_AP", ...}."""
+  coco_gt = load_ground_truth(coco_gt)
+  unknown = sorted({r["category_id"] for r in results} - set(coco_gt.cats))
+  if unknown:
+    raise ValueError(f"label_to_category_id gives category id(s) {unknown} that are not in "
+                     "the ground truth")
+  with contextlib.redirect_stdout(io.StringIO()):
+    if results:
+      coco_dt = coco_gt.loadRes(results)
+    else:
+      coco_dt = pycoco.COCO()
+      coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                         "categories": list(coco_gt.dataset["categories"]), "annotations": []}
+      coco_dt.createIndex()
+    evaluator = cocoeval.COCOeval(coco_gt, coco_dt, iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+  return {f"{PREFIX[iou_type]}_{name}": float(evaluator.stats[i]) for i, name in enumerate(METRICS)}

@@ -55,6 +55,7 @@ def semantic_metrics(confusion):
 
 class SemanticEvaluator:
   """Accumulates one confusion matrix over a split from padded, possibly sharded eval batches."""
+  PREDICTION_KEYS = ()  # everything it needs is reduced on device
 
   def __init__(self, num_classes: int, ignore_label: int = 255):
     self.num_classes = num_classes
@@ -69,7 +70,8 @@ class SemanticEvaluator:
     return confusion_matrix(batch["semantic"], predictions["labels"], self.num_classes, self.ignore_label,
                             valid=batch["valid_image"][:, None, None])
 
-  def update(self, stats):
+  def update(self, stats, local_predictions=None, local_batch=None):
+    del local_predictions, local_batch
     self.confusion += np.asarray(stats, np.int64)
 
   def result(self):

@@ -1,15 +1,23 @@
 """Models by name. Each model module defines:
 
-  TASK: "semantic" (more tasks come with the instance and panoptic models);
+  TASK: "semantic" or "instance" (the loop picks the evaluator and the pictures from it);
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
-  predict(outputs) -> dict of predictions (for "semantic": "labels" [B,H,W]).
+  predict(outputs) -> dict of predictions:
+    "semantic": labels int32 [B, H, W];
+    "instance": padded to K detections: boxes float32 [B, K, 4] (x1, y1, x2, y2, input pixels), scores
+      [B, K], labels int32 [B, K] (thing labels 1..num_thing_classes), masks float32 [B, K, H, W]
+      (probabilities at input size), valid bool [B, K].
+  Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
+  from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
+  rngs "dropout" and "sampling".
 """
 import importlib
 import types
 
 _MODELS = {
+    "deeplab_v3": "segjax.models.deeplab",
     "fcn": "segjax.models.fcn",
 }
 

@@ -11,10 +11,12 @@ from jax.experimental import multihost_utils
 
 from segjax import visualize
 from segjax.data import pipeline
+from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model
 from segjax.train import mesh as mesh_lib
 from segjax.train.checkpoint import Checkpointer
+from segjax.train import pretrained
 from segjax.train.optim import learning_rate_schedule, make_optimizer
 from segjax.train.state import TrainState
 from segjax.train.steps import make_eval_step, make_train_step
@@ -69,19 +71,41 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
-def evaluate(eval_step, variables, config, evaluator, mesh, keys, picture_path=None):
+_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid")}
+
+
+def make_evaluator(task, info, workdir):
+  if task == "semantic":
+    return SemanticEvaluator(info.num_semantic_classes)
+  if task == "instance":
+    return InstanceEvaluator(info, workdir)
+  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic' or 'instance'")
+
+
+def save_pictures(task, path, local_batch, predictions, count):
+  """input | ground truth | prediction for the first `count` images of a batch."""
+  batch = {k: v[:count] for k, v in local_batch.items()}
+  predictions = {k: v[:count] for k, v in predictions.items()}
+  if task == "semantic":
+    visualize.save_semantic_pictures(path, batch["image"], batch["semantic"], predictions["labels"])
+  else:
+    visualize.save_instance_pictures(path, batch["image"], batch["masks"], batch["instance_valid"],
+                                     predictions["masks"], predictions["scores"], predictions["valid"])
+
+
+def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_path=None):
   """One pass over the eval split; returns the evaluator's metrics and writes pictures of the first batch."""
   evaluator.reset()
   for index, local_batch in enumerate(pipeline.make_eval_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())):
     inputs = {k: v for k, v in local_batch.items() if k in keys}
     predictions, stats = eval_step(variables, mesh_lib.global_batch(inputs, mesh))
-    evaluator.update(jax.device_get(stats))
-    if index == 0 and picture_path:
-      count = min(config.num_pictures, len(local_batch["image"]))
-      labels = local_rows(predictions["labels"])
-      visualize.save_semantic_pictures(picture_path, local_batch["image"][:count],
-                                       local_batch["semantic"][:count], labels[:count])
+    picture = bool(index == 0 and picture_path)
+    wanted = set(evaluator.PREDICTION_KEYS) | (set(_PICTURE_KEYS[task]) if picture else set())
+    local_predictions = {k: local_rows(predictions[k]) for k in wanted}
+    evaluator.update(jax.device_get(stats), local_predictions, local_batch)
+    if picture:
+      save_pictures(task, picture_path, local_batch, local_predictions, config.num_pictures)
   return evaluator.result()
 
 
@@ -105,6 +129,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                               every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
+  if start_step == 0 and config.get("init_from"):
+    variables = pretrained.merge_pretrained(state.variables, pretrained.load_variables(config.init_from))
+    state = jax.device_put(state.replace(params=variables["params"],
+                                         batch_stats=variables.get("batch_stats", {})), shardings)
   if primary:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -113,7 +141,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   writer = MetricWriter(workdir, primary=primary, resume_step=start_step)
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
-  evaluator = SemanticEvaluator(info.num_semantic_classes)
+  evaluator = make_evaluator(model_lib.TASK, info, workdir)
   eval_step = make_eval_step(module, model_lib, evaluator, mesh, shardings.variables)
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
@@ -135,7 +163,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       if step % config.eval_every_steps == 0 or step == config.total_steps:
         pictures = os.path.join(workdir, "pictures", f"eval_step{step:06d}.png") if primary else None
         eval_metrics = evaluate(eval_step, state.variables, config, evaluator, mesh,
-                                  keys | {"valid_image"}, pictures)
+                                keys | {"valid_image"}, model_lib.TASK, pictures)
         writer.write(step, "eval", eval_metrics)
         if primary:
           logging.info("eval at step %d: %s", step, json.dumps(eval_metrics))

@@ -9,10 +9,15 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`; the batch is sharded on `data`."""
 
   def train_step(state, batch, rng):
+    # Two-stage detectors sample RoIs from the ground truth inside the forward pass (model FORWARD_KEYS).
+    forward_keys = getattr(model_lib, "FORWARD_KEYS", ())
+    targets = {"targets": {k: batch[k] for k in forward_keys}} if forward_keys else {}
+    dropout_rng, sampling_rng = jax.random.split(rng)
+
     def loss_fn(params):
       variables = {**state.variables, "params": params}
       outputs, updates = module.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": rng})
+                                      rngs={"dropout": dropout_rng, "sampling": sampling_rng}, **targets)
       loss, aux = model_lib.loss(outputs, batch, model_config)
       return loss, (aux, updates)
 

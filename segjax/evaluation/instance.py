@@ -1,0 +1,106 @@
+"""COCO box and mask AP of an instance model over an eval split, from padded, sharded eval batches.
+
+The eval pipeline resizes each source image by `scale` (aspect ratio kept), puts it at the top left and pads
+it to the batch size (segjax/data/augment.py). Detections are mapped back to the source image before
+evaluation, as the official protocol scores them: boxes divided by `scale`, mask probabilities cropped to the
+unpadded region and resized bilinearly to the source size, then binarised at 0.5 and RLE-encoded at once
+(an image's masks at full size would not fit in memory over a whole split).
+
+With several processes each one converts its own rows; the results meet through JSON files in the workdir
+(the directory every process already shares for checkpoints) and process 0 runs pycocotools.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from segjax.evaluation import coco
+
+
+
+def to_source_image(boxes, masks, scale, orig_size):
+  """Batch-input detections -> source-image ones: boxes [K, 4] / scale, masks [K, H, W] -> [K, h, w]."""
+  h, w = (int(s) for s in orig_size)
+  boxes = np.asarray(boxes, np.float64) / float(scale)
+  boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+  crop_h = min(max(int(round(h * float(scale))), 1), masks.shape[1])
+  crop_w = min(max(int(round(w * float(scale))), 1), masks.shape[2])
+  masks = masks[:, :crop_h, :crop_w]
+  if (crop_h, crop_w) != (h, w):  # PIL's "F" images keep float probabilities; BILINEAR as cv2/torch resize.
+    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.float32), "F").resize((w, h), Image.BILINEAR))
+                      for m in masks]) if len(masks) else np.zeros((0, h, w), np.float32)
+  return boxes, masks
+
+
+class InstanceEvaluator:
+  """Collects COCO results over a split and scores them with pycocotools (box_AP, ..., mask_AP, ...)."""
+  PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid")  # what `update` reads
+
+  def __init__(self, info, workdir: str | None = None):
+    if info.eval_instances_json is None:
+      raise ValueError(f"dataset {info.name!r}: the eval split has no instances JSON, so an instance model "
+                       "cannot be evaluated on it (config.dataset.eval_split)")
+    self.info = info
+    self.workdir = workdir
+    self.label_to_category_id = {k + 1: c for k, c in enumerate(info.thing_category_ids)}
+    self.reset()
+
+  def reset(self):
+    self.results = {"bbox": [], "segm": []}
+
+  def device_stats(self, predictions, batch):
+    """Nothing is reduced on device: the detections themselves go to the host."""
+    del predictions, batch
+    return ()
+
+  def update(self, stats, local_predictions, local_batch):
+    """Adds the detections of this process's rows of one eval batch (numpy, rows of `local_batch`)."""
+    del stats
+    rows = local_predictions
+    for i in np.flatnonzero(local_batch["valid_image"]):
+      keep = rows["valid"][i]
+      boxes, masks = to_source_image(rows["boxes"][i][keep], rows["masks"][i][keep], local_batch["scale"][i],
+                                     local_batch["orig_size"][i])
+      detection = {"image_id": int(local_batch["image_id"][i]), "boxes": boxes, "masks": masks,
+                   "scores": rows["scores"][i][keep], "labels": rows["labels"][i][keep].astype(np.int64)}
+      for iou_type in self.results:
+        self.results[iou_type] += coco.coco_results([detection], self.label_to_category_id, iou_type)
+
+  def _gathered(self):
+    """All processes' results on process 0 (None elsewhere)."""
+    if jax.process_count() == 1:
+      return self.results
+    folder = os.path.join(self.workdir, "eval_results_parts")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"process{jax.process_index()}.json"), "w") as f:
+      json.dump(self.results, f)
+    multihost_utils.sync_global_devices("segjax: eval results written")
+    merged = None
+    if jax.process_index() == 0:
+      merged = {"bbox": [], "segm": []}
+      for p in range(jax.process_count()):
+        with open(os.path.join(folder, f"process{p}.json")) as f:
+          part = json.load(f)
+        for iou_type in merged:
+          merged[iou_type] += part[iou_type]
+    multihost_utils.sync_global_devices("segjax: eval results read")
+    return merged
+
+  def result(self):
+    """COCO metrics on process 0 ({} elsewhere), which also writes workdir/coco_results_{bbox,segm}.json."""
+    results = self._gathered()
+    if results is None:
+      return {}
+    if self.workdir:
+      os.makedirs(self.workdir, exist_ok=True)
+      for iou_type, entries in results.items():
+        with open(os.path.join(self.workdir, f"coco_results_{iou_type}.json"), "w") as f:
+          json.dump(entries, f)
+    ground_truth = coco.load_ground_truth(self.info.eval_instances_json)
+    metrics = {}
+    for iou_type, entries in results.items():
+      metrics.update(coco.evaluate_results(ground_truth, entries, iou_type))
+    return metrics

@@ -1,0 +1,53 @@
+"""`config.init_from`: start a run from converted weights (scripts/convert_weights.py writes DIR/variables).
+
+A checkpoint of a whole model (e.g. "deeplabv3_resnet50") fits the model's variables at the top; one of a
+backbone (e.g. "resnet50") fits the model's `backbone` submodule. Every saved array must land on a variable
+of the same shape; the model's other variables (new heads) keep their initialisation.
+"""
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import traverse_util
+
+
+def _flat(tree):
+  return traverse_util.flatten_dict(tree) if tree else {}
+
+
+def load_variables(path: str) -> dict:
+  """The {"params", "batch_stats"} tree of a convert_weights.py output directory (or its variables/)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, "variables")):
+    path = os.path.join(path, "variables")
+  if not os.path.isdir(path):
+    raise ValueError(f"config.init_from: {path} is not a directory written by scripts/convert_weights.py")
+  return ocp.StandardCheckpointer().restore(path)
+
+
+def merge_pretrained(variables: dict, saved: dict, source: str = "config.init_from") -> dict:
+  """`variables` with the arrays of `saved` written in, at the top level or under "backbone"."""
+  model = {c: _flat(variables.get(c)) for c in ("params", "batch_stats")}
+  loaded = {c: _flat(saved.get(c)) for c in ("params", "batch_stats")}
+  for prefix in ((), ("backbone",)):
+    if all(prefix + k in model[c] for c in loaded for k in loaded[c]):
+      break
+  else:
+    missing = sorted("/".join(k) for c in loaded for k in loaded[c] if k not in model[c])[:8]
+    raise ValueError(f"{source}: the saved variables fit neither the model nor its backbone; e.g. no model "
+                     f"variable {missing}")
+  wrong = [f"{'/'.join(prefix + k)}: saved {np.shape(v)}, model {model[c][prefix + k].shape}"
+           for c in loaded for k, v in loaded[c].items() if np.shape(v) != model[c][prefix + k].shape]
+  if wrong:
+    raise ValueError(f"{source}: shapes differ: {wrong[:8]}")
+  merged = dict(variables)
+  for c in loaded:
+    flat = dict(model[c])
+    flat.update({prefix + k: jax.numpy.asarray(v, flat[prefix + k].dtype) for k, v in loaded[c].items()})
+    if flat:
+      merged[c] = traverse_util.unflatten_dict(flat)
+  count = sum(len(v) for v in loaded.values())
+  logging.info("%s: loaded %d arrays into %s", source, count, "/".join(prefix) or "the model")
+  return merged
