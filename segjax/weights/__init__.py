@@ -1,2 +1,3 @@
 """Converters from public checkpoints to segjax variables."""
+from segjax.weights import torchvision_segmentation  # noqa: F401  registers deeplabv3_* and fcn_resnet*
 from segjax.weights.torchvision import convert

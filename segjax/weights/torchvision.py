@@ -24,7 +24,7 @@ from segjax.backbones.vgg import STAGES, VGG16
 
 Converter = Callable[[Mapping[str, Any]], tuple[ml_collections.ConfigDict, dict]]
 CONVERTERS: dict[str, Converter] = {}
-_TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 
 
 def register(name: str) -> Callable[[Converter], Converter]:
@@ -112,7 +112,7 @@ def resnet_torch_key(path: tuple[str, ...]) -> str:
   """("layer1_0", "downsample_bn", "mean") -> "layer1.0.downsample.1.running_mean"."""
   names = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
   parts = [names.get(p, re.sub(r"^(layer\d)_(\d+)$", r"\1.\2", p)) for p in path[:-1]]
-  return ".".join(parts + [_TORCH_LEAF[path[-1]]])
+  return ".".join(parts + [TORCH_LEAF[path[-1]]])
 
 
 def convert_resnet_backbone(
@@ -140,7 +140,7 @@ def vgg16_torch_key(path: tuple[str, ...]) -> str:
       names[f"conv{s}_{i}"] = f"features.{index}"
       index += 2  # conv, relu
     index += 1  # max pool
-  return f"{names[path[0]]}.{_TORCH_LEAF[path[-1]]}"
+  return f"{names[path[0]]}.{TORCH_LEAF[path[-1]]}"
 
 
 def convert_vgg16_fcn(state_dict: Mapping[str, Any], prefix: str = "") -> tuple[ml_collections.ConfigDict, dict]:

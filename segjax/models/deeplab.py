@@ -1,0 +1,121 @@
+"""DeepLab v3 (Chen et al. 2017) and torchvision's FCN-ResNet, on a dilated ResNet, in torchvision's layout.
+
+DeepLab v3's head is ASPP (Sec. 3.3): a 1x1 conv, three 3x3 atrous convs and image-level pooling, each with BN
+and ReLU, concatenated and projected to 256 channels; then torchvision's 3x3 conv + BN + ReLU and the 1x1
+classifier. The "fcn" head is torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are
+upsampled bilinearly to the input size (half-pixel centres, torch's align_corners=False). The optional
+auxiliary FCNHead on C4 is torchvision's aux_classifier, trained with weight `aux_weight`.
+
+The paper's rates are (6, 12, 18) at output stride 16 and doubled at 8; torchvision's deeplabv3 uses
+(12, 24, 36) at output stride 8. Both are configs.
+"""
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segjax.backbones.resnet import ResNet
+from segjax.layers.norms import norm_layer
+from segjax.ops.losses import softmax_cross_entropy
+
+TASK = "semantic"
+BATCH_KEYS = ("image", "semantic")
+HEADS = ("aspp", "fcn")
+
+
+class ASPPHead(nn.Module):
+  """ASPP + 3x3 conv + classifier (torchvision DeepLabHead): x [N,h,w,C] -> class scores [N,h,w,L]."""
+  num_classes: int
+  rates: tuple[int, ...]
+  features: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
+    norm = norm_layer("batch", train=train, dtype=self.dtype)
+    branches = [nn.relu(norm(name="aspp_bn0")(conv(self.features, (1, 1), name="aspp_conv0")(x)))]
+    for i, rate in enumerate(self.rates, start=1):
+      y = conv(self.features, (3, 3), padding=rate, kernel_dilation=rate, name=f"aspp_conv{i}")(x)
+      branches.append(nn.relu(norm(name=f"aspp_bn{i}")(y)))
+    # Image-level features (Sec. 3.3): global average pooling, 1x1 conv, BN, ReLU, broadcast back.
+    pooled = conv(self.features, (1, 1), name="aspp_pool_conv")(x.mean((1, 2), keepdims=True))
+    pooled = nn.relu(norm(name="aspp_pool_bn")(pooled))
+    branches.append(jnp.broadcast_to(pooled, branches[0].shape))
+    y = conv(self.features, (1, 1), name="project_conv")(jnp.concatenate(branches, axis=-1))
+    y = nn.Dropout(0.5, deterministic=not train)(nn.relu(norm(name="project_bn")(y)))
+    y = nn.relu(norm(name="head_bn")(conv(self.features, (3, 3), padding=1, name="head_conv")(y)))
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+
+
+class FCNHead(nn.Module):
+  """torchvision FCNHead: 3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1 classifier."""
+  num_classes: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = nn.Conv(x.shape[-1] // 4, (3, 3), padding=1, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                name="head_conv")(x)
+    y = nn.relu(norm_layer("batch", train=train, dtype=self.dtype)(name="head_bn")(y))
+    y = nn.Dropout(0.1, deterministic=not train)(y)
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+
+
+def upsample_to(x, height, width):
+  """Bilinear resize of [N,h,w,C] to [N,height,width,C] as torch F.interpolate(align_corners=False)."""
+  return jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear",
+                          antialias=False)
+
+
+class DeepLabV3(nn.Module):
+  """images [N,H,W,3] -> {"logits" [N,H,W,L]} (+ "aux_logits" from C4 when `aux`)."""
+  num_classes: int
+  depth: int = 50
+  width: int = 64
+  output_stride: int = 8
+  multi_grid: tuple[int, ...] | None = None
+  head: str = "aspp"
+  rates: tuple[int, ...] = (12, 24, 36)
+  aux: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    if self.head not in HEADS:
+      raise ValueError(f"config.model.head must be one of {HEADS}; got {self.head!r}")
+    height, width = images.shape[1:3]
+    features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
+                      multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(images, train=train)
+    if self.head == "aspp":
+      scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
+    else:
+      scores = FCNHead(self.num_classes, dtype=self.dtype, name="classifier")(features["C5"], train)
+    outputs = {"logits": upsample_to(scores, height, width)}
+    if self.aux:
+      aux = FCNHead(self.num_classes, dtype=self.dtype, name="aux_classifier")(features["C4"], train)
+      outputs["aux_logits"] = upsample_to(aux, height, width)
+    return outputs
+
+
+def build(model_config, info):
+  grid = model_config.get("multi_grid")
+  return DeepLabV3(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
+                   output_stride=model_config.output_stride, multi_grid=tuple(grid) if grid else None,
+                   head=model_config.head, rates=tuple(model_config.rates), aux=model_config.aux,
+                   dtype=jnp.dtype(model_config.dtype))
+
+
+def loss(outputs, batch, model_config):
+  """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision 0.5)."""
+  main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
+  if "aux_logits" not in outputs:
+    return main, {}
+  aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=255)
+  return main + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
+
+
+def predict(outputs):
+  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}

@@ -1,0 +1,134 @@
+"""DeepLab v3 and torchvision's FCN-ResNet: converted torchvision models give torchvision's logits, the same
+parameter counts, a loss that falls in training, and one compile per input shape."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from segjax.models import deeplab
+from segjax.weights import torchvision as tv_weights
+
+torch = pytest.importorskip("torch")
+segmentation = pytest.importorskip("torchvision.models.segmentation")
+
+NUM_CLASSES = 5
+
+
+def _random_torch_model(name):
+  torch.manual_seed(0)
+  model = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=True)
+  with torch.no_grad():  # running statistics away from (0, 1), so a wrong mean/var mapping shows
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.uniform_(-0.2, 0.2)
+        module.running_var.uniform_(0.5, 1.5)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+  return model.eval()
+
+
+@pytest.fixture(scope="module", params=["deeplabv3_resnet50", "fcn_resnet50"])
+def converted(request):
+  model = _random_torch_model(request.param)
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  config, variables = tv_weights.convert(request.param, state)
+  info = ml_collections.ConfigDict({"num_semantic_classes": NUM_CLASSES})
+  return request.param, model, deeplab.build(config, info), variables
+
+
+def test_logits_match_torchvision(converted):
+  _, model, module, variables = converted
+  x = np.random.default_rng(0).normal(size=(1, 65, 81, 3)).astype(np.float32)  # odd sizes: crops and resizes
+  with torch.no_grad():
+    expected = model(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  outputs = jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, x)
+  for key, ref in (("logits", expected["out"]), ("aux_logits", expected["aux"])):
+    ref = ref.numpy().transpose(0, 2, 3, 1)
+    assert outputs[key].shape == ref.shape
+    np.testing.assert_allclose(outputs[key], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+def test_parameter_count_matches_torchvision(converted):
+  _, model, _, variables = converted
+  torch_count = sum(p.numel() for p in model.parameters())
+  ours = sum(np.size(p) for p in jax.tree.leaves(variables["params"]))
+  assert ours == torch_count
+
+
+def test_converter_names_missing_keys():
+  model = _random_torch_model("deeplabv3_resnet50")
+  state = {k: v.numpy() for k, v in model.state_dict().items() if k != "classifier.0.project.0.weight"}
+  with pytest.raises(ValueError, match="classifier.0.project.0.weight"):
+    tv_weights.convert("deeplabv3_resnet50", state)
+
+
+TINY = ml_collections.ConfigDict({"name": "deeplab_v3", "depth": 18, "width": 8, "output_stride": 16,
+                                  "multi_grid": (1, 2), "head": "aspp", "rates": (6, 12, 18), "aux": True,
+                                  "aux_weight": 0.4, "dtype": "float32"})
+
+
+def test_tiny_deeplab_trains_without_recompiling():
+  module = deeplab.build(TINY, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+  rng = np.random.default_rng(0)
+  labels = np.kron(rng.integers(0, 3, size=(2, 6, 6)), np.ones((8, 8), np.int32))  # 8x8 blocks of a class
+  images = (np.eye(3)[labels] * 0.6 + rng.uniform(0, 0.4, size=(2, 48, 48, 3))).astype(np.float32)
+  labels[:, :4] = 255
+  variables = module.init(jax.random.key(0), images[:1], train=False)
+  optimizer = optax.adam(3e-3)
+  traces = []
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, batch, key):
+    traces.append(1)
+
+    def loss_fn(params):
+      outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": key})
+      return deeplab.loss(outputs, batch, TINY)[0], updates
+
+    (value, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, deltas), updates["batch_stats"], opt_state, value
+
+  params, batch_stats, opt_state = variables["params"], variables["batch_stats"], optimizer.init(variables["params"])
+  losses = []
+  for i in range(25):
+    batch = {"image": jnp.asarray(images), "semantic": jnp.asarray(labels)}
+    params, batch_stats, opt_state, value = step(params, batch_stats, opt_state, batch, jax.random.key(i))
+    losses.append(float(value))
+  assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+  assert len(traces) == 1
+  outputs = module.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+  assert outputs["logits"].shape == (2, 48, 48, 3) and outputs["aux_logits"].shape == (2, 48, 48, 3)
+
+
+def test_unknown_head_is_named():
+  module = deeplab.DeepLabV3(num_classes=2, depth=18, width=8, head="pspnet")
+  with pytest.raises(ValueError, match="config.model.head"):
+    module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_paper_config_has_torchvision_r101_parameter_count():
+  """The VOC config's model (21 classes, no aux head) is torchvision's deeplabv3_resnet101 to the parameter."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from train_util import REPO  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  from experiments import deeplab_v3_r101_voc  # pylint: disable=g-import-not-at-top
+  config = deeplab_v3_r101_voc.get_config()
+  module = deeplab.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 21}))
+  ours = sum(np.size(p) for p in jax.tree.leaves(tv_weights.abstract_variables(module)["params"]))
+  reference = segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21)
+  assert ours == sum(p.numel() for p in reference.parameters())
+
+
+def test_trains_through_the_loop(tmp_path):
+  from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from train_util import read_metrics, tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tmp_path / "data", total_steps=4, eval_every_steps=4)
+  config.model = TINY
+  metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+  train = read_metrics(tmp_path / "workdir")
+  assert all(np.isfinite(r["loss"]) and r["aux_loss"] > 0 for r in train)
+  assert 0.0 <= metrics["mIoU"] <= 1.0
