@@ -1,0 +1,105 @@
+"""Model speed against torchvision on this machine, in the same run: inference and training step time per image,
+and the XLA compile time.
+
+  PYTHONPATH=. python scripts/bench_models.py [--size 512] [--batch 2] [--iters 3]
+
+Rows: DeepLab v3 ResNet-50 (torchvision deeplabv3_resnet50 layout: output stride 8, aux head) against
+torchvision's deeplabv3_resnet50, both on the CPU, float32, SGD steps with the same loss.
+"""
+import argparse
+import time
+
+import torch  # before TensorFlow-importing modules (see tests/conftest.py)
+import torchvision.models.segmentation as tv_segmentation
+
+import jax  # pylint: disable=wrong-import-order
+import ml_collections
+import numpy as np
+import optax
+
+from segjax.models import deeplab
+from segjax.weights import torchvision as tv_weights
+
+
+def _best(fn, iters):
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def bench_deeplab_v3(size, batch, iters, num_classes=21):
+  torch.manual_seed(0)
+  model = tv_segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes,
+                                             aux_loss=True)
+  config, variables = tv_weights.convert("deeplabv3_resnet50", {k: v.numpy() for k, v in model.state_dict().items()})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": num_classes}))
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
+  labels = rng.integers(0, num_classes, size=(batch, size, size)).astype(np.int32)
+  x_torch, y_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels).long()
+
+  infer = jax.jit(lambda v, x: module.apply(v, x, train=False)["logits"])
+  start = time.perf_counter()
+  infer = infer.lower(variables, images).compile()
+  infer_compile = time.perf_counter() - start
+  optimizer = optax.sgd(0.01, momentum=0.9)
+
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(params):
+      outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+      return deeplab.loss(outputs, {"semantic": y}, config)[0], updates
+    (value, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, deltas), updates["batch_stats"], opt_state, value
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = optimizer.init(params)
+  start = time.perf_counter()
+  train = jax.jit(step).lower(params, batch_stats, opt_state, images, labels).compile()
+  train_compile = time.perf_counter() - start
+
+  ours_infer = _best(lambda: infer(variables, images).block_until_ready(), iters)
+  ours_train = _best(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, labels)), iters)
+
+  model.eval()
+  with torch.no_grad():
+    torch_infer = _best(lambda: model(x_torch), iters)
+  model.train()
+  torch_optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+  def torch_step():
+    outputs = model(x_torch)
+    loss = (torch.nn.functional.cross_entropy(outputs["out"], y_torch, ignore_index=255)
+            + 0.5 * torch.nn.functional.cross_entropy(outputs["aux"], y_torch, ignore_index=255))
+    torch_optimizer.zero_grad()
+    loss.backward()
+    torch_optimizer.step()
+
+  torch_train = _best(torch_step, iters)
+  print(f"DeepLab v3 R50 {size}x{size}, batch {batch}, best of {iters} (s per image):")
+  print(f"  inference  segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
+        f"ratio {torch_infer / ours_infer:.2f}x")
+  print(f"  train step segjax {ours_train / batch:.3f}  torchvision {torch_train / batch:.3f}  "
+        f"ratio {torch_train / ours_train:.2f}x")
+  print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--size", type=int, default=512)
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--iters", type=int, default=3)
+  args = parser.parse_args()
+  if args.batch < 2:
+    parser.error("--batch must be at least 2: the image-pooling BatchNorm sees one value per channel per image")
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads")
+  bench_deeplab_v3(args.size, args.batch, args.iters)
+
+
+if __name__ == "__main__":
+  main()
