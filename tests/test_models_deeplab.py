@@ -132,3 +132,16 @@ def test_trains_through_the_loop(tmp_path):
   train = read_metrics(tmp_path / "workdir")
   assert all(np.isfinite(r["loss"]) and r["aux_loss"] > 0 for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0
+
+
+def test_v3plus_decoder_shapes():
+  """v3+ (Sec. 3.1): 48-channel C2 projection, two 3x3 convs of 256 on the concatenation, logits at input size."""
+  config = ml_collections.ConfigDict({**TINY.to_dict(), "head": "decoder", "aux": False})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+  variables = tv_weights.abstract_variables(module, (50, 66))
+  head = variables["params"]["classifier"]
+  assert head["low_level_conv"]["kernel"].shape == (1, 1, 8, 48)  # C2 of a width-8 ResNet-18 has 8 channels
+  assert head["decoder1_conv"]["kernel"].shape == (3, 3, 256 + 48, 256)
+  outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
+                           jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
+  assert outputs["logits"].shape == (1, 50, 66, 3)

@@ -1,8 +1,8 @@
-"""DeepLab v3 (Chen et al. 2017) and torchvision's FCN-ResNet, on a dilated ResNet, in torchvision's layout.
+"""DeepLab v3 (Chen et al. 2017), v3+ (Chen et al. 2018) and torchvision's FCN-ResNet on a dilated ResNet.
 
 DeepLab v3's head is ASPP (Sec. 3.3): a 1x1 conv, three 3x3 atrous convs and image-level pooling, each with BN
 and ReLU, concatenated and projected to 256 channels; then torchvision's 3x3 conv + BN + ReLU and the 1x1
-classifier. The "fcn" head is torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are
+classifier. DeepLab v3+ replaces that with its decoder on C2 ("decoder" head). The "fcn" head is torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are
 upsampled bilinearly to the input size (half-pixel centres, torch's align_corners=False). The optional
 auxiliary FCNHead on C4 is torchvision's aux_classifier, trained with weight `aux_weight`.
 
@@ -22,7 +22,25 @@ from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
-HEADS = ("aspp", "fcn")
+HEADS = ("aspp", "decoder", "fcn")  # DeepLab v3, v3+, torchvision FCN
+
+
+def _conv_bn_relu(x, features, kernel, train, dtype, name, dilation=1):
+  """Conv (no bias) + BN + ReLU, created in the calling module's scope as `{name}_conv` / `{name}_bn`."""
+  y = nn.Conv(features, (kernel, kernel), padding=dilation * (kernel // 2), kernel_dilation=dilation,
+              use_bias=False, dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
+  return nn.relu(norm_layer("batch", train=train, dtype=dtype)(name=f"{name}_bn")(y))
+
+
+def aspp(x, rates, features, train, dtype):
+  """ASPP with image pooling (Sec. 3.3): 1x1, 3x3 at each rate and pooled branches, concatenated, projected."""
+  branches = [_conv_bn_relu(x, features, 1, train, dtype, "aspp0")]
+  branches += [_conv_bn_relu(x, features, 3, train, dtype, f"aspp{i}", rate) for i, rate in enumerate(rates, 1)]
+  # Image-level features: global average pooling, 1x1 conv, BN, ReLU, broadcast back to the map.
+  pooled = _conv_bn_relu(x.mean((1, 2), keepdims=True), features, 1, train, dtype, "aspp_pool")
+  branches.append(jnp.broadcast_to(pooled, branches[0].shape))
+  y = _conv_bn_relu(jnp.concatenate(branches, axis=-1), features, 1, train, dtype, "project")
+  return nn.Dropout(0.5, deterministic=not train)(y)
 
 
 class ASPPHead(nn.Module):
@@ -34,19 +52,27 @@ class ASPPHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = norm_layer("batch", train=train, dtype=self.dtype)
-    branches = [nn.relu(norm(name="aspp_bn0")(conv(self.features, (1, 1), name="aspp_conv0")(x)))]
-    for i, rate in enumerate(self.rates, start=1):
-      y = conv(self.features, (3, 3), padding=rate, kernel_dilation=rate, name=f"aspp_conv{i}")(x)
-      branches.append(nn.relu(norm(name=f"aspp_bn{i}")(y)))
-    # Image-level features (Sec. 3.3): global average pooling, 1x1 conv, BN, ReLU, broadcast back.
-    pooled = conv(self.features, (1, 1), name="aspp_pool_conv")(x.mean((1, 2), keepdims=True))
-    pooled = nn.relu(norm(name="aspp_pool_bn")(pooled))
-    branches.append(jnp.broadcast_to(pooled, branches[0].shape))
-    y = conv(self.features, (1, 1), name="project_conv")(jnp.concatenate(branches, axis=-1))
-    y = nn.Dropout(0.5, deterministic=not train)(nn.relu(norm(name="project_bn")(y)))
-    y = nn.relu(norm(name="head_bn")(conv(self.features, (3, 3), padding=1, name="head_conv")(y)))
+    y = aspp(x, self.rates, self.features, train, self.dtype)
+    y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "head")
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+
+
+class DecoderHead(nn.Module):
+  """DeepLab v3+ (Chen et al. 2018, Sec. 3.1): ASPP output upsampled 4x onto C2 reduced to 48 channels,
+  concatenated, two 3x3 convs of 256, classifier; (C5 features, C2 features) -> scores at C2's stride."""
+  num_classes: int
+  rates: tuple[int, ...]
+  features: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, low_level, train: bool):
+    y = aspp(x, self.rates, self.features, train, self.dtype)
+    y = upsample_to(y, *low_level.shape[1:3]).astype(self.dtype)
+    skip = _conv_bn_relu(low_level, 48, 1, train, self.dtype, "low_level")
+    y = jnp.concatenate([y, skip], axis=-1)
+    y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "decoder1")
+    y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "decoder2")
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
@@ -91,6 +117,9 @@ class DeepLabV3(nn.Module):
                       multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(images, train=train)
     if self.head == "aspp":
       scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
+    elif self.head == "decoder":
+      scores = DecoderHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(
+          features["C5"], features["C2"], train)
     else:
       scores = FCNHead(self.num_classes, dtype=self.dtype, name="classifier")(features["C5"], train)
     outputs = {"logits": upsample_to(scores, height, width)}

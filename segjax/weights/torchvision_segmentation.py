@@ -14,7 +14,7 @@ from segjax.weights import torchvision as tv
 
 _ASPP = {"aspp_pool_conv": "0.convs.4.1", "aspp_pool_bn": "0.convs.4.2", "project_conv": "0.project.0",
          "project_bn": "0.project.1", "head_conv": "1", "head_bn": "2", "logits": "4",
-         **{f"aspp_conv{i}": f"0.convs.{i}.0" for i in range(4)}, **{f"aspp_bn{i}": f"0.convs.{i}.1" for i in range(4)}}
+         **{f"aspp{i}_conv": f"0.convs.{i}.0" for i in range(4)}, **{f"aspp{i}_bn": f"0.convs.{i}.1" for i in range(4)}}
 _FCN = {"head_conv": "0", "head_bn": "1", "logits": "4"}
 
 
