@@ -11,6 +11,7 @@ import types
 
 _MODELS = {
     "fcn": "segjax.models.fcn",
+    "unet": "segjax.models.unet",
 }
 
 
