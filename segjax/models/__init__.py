@@ -19,6 +19,7 @@ import types
 _MODELS = {
     "deeplab_v3": "segjax.models.deeplab",
     "fcn": "segjax.models.fcn",
+    "unet": "segjax.models.unet",
 }
 
 
