@@ -2,14 +2,12 @@
 
 DeepLab v3's head is ASPP (Sec. 3.3): a 1x1 conv, three 3x3 atrous convs and image-level pooling, each with BN
 and ReLU, concatenated and projected to 256 channels; then torchvision's 3x3 conv + BN + ReLU and the 1x1
-classifier. DeepLab v3+ replaces that with its decoder on C2 ("decoder" head). The "fcn" head is torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are
-upsampled bilinearly to the input size (half-pixel centres, torch's align_corners=False). The optional
-auxiliary FCNHead on C4 is torchvision's aux_classifier, trained with weight `aux_weight`.
-
-The paper's rates are (6, 12, 18) at output stride 16 and doubled at 8; torchvision's deeplabv3 uses
-(12, 24, 36) at output stride 8. Both are configs.
+classifier. DeepLab v3+ replaces that with its decoder on C2 ("decoder" head). The "fcn" head is
+torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are upsampled bilinearly to the
+input size (half-pixel centres, torch's align_corners=False). The optional auxiliary FCNHead on C4 is
+torchvision's aux_classifier, trained with weight `aux_weight`. The paper's rates are (6, 12, 18) at output
+stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at output stride 8. Both are configs.
 """
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -83,9 +81,7 @@ class FCNHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.Conv(x.shape[-1] // 4, (3, 3), padding=1, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                name="head_conv")(x)
-    y = nn.relu(norm_layer("batch", train=train, dtype=self.dtype)(name="head_bn")(y))
+    y = _conv_bn_relu(x, x.shape[-1] // 4, 3, train, self.dtype, "head")
     y = nn.Dropout(0.1, deterministic=not train)(y)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
