@@ -20,13 +20,14 @@ class Predictor:
     config: an experiment config (with `.model`), or a model config (with `.name`) such as a converter returns.
     variables: {"params", "batch_stats"} of that model.
     info: what `build` needs of the data set (num_semantic_classes, num_thing_classes, ...); by default the
-      experiment config's data set (`segjax.data.pipeline.dataset_info`).
+      experiment config's data set (`segjax.data.pipeline.dataset_info`); not needed by a model config that
+      sets num_classes (a converted detector's).
     scales, flip: test-time augmentation of semantic models.
   """
 
   def __init__(self, config, variables, info=None, *, scales=(1.0,), flip=False):
     model_config = config.model if "model" in config else config
-    if info is None:
+    if info is None and not model_config.get("num_classes"):
       if "model" not in config:
         raise ValueError("Predictor: pass `info` (num_semantic_classes, ...) with a model config; only an "
                          "experiment config names the data set it was trained on")

@@ -19,6 +19,8 @@ import types
 _MODELS = {
     "deeplab_v3": "segjax.models.deeplab",
     "fcn": "segjax.models.fcn",
+    "faster_rcnn": "segjax.models.mask_rcnn",
+    "mask_rcnn": "segjax.models.mask_rcnn",
     "unet": "segjax.models.unet",
 }
 

@@ -1,0 +1,185 @@
+"""Faster R-CNN (Ren et al. 2015) and Mask R-CNN (He et al. 2017) on ResNet-FPN, as torchvision's
+maskrcnn_resnet50_fpn / fasterrcnn_resnet50_fpn, with static shapes end to end.
+
+images [N, H, W, 3] in [0, 1] -> normalised by pixel_mean / pixel_std -> ResNet C2..C5 -> FPN P2..P6 -> RPN
+proposals -> RoIAlign (P2..P5, 7x7 boxes, 14x14 masks) -> box head (2fc) and mask head (4conv + deconv, 28x28,
+per-class sigmoid). `model_config()` holds torchvision's defaults; experiments override what they change.
+Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from segjax.backbones.resnet import ResNet
+from segjax.layers.fpn import FPN
+from segjax.models import roi_heads, rpn
+from segjax.ops.anchors import fpn_anchors
+from segjax.ops.boxes import encode_boxes
+from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
+from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
+from segjax.ops.roi import multilevel_roi_align
+
+TASK = "instance"
+BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
+FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
+_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """torchvision's maskrcnn_resnet50_fpn defaults (num_classes None: the data set's things + background)."""
+  return ml_collections.ConfigDict({
+      "name": "mask_rcnn", "mask": True, "num_classes": None, "depth": 50, "width": 64, "norm": "frozen",
+      "fpn_channels": 256, "pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225),
+      "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)), "aspect_ratios": (0.5, 1.0, 2.0),
+      "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
+      "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
+      "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
+      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
+      "representation_size": 1024, "mask_head_channels": 256, "sampling_ratio": 2,
+      "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
+      "dtype": "float32"})
+
+
+class MaskRCNN(nn.Module):
+  """module(images, train, targets) -> outputs: training, everything `loss` needs; else the detections
+  (boxes, scores, labels, masks at input size, valid) of `predict`'s contract."""
+  num_classes: int  # with the background, class 0
+  config: ml_collections.FrozenConfigDict
+
+  def _pooled(self, levels, boxes, size):
+    """RoIAlign (torchvision MultiScaleRoIAlign: aligned=False) of boxes [N, R, 4] -> [N * R, size, size, C]."""
+    n, r, _ = boxes.shape
+    batch_index = jnp.repeat(jnp.arange(n, dtype=boxes.dtype), r)[:, None]
+    rois = jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1)
+    return multilevel_roi_align(levels[:4], jax.lax.stop_gradient(rois), size, _SCALES,
+                                sampling_ratio=self.config.sampling_ratio, aligned=False)
+
+  @nn.compact
+  def __call__(self, images, train=False, targets=None):
+    c = self.config
+    n, h, w, _ = images.shape
+    if h % 32 or w % 32:
+      raise ValueError(f"mask_rcnn: image height and width must be multiples of 32 (FPN P6); got {(h, w)}")
+    dtype = jnp.dtype(c.dtype)
+    x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
+    features = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")(x, train=train)
+    pyramid = FPN(c.fpn_channels, dtype=dtype, name="fpn")(features)
+    levels = [pyramid[f"P{k}"] for k in range(2, 7)]
+
+    num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios)
+    objectness, deltas = rpn.RPNHead(num_anchors, dtype=dtype, name="rpn_head")(levels)
+    anchors = fpn_anchors((h, w), [l.shape[1:3] for l in levels], c.anchor_sizes, c.aspect_ratios)
+    phase = "train" if train else "test"
+    propose = functools.partial(
+        rpn.propose, anchors=anchors, level_sizes=[l.shape[1] * l.shape[2] * num_anchors for l in levels],
+        image_hw=(h, w), pre_nms_top_n=c[f"rpn_pre_nms_top_n_{phase}"],
+        post_nms_top_n=c[f"rpn_post_nms_top_n_{phase}"], nms_threshold=c.rpn_nms_threshold)
+    proposals, _, proposal_valid = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
+                                                     jax.lax.stop_gradient(deltas))
+    box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, dtype=dtype, name="box_head")
+    mask_head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, dtype=dtype, name="mask_head")
+    if train:
+      return self._train_outputs(targets, levels, objectness, deltas, anchors, proposals, proposal_valid,
+                                 box_head, mask_head)
+
+    class_logits, box_deltas = box_head(self._pooled(levels, proposals, 7))
+    detect = functools.partial(
+        roi_heads.detect, image_hw=(h, w), score_threshold=c.score_threshold, nms_threshold=c.nms_threshold,
+        detections_per_image=c.detections_per_image, candidates=c.detection_candidates)
+    r = proposals.shape[1]
+    boxes, scores, labels, valid = jax.vmap(detect)(
+        class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
+    if c.mask:
+      logits = mask_head(self._pooled(levels, boxes, 14)).reshape(n, boxes.shape[1], 28, 28, -1)
+      probabilities = jax.nn.sigmoid(jnp.take_along_axis(logits, labels[:, :, None, None, None], -1)[..., 0])
+      masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes)
+    else:
+      ys, xs = jnp.arange(h) + 0.5, jnp.arange(w) + 0.5
+      inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
+      masks = (inside(boxes[..., 1], boxes[..., 3], ys)[..., :, None]
+               & inside(boxes[..., 0], boxes[..., 2], xs)[..., None, :]).astype(jnp.float32)
+    masks = jnp.where(valid[..., None, None], masks, 0.0)
+    return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
+
+  def _train_outputs(self, targets, levels, objectness, deltas, anchors, proposals, proposal_valid, box_head,
+                     mask_head):
+    c = self.config
+    n = objectness.shape[0]
+    gt_boxes, gt_classes = targets["boxes"].astype(jnp.float32), targets["classes"]
+    gt_valid = targets["instance_valid"] & ~targets["is_crowd"]  # crowds are not trained on (torchvision, detectron2)
+    rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
+    anchor_targets = functools.partial(
+        rpn.anchor_targets, anchors=anchors, fg_iou=c.rpn_fg_iou, bg_iou=c.rpn_bg_iou,
+        batch_size_per_image=c.rpn_batch_size_per_image, positive_fraction=c.rpn_positive_fraction)
+    rpn_positive, rpn_negative, rpn_targets = jax.vmap(
+        lambda k, b, v: anchor_targets(k, gt_boxes=b, gt_valid=v))(jax.random.split(rpn_key, n), gt_boxes, gt_valid)
+    sample = functools.partial(
+        roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, num_samples=c.roi_batch_size_per_image,
+        positive_fraction=c.roi_positive_fraction)
+    rois, labels, matched, positive, sampled = jax.vmap(sample)(
+        jax.random.split(roi_key, n), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
+    s = rois.shape[1]
+    class_logits, box_deltas = box_head(self._pooled(levels, rois, 7))
+    box_deltas = jnp.take_along_axis(box_deltas.reshape(n, s, -1, 4), labels[:, :, None, None], 2)[:, :, 0]
+    matched_boxes = jnp.take_along_axis(gt_boxes, matched[..., None], 1)
+    outputs = {
+        "rpn_objectness": objectness, "rpn_deltas": deltas, "rpn_positive": rpn_positive,
+        "rpn_negative": rpn_negative, "rpn_targets": rpn_targets,
+        "class_logits": class_logits.reshape(n, s, -1), "roi_labels": labels, "roi_valid": sampled,
+        "roi_positive": positive, "box_deltas": box_deltas,
+        "box_targets": jnp.where(positive[..., None], encode_boxes(matched_boxes, rois, roi_heads.BOX_CODER_WEIGHTS),
+                                 0.0)}
+    if c.mask:
+      # The sample holds at most this many positives, all in its first slots.
+      p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
+      logits = mask_head(self._pooled(levels, rois[:, :p], 14)).reshape(n, p, 28, 28, -1)
+      outputs["mask_logits"] = jnp.take_along_axis(logits, labels[:, :p, None, None, None], -1)[..., 0]
+      outputs["mask_targets"] = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, 28))(
+          targets["masks"], rois[:, :p], matched[:, :p])
+      outputs["mask_valid"] = positive[:, :p]
+    return outputs
+
+
+def _config(overrides) -> ml_collections.FrozenConfigDict:
+  """model_config() updated with `overrides`; an unknown key is an error, not silently ignored."""
+  config = model_config()
+  unknown = sorted(set(overrides) - set(config))
+  if unknown:
+    raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")
+  config.update(overrides)
+  return ml_collections.FrozenConfigDict(config)
+
+
+def build(config, info):
+  config = _config(config)
+  num_classes = config.num_classes or info.num_thing_classes + 1
+  return MaskRCNN(num_classes=num_classes, config=config)
+
+
+def loss(outputs, batch, model_config):
+  """torchvision's Mask R-CNN losses, summed with weight 1: RPN objectness and box, RoI classification and box
+  (smooth L1, beta 1/9, normalised by the sampled RoIs), mask BCE over the positives' 28x28 targets."""
+  del batch, model_config
+  rpn_objectness, rpn_box = rpn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"], outputs["rpn_positive"],
+                                         outputs["rpn_negative"], outputs["rpn_targets"])
+  sampled = outputs["roi_valid"]
+  count = jnp.maximum(sampled.sum(), 1)
+  labels = jnp.where(sampled, outputs["roi_labels"], 255)
+  classifier = softmax_cross_entropy(outputs["class_logits"], labels, ignore_index=255, reduction="sum") / count
+  box = smooth_l1_loss(outputs["box_deltas"], outputs["box_targets"], beta=1 / 9, reduction="none").sum(-1)
+  box_reg = jnp.sum(jnp.where(outputs["roi_positive"], box, 0.0)) / count
+  metrics = {"loss_objectness": rpn_objectness, "loss_rpn_box_reg": rpn_box, "loss_classifier": classifier,
+             "loss_box_reg": box_reg, "num_positive_rois": outputs["roi_positive"].sum(-1).mean().astype(jnp.float32)}
+  if "mask_logits" in outputs:
+    logits, targets, valid = outputs["mask_logits"], outputs["mask_targets"], outputs["mask_valid"]
+    bce = (jnp.logaddexp(0.0, logits) - targets * logits).mean((-2, -1))
+    metrics["loss_mask"] = jnp.sum(jnp.where(valid, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
+  total = sum(v for k, v in metrics.items() if k.startswith("loss_"))
+  return total, metrics
+
+
+def predict(outputs):
+  return {k: outputs[k] for k in ("boxes", "scores", "labels", "masks", "valid")}

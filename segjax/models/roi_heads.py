@@ -1,0 +1,107 @@
+"""Fast/Mask R-CNN RoI heads (Girshick 2015; He et al. 2017) in torchvision's semantics, with static shapes.
+
+Training: proposals plus the ground-truth boxes are matched (IoU >= fg_iou foreground, < bg_iou background) and
+a fixed-size balanced sample is drawn, positives first, so the mask head runs on a static prefix of the sample.
+Inference: class-specific boxes, score threshold, per-class NMS and the top detections (RoIHeads.postprocess).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segjax.ops.box_nms import batched_nms
+from segjax.ops.boxes import box_iou, clip_boxes, decode_boxes
+from segjax.ops.matching import match_boxes, sample_balanced
+
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's RoIHeads box coder
+# torchvision's MaskRCNNHeads: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BoxHead(nn.Module):
+  """TwoMLPHead (fc6, fc7 with ReLU) + FastRCNNPredictor: RoI features [R, 7, 7, C] -> (class logits [R, K],
+  box deltas [R, K, 4]); K counts the background class 0."""
+  num_classes: int
+  representation_size: int = 1024
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features):
+    dense = lambda size, name, init=nn.initializers.lecun_normal(): nn.Dense(
+        size, kernel_init=init, dtype=self.dtype, name=name)
+    x = nn.relu(dense(self.representation_size, "fc6")(features.reshape(features.shape[0], -1)))
+    x = nn.relu(dense(self.representation_size, "fc7")(x))
+    class_logits = dense(self.num_classes, "cls_score", nn.initializers.normal(0.01))(x)
+    deltas = dense(4 * self.num_classes, "bbox_pred", nn.initializers.normal(0.001))(x)
+    return class_logits.astype(jnp.float32), deltas.reshape(-1, self.num_classes, 4).astype(jnp.float32)
+
+
+class MaskHead(nn.Module):
+  """MaskRCNNHeads (4 x conv3x3 + ReLU) + MaskRCNNPredictor (2x2 stride-2 deconv + ReLU, 1x1 per-class logits):
+  RoI features [R, 14, 14, C] -> mask logits [R, 28, 28, K]."""
+  num_classes: int
+  features: int = 256
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(1, 5):
+      x = nn.relu(nn.Conv(self.features, (3, 3), padding=1, kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
+                          name=f"mask_fcn{i}")(x))
+    # ConvTranspose2d(kernel 2, stride 2): every input pixel writes its own 2x2 output block.
+    kernel = self.param("conv5_mask_kernel", _KAIMING_FAN_OUT, (2, 2, x.shape[-1], self.features))
+    bias = self.param("conv5_mask_bias", nn.initializers.zeros, (self.features,))
+    r, h, w, _ = x.shape
+    y = jnp.einsum("rhwc,abco->rhawbo", x, kernel.astype(self.dtype)).reshape(r, 2 * h, 2 * w, self.features)
+    y = nn.relu(y + bias.astype(self.dtype))
+    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
+                     name="mask_fcn_logits")(y)
+    return logits.astype(jnp.float32)
+
+
+def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou, num_samples,
+                positive_fraction):
+  """The RoI minibatch of one image (torchvision's RoIHeads.select_training_samples), positives first.
+
+  Args:
+    proposals: [P, 4] with proposal_valid [P]; gt_boxes [M, 4], gt_classes [M] (1..K-1), gt_valid [M].
+
+  Returns:
+    rois [S, 4], labels [S] (0 background), matched GT index [S], positive [S], valid [S] (S = num_samples;
+    slots past the sample are invalid). Positives fill the first slots, then negatives, each in input order.
+  """
+  rois = jnp.concatenate([proposals, gt_boxes])  # add_gt_proposals
+  valid = jnp.concatenate([proposal_valid, gt_valid])
+  matches = match_boxes(box_iou(gt_boxes, rois), gt_valid, fg_iou, bg_iou, allow_low_quality_matches=False)
+  labels = jnp.where(matches >= 0, gt_classes[jnp.maximum(matches, 0)], jnp.where(matches == -1, 0, -1))
+  positive, negative = sample_balanced(key, jnp.where(valid, labels, -1), num_samples, positive_fraction)
+  _, order = jax.lax.top_k(2 * positive.astype(jnp.int32) + negative, min(num_samples, rois.shape[0]))
+  picked_valid = (positive | negative)[order]
+  return (rois[order], jnp.where(positive[order], labels[order], 0), jnp.maximum(matches[order], 0),
+          positive[order], picked_valid)
+
+
+def detect(class_logits, deltas, proposals, proposal_valid, image_hw, *, score_threshold, nms_threshold,
+           detections_per_image, candidates, min_size=1e-2):
+  """Detections of one image (torchvision's RoIHeads.postprocess_detections).
+
+  Every (proposal, foreground class) pair is a candidate: class-specific box, clipped, kept when its softmax
+  score > score_threshold and its sides >= min_size; the best `candidates` of them go through per-class NMS
+  and the first `detections_per_image` survive. torchvision runs NMS on all candidates: the results agree
+  whenever at most `candidates` pass the threshold or the first ones already hold all the detections.
+
+  Returns boxes [D, 4], scores [D], labels [D] (1..K-1), valid [D], by descending score.
+  """
+  num_classes = class_logits.shape[-1]
+  scores = jax.nn.softmax(class_logits, -1)[:, 1:]
+  boxes = clip_boxes(decode_boxes(deltas[:, 1:], proposals[:, None], BOX_CODER_WEIGHTS), *image_hw)
+  labels = jnp.broadcast_to(jnp.arange(1, num_classes, dtype=jnp.int32), scores.shape)
+  boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+  ok = (jnp.repeat(proposal_valid, num_classes - 1) & (scores > score_threshold)
+        & (boxes[:, 2] - boxes[:, 0] >= min_size) & (boxes[:, 3] - boxes[:, 1] >= min_size))
+  masked = jnp.where(ok, scores, -jnp.inf)
+  _, top = jax.lax.top_k(masked, min(candidates, masked.shape[0]))
+  keep = batched_nms(boxes[top], masked[top], labels[top], nms_threshold, detections_per_image)
+  index = top[jnp.maximum(keep, 0)]
+  valid = (keep >= 0) & ok[index]
+  return (jnp.where(valid[:, None], boxes[index], 0.0), jnp.where(valid, scores[index], 0.0),
+          jnp.where(valid, labels[index], 0), valid)

@@ -1,0 +1,165 @@
+"""Mask / Faster R-CNN: converted torchvision models give torchvision's detections, the same parameter count, a
+clear error on unknown config keys; a tiny model's loss falls and its train step compiles once for batches with
+0 and with max_instances instances."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from segjax.inference import Predictor
+from segjax.models import mask_rcnn
+from segjax.weights import torchvision as tv_weights
+
+torch = pytest.importorskip("torch")
+detection = pytest.importorskip("torchvision.models.detection")
+
+SIZE = 160  # a multiple of 32 that torchvision leaves unresized with min_size = max_size = SIZE
+TOP = 20  # detections compared, by rank
+
+
+def _image():
+  """Smooth colour blobs on a gradient: structure for random filters to respond to."""
+  rng = np.random.default_rng(0)
+  ys, xs = np.mgrid[:SIZE, :SIZE] / SIZE
+  image = np.stack([ys, xs, 0.5 * (ys + xs)], -1) * 0.5
+  for _ in range(6):
+    cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+    image[(ys - cy) ** 2 + (xs - cx) ** 2 < r**2] = rng.uniform(0, 1, 3)
+  return image[None].astype(np.float32)
+
+
+def _random_torch_model(name):
+  torch.manual_seed(0)
+  model = getattr(detection, name)(weights=None, weights_backbone=None, min_size=SIZE, max_size=SIZE)
+  with torch.no_grad():
+    for module in model.modules():  # statistics away from (0, 1), so a wrong mean/var mapping shows
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.uniform_(-0.2, 0.2)
+        module.running_var.uniform_(0.5, 1.5)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+    # Random ResNet features are large (std ~100 at fc7): logits scaled to a std of a few units, so that scores
+    # are spread out rather than tied at 1, and the background class held back, so that detections pass the
+    # 0.05 threshold; small box deltas, so that boxes stay near their anchors and proposals.
+    model.rpn.head.cls_logits.weight.mul_(0.2)
+    model.roi_heads.box_predictor.cls_score.weight.mul_(0.05)
+    model.roi_heads.box_predictor.cls_score.bias[0] = -20.0
+    model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.1)
+    model.rpn.head.bbox_pred.weight.mul_(0.1)
+  return model.eval()
+
+
+def _box_iou(a, b):
+  lt, rb = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
+  inter = np.prod(np.clip(rb - lt, 0, None), 1)
+  area = lambda x: np.prod(x[:, 2:] - x[:, :2], 1)
+  return inter / (area(a) + area(b) - inter)
+
+
+@pytest.fixture(scope="module", params=["maskrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn"])
+def parity(request):
+  model = _random_torch_model(request.param)
+  image = _image()
+  with torch.no_grad():
+    reference = model([torch.from_numpy(image[0]).permute(2, 0, 1)])[0]
+  config, variables = tv_weights.convert(request.param, {k: v.numpy() for k, v in model.state_dict().items()})
+  ours = Predictor(config, variables)(image)[0]
+  return request.param, model, config, variables, {k: v.numpy() for k, v in reference.items()}, ours
+
+
+def test_detections_equal_torchvision(parity):
+  name, _, _, _, reference, ours = parity
+  assert len(reference["boxes"]) >= TOP  # the comparison has something to compare
+  assert len(ours["boxes"]) == len(reference["boxes"])
+  np.testing.assert_array_equal(ours["labels"][:TOP], reference["labels"][:TOP])
+  np.testing.assert_allclose(ours["scores"][:TOP], reference["scores"][:TOP], atol=2e-3)
+  assert _box_iou(ours["boxes"][:TOP], reference["boxes"][:TOP]).min() > 0.98
+  if name.startswith("mask"):
+    ours_binary, reference_binary = ours["masks"][:TOP] > 0.5, reference["masks"][:TOP, 0] > 0.5
+    inter = (ours_binary & reference_binary).sum((1, 2))
+    union = (ours_binary | reference_binary).sum((1, 2))
+    assert np.all(union > 0) and (inter / union).min() > 0.95
+    assert np.abs(ours["masks"][:TOP] - reference["masks"][:TOP, 0]).max() < 1e-2
+
+
+def test_parameter_count_equals_torchvision(parity):
+  _, model, _, variables, _, _ = parity
+  # torchvision's BatchNorm weight and bias are parameters; a frozen norm keeps them in batch_stats here.
+  norm_affine = [v for path, v in jax.tree_util.tree_leaves_with_path(variables["batch_stats"])
+                 if path[-1].key in ("scale", "bias")]
+  count = sum(np.size(v) for v in jax.tree_util.tree_leaves(variables["params"])) + sum(map(np.size, norm_affine))
+  assert count == sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_config_key_is_an_error():
+  config = mask_rcnn.model_config()
+  config.rpn_nms_treshold = 0.6
+  with pytest.raises(ValueError, match="rpn_nms_treshold"):
+    mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 3}))
+
+
+def tiny_config():
+  config = mask_rcnn.model_config()
+  config.update({"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "representation_size": 64,
+                 "mask_head_channels": 16, "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+                 "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100,
+                 "rpn_post_nms_top_n_test": 50, "roi_batch_size_per_image": 32, "detections_per_image": 10})
+  return config
+
+
+def _batch(num_instances, size=64, max_instances=4, seed=0):
+  """Images with num_instances bright squares and their padded ground truth."""
+  rng = np.random.default_rng(seed)
+  image = rng.uniform(0, 0.2, (2, size, size, 3)).astype(np.float32)
+  boxes = np.zeros((2, max_instances, 4), np.float32)
+  masks = np.zeros((2, max_instances, size, size), np.uint8)
+  for b in range(2):
+    for i in range(num_instances):
+      x, y = rng.integers(0, size - 24, 2)
+      side = int(rng.integers(12, 24))
+      boxes[b, i] = (x, y, x + side, y + side)
+      masks[b, i, y:y + side, x:x + side] = 1
+      image[b, y:y + side, x:x + side] = (0.9, 0.8, 0.1)
+  valid = np.arange(max_instances)[None].repeat(2, 0) < num_instances
+  return {"image": image, "boxes": boxes, "classes": np.where(valid, 1, 0).astype(np.int32), "masks": masks,
+          "is_crowd": np.zeros((2, max_instances), bool), "instance_valid": valid}
+
+
+def test_tiny_model_trains_without_recompiling():
+  config = tiny_config()
+  module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+  batch = _batch(3)
+  variables = module.init(jax.random.key(0), batch["image"], train=False)
+  optimizer = optax.adam(2e-3)
+  state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+
+  @jax.jit
+  def step(state, batch, key):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(params):
+      outputs, updates = module.apply(
+          {"params": params, "batch_stats": batch_stats}, batch["image"], train=True, mutable=["batch_stats"],
+          rngs={"sampling": key}, targets={k: batch[k] for k in mask_rcnn.FORWARD_KEYS})
+      return mask_rcnn.loss(outputs, batch, config)[0], updates
+
+    (value, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return (optax.apply_updates(params, deltas), updates["batch_stats"], opt_state), value
+
+  losses = []
+  for i in range(12):
+    state, value = step(state, batch, jax.random.key(i))
+    losses.append(float(value))
+  assert np.isfinite(losses).all() and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+  for count in (0, 4):  # no instances, and max_instances: the same program
+    state, value = step(state, _batch(count, seed=count), jax.random.key(100 + count))
+    assert np.isfinite(float(value))
+  assert step._cache_size() == 1
+
+  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
+  assert outputs["masks"].shape == (2, 10, 64, 64) and outputs["boxes"].shape == (2, 10, 4)
+  assert outputs["valid"].dtype == jnp.bool_ and np.all((outputs["labels"] == 1) | ~outputs["valid"])
