@@ -50,8 +50,9 @@ class MaskHead(nn.Module):
     # ConvTranspose2d(kernel 2, stride 2): every input pixel writes its own 2x2 output block.
     kernel = self.param("conv5_mask_kernel", _KAIMING_FAN_OUT, (2, 2, x.shape[-1], self.features))
     bias = self.param("conv5_mask_bias", nn.initializers.zeros, (self.features,))
-    r, h, w, _ = x.shape
-    y = jnp.einsum("rhwc,abco->rhawbo", x, kernel.astype(self.dtype)).reshape(r, 2 * h, 2 * w, self.features)
+    r, h, w, c = x.shape
+    y = jnp.dot(x, kernel.astype(self.dtype).transpose(2, 0, 1, 3).reshape(c, 4 * self.features))
+    y = y.reshape(r, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5).reshape(r, 2 * h, 2 * w, self.features)
     y = nn.relu(y + bias.astype(self.dtype))
     logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
                      name="mask_fcn_logits")(y)
