@@ -163,3 +163,21 @@ def test_tiny_model_trains_without_recompiling():
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
   assert outputs["masks"].shape == (2, 10, 64, 64) and outputs["boxes"].shape == (2, 10, 4)
   assert outputs["valid"].dtype == jnp.bool_ and np.all((outputs["labels"] == 1) | ~outputs["valid"])
+
+
+@pytest.mark.parametrize("name", ["mask_rcnn_r50_fpn_1x_coco", "mask_rcnn_r50_fpn_3x_coco",
+                                  "mask_rcnn_r101_fpn_3x_coco", "demo_mask_rcnn"])
+def test_experiment_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import learning_rate_schedule  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  module = mask_rcnn.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 80}))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert shapes["params"]["box_head"]["cls_score"]["kernel"].shape[-1] == 81
+  schedule = learning_rate_schedule(config)
+  if config.optimizer.schedule == "step":  # detectron2's recipe: warm-up, then x0.1 at each step
+    base, (first, second) = config.optimizer.learning_rate, config.optimizer.decay_steps
+    assert float(schedule(0)) == pytest.approx(base * 0.001, rel=1e-4)
+    assert float(schedule(first - 1)) == pytest.approx(base, rel=1e-4)
+    assert float(schedule(first + 1)) == pytest.approx(base * 0.1, rel=1e-4)
+    assert float(schedule(second + 1)) == pytest.approx(base * 0.01, rel=1e-4)
