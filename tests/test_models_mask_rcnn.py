@@ -181,3 +181,27 @@ def test_experiment_configs_build(name):
     assert float(schedule(first - 1)) == pytest.approx(base, rel=1e-4)
     assert float(schedule(first + 1)) == pytest.approx(base * 0.1, rel=1e-4)
     assert float(schedule(second + 1)) == pytest.approx(base * 0.01, rel=1e-4)
+
+
+def test_eight_device_training_gives_the_losses_of_one_device():
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  config = tiny_config()
+  module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+  batches = [{k: np.concatenate([a[k], b[k], a[k], b[k]]) for k in a}
+             for a, b in ((_batch(3, seed=1), _batch(1, seed=2)), (_batch(4, seed=3), _batch(0, seed=4)))]
+  variables = jax.device_get(module.init(jax.random.key(0), batches[0]["image"], train=False))
+  optimizer, schedule = optax.sgd(0.02, momentum=0.9), optax.constant_schedule(0.02)
+  losses = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = mesh_lib.make_mesh(devices)
+    state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+    step = make_train_step(module, mask_rcnn, config, optimizer, schedule, mesh, shardings)
+    losses[len(devices)] = []
+    for i, batch in enumerate(batches):
+      state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
+      losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_objectness", "loss_mask")])
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
