@@ -4,12 +4,17 @@ and the XLA compile time.
   PYTHONPATH=. python scripts/bench_models.py [--size 512] [--batch 2] [--iters 3]
 
 Rows: DeepLab v3 ResNet-50 (torchvision deeplabv3_resnet50 layout: output stride 8, aux head) against
-torchvision's deeplabv3_resnet50, both on the CPU, float32, SGD steps with the same loss.
+torchvision's deeplabv3_resnet50, and Mask R-CNN R50-FPN against torchvision's maskrcnn_resnet50_fpn (frozen BN
+in both, torchvision's training and test settings, the same weights); both on the CPU, float32, SGD steps.
+Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax, the growth of the process's peak
+RSS over torchvision's step for torch (measured first).
 """
+import resource
 import argparse
 import time
 
 import torch  # before TensorFlow-importing modules (see tests/conftest.py)
+import torchvision
 import torchvision.models.segmentation as tv_segmentation
 
 import jax  # pylint: disable=wrong-import-order
@@ -17,7 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from segjax.models import deeplab
+from segjax.models import deeplab, mask_rcnn
 from segjax.weights import torchvision as tv_weights
 
 
@@ -88,17 +93,108 @@ def bench_deeplab_v3(size, batch, iters, num_classes=21):
   print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
 
 
+def _peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _xla_peak_mb(compiled):
+  m = compiled.memory_analysis()
+  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
+
+
+def _instances(batch, size, count=4, seed=0):
+  """`count` random rectangles per image: boxes [B, count, 4] and masks [B, count, size, size]."""
+  rng = np.random.default_rng(seed)
+  xy = rng.uniform(0, size * 0.6, (batch, count, 2))
+  wh = rng.uniform(size * 0.1, size * 0.4, (batch, count, 2))
+  boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+  masks = np.zeros((batch, count, size, size), np.uint8)
+  for b, i in np.ndindex(batch, count):
+    x1, y1, x2, y2 = boxes[b, i].astype(int)
+    masks[b, i, y1:y2, x1:x2] = 1
+  return boxes, masks
+
+
+def bench_mask_rcnn(size, batch, iters):
+  torch.manual_seed(0)
+  body = torchvision.models.resnet50(norm_layer=torchvision.ops.FrozenBatchNorm2d)
+  backbone = torchvision.models.detection.backbone_utils._resnet_fpn_extractor(body, 5)  # pylint: disable=protected-access
+  model = torchvision.models.detection.MaskRCNN(backbone, num_classes=91, min_size=size, max_size=size)
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  config, variables = tv_weights.convert("maskrcnn_resnet50_fpn", state)
+  module = mask_rcnn.build(config, None)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
+  boxes, masks = _instances(batch, size)
+  count = boxes.shape[1]
+  targets = {"boxes": boxes, "classes": np.ones((batch, count), np.int32), "masks": masks,
+             "is_crowd": np.zeros((batch, count), bool), "instance_valid": np.ones((batch, count), bool)}
+  x_torch = [torch.from_numpy(im.transpose(2, 0, 1).copy()) for im in images]
+  t_torch = [{"boxes": torch.from_numpy(boxes[b]), "labels": torch.ones(count, dtype=torch.int64),
+              "masks": torch.from_numpy(masks[b])} for b in range(batch)]
+
+  model.train()
+  torch_optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+  def torch_step():
+    loss = sum(model(x_torch, t_torch).values())
+    torch_optimizer.zero_grad()
+    loss.backward()
+    torch_optimizer.step()
+
+  rss_before = _peak_rss_mb()
+  torch_train = _best(torch_step, iters)
+  torch_memory = _peak_rss_mb() - rss_before
+  model.eval()
+  with torch.no_grad():
+    torch_infer = _best(lambda: model(x_torch), iters)
+
+  infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  start = time.perf_counter()
+  infer = infer.lower(variables, images).compile()
+  infer_compile = time.perf_counter() - start
+  optimizer = optax.sgd(0.01, momentum=0.9)
+
+  def step(params, batch_stats, opt_state, x, t):
+    def loss_fn(params):
+      outputs = module.apply({"params": params, "batch_stats": batch_stats}, x, train=True, targets=t,
+                             rngs={"sampling": jax.random.key(0)})
+      return mask_rcnn.loss(outputs, t, config)[0]
+    value, grads = jax.value_and_grad(loss_fn)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, deltas), opt_state, value
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  opt_state = optimizer.init(params)
+  start = time.perf_counter()
+  train = jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile()
+  train_compile = time.perf_counter() - start
+  ours_infer = _best(lambda: jax.block_until_ready(infer(variables, images)), iters)
+  ours_train = _best(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
+  print(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters} (s per image):")
+  print(f"  inference  segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
+        f"ratio {torch_infer / ours_infer:.2f}x")
+  print(f"  train step segjax {ours_train / batch:.3f}  torchvision {torch_train / batch:.3f}  "
+        f"ratio {torch_train / ours_train:.2f}x")
+  print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
+  print(f"  train step peak memory: segjax (XLA) {_xla_peak_mb(train):.0f} MiB, "
+        f"torchvision (RSS growth) {torch_memory:.0f} MiB")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", type=int, default=512)
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--models", default="deeplab_v3,mask_rcnn", help="comma-separated rows to run")
   args = parser.parse_args()
   if args.batch < 2:
     parser.error("--batch must be at least 2: the image-pooling BatchNorm sees one value per channel per image")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads")
-  bench_deeplab_v3(args.size, args.batch, args.iters)
+  rows = {"deeplab_v3": bench_deeplab_v3, "mask_rcnn": bench_mask_rcnn}
+  for name in args.models.split(","):
+    rows[name](args.size, args.batch, args.iters)
 
 
 if __name__ == "__main__":

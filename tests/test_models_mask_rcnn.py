@@ -205,3 +205,29 @@ def test_eight_device_training_gives_the_losses_of_one_device():
       state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
       losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_objectness", "loss_mask")])
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooler", ["align", "pool"])
+def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
+  ops = pytest.importorskip("torchvision.ops")
+  config = tiny_config()
+  config.roi_pooler = pooler
+  module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+  rng = np.random.default_rng(0)
+  levels = [rng.normal(size=(2, 512 // 2**k, 512 // 2**k, 3)).astype(np.float32) for k in range(2, 7)]
+  xy = rng.uniform(0, 100, (2, 6, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(8, 400, (2, 6, 2))], -1).astype(np.float32)
+  ours = np.asarray(module.apply({}, levels, jnp.asarray(boxes), 7, method=mask_rcnn.MaskRCNN._pooled))
+  flat = boxes.reshape(-1, 4)
+  size = np.sqrt((flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1]))
+  level = np.clip(np.floor(4 + np.log2(size / 224) + 1e-6), 2, 5).astype(int) - 2  # FPN Eq. 1, torchvision
+  assert len(set(level)) > 1
+  for i, (k, box) in enumerate(zip(level, flat)):
+    scale = 2.0 ** -(k + 2)
+    x = torch.from_numpy(levels[k][i // 6:i // 6 + 1].transpose(0, 3, 1, 2).copy())
+    roi = torch.tensor([[0.0, *box]])
+    if pooler == "pool":
+      reference = ops.roi_pool(x, roi, 7, scale)
+    else:
+      reference = ops.roi_align(x, roi, 7, scale, sampling_ratio=2, aligned=False)
+    np.testing.assert_allclose(ours[i], reference[0].numpy().transpose(1, 2, 0), atol=1e-5)

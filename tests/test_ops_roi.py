@@ -451,3 +451,17 @@ def test_no_recompile_for_new_rois(op):
     rois = jnp.asarray(_rois(np.random.default_rng(seed), 16, 0.25), jnp.float32)
     jax.grad(pooled_sum)(features, rois)
   assert len(traces) == 1
+
+
+def test_roi_pool_bins_are_exact_for_any_roi_count():
+  """Bin edges ceil((i + 1) * size / bins) in exact arithmetic: a 12-wide RoI in 7 bins ends its last bin at 12,
+  whether it is pooled alone or with others (float (12 / 7) * 7 once gave 13 under XLA's vectorisation)."""
+  tv = _torchvision()
+  import torch  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  features = rng.standard_normal((2, 16, 16, 3)).astype(np.float32)
+  rois = np.asarray([[1, 5.0, 6.0, 48.0, 56.0]] * 2, np.float32)
+  expected = tv.ops.roi_pool(torch.from_numpy(features.transpose(0, 3, 1, 2).copy()), torch.from_numpy(rois), 7, 0.25).numpy()
+  for count in (1, 2):
+    actual = np.asarray(roi.roi_pool(jnp.asarray(features), jnp.asarray(rois[:count]), 7, 0.25))
+    np.testing.assert_array_equal(actual, expected[:count].transpose(0, 2, 3, 1))

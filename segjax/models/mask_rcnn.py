@@ -20,12 +20,13 @@ from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
-from segjax.ops.roi import multilevel_roi_align
+from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 _SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
+ROI_POOLERS = ("align", "pool")
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -38,7 +39,7 @@ def model_config() -> ml_collections.ConfigDict:
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
-      "representation_size": 1024, "mask_head_channels": 256, "sampling_ratio": 2,
+      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "dtype": "float32"})
 
@@ -50,12 +51,21 @@ class MaskRCNN(nn.Module):
   config: ml_collections.FrozenConfigDict
 
   def _pooled(self, levels, boxes, size):
-    """RoIAlign (torchvision MultiScaleRoIAlign: aligned=False) of boxes [N, R, 4] -> [N * R, size, size, C]."""
+    """RoI features of boxes [N, R, 4] -> [N * R, size, size, C], each from its FPN level (Lin et al. 2017, Eq. 1).
+
+    "align": RoIAlign as torchvision's MultiScaleRoIAlign (aligned=False); "pool": RoIPool (Girshick 2015),
+    quantised box and bins, max (Mask R-CNN Table 2c).
+    """
     n, r, _ = boxes.shape
     batch_index = jnp.repeat(jnp.arange(n, dtype=boxes.dtype), r)[:, None]
-    rois = jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1)
-    return multilevel_roi_align(levels[:4], jax.lax.stop_gradient(rois), size, _SCALES,
-                                sampling_ratio=self.config.sampling_ratio, aligned=False)
+    rois = jax.lax.stop_gradient(jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1))
+    pooler = self.config.roi_pooler
+    if pooler == "pool":
+      level = assign_fpn_levels(rois[:, 1:], 2, 5)[:, None, None, None]
+      pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels[:4], _SCALES)]
+      return jnp.select([level == k for k in range(4)], pooled)
+    return multilevel_roi_align(levels[:4], rois, size, _SCALES, sampling_ratio=self.config.sampling_ratio,
+                                aligned=False)
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
@@ -150,6 +160,8 @@ def _config(overrides) -> ml_collections.FrozenConfigDict:
   if unknown:
     raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")
   config.update(overrides)
+  if config.roi_pooler not in ROI_POOLERS:
+    raise ValueError(f"config.model.roi_pooler: must be one of {ROI_POOLERS}; got {config.roi_pooler!r}")
   return ml_collections.FrozenConfigDict(config)
 
 

@@ -213,11 +213,13 @@ def _pool_bounds(start, length, bins, upper):
 
   start, length: integer-valued [R]. Returns (lo, hi), each [R, bins] (torchvision RoIPool).
   """
-  bin_size = length / bins
-  i = jnp.arange(bins, dtype=length.dtype)
-  lo = jnp.floor(i * bin_size[:, None]) + start[:, None]
-  hi = jnp.ceil((i + 1) * bin_size[:, None]) + start[:, None]
-  return jnp.clip(lo, 0, upper), jnp.clip(hi, 0, upper)
+  # Integer arithmetic: floor(i * length / bins) exactly. Float i * (length / bins) lands just above an integer
+  # for some lengths (12 / 7 * 7) depending on how XLA vectorises it, and the ceil then overshoots by one.
+  i = jnp.arange(bins, dtype=jnp.int32)
+  size = length.astype(jnp.int32)[:, None]
+  lo = (i * size) // bins + start.astype(jnp.int32)[:, None]
+  hi = -((-(i + 1) * size) // bins) + start.astype(jnp.int32)[:, None]
+  return jnp.clip(lo, 0, upper).astype(length.dtype), jnp.clip(hi, 0, upper).astype(length.dtype)
 
 
 def _pooled_boxes(boxes, spatial_scale, extra):
