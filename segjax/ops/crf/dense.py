@@ -71,9 +71,7 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
   if filter not in FILTERS:
     raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
   n, h, w, num_labels = unary_logits.shape
-  if compatibility is None:
-    compatibility = 1.0 - jnp.eye(num_labels)
-  elif jnp.shape(compatibility) != (num_labels, num_labels):
+  if compatibility is not None and jnp.shape(compatibility) != (num_labels, num_labels):
     raise ValueError(f"compatibility must be [{num_labels}, {num_labels}]; got {jnp.shape(compatibility)}")
   dtype = jnp.result_type(unary_logits, jnp.float32)
   unary = unary_logits.astype(dtype).reshape(n, h * w, num_labels)
@@ -82,9 +80,13 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
                                           lattice_capacity)
   spatial, spatial_overflow = _kernel(_features(image.astype(dtype), theta_gamma), filter, lattice_capacity)
   bilateral, spatial = _normalised(bilateral, ones, normalization), _normalised(spatial, ones, normalization)
-  q = jax.nn.softmax(unary, -1)
-  for _ in range(num_iterations):
+
+  def iteration(_, q):
     message = w_bilateral * bilateral(q) + w_spatial * spatial(q)
-    q = jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)
+    if compatibility is None:  # Potts: mu m = sum_l' m_l' - m_l, whose first term the softmax cancels
+      return jax.nn.softmax(unary + message, -1)
+    return jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)
+
+  q = jax.lax.fori_loop(0, num_iterations, iteration, jax.nn.softmax(unary, -1))  # a loop: compiles one iteration
   q = jnp.where((bilateral_overflow | spatial_overflow)[:, None, None], jnp.nan, q)
   return q.reshape(n, h, w, num_labels)

@@ -4,8 +4,9 @@ and applied to any number of value arrays (splat, blur, slice), as mean field do
 
 Lattice points are packed into one int32 key, r * prod(radix) + mixed-radix(q), where every coordinate of a point of
 the (d+1)-scaled A*_d lattice is (d+1) q_i + r and the radices span this image's range of q. The points are deduplicated
-by sorting the keys into at most `capacity` rows; `overflow` flags an image with more lattice points than that or a
-key range beyond int32 (filtered values are then wrong and must not be used).
+by sorting the keys into at most `capacity` rows per image; `overflow` flags an image with more lattice points than
+that or a key range beyond int32 (its filtered values are then wrong and must not be used). The neighbour search and
+the blur loop over blocks of rows that hold points, so their cost follows the image's point count, not the capacity.
 """
 from typing import NamedTuple
 
@@ -14,13 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 
 _MAX_KEYS = 2.0**31 * 0.999  # the radix product is computed in float32: keep clear of int32 wrap-around
+BLOCK = 4096  # lattice rows per block
 
 
 class Lattice(NamedTuple):
-  offsets: jax.Array  # [N, P, d+1] int32 row of each enclosing-simplex vertex; capacity: the zero row (dropped)
+  """The lattices of a batch in one grid of N * C rows (C: the capacity rounded up to whole blocks), image n owning
+  rows n C ... n C + C - 1; row N C is the missing row, always zero."""
+  offsets: jax.Array  # [N, P, d+1] int32 row of each enclosing-simplex vertex (missing if dropped at overflow)
   weights: jax.Array  # [N, P, d+1] barycentric weights of the vertices
-  neighbours: jax.Array  # [N, d+1, 2, capacity+1] int32 rows of the two blur neighbours along each lattice axis
-  overflow: jax.Array  # [N] bool: more than capacity lattice points, or keys beyond int32
+  neighbours: jax.Array  # [d+1, 2, N C + 1] int32 rows of the two blur neighbours along each lattice axis
+  blocks: jax.Array  # [N C / block] int32 block indices, the num_blocks holding lattice points first
+  num_blocks: jax.Array  # int32 scalar
+  overflow: jax.Array  # [N] bool: more than C lattice points, or keys beyond int32
 
 
 def default_capacity(num_points, dim):
@@ -39,7 +45,8 @@ def _elevation(dim):
 
 
 def _build(features, capacity):
-  """The lattice of one image: features [P, d] -> Lattice fields without the batch axis."""
+  """The lattice points of one image, features [P, d]: vertex rows [P, d+1] (capacity: dropped), barycentric weights
+  [P, d+1], sorted keys [capacity] (int32 max past the last point), point count, key volume and strides [d]."""
   num_points, dim = features.shape
   d1 = dim + 1
   elevated = features @ jnp.asarray(_elevation(dim).T, features.dtype)  # [P, d+1], coordinates sum to 0
@@ -79,40 +86,100 @@ def _build(features, capacity):
     return jnp.where(lattice_keys[found] == query, found, capacity)
 
   offsets = lookup(keys).reshape(num_points, d1)
-  # Blur neighbour n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1 (j < d), and every q_i - 1
-  # when the remainder wraps. The other neighbour, x + 1 - (d+1) e_j, is found by inverting n1.
-  wraps = lattice_keys < volume
-  unit = jnp.concatenate([stride, jnp.zeros((1,), jnp.int32)])  # axis d moves no packed coordinate
-  n1 = lookup(lattice_keys + jnp.where(wraps, dim * volume - jnp.sum(stride), -volume) + unit[:, None])
-  n1 = jnp.where(jnp.arange(capacity) < count, n1, capacity)  # [d+1, capacity]
-  missing = jnp.full((d1, capacity + 1), capacity, jnp.int32)
-  n2 = missing.at[jnp.arange(d1)[:, None], jnp.where(n1 < capacity, n1, capacity + 1)].set(
-      jnp.arange(capacity, dtype=jnp.int32), mode="drop")
-  neighbours = jnp.stack([missing.at[:, :capacity].set(n1), n2], 1)  # [d+1, 2, capacity+1]
-  return offsets, weights, neighbours, (count > capacity) | key_range_overflow
+  return offsets, weights, lattice_keys, count, volume, stride, (count > capacity) | key_range_overflow
+
+
+def _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks):
+  """[d+1, 2, N C + 1] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1
+  (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
+  n, capacity = lattice_keys.shape
+  dim = stride.shape[-1]
+  block = n * capacity // blocks.shape[0]
+  missing = n * capacity
+  unit = jnp.concatenate([stride, jnp.zeros((n, 1), jnp.int32)], 1)  # axis d moves no packed coordinate
+
+  def search(i, neighbours):
+    start = blocks[i] * block
+    image = start // capacity
+    own = lattice_keys[image]
+    keys = jax.lax.dynamic_slice_in_dim(lattice_keys.reshape(-1), start, block)
+    shift = jnp.where(keys < volume[image], dim * volume[image] - jnp.sum(stride[image]), -volume[image])
+    query = keys + shift + unit[image][:, None]  # [d+1, block]
+    found = jnp.minimum(jnp.searchsorted(own, query), capacity - 1)
+    hit = (own[found] == query) & (start - image * capacity + jnp.arange(block) < count[image])
+    n1 = jnp.where(hit, found + image * capacity, missing)
+    neighbours = jax.lax.dynamic_update_slice(neighbours, n1[:, None], (0, 0, start))
+    return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
+        start + jnp.arange(block, dtype=jnp.int32), mode="drop")
+
+  return jax.lax.fori_loop(0, num_blocks, search, jnp.full((dim + 1, 2, missing + 1), missing, jnp.int32))
 
 
 def build_lattice(features, capacity):
-  """The permutohedral lattice of features [N, P, d] (unit-bandwidth Gaussian), with at most `capacity` points."""
+  """The permutohedral lattices of features [N, P, d] (unit-bandwidth Gaussian), each of at most `capacity` points
+  (rounded up to whole blocks of min(BLOCK, capacity) rows)."""
   features = jax.lax.stop_gradient(jnp.asarray(features, jnp.result_type(features, jnp.float32)))
-  return Lattice(*jax.vmap(lambda f: _build(f, capacity))(features))
+  n = features.shape[0]
+  block = min(BLOCK, capacity)
+  capacity = -(-capacity // block) * block
+  offsets, weights, lattice_keys, count, volume, stride, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
+  offsets = jnp.where(offsets == capacity, n * capacity, offsets + capacity * jnp.arange(n).reshape(n, 1, 1))
+  # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
+  per_image = capacity // block
+  ids = jnp.arange(n * per_image)
+  used = ids % per_image < (count[ids // per_image] + block - 1) // block
+  blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
+  num_blocks = jnp.sum(used, dtype=jnp.int32)
+  neighbours = _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks)
+  return Lattice(offsets, weights, neighbours, blocks, num_blocks, overflow)
+
+
+def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
+  """[1/2, 1, 1/2] along each lattice axis in turn, on the rows of the used blocks (the others stay zero)."""
+  block = (grid.shape[0] - 1) // blocks.shape[0]
+  spare = jnp.zeros_like(grid)
+  for j in axes:
+    def blur(i, out, j=j, grid=grid):
+      start = blocks[i] * block
+      pair = jax.lax.dynamic_slice_in_dim(neighbours[j], start, block, 1)
+      near = jnp.take(grid, pair[0], axis=0, mode="clip") + jnp.take(grid, pair[1], axis=0, mode="clip")
+      return jax.lax.dynamic_update_slice_in_dim(out, jax.lax.dynamic_slice_in_dim(grid, start, block) + 0.5 * near,
+                                                 start, 0)
+    grid, spare = jax.lax.fori_loop(0, num_blocks, blur, spare), grid
+  return grid
+
+
+@jax.custom_vjp
+def _blur(grid, neighbours, blocks, num_blocks):
+  return _blur_axes(grid, neighbours, blocks, num_blocks, range(neighbours.shape[0]))
+
+
+def _blur_forward(grid, neighbours, blocks, num_blocks):
+  return _blur(grid, neighbours, blocks, num_blocks), (neighbours, blocks, num_blocks)
+
+
+def _blur_backward(residuals, cotangent):
+  """Each axis blur is symmetric (n2 inverts n1), so the transpose blurs the axes in reverse order."""
+  neighbours, blocks, num_blocks = residuals
+  return _blur_axes(cotangent, neighbours, blocks, num_blocks, reversed(range(neighbours.shape[0]))), None, None, None
+
+
+_blur.defvjp(_blur_forward, _blur_backward)
 
 
 def apply_lattice(lattice, values):
   """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale)."""
-  dim = lattice.offsets.shape[-1] - 1
-  capacity = lattice.neighbours.shape[-1] - 1
-
-  def one(offsets, weights, neighbours, v):
-    splat = jax.ops.segment_sum((weights[..., None] * v[:, None, :]).reshape(-1, v.shape[-1]), offsets.reshape(-1),
-                                capacity)  # vertices dropped at overflow (offset capacity) fall out
-    grid = jnp.concatenate([splat, jnp.zeros_like(splat[:1])])
-    for j in range(dim + 1):  # [1/2, 1, 1/2] along each lattice axis; missing neighbours read the zero row
-      grid = grid + 0.5 * (grid[neighbours[j, 0]] + grid[neighbours[j, 1]])
-    alpha = 1.0 / (1.0 + 2.0**-dim)  # densecrf's slice scale
-    return alpha * jnp.einsum("pr,prl->pl", weights, grid[offsets])
-
-  return jax.vmap(one)(lattice.offsets, lattice.weights.astype(values.dtype), lattice.neighbours, values)
+  d1 = lattice.offsets.shape[-1]
+  missing = lattice.neighbours.shape[-1] - 1
+  weights = lattice.weights.astype(values.dtype)
+  offsets = lattice.offsets.reshape(-1, d1)
+  grid = jax.ops.segment_sum((weights[..., None] * values[:, :, None, :]).reshape(-1, values.shape[-1]),
+                             jnp.where(offsets == missing, missing + 1, offsets).reshape(-1), missing + 1)
+  grid = _blur(grid, lattice.neighbours, lattice.blocks, lattice.num_blocks)
+  take = lambda r: jnp.take(grid, offsets[:, r], axis=0, mode="clip")  # in range; "clip" gathers fastest on CPU
+  sliced = sum(weights.reshape(-1, d1)[:, r, None] * take(r) for r in range(d1))
+  alpha = 1.0 / (1.0 + 2.0**(1 - d1))  # densecrf's slice scale, 1 / (1 + 2^-d)
+  return (alpha * sliced).reshape(values.shape)
 
 
 def permutohedral_filter(features, values, capacity):
