@@ -55,7 +55,8 @@ def _build(features, capacity):
   rem0 = (nearest * d1).astype(jnp.int32)
   diff = elevated - rem0
   after = jnp.arange(d1)[None, :] < jnp.arange(d1)[:, None]  # after[i, j]: j < i wins ties, as densecrf
-  rank = jnp.sum((diff[:, None, :] > diff[:, :, None]) | ((diff[:, None, :] == diff[:, :, None]) & after), -1)
+  rank = jnp.sum((diff[:, None, :] > diff[:, :, None]) | ((diff[:, None, :] == diff[:, :, None]) & after), -1,
+                 dtype=jnp.int32)
   rank = rank + jnp.sum(nearest, -1, keepdims=True).astype(jnp.int32)
   wrap = (rank < 0).astype(jnp.int32) - (rank > dim).astype(jnp.int32)  # back onto the plane sum(x) = 0
   rank, rem0 = rank + d1 * wrap, rem0 + d1 * wrap
@@ -65,18 +66,18 @@ def _build(features, capacity):
   b = jnp.einsum("pi,pis->ps", u, slots)
   weights = b[:, :d1].at[:, 0].add(1.0 + b[:, d1])
   # Vertex r of the simplex: rem0 + canonical[r, rank], i.e. coordinates (d+1) q_i + r with q below.
-  r = jnp.arange(d1)
+  r = jnp.arange(d1, dtype=jnp.int32)
   q = rem0[:, None, :dim] // d1 - (rank[:, None, :dim] > dim - r[None, :, None]).astype(jnp.int32)  # [P, d+1, d]
   low = jnp.min(q, (0, 1)) - 1  # a margin of one so that every blur neighbour has a key
   radix = jnp.max(q, (0, 1)) - low + 2
-  stride = jnp.concatenate([jnp.ones((1,), jnp.int32), jnp.cumprod(radix)[:-1]])
+  stride = jnp.concatenate([jnp.ones((1,), jnp.int32), jnp.cumprod(radix, dtype=jnp.int32)[:-1]])
   volume = stride[-1] * radix[-1]
   key_range_overflow = d1 * jnp.prod(radix.astype(jnp.float32)) > _MAX_KEYS
-  keys = (r[None, :] * volume + jnp.sum((q - low) * stride, -1)).reshape(-1)  # [P (d+1)], grouped by remainder
+  keys = (r[None, :] * volume + jnp.sum((q - low) * stride, -1, dtype=jnp.int32)).reshape(-1)  # [P (d+1)], grouped by remainder
   # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last).
   sorted_keys = jnp.sort(keys)
   first = jnp.concatenate([jnp.ones((1,), bool), sorted_keys[1:] != sorted_keys[:-1]])
-  row = jnp.cumsum(first) - 1
+  row = jnp.cumsum(first, dtype=jnp.int32) - 1
   count = row[-1] + 1
   lattice_keys = jnp.full((capacity,), jnp.iinfo(jnp.int32).max, jnp.int32)
   lattice_keys = lattice_keys.at[jnp.where(first, row, capacity)].set(sorted_keys, mode="drop")
@@ -103,12 +104,12 @@ def _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks):
     image = start // capacity
     own = lattice_keys[image]
     keys = jax.lax.dynamic_slice_in_dim(lattice_keys.reshape(-1), start, block)
-    shift = jnp.where(keys < volume[image], dim * volume[image] - jnp.sum(stride[image]), -volume[image])
+    shift = jnp.where(keys < volume[image], dim * volume[image] - jnp.sum(stride[image], dtype=jnp.int32), -volume[image])
     query = keys + shift + unit[image][:, None]  # [d+1, block]
     found = jnp.minimum(jnp.searchsorted(own, query), capacity - 1)
-    hit = (own[found] == query) & (start - image * capacity + jnp.arange(block) < count[image])
+    hit = (own[found] == query) & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image])
     n1 = jnp.where(hit, found + image * capacity, missing)
-    neighbours = jax.lax.dynamic_update_slice(neighbours, n1[:, None], (0, 0, start))
+    neighbours = jax.lax.dynamic_update_slice_in_dim(neighbours, n1[:, None], start, 2)
     return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
         start + jnp.arange(block, dtype=jnp.int32), mode="drop")
 
@@ -123,10 +124,10 @@ def build_lattice(features, capacity):
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
   offsets, weights, lattice_keys, count, volume, stride, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
-  offsets = jnp.where(offsets == capacity, n * capacity, offsets + capacity * jnp.arange(n).reshape(n, 1, 1))
+  offsets = jnp.where(offsets == capacity, n * capacity, offsets + capacity * jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1))
   # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
   per_image = capacity // block
-  ids = jnp.arange(n * per_image)
+  ids = jnp.arange(n * per_image, dtype=jnp.int32)
   used = ids % per_image < (count[ids // per_image] + block - 1) // block
   blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
   num_blocks = jnp.sum(used, dtype=jnp.int32)
