@@ -16,6 +16,7 @@ import numpy as np
 
 _MAX_KEYS = 2.0**31 * 0.999  # the radix product is computed in float32: keep clear of int32 wrap-around
 BLOCK = 4096  # lattice rows per block
+PIXEL_BLOCK = 4096  # points per block of splat and slice
 
 
 class Lattice(NamedTuple):
@@ -168,19 +169,41 @@ def _blur_backward(residuals, cotangent):
 _blur.defvjp(_blur_forward, _blur_backward)
 
 
+def _pixel_blocks(fn, num_points, carry):
+  """carry = fn(start, size, carry) over the points in blocks of PIXEL_BLOCK (and a last partial one), which keeps
+  each block's splat updates and slice gathers in cache instead of materialising [N P (d+1), L] arrays."""
+  full = num_points // PIXEL_BLOCK
+  if full:
+    carry = jax.lax.fori_loop(0, full, lambda b, c: fn(b * PIXEL_BLOCK, PIXEL_BLOCK, c), carry)
+  return fn(full * PIXEL_BLOCK, num_points % PIXEL_BLOCK, carry) if num_points % PIXEL_BLOCK else carry
+
+
 def apply_lattice(lattice, values):
   """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale)."""
   d1 = lattice.offsets.shape[-1]
   missing = lattice.neighbours.shape[-1] - 1
-  weights = lattice.weights.astype(values.dtype)
+  num_labels = values.shape[-1]
+  weights = lattice.weights.astype(values.dtype).reshape(-1, d1)
   offsets = lattice.offsets.reshape(-1, d1)
-  grid = jax.ops.segment_sum((weights[..., None] * values[:, :, None, :]).reshape(-1, values.shape[-1]),
-                             jnp.where(offsets == missing, missing + 1, offsets).reshape(-1), missing + 1)
+  flat = values.reshape(-1, num_labels)
+  block = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
+
+  def splat(start, size, grid):  # dropped vertices (the missing row) fall out
+    rows = block(offsets, start, size)
+    updates = block(weights, start, size)[..., None] * block(flat, start, size)[:, None]
+    return grid.at[jnp.where(rows == missing, missing + 1, rows).reshape(-1)].add(
+        updates.reshape(-1, num_labels), mode="drop")
+
+  grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((missing + 1, num_labels), values.dtype))
   grid = _blur(grid, lattice.neighbours, lattice.blocks, lattice.num_blocks)
-  take = lambda r: jnp.take(grid, offsets[:, r], axis=0, mode="clip")  # in range; "clip" gathers fastest on CPU
-  sliced = sum(weights.reshape(-1, d1)[:, r, None] * take(r) for r in range(d1))
   alpha = 1.0 / (1.0 + 2.0**(1 - d1))  # densecrf's slice scale, 1 / (1 + 2^-d)
-  return (alpha * sliced).reshape(values.shape)
+
+  def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
+    rows, w = block(offsets, start, size), block(weights, start, size)
+    sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
+    return jax.lax.dynamic_update_slice_in_dim(out, alpha * sliced, start, 0)
+
+  return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
 
 
 def permutohedral_filter(features, values, capacity):
