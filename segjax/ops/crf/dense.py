@@ -27,26 +27,24 @@ def dense_gaussian_filter(features, values):
   return jnp.einsum("npq,nql->npl", jnp.exp(-0.5 * jnp.maximum(distance, 0.0)), values)
 
 
-def _normalised(kernel, ones, normalization):
-  """Q -> K Q normalised, D = K 1 computed once: "none"; "symmetric" D^-1/2 K D^-1/2 Q; "after" K Q / D."""
-  if normalization == "none":
-    return kernel
-  degree = kernel(ones)
-  if normalization == "after":
-    return lambda q: kernel(q) / degree
-  scale = jax.lax.rsqrt(degree)
-  return lambda q: scale * kernel(scale * q)
-
-
-def _kernel(features, filter, capacity):
-  """Q -> K Q by the exact dense filter or by a permutohedral lattice built once for every iteration; the lattice
-  also returns its overflow flag [N]."""
+def _message(features, weight, normalization, filter, capacity):
+  """(Q -> weight x K Q normalised, overflow [N]), K the exact dense filter or a permutohedral lattice built once for
+  every iteration, D = K 1 computed once: "none"; "symmetric" D^-1/2 K D^-1/2 Q; "after" K Q / D. The lattice folds
+  the scales into its splat and slice weights."""
   if filter == "exact":
-    return lambda q: dense_gaussian_filter(features, q), jnp.zeros(features.shape[:1], bool)
-  if capacity is None:
-    capacity = permutohedral.default_capacity(*features.shape[1:])
-  lattice = permutohedral.build_lattice(features, capacity)
-  return lambda q: permutohedral.apply_lattice(lattice, q), lattice.overflow
+    kernel, overflow = lambda q: dense_gaussian_filter(features, q), jnp.zeros(features.shape[:1], bool)
+  else:
+    lattice = permutohedral.build_lattice(features, capacity or permutohedral.default_capacity(*features.shape[1:]))
+    kernel, overflow = lambda q: permutohedral.apply_lattice(lattice, q), lattice.overflow
+  splat_scale, slice_scale = 1.0, weight
+  if normalization != "none":
+    degree = kernel(jnp.ones(features.shape[:2] + (1,), features.dtype))
+    splat_scale = jax.lax.rsqrt(degree) if normalization == "symmetric" else 1.0
+    slice_scale = weight * (splat_scale if normalization == "symmetric" else 1.0 / degree)
+  if filter == "exact":
+    return lambda q: slice_scale * kernel(splat_scale * q), overflow
+  lattice = lattice._replace(weights=lattice.weights * splat_scale, slice_weights=lattice.slice_weights * slice_scale)
+  return lambda q: permutohedral.apply_lattice(lattice, q), overflow
 
 
 def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta_beta=13.0, theta_gamma=3.0,
@@ -75,14 +73,13 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
     raise ValueError(f"compatibility must be [{num_labels}, {num_labels}]; got {jnp.shape(compatibility)}")
   dtype = jnp.result_type(unary_logits, jnp.float32)
   unary = unary_logits.astype(dtype).reshape(n, h * w, num_labels)
-  ones = jnp.ones((n, h * w, 1), dtype)
-  bilateral, bilateral_overflow = _kernel(_features(image.astype(dtype), theta_alpha, theta_beta), filter,
-                                          lattice_capacity)
-  spatial, spatial_overflow = _kernel(_features(image.astype(dtype), theta_gamma), filter, lattice_capacity)
-  bilateral, spatial = _normalised(bilateral, ones, normalization), _normalised(spatial, ones, normalization)
+  bilateral, bilateral_overflow = _message(_features(image.astype(dtype), theta_alpha, theta_beta), w_bilateral,
+                                           normalization, filter, lattice_capacity)
+  spatial, spatial_overflow = _message(_features(image.astype(dtype), theta_gamma), w_spatial, normalization, filter,
+                                       lattice_capacity)
 
   def iteration(_, q):
-    message = w_bilateral * bilateral(q) + w_spatial * spatial(q)
+    message = bilateral(q) + spatial(q)
     if compatibility is None:  # Potts: mu m = sum_l' m_l' - m_l, whose first term the softmax cancels
       return jax.nn.softmax(unary + message, -1)
     return jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)

@@ -23,7 +23,9 @@ class Lattice(NamedTuple):
   """The lattices of a batch in one grid of N * C rows (C: the capacity rounded up to whole blocks), image n owning
   rows n C ... n C + C - 1; row N C is the missing row, always zero."""
   offsets: jax.Array  # [N, P, d+1] int32 row of each enclosing-simplex vertex (missing if dropped at overflow)
-  weights: jax.Array  # [N, P, d+1] barycentric weights of the vertices
+  weights: jax.Array  # [N, P, d+1] barycentric weights of the vertices, for the splat
+  slice_weights: jax.Array  # [N, P, d+1] the same times densecrf's scale 1 / (1 + 2^-d); scaling them (or the splat
+                            # weights) point by point normalises the filter without a pass over the values
   neighbours: jax.Array  # [d+1, 2, N C + 1] int32 rows of the two blur neighbours along each lattice axis
   blocks: jax.Array  # [N C / block] int32 block indices, the num_blocks holding lattice points first
   num_blocks: jax.Array  # int32 scalar
@@ -61,11 +63,12 @@ def _build(features, capacity):
   rank = rank + jnp.sum(nearest, -1, keepdims=True).astype(jnp.int32)
   wrap = (rank < 0).astype(jnp.int32) - (rank > dim).astype(jnp.int32)  # back onto the plane sum(x) = 0
   rank, rem0 = rank + d1 * wrap, rem0 + d1 * wrap
-  # Barycentric weights: b[d - rank_i] += u_i, b[d - rank_i + 1] -= u_i, b[0] += 1 + b[d+1].
+  # Barycentric weights: b[d - rank_i] += u_i, b[d - rank_i + 1] -= u_i, b[0] += 1 + b[d+1]; with u sorted by
+  # rank that is b[s] = u_(d - s) - u_(d + 1 - s).
   u = (elevated - rem0) / d1
-  slots = jax.nn.one_hot(dim - rank, dim + 2, dtype=u.dtype) - jax.nn.one_hot(dim - rank + 1, dim + 2, dtype=u.dtype)
-  b = jnp.einsum("pi,pis->ps", u, slots)
-  weights = b[:, :d1].at[:, 0].add(1.0 + b[:, d1])
+  by_rank = jnp.sum(u[:, :, None] * (rank[:, :, None] == jnp.arange(d1)), 1)[:, ::-1]  # u_(d), ..., u_(0)
+  weights = by_rank - jnp.pad(by_rank[:, :-1], ((0, 0), (1, 0)))
+  weights = weights.at[:, 0].add(1.0 - by_rank[:, -1])
   # Vertex r of the simplex: rem0 + canonical[r, rank], i.e. coordinates (d+1) q_i + r with q below.
   r = jnp.arange(d1, dtype=jnp.int32)
   q = rem0[:, None, :dim] // d1 - (rank[:, None, :dim] > dim - r[None, :, None]).astype(jnp.int32)  # [P, d+1, d]
@@ -76,7 +79,7 @@ def _build(features, capacity):
   key_range_overflow = d1 * jnp.prod(radix.astype(jnp.float32)) > _MAX_KEYS
   keys = (r[None, :] * volume + jnp.sum((q - low) * stride, -1, dtype=jnp.int32)).reshape(-1)  # [P (d+1)], grouped by remainder
   # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last).
-  sorted_keys = jnp.sort(keys)
+  sorted_keys = jax.lax.sort(keys, is_stable=False)
   first = jnp.concatenate([jnp.ones((1,), bool), sorted_keys[1:] != sorted_keys[:-1]])
   row = jnp.cumsum(first, dtype=jnp.int32) - 1
   count = row[-1] + 1
@@ -133,7 +136,8 @@ def build_lattice(features, capacity):
   blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
   num_blocks = jnp.sum(used, dtype=jnp.int32)
   neighbours = _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks)
-  return Lattice(offsets, weights, neighbours, blocks, num_blocks, overflow)
+  alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
+  return Lattice(offsets, weights, alpha * weights, neighbours, blocks, num_blocks, overflow)
 
 
 def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
@@ -184,6 +188,7 @@ def apply_lattice(lattice, values):
   missing = lattice.neighbours.shape[-1] - 1
   num_labels = values.shape[-1]
   weights = lattice.weights.astype(values.dtype).reshape(-1, d1)
+  slice_weights = lattice.slice_weights.astype(values.dtype).reshape(-1, d1)
   offsets = lattice.offsets.reshape(-1, d1)
   flat = values.reshape(-1, num_labels)
   block = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
@@ -196,12 +201,11 @@ def apply_lattice(lattice, values):
 
   grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((missing + 1, num_labels), values.dtype))
   grid = _blur(grid, lattice.neighbours, lattice.blocks, lattice.num_blocks)
-  alpha = 1.0 / (1.0 + 2.0**(1 - d1))  # densecrf's slice scale, 1 / (1 + 2^-d)
 
   def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
-    rows, w = block(offsets, start, size), block(weights, start, size)
+    rows, w = block(offsets, start, size), block(slice_weights, start, size)
     sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
-    return jax.lax.dynamic_update_slice_in_dim(out, alpha * sliced, start, 0)
+    return jax.lax.dynamic_update_slice_in_dim(out, sliced, start, 0)
 
   return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
 
