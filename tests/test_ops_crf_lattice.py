@@ -82,7 +82,8 @@ def test_batch_and_transpose():
                                atol=1e-6)
   matrix = _permutohedral_filter(features[:1], jnp.eye(40)[None], 160)[0][0]  # column j: the filter of e_j
   cotangent = rng.normal(size=(1, 40, 1)).astype(np.float32)
-  vjp = jax.jit(lambda f, c: jax.vjp(lambda v: permutohedral.permutohedral_filter(f, v, 160)[0], jnp.zeros_like(c))[1](c))
+  filtered = lambda f: lambda v: permutohedral.permutohedral_filter(f, v, 160)[0]
+  vjp = jax.jit(lambda f, c: jax.vjp(filtered(f), jnp.zeros_like(c))[1](c))
   np.testing.assert_allclose(vjp(features[:1], cotangent)[0][0, :, 0], matrix.T @ cotangent[0, :, 0], atol=1e-5)
   assert np.abs(matrix - matrix.T).max() > 1e-4  # the blur's axis order makes the map non-symmetric: a real test
 
