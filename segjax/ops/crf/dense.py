@@ -77,8 +77,10 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
   unary = unary_logits.astype(dtype).reshape(n, h * w, num_labels)
   bilateral, bilateral_overflow = _message(_features(image.astype(dtype), theta_alpha, theta_beta), w_bilateral,
                                            normalization, filter, lattice_capacity)
-  spatial, spatial_overflow = _message(_features(image.astype(dtype), theta_gamma), w_spatial, normalization, filter,
-                                       lattice_capacity)
+  # The spatial kernel depends on positions only: one filter for the batch, the images' labels side by side.
+  spatial_side, spatial_overflow = _message(_features(image[:1].astype(dtype), theta_gamma), w_spatial, normalization,
+                                            filter, lattice_capacity)
+  spatial = lambda q: spatial_side(q.transpose(1, 0, 2).reshape(1, h * w, -1)).reshape(h * w, n, -1).transpose(1, 0, 2)
 
   def iteration(_, q):
     message = bilateral(q) + spatial(q)
