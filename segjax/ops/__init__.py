@@ -1,6 +1,6 @@
 """Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, deformable convolution, masks, losses, CRFs."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
-from segjax.ops.crf import dense_crf, dense_gaussian_filter
+from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
 from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode_boxes, encode_boxes,
                               generalized_box_iou)
 from segjax.ops.deform_conv import deform_conv2d
