@@ -19,6 +19,7 @@ import types
 _MODELS = {
     "deeplab_v3": "segjax.models.deeplab",
     "fcn": "segjax.models.fcn",
+    "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
 }
 
