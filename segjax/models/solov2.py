@@ -104,6 +104,12 @@ class MaskFeatHead(nn.Module):
     return _conv_gn_relu(total, self.ins_out_channels, 1, self.dtype, "conv_pred")
 
 
+def split_feats(p):
+  """The reference's split_feats: {"P2".."P6"} -> [P2 halved, P3, P4, P5, P6 resized to P5] (bilinear)."""
+  return [_resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
+          _resize(p["P6"], *p["P5"].shape[1:3])]
+
+
 class SOLOv2(nn.Module):
   """images [N,H,W,3] (H, W multiples of 32) -> {"cate_logits": per level [N,S,S,classes], "kernels": per level
   [N,S,S,E], "mask_features": [N,H/4,W/4,E]}, all float32."""
@@ -128,9 +134,7 @@ class SOLOv2(nn.Module):
     features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
                       name="backbone")(images, train=train)
     p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
-    # The reference's split_feats: P2 halved, P6 brought to P5's size.
-    levels = [_resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
-              _resize(p["P6"], *p["P5"].shape[1:3])]
+    levels = split_feats(p)
     head = SOLOv2Head(self.num_classes, self.seg_feat_channels, self.stacked_convs, self.ins_out_channels,
                       self.dtype, name="head")
     cate, kernels = zip(*(head(x, s) for x, s in zip(levels, self.num_grids)))
@@ -157,6 +161,17 @@ def downsample_masks(masks):
   m, h, w = masks.shape
   block = masks.reshape(m, h // 4, 4, w // 4, 4)[:, :, 1:3, :, 1:3].astype(jnp.int32)
   return (block.sum((2, 4)) >= 2).astype(jnp.uint8)
+
+
+def _cell(v, size, num_grid):
+  """int(v / size // (1 / S)) in float32, as the reference computes a grid cell.
+
+  XLA rewrites x / broadcast(c) as x * (1 / c), which moves cell edges (80 / 96 // (1 / 36) is 29 in torch,
+  30 that way). Divisors made from v (x * 0 is not folded for floats, and stays batched under vmap) behind an
+  optimization barrier are no broadcasts, so both divisions stay exact.
+  """
+  size, step = jax.lax.optimization_barrier((v * 0 + jnp.float32(size), v * 0 + jnp.float32(1.0 / num_grid)))
+  return jnp.floor_divide(v / size, step).astype(jnp.int32)
 
 
 def solov2_targets(boxes, masks, classes, valid, num_grids, scale_ranges, max_positives):
@@ -198,12 +213,11 @@ def solov2_targets(boxes, masks, classes, valid, num_grids, scale_ranges, max_po
 
   category, cells, instances, candidates, offset = [], [], [], [], 0
   for (lo, hi), s in zip(scale_ranges, num_grids):
-    cell = lambda v, size: jnp.floor_divide(v / f32(size), f32(1.0 / s)).astype(jnp.int32)  # int(v / size // (1/S))
-    coord_w, coord_h = cell(center_w, w), cell(center_h, h)
-    top = jnp.maximum(jnp.maximum(0, cell(center_h - half_h, h)), coord_h - 1)
-    down = jnp.minimum(jnp.minimum(s - 1, cell(center_h + half_h, h)), coord_h + 1)
-    left = jnp.maximum(jnp.maximum(0, cell(center_w - half_w, w)), coord_w - 1)
-    right = jnp.minimum(jnp.minimum(s - 1, cell(center_w + half_w, w)), coord_w + 1)
+    coord_w, coord_h = _cell(center_w, w, s), _cell(center_h, h, s)
+    top = jnp.maximum(jnp.maximum(0, _cell(center_h - half_h, h, s)), coord_h - 1)
+    down = jnp.minimum(jnp.minimum(s - 1, _cell(center_h + half_h, h, s)), coord_h + 1)
+    left = jnp.maximum(jnp.maximum(0, _cell(center_w - half_w, w, s)), coord_w - 1)
+    right = jnp.minimum(jnp.minimum(s - 1, _cell(center_w + half_w, w, s)), coord_w + 1)
     hit = valid & (gt_areas >= lo) & (gt_areas <= hi)
     grid = jnp.arange(s)
     cover = (hit[:, None, None] & (grid[None, :, None] >= top[:, None, None]) & (grid[None, :, None] <= down[:, None, None])
