@@ -212,7 +212,8 @@ def test_loss_equals_reference_loss_and_ignores_crowds():
   batch["is_crowd"] = np.zeros_like(batch["instance_valid"])
   config = ml_collections.ConfigDict({"scale_ranges": SMALL_RANGES, "max_positives": 400})
   outputs = _random_outputs(rng, 3, GRIDS, 4, 16, IMAGE, scale=0.3)
-  total, aux = jax.jit(lambda o, b: solov2.loss(o, b, config))(outputs, batch)
+  loss = jax.jit(lambda o, b: solov2.loss(o, b, config))
+  total, aux = loss(outputs, batch)
   loss_ins, loss_cate = _reference_loss(outputs, images, GRIDS, SMALL_RANGES)
   assert float(aux["loss_ins"]) == pytest.approx(loss_ins, rel=1e-5)
   assert float(aux["loss_cate"]) == pytest.approx(loss_cate, rel=1e-5)
@@ -220,7 +221,7 @@ def test_loss_equals_reference_loss_and_ignores_crowds():
   # Crowds are the reference's gt_bboxes_ignore: not targets at all.
   crowd = dict(batch, is_crowd=batch["instance_valid"] & (np.arange(10) % 2 == 0))
   without = [(b, m, c, v & ~k) for (b, m, c, v), k in zip(images, crowd["is_crowd"])]
-  _, aux = solov2.loss(outputs, crowd, config)
+  _, aux = loss(outputs, crowd)
   loss_ins, loss_cate = _reference_loss(outputs, without, GRIDS, SMALL_RANGES)
   assert float(aux["loss_ins"]) == pytest.approx(loss_ins, rel=1e-5)
   assert float(aux["loss_cate"]) == pytest.approx(loss_cate, rel=1e-5)
@@ -296,7 +297,8 @@ def test_predict_equals_reference_get_seg_single():
                                                       [x[b] for x in outputs["kernels"]],
                                                       outputs["mask_features"][b], grids)
     n = len(scores)
-    assert (n == 100 if b == 0 else 10 < n < 100) and predictions["valid"][b].sum() == n and predictions["valid"][b, :n].all()
+    assert n == 100 if b == 0 else 10 < n < 100
+    assert predictions["valid"][b].sum() == n and predictions["valid"][b, :n].all()
     np.testing.assert_allclose(predictions["scores"][b, :n], scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(predictions["labels"][b, :n], labels + 1)
     np.testing.assert_allclose(predictions["masks"][b, :n], masks, atol=1e-5)
@@ -388,7 +390,8 @@ def test_head_and_mask_features_equal_reference_forward():
 def _reference_head_count(cin, seg, convs, classes, e, mid):
   """Parameters of SOLOv2Head + MaskFeatHead from their layer shapes (convs without bias before GN)."""
   conv_gn = lambda i, o, k: i * o * k * k + 2 * o
-  head = sum(conv_gn(cin + 2 if i == 0 else seg, seg, 3) + conv_gn(cin if i == 0 else seg, seg, 3) for i in range(convs))
+  head = sum(conv_gn(cin + 2 if i == 0 else seg, seg, 3) + conv_gn(cin if i == 0 else seg, seg, 3)
+             for i in range(convs))
   head += seg * classes * 9 + classes + seg * e * 9 + e
   mask = conv_gn(cin, mid, 3) + sum(conv_gn(cin + (2 if i == 3 else 0), mid, 3) + (i - 1) * conv_gn(mid, mid, 3)
                                     for i in range(1, 4))

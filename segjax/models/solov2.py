@@ -219,9 +219,9 @@ def solov2_targets(boxes, masks, classes, valid, num_grids, scale_ranges, max_po
     left = jnp.maximum(jnp.maximum(0, _cell(center_w - half_w, w, s)), coord_w - 1)
     right = jnp.minimum(jnp.minimum(s - 1, _cell(center_w + half_w, w, s)), coord_w + 1)
     hit = valid & (gt_areas >= lo) & (gt_areas <= hi)
-    grid = jnp.arange(s)
-    cover = (hit[:, None, None] & (grid[None, :, None] >= top[:, None, None]) & (grid[None, :, None] <= down[:, None, None])
-             & (grid[None, None, :] >= left[:, None, None]) & (grid[None, None, :] <= right[:, None, None]))
+    grid_rows, grid_cols = jnp.arange(s)[None, :, None], jnp.arange(s)[None, None, :]
+    cover = (hit[:, None, None] & (grid_rows >= top[:, None, None]) & (grid_rows <= down[:, None, None])
+             & (grid_cols >= left[:, None, None]) & (grid_cols <= right[:, None, None]))
     last = jnp.max(jnp.where(cover, jnp.arange(m)[:, None, None], -1), axis=0)  # later instances overwrite
     category.append(jnp.where(last >= 0, classes[jnp.maximum(last, 0)], 0).reshape(-1))
     # Up to 3 x 3 cells per instance, in the reference's loop order (instance, row, column).
