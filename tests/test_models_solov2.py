@@ -360,8 +360,10 @@ def test_head_and_mask_features_equal_reference_forward():
   variables = head.init(jax.random.key(0), levels[0], 12)
   variables = jax.tree.map(lambda x: x + jnp.asarray(rng.normal(0, 0.1, x.shape), jnp.float32), variables)
   hp = variables["params"]
-  for x, ref, s in zip(levels, reference_levels, GRIDS):  # forward_single
-    cate, kernel = head.apply(variables, x, s)
+  apply = jax.jit(head.apply, static_argnums=2)
+  for level in (0, 4):  # forward_single on the two resized levels
+    x, ref, s = levels[level], reference_levels[level], GRIDS[level]
+    cate, kernel = apply(variables, x, s)
     kernel_feat = F.interpolate(_torch_coord(ref), size=s, mode="bilinear")
     cate_feat = kernel_feat[:, :-2]
     for i in range(2):
@@ -424,7 +426,7 @@ def test_r50_shapes_and_head_parameter_counts():
 def tiny_steps():
   config = ml_collections.ConfigDict(TINY)
   model = solov2.build(config, ml_collections.ConfigDict({"num_thing_classes": 4}))
-  variables = model.init(jax.random.key(0), jnp.zeros((2, 64, 64, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 64, 64, 3)))
   optimizer = optax.adam(3e-3)
   traces = {"train": 0, "predict": 0}
 
