@@ -21,6 +21,7 @@ _MODELS = {
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
 }
 

@@ -1,0 +1,315 @@
+"""SOLOv2 (Wang et al., NeurIPS 2020): instance masks by location, dynamic convolution and Matrix NMS.
+
+Follows the official implementation (WXinlong/SOLO: SOLOv2Head, MaskFeatHead, solov2_target_single, get_seg_single).
+The five FPN levels P2..P6 are resized to P3, P3, P4, P5, P5 (P2 bilinearly halved, P6 bilinearly up to P5's
+size; strides 8, 8, 16, 32, 32). On each level a head shared by the levels (Sec. 3.2) resizes the features with
+two coordinate channels to an S x S grid; the category branch (coordinates dropped) predicts C class logits per
+cell and the kernel branch E dynamic 1x1 kernels, each after `stacked_convs` 3x3 conv + GN + ReLU. The unified
+mask feature branch (Sec. 3.2.2) brings P2..P5 to 1/4 scale (3x3 conv + GN + ReLU and 2x bilinear upsampling per
+octave, coordinates on P5), sums them and projects to E channels; a cell's mask is sigmoid(kernel . features).
+
+Targets are built in jit with static shapes (`solov2_targets`); the number of positive kernels per image is
+bounded by `max_positives` (the ones past it, in the reference's order, leave the mask loss; `dropped_positives`
+counts them). Boxes are the pipeline's (tight mask extents, x2/y2 exclusive), where the reference's
+annotation boxes are x1 + w - 1. Inference keeps the 500 best (cell, class) scores before the masks are computed,
+where the reference computes the masks of every score above 0.1 first (identical while at most 500 pass).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax.backbones.resnet import ResNet
+from segjax.layers.fpn import FPN
+from segjax.layers.norms import norm_layer
+from segjax.ops.losses import dice_loss, sigmoid_focal_loss
+from segjax.ops.mask_nms import matrix_nms
+from segjax.ops.masks import masks_to_boxes
+
+TASK = "instance"
+BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid")
+STRIDES = (8, 8, 16, 32, 32)  # of the five resized levels; the reference's `strides`, used by the area filter
+SIGMA = 0.2  # centre region: the box scaled by sigma about the mass centre (Sec. 3.1)
+MASK_STRIDE = 4  # mask features and mask targets at 1/4 of the input
+DICE_WEIGHT = 3.0  # lambda of Eqn. 1
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+# The reference's test_cfg.
+SCORE_THR, MASK_THR, NMS_PRE, UPDATE_THR, MAX_PER_IMG, NMS_SIGMA = 0.1, 0.5, 500, 0.05, 100, 2.0
+
+_HEAD_INIT = nn.initializers.normal(0.01)  # the reference's normal_init(std=0.01) of every head conv
+_CATE_PRIOR = float(-np.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
+
+
+def _conv_gn_relu(x, features, kernel, dtype, name):
+  """mmdet ConvModule with GN(32): conv (no bias), GroupNorm, ReLU."""
+  y = nn.Conv(features, (kernel, kernel), padding=kernel // 2, use_bias=False, kernel_init=_HEAD_INIT,
+              dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
+  return nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"{name}_gn")(y))
+
+
+def _resize(x, height, width):
+  """Bilinear resize of [N,h,w,C] as torch F.interpolate(align_corners=False), in x's dtype."""
+  y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
+  return y.astype(x.dtype)
+
+
+def coord_features(x):
+  """[N,h,w,C] -> [N,h,w,C+2]: x then y coordinates, linspace(-1, 1) over the map (CoordConv)."""
+  n, h, w, _ = x.shape
+  xs = jnp.broadcast_to(jnp.linspace(-1, 1, w, dtype=x.dtype)[None, None, :, None], (n, h, w, 1))
+  ys = jnp.broadcast_to(jnp.linspace(-1, 1, h, dtype=x.dtype)[None, :, None, None], (n, h, w, 1))
+  return jnp.concatenate([x, xs, ys], axis=-1)
+
+
+class SOLOv2Head(nn.Module):
+  """One level's category and kernel branches: x [N,h,w,C] -> logits [N,S,S,classes], kernels [N,S,S,E]."""
+  num_classes: int
+  seg_feat_channels: int = 512
+  stacked_convs: int = 4
+  ins_out_channels: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, num_grid: int):
+    kernel_feat = _resize(coord_features(x), num_grid, num_grid)
+    cate_feat = kernel_feat[..., :-2]
+    for i in range(self.stacked_convs):
+      kernel_feat = _conv_gn_relu(kernel_feat, self.seg_feat_channels, 3, self.dtype, f"kernel_convs_{i}")
+      cate_feat = _conv_gn_relu(cate_feat, self.seg_feat_channels, 3, self.dtype, f"cate_convs_{i}")
+    conv = lambda features, bias, name: nn.Conv(
+        features, (3, 3), padding=1, kernel_init=_HEAD_INIT, bias_init=nn.initializers.constant(bias),
+        dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    return (conv(self.num_classes, _CATE_PRIOR, "solo_cate")(cate_feat),
+            conv(self.ins_out_channels, 0.0, "solo_kernel")(kernel_feat))
+
+
+class MaskFeatHead(nn.Module):
+  """Unified mask features (Sec. 3.2.2): [P2, P3, P4, P5] -> [N, H/4, W/4, E]."""
+  mask_feat_channels: int = 128
+  ins_out_channels: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, levels):
+    total = 0
+    for i, x in enumerate(levels):
+      y = coord_features(x) if i == 3 else x
+      for j in range(max(i, 1)):  # P2: one conv; P_{2+i}: i x (conv, 2x upsampling)
+        y = _conv_gn_relu(y, self.mask_feat_channels, 3, self.dtype, f"level{i}_conv{j}")
+        if i:
+          y = _resize(y, 2 * y.shape[1], 2 * y.shape[2])
+      total = total + y
+    return _conv_gn_relu(total, self.ins_out_channels, 1, self.dtype, "conv_pred")
+
+
+def split_feats(p):
+  """The reference's split_feats: {"P2".."P6"} -> [P2 halved, P3, P4, P5, P6 resized to P5] (bilinear)."""
+  return [_resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
+          _resize(p["P6"], *p["P5"].shape[1:3])]
+
+
+class SOLOv2(nn.Module):
+  """images [N,H,W,3] (H, W multiples of 32) -> {"cate_logits": per level [N,S,S,classes], "kernels": per level
+  [N,S,S,E], "mask_features": [N,H/4,W/4,E]}, all float32."""
+  num_classes: int
+  depth: int = 50
+  width: int = 64
+  norm: str = "batch"
+  fpn_channels: int = 256
+  seg_feat_channels: int = 512
+  stacked_convs: int = 4
+  ins_out_channels: int = 256
+  mask_feat_channels: int = 128
+  num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    if images.shape[1] % 32 or images.shape[2] % 32:
+      raise ValueError(f"SOLOv2 needs an input size divisible by 32 (the reference pads to it); got {images.shape}")
+    if len(self.num_grids) != len(STRIDES):
+      raise ValueError(f"num_grids needs one grid per level P2..P6; got {self.num_grids}")
+    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
+                      name="backbone")(images, train=train)
+    p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
+    levels = split_feats(p)
+    head = SOLOv2Head(self.num_classes, self.seg_feat_channels, self.stacked_convs, self.ins_out_channels,
+                      self.dtype, name="head")
+    cate, kernels = zip(*(head(x, s) for x, s in zip(levels, self.num_grids)))
+    mask_features = MaskFeatHead(self.mask_feat_channels, self.ins_out_channels, self.dtype,
+                                 name="mask_feat_head")([p["P2"], p["P3"], p["P4"], p["P5"]])
+    f32 = lambda xs: tuple(x.astype(jnp.float32) for x in xs)
+    return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32)}
+
+
+def build(model_config, info):
+  return SOLOv2(num_classes=info.num_thing_classes, depth=model_config.depth, width=model_config.width,
+                norm=model_config.norm, fpn_channels=model_config.fpn_channels,
+                seg_feat_channels=model_config.seg_feat_channels, stacked_convs=model_config.stacked_convs,
+                ins_out_channels=model_config.ins_out_channels, mask_feat_channels=model_config.mask_feat_channels,
+                num_grids=tuple(model_config.num_grids), dtype=jnp.dtype(model_config.dtype))
+
+
+def downsample_masks(masks):
+  """mmcv.imrescale(mask, 1/4) (cv2 INTER_LINEAR on uint8): [M,H,W] -> [M,H/4,W/4] uint8.
+
+  Output pixel (i, j) samples the source at (4i + 1.5, 4j + 1.5): the mean of rows 4i+1..4i+2 and columns
+  4j+1..4j+2, rounded half up in cv2's fixed point, so it is 1 where at least 2 of those 4 pixels are set.
+  """
+  m, h, w = masks.shape
+  block = masks.reshape(m, h // 4, 4, w // 4, 4)[:, :, 1:3, :, 1:3].astype(jnp.int32)
+  return (block.sum((2, 4)) >= 2).astype(jnp.uint8)
+
+
+def _cell(v, size, num_grid):
+  """int(v / size // (1 / S)) in float32, as the reference computes a grid cell.
+
+  XLA rewrites x / broadcast(c) as x * (1 / c), which moves cell edges (80 / 96 // (1 / 36) is 29 in torch,
+  30 that way). Divisors made from v (x * 0 is not folded for floats, and stays batched under vmap) behind an
+  optimization barrier are no broadcasts, so both divisions stay exact.
+  """
+  size, step = jax.lax.optimization_barrier((v * 0 + jnp.float32(size), v * 0 + jnp.float32(1.0 / num_grid)))
+  return jnp.floor_divide(v / size, step).astype(jnp.int32)
+
+
+def solov2_targets(boxes, masks, classes, valid, num_grids, scale_ranges, max_positives):
+  """The reference's solov2_target_single for one image, with static shapes.
+
+  Per level, the instances with lo <= sqrt(w h) <= hi and a non-empty mask take the grid cells of the centre
+  region: the box scaled by SIGMA about the mask's centre of mass, clipped to that centre's cell +- 1. A cell
+  takes the label of the last instance covering it; every (cell, instance) pair is a positive kernel with that
+  instance's mask at 1/4 scale as target.
+
+  Args:
+    boxes: [M, 4] float (x1, y1, x2, y2) input pixels.
+    masks: [M, H, W] uint8 binary masks at the input size.
+    classes: [M] int labels 1..K.
+    valid: [M] bool; padding and crowds False.
+    num_grids: static S per level.
+    scale_ranges: static (lo, hi) per level.
+    max_positives: static P.
+
+  Returns:
+    category [N] int32 (0 background, labels 1..K; N = sum S^2, levels concatenated, cells row-major),
+    positive [N] bool, positive_cells [P] int32 indices into N, positive_instances [P] int32,
+    positive_masks [P, H/4, W/4] uint8, positive_valid [P] bool, num_dropped int32 (positives past P).
+    Positive slots follow the reference's order: level, instance, cell row, cell column.
+  """
+  m, h, w = masks.shape
+  f32 = jnp.float32
+  boxes = boxes.astype(f32)
+  gt_areas = jnp.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+  # Centre of mass from integer moments: exact in float32 as the reference's sums.
+  m00 = masks.astype(jnp.int32).sum((1, 2))
+  m10 = (masks.astype(jnp.int32) * jnp.arange(w)).sum((1, 2))
+  m01 = (masks.astype(jnp.int32) * jnp.arange(h)[:, None]).sum((1, 2))
+  denominator = jnp.maximum(m00.astype(f32), f32(1e-6))
+  center_w, center_h = m10.astype(f32) / denominator, m01.astype(f32) / denominator
+  half_w = f32(0.5) * (boxes[:, 2] - boxes[:, 0]) * f32(SIGMA)
+  half_h = f32(0.5) * (boxes[:, 3] - boxes[:, 1]) * f32(SIGMA)
+  valid = valid & (m00 > 0)
+
+  category, cells, instances, candidates, offset = [], [], [], [], 0
+  for (lo, hi), s in zip(scale_ranges, num_grids):
+    coord_w, coord_h = _cell(center_w, w, s), _cell(center_h, h, s)
+    top = jnp.maximum(jnp.maximum(0, _cell(center_h - half_h, h, s)), coord_h - 1)
+    down = jnp.minimum(jnp.minimum(s - 1, _cell(center_h + half_h, h, s)), coord_h + 1)
+    left = jnp.maximum(jnp.maximum(0, _cell(center_w - half_w, w, s)), coord_w - 1)
+    right = jnp.minimum(jnp.minimum(s - 1, _cell(center_w + half_w, w, s)), coord_w + 1)
+    hit = valid & (gt_areas >= lo) & (gt_areas <= hi)
+    grid_rows, grid_cols = jnp.arange(s)[None, :, None], jnp.arange(s)[None, None, :]
+    cover = (hit[:, None, None] & (grid_rows >= top[:, None, None]) & (grid_rows <= down[:, None, None])
+             & (grid_cols >= left[:, None, None]) & (grid_cols <= right[:, None, None]))
+    last = jnp.max(jnp.where(cover, jnp.arange(m)[:, None, None], -1), axis=0)  # later instances overwrite
+    category.append(jnp.where(last >= 0, classes[jnp.maximum(last, 0)], 0).reshape(-1))
+    # Up to 3 x 3 cells per instance, in the reference's loop order (instance, row, column).
+    rows = top[:, None, None] + jnp.arange(3)[None, :, None]
+    cols = left[:, None, None] + jnp.arange(3)[None, None, :]
+    inside = hit[:, None, None] & (rows <= down[:, None, None]) & (cols <= right[:, None, None])
+    cells.append((offset + rows * s + cols).reshape(-1))
+    instances.append(jnp.broadcast_to(jnp.arange(m)[:, None, None], (m, 3, 3)).reshape(-1))
+    candidates.append(inside.reshape(-1))
+    offset += s * s
+  category = jnp.concatenate(category).astype(jnp.int32)
+  cells, instances, candidates = (jnp.concatenate(x) for x in (cells, instances, candidates))
+  slot = jnp.where(candidates, jnp.cumsum(candidates) - 1, max_positives)  # past P: dropped by the scatter
+  scatter = lambda values: jnp.zeros(max_positives, jnp.int32).at[slot].set(values, mode="drop")
+  positive_cells, positive_instances = scatter(cells), scatter(instances)
+  positive_valid = jnp.zeros(max_positives, bool).at[slot].set(True, mode="drop")
+  positive_masks = downsample_masks(masks)[positive_instances] * positive_valid[:, None, None].astype(jnp.uint8)
+  num_dropped = jnp.maximum(candidates.sum() - max_positives, 0).astype(jnp.int32)
+  return category, category > 0, positive_cells, positive_instances, positive_masks, positive_valid, num_dropped
+
+
+def _flat(levels):
+  """Per-level [B,S,S,D] -> [B, sum S^2, D]."""
+  return jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in levels], axis=1)
+
+
+def loss(outputs, batch, model_config):
+  """Eqn. 1: focal loss over all cells / (positives + 1) + 3 x Dice over the positive kernels' masks."""
+  num_grids = tuple(x.shape[1] for x in outputs["cate_logits"])
+  valid = batch["instance_valid"] & ~batch["is_crowd"]
+  assign = lambda b, m, c, v: solov2_targets(b, m, c, v, num_grids, tuple(map(tuple, model_config.scale_ranges)),
+                                             model_config.max_positives)
+  category, positive, cells, _, targets, positive_valid, dropped = jax.vmap(assign)(
+      batch["boxes"], batch["masks"], batch["classes"], valid)
+  cate_logits = _flat(outputs["cate_logits"])
+  one_hot = (category[..., None] == jnp.arange(1, cate_logits.shape[-1] + 1)).astype(jnp.float32)
+  loss_cate = sigmoid_focal_loss(cate_logits, one_hot, FOCAL_ALPHA, FOCAL_GAMMA, "sum") / (positive.sum() + 1)
+  kernels = jnp.take_along_axis(_flat(outputs["kernels"]), cells[..., None], axis=1)  # [B, P, E]
+  mask_logits = jnp.einsum("bpe,bhwe->bphw", kernels, outputs["mask_features"])  # dynamic 1x1 conv (Eqn. 4)
+  b, p = cells.shape
+  loss_ins = DICE_WEIGHT * dice_loss(mask_logits.reshape(b * p, -1), targets.reshape(b * p, -1),
+                                     positive_valid.reshape(-1))
+  return loss_cate + loss_ins, {"loss_cate": loss_cate, "loss_ins": loss_ins,
+                                "dropped_positives": dropped.sum().astype(jnp.float32)}
+
+
+def points_nms(heat):
+  """The reference's points_nms (2 x 2 max pool, stride 1, padding 1, first rows/columns): a cell survives if
+  it is the maximum of itself and its upper/left neighbours. heat [S, S, C]."""
+  padded = jnp.pad(heat, ((1, 0), (1, 0), (0, 0)), constant_values=-jnp.inf)
+  hmax = jnp.maximum(jnp.maximum(padded[1:, 1:], padded[:-1, 1:]), jnp.maximum(padded[1:, :-1], padded[:-1, :-1]))
+  return heat * (hmax == heat)
+
+
+def _predict_single(cate_scores, kernels, features, strides, height, width):
+  """get_seg_single on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features [h, w, E]."""
+  n, c = cate_scores.shape
+  scores, index = jax.lax.top_k(cate_scores.reshape(-1), min(NMS_PRE, n * c))
+  cells, labels = index // c, index % c
+  masks = jax.nn.sigmoid(jnp.einsum("ke,hwe->khw", kernels[cells], features))
+  binary = masks > MASK_THR
+  area = binary.sum((1, 2)).astype(jnp.float32)
+  keep = (scores > SCORE_THR) & (area > strides[cells])
+  maskness = (masks * binary).sum((1, 2)) / jnp.maximum(area, 1)
+  scores = jnp.where(keep, scores * maskness, 0)
+  order = jnp.argsort(-scores)
+  masks, binary, area, labels, keep = masks[order], binary[order], area[order], labels[order], keep[order]
+  decayed = matrix_nms(binary, labels, scores[order], "gaussian", NMS_SIGMA, mask_area=area)
+  keep &= decayed >= UPDATE_THR
+  top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(MAX_PER_IMG, order.shape[0]))
+  keep = keep[pick]
+  masks = _resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
+  binary = masks > MASK_THR
+  # Pixel edges (x2, y2 one past the last pixel), as the pipeline's ground-truth boxes.
+  boxes = jnp.where(binary.any((1, 2))[:, None], masks_to_boxes(binary) + jnp.array([0, 0, 1, 1], jnp.float32), 0)
+  return {"boxes": boxes, "scores": jnp.where(keep, top, 0), "labels": (labels[pick] + 1).astype(jnp.int32),
+          "masks": masks, "valid": keep}
+
+
+def predict(outputs):
+  """Score threshold, top 500, dynamic masks, mask threshold, area > stride, maskness rescoring, Matrix NMS
+  (Gaussian, sigma 2), update threshold 0.05, top 100; masks at the input size (4x bilinear)."""
+  levels = outputs["cate_logits"]
+  cate = jnp.concatenate([jax.vmap(points_nms)(jax.nn.sigmoid(x)).reshape(x.shape[0], -1, x.shape[-1])
+                          for x in levels], axis=1)
+  strides = jnp.asarray(np.concatenate([np.full(x.shape[1] * x.shape[2], s, np.float32)
+                                        for x, s in zip(levels, STRIDES)]))
+  features = outputs["mask_features"]
+  height, width = MASK_STRIDE * features.shape[1], MASK_STRIDE * features.shape[2]
+  return jax.vmap(lambda s, k, f: _predict_single(s, k, f, strides, height, width))(
+      cate, _flat(outputs["kernels"]), features)
