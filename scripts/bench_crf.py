@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from bench_util import best_seconds, xla_peak_mb  # scripts/, on sys.path as the script's folder
+
 CASES = ((125, 1), (250, 1), (500, 1), (250, 4))
 PARAMS = dict(theta_alpha=80.0, theta_beta=13.0, theta_gamma=3.0, w_bilateral=10.0, w_spatial=3.0)
 
@@ -54,15 +56,6 @@ def _peak_growth_mb(resident_kb):
   return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - resident_kb) / 1024
 
 
-def _best(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def run_pydensecrf(folder, repeats):
   import pydensecrf.densecrf as dcrf  # pylint: disable=import-outside-toplevel
   with np.load(os.path.join(folder, "scene.npz")) as data:
@@ -84,7 +77,7 @@ def run_pydensecrf(folder, repeats):
 
   resident = _resident_kb()
   labels = infer()
-  seconds = _best(infer, repeats)
+  seconds = best_seconds(infer, repeats)
   np.save(os.path.join(folder, "pydensecrf.npy"), labels)
   return {"s": seconds, "rss_mb": _peak_growth_mb(resident)}
 
@@ -100,10 +93,9 @@ def run_segjax(folder, repeats):
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  xla_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes) / 2**20
+  xla_mb = xla_peak_mb(compiled)
   labels = np.asarray(compiled(*args))
-  seconds = _best(lambda: compiled(*args).block_until_ready(), repeats)
+  seconds = best_seconds(lambda: compiled(*args).block_until_ready(), repeats)
   rss_mb = _peak_growth_mb(resident)
   points = []
   for theta in ((PARAMS["theta_alpha"], PARAMS["theta_beta"]), (PARAMS["theta_gamma"],)):

@@ -22,17 +22,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from bench_util import best_seconds, xla_peak_mb  # scripts/, on sys.path as the script's folder
 from segjax.models import deeplab, mask_rcnn
 from segjax.weights import torchvision as tv_weights
-
-
-def _best(fn, iters):
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def bench_deeplab_v3(size, batch, iters, num_classes=21):
@@ -67,12 +59,12 @@ def bench_deeplab_v3(size, batch, iters, num_classes=21):
   train = jax.jit(step).lower(params, batch_stats, opt_state, images, labels).compile()
   train_compile = time.perf_counter() - start
 
-  ours_infer = _best(lambda: infer(variables, images).block_until_ready(), iters)
-  ours_train = _best(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, labels)), iters)
+  ours_infer = best_seconds(lambda: infer(variables, images).block_until_ready(), iters)
+  ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, labels)), iters)
 
   model.eval()
   with torch.no_grad():
-    torch_infer = _best(lambda: model(x_torch), iters)
+    torch_infer = best_seconds(lambda: model(x_torch), iters)
   model.train()
   torch_optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -84,22 +76,21 @@ def bench_deeplab_v3(size, batch, iters, num_classes=21):
     loss.backward()
     torch_optimizer.step()
 
-  torch_train = _best(torch_step, iters)
-  print(f"DeepLab v3 R50 {size}x{size}, batch {batch}, best of {iters} (s per image):")
-  print(f"  inference  segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
-        f"ratio {torch_infer / ours_infer:.2f}x")
-  print(f"  train step segjax {ours_train / batch:.3f}  torchvision {torch_train / batch:.3f}  "
-        f"ratio {torch_train / ours_train:.2f}x")
-  print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
+  torch_train = best_seconds(torch_step, iters)
+  _report(f"DeepLab v3 R50 {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
+          (ours_train, torch_train), (infer_compile, train_compile))
+
+
+def _report(title, batch, inference, train_step, compile_seconds):
+  """Prints (segjax, torchvision) seconds per batch as seconds per image, their ratio, and XLA's compile times."""
+  print(f"{title} (s per image):")
+  for name, (ours, reference) in (("inference ", inference), ("train step", train_step)):
+    print(f"  {name} segjax {ours / batch:.3f}  torchvision {reference / batch:.3f}  ratio {reference / ours:.2f}x")
+  print(f"  XLA compile: inference {compile_seconds[0]:.1f} s, train step {compile_seconds[1]:.1f} s")
 
 
 def _peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _xla_peak_mb(compiled):
-  m = compiled.memory_analysis()
-  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
 
 
 def _instances(batch, size, count=4, seed=0):
@@ -143,11 +134,11 @@ def bench_mask_rcnn(size, batch, iters):
     torch_optimizer.step()
 
   rss_before = _peak_rss_mb()
-  torch_train = _best(torch_step, iters)
+  torch_train = best_seconds(torch_step, iters)
   torch_memory = _peak_rss_mb() - rss_before
   model.eval()
   with torch.no_grad():
-    torch_infer = _best(lambda: model(x_torch), iters)
+    torch_infer = best_seconds(lambda: model(x_torch), iters)
 
   infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
   start = time.perf_counter()
@@ -169,15 +160,11 @@ def bench_mask_rcnn(size, batch, iters):
   start = time.perf_counter()
   train = jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile()
   train_compile = time.perf_counter() - start
-  ours_infer = _best(lambda: jax.block_until_ready(infer(variables, images)), iters)
-  ours_train = _best(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
-  print(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters} (s per image):")
-  print(f"  inference  segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
-        f"ratio {torch_infer / ours_infer:.2f}x")
-  print(f"  train step segjax {ours_train / batch:.3f}  torchvision {torch_train / batch:.3f}  "
-        f"ratio {torch_train / ours_train:.2f}x")
-  print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
-  print(f"  train step peak memory: segjax (XLA) {_xla_peak_mb(train):.0f} MiB, "
+  ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
+  ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
+  _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
+          (ours_train, torch_train), (infer_compile, train_compile))
+  print(f"  train step peak memory: segjax (XLA) {xla_peak_mb(train):.0f} MiB, "
         f"torchvision (RSS growth) {torch_memory:.0f} MiB")
 
 

@@ -23,18 +23,10 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_nms  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench_util import best_seconds  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from experiments import solov2_r50_fpn_1x_coco  # pylint: disable=g-import-not-at-top,wrong-import-position
 from segjax.models import solov2  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def _best(fn, iters):
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def _random_batch(rng, batch, size, max_instances=20, num_classes=80):
@@ -84,8 +76,8 @@ def bench_solov2(size, batch, iters):
   train = jax.jit(step).lower(params, batch_stats, opt_state, data).compile()
   train_compile = time.perf_counter() - start
 
-  infer_s = _best(lambda: jax.block_until_ready(infer(variables, data["image"])), iters)
-  train_s = _best(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, data)), iters)
+  infer_s = best_seconds(lambda: jax.block_until_ready(infer(variables, data["image"])), iters)
+  train_s = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, data)), iters)
   print(f"SOLOv2 R50-FPN {size}x{size}, batch {batch}, best of {iters}, s per image:")
   print(f"  inference (with post-processing) {infer_s / batch:.3f}   train step {train_s / batch:.3f}")
   print(f"  XLA compile: inference {infer_compile:.1f} s, train step {train_compile:.1f} s")
