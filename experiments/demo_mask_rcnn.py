@@ -6,8 +6,8 @@ The whole instance path on 2 CPU cores: RPN, RoI sampling, box and mask heads, C
 pycocotools (box_AP, mask_AP in metrics.jsonl, results JSON, pictures). Target: mask_AP >= 0.5 on the
 synthetic validation split in under 15 minutes. Anchors are 4x smaller than COCO's (8..128 on 128x128 images).
 Measured here (2-core CPU shared with two other training jobs, load average ~5, 2026-12-02): 1500 steps at
-0.5-1.2 steps/s, 34 min in all; eval at step 1500: mask_AP 0.502 (AP50 0.860, AP75 0.527), box_AP in
-metrics.jsonl. The 15-minute target is not shown: it needs ~2 steps/s, untested on an idle machine.
+0.5-1.2 steps/s, 34 min in all; eval at step 1500: mask_AP 0.502 (AP50 0.860, AP75 0.527), box_AP
+0.543. The 15-minute target is not shown: it needs ~2 steps/s, untested on an idle machine.
 """
 from segjax.config import base_config
 from segjax.models import mask_rcnn

@@ -62,6 +62,7 @@ class MaskRCNN(nn.Module):
     pooler = self.config.roi_pooler
     if pooler == "pool":
       level = assign_fpn_levels(rois[:, 1:], 2, 5)[:, None, None, None]
+      # Every RoI pooled on every level, then its own level kept: 4x the work, for the ablation only.
       pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels[:4], _SCALES)]
       return jnp.select([level == k for k in range(4)], pooled)
     return multilevel_roi_align(levels[:4], rois, size, _SCALES, sampling_ratio=self.config.sampling_ratio,
