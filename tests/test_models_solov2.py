@@ -480,3 +480,30 @@ def test_loss_decreases_and_nothing_recompiles(tiny_steps):
     p = predict({"params": params, "batch_stats": batch_stats}, _tiny_batch(rng, count)["image"])
     assert p["masks"].shape == (2, 100, 64, 64)
   assert traces == {"train": 1, "predict": 1}
+
+
+def test_eight_device_training_gives_the_losses_of_one_device():
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  config = ml_collections.ConfigDict(TINY)
+  module = solov2.build(config, ml_collections.ConfigDict({"num_thing_classes": 4}))
+  rng = np.random.default_rng(11)
+  # 8 images per step with different instance counts, so each device sees its own targets.
+  batches = [{k: np.concatenate([b[k] for b in parts]) for k in parts[0]}
+             for parts in ([_tiny_batch(rng, n) for n in (3, 0, 6, 1)], [_tiny_batch(rng, n) for n in (2, 5, 4, 6)])]
+  variables = jax.device_get(jax.jit(module.init)(jax.random.key(0), batches[0]["image"]))
+  optimizer, schedule = optax.sgd(0.01, momentum=0.9), optax.constant_schedule(0.01)
+  losses = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = mesh_lib.make_mesh(devices)
+    state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+    step = make_train_step(module, solov2, config, optimizer, schedule, mesh, shardings)
+    losses[len(devices)] = []
+    for i, batch in enumerate(batches):
+      state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
+      losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_cate", "loss_ins")])
+  assert np.all(np.array(losses[1])[:, 2] > 0)  # positives were assigned: the mask loss is exercised
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
