@@ -32,6 +32,7 @@ def get_config():
   # The reference's grids and scale ranges (for ~1333 x 800 inputs), scaled to these 128 x 128 images.
   config.model.num_grids = (16, 12, 8, 6, 4)
   config.model.scale_ranges = ((1, 24), (12, 48), (24, 96), (48, 192), (96, 2048))
+  config.model.min_mask_area = (2, 2, 4, 8, 8)  # the reference's strides, scaled as the ranges
   config.model.max_positives = 96
   del config.model.output_stride, config.model.skips
   config.optimizer.name = "adamw"

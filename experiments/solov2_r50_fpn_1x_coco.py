@@ -35,7 +35,7 @@ def get_config():
       "seg_feat_channels": 512, "stacked_convs": 4, "ins_out_channels": 256, "mask_feat_channels": 128,
       "num_grids": (40, 36, 24, 16, 12),
       "scale_ranges": ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
-      "max_positives": 512, "dtype": "float32"})
+      "min_mask_area": (8, 8, 16, 32, 32), "max_positives": 512, "dtype": "float32"})
   config.dataset.name = "coco"
   config.dataset.root = "~/data/coco"
   config.dataset.image_size = (800, 1344)

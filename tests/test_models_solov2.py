@@ -18,7 +18,8 @@ GRIDS = (40, 36, 24, 16, 12)  # the reference's
 SMALL_RANGES = ((1, 12), (6, 24), (12, 48), (24, 96), (48, 256))  # COCO's / 8: objects here span all levels
 TINY = dict(depth=18, width=8, norm="batch", fpn_channels=32, seg_feat_channels=32, stacked_convs=2,
             ins_out_channels=32, mask_feat_channels=32, num_grids=(12, 10, 8, 6, 4), dtype="float32",
-            scale_ranges=((1, 24), (12, 48), (24, 96), (48, 192), (96, 2048)), max_positives=48)
+            scale_ranges=((1, 24), (12, 48), (24, 96), (48, 192), (96, 2048)), max_positives=48,
+            min_mask_area=(2, 2, 4, 8, 8))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,7 +176,8 @@ def test_targets_beyond_max_positives_keep_the_reference_order():
 def _random_outputs(rng, batch, num_grids, classes, channels, size, scale=1.0):
   return {"cate_logits": tuple(jnp.asarray(rng.normal(-2, 2, (batch, s, s, classes)), jnp.float32) for s in num_grids),
           "kernels": tuple(jnp.asarray(rng.normal(0, scale, (batch, s, s, channels)), jnp.float32) for s in num_grids),
-          "mask_features": jnp.asarray(rng.normal(0, 1, (batch, size[0] // 4, size[1] // 4, channels)), jnp.float32)}
+          "mask_features": jnp.asarray(rng.normal(0, 1, (batch, size[0] // 4, size[1] // 4, channels)), jnp.float32),
+          "min_mask_area": jnp.asarray(solov2.STRIDES, jnp.float32)}
 
 
 def _reference_loss(outputs, images, num_grids, ranges):
@@ -284,10 +286,12 @@ def _reference_get_seg_single(cate_logits, kernels, features, num_grids, strides
   return seg_preds.numpy(), cate_scores.numpy(), cate_labels.numpy()
 
 
-def test_predict_equals_reference_get_seg_single():
+@pytest.mark.parametrize("min_mask_area", [solov2.STRIDES, (2, 2, 4, 8, 8)])  # the reference's; a demo's
+def test_predict_equals_reference_get_seg_single(min_mask_area):
   rng = np.random.default_rng(3)
   grids = (12, 10, 8, 6, 4)
   outputs = _random_outputs(rng, 2, grids, 4, 8, (64, 96))
+  outputs["min_mask_area"] = jnp.asarray(min_mask_area, jnp.float32)
   # Image 0 fills the 100 detections; image 1 has fewer, cut by the update threshold.
   outputs["cate_logits"] = tuple(x - jnp.array([1.5, 3.5])[:, None, None, None] for x in outputs["cate_logits"])
   predictions = jax.device_get(jax.jit(solov2.predict)(outputs))
@@ -295,7 +299,7 @@ def test_predict_equals_reference_get_seg_single():
   for b in range(2):
     masks, scores, labels = _reference_get_seg_single([x[b] for x in outputs["cate_logits"]],
                                                       [x[b] for x in outputs["kernels"]],
-                                                      outputs["mask_features"][b], grids)
+                                                      outputs["mask_features"][b], grids, min_mask_area)
     n = len(scores)
     assert n == 100 if b == 0 else 10 < n < 100
     assert predictions["valid"][b].sum() == n and predictions["valid"][b, :n].all()

@@ -30,7 +30,7 @@ from segjax.ops.masks import masks_to_boxes
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid")
-STRIDES = (8, 8, 16, 32, 32)  # of the five resized levels; the reference's `strides`, used by the area filter
+STRIDES = (8, 8, 16, 32, 32)  # of the five resized levels; the reference's `strides`, the area filter's default
 SIGMA = 0.2  # centre region: the box scaled by sigma about the mass centre (Sec. 3.1)
 MASK_STRIDE = 4  # mask features and mask targets at 1/4 of the input
 DICE_WEIGHT = 3.0  # lambda of Eqn. 1
@@ -112,7 +112,10 @@ def split_feats(p):
 
 class SOLOv2(nn.Module):
   """images [N,H,W,3] (H, W multiples of 32) -> {"cate_logits": per level [N,S,S,classes], "kernels": per level
-  [N,S,S,E], "mask_features": [N,H/4,W/4,E]}, all float32."""
+  [N,S,S,E], "mask_features": [N,H/4,W/4,E], "min_mask_area": [5]}, all float32.
+
+  min_mask_area: per level, the area (in 1/4-scale pixels) a mask must exceed at inference; the reference uses
+  the level strides, sized for COCO's ~800-pixel inputs (a config scaled to smaller images scales them too)."""
   num_classes: int
   depth: int = 50
   width: int = 64
@@ -123,14 +126,16 @@ class SOLOv2(nn.Module):
   ins_out_channels: int = 256
   mask_feat_channels: int = 128
   num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
+  min_mask_area: tuple[float, ...] = STRIDES
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     if images.shape[1] % 32 or images.shape[2] % 32:
       raise ValueError(f"SOLOv2 needs an input size divisible by 32 (the reference pads to it); got {images.shape}")
-    if len(self.num_grids) != len(STRIDES):
-      raise ValueError(f"num_grids needs one grid per level P2..P6; got {self.num_grids}")
+    if len(self.num_grids) != len(STRIDES) or len(self.min_mask_area) != len(STRIDES):
+      raise ValueError(f"num_grids and min_mask_area need one value per level P2..P6; got {self.num_grids} and "
+                       f"{self.min_mask_area}")
     features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
                       name="backbone")(images, train=train)
     p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
@@ -141,7 +146,8 @@ class SOLOv2(nn.Module):
     mask_features = MaskFeatHead(self.mask_feat_channels, self.ins_out_channels, self.dtype,
                                  name="mask_feat_head")([p["P2"], p["P3"], p["P4"], p["P5"]])
     f32 = lambda xs: tuple(x.astype(jnp.float32) for x in xs)
-    return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32)}
+    return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32),
+            "min_mask_area": jnp.asarray(self.min_mask_area, jnp.float32)}
 
 
 def build(model_config, info):
@@ -149,7 +155,7 @@ def build(model_config, info):
                 norm=model_config.norm, fpn_channels=model_config.fpn_channels,
                 seg_feat_channels=model_config.seg_feat_channels, stacked_convs=model_config.stacked_convs,
                 ins_out_channels=model_config.ins_out_channels, mask_feat_channels=model_config.mask_feat_channels,
-                num_grids=tuple(model_config.num_grids), dtype=jnp.dtype(model_config.dtype))
+                num_grids=tuple(model_config.num_grids), min_mask_area=tuple(model_config.min_mask_area), dtype=jnp.dtype(model_config.dtype))
 
 
 def downsample_masks(masks):
@@ -276,7 +282,7 @@ def points_nms(heat):
   return heat * (hmax == heat)
 
 
-def _predict_single(cate_scores, kernels, features, strides, height, width):
+def _predict_single(cate_scores, kernels, features, min_area, height, width):
   """get_seg_single on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features [h, w, E]."""
   n, c = cate_scores.shape
   scores, index = jax.lax.top_k(cate_scores.reshape(-1), min(NMS_PRE, n * c))
@@ -284,7 +290,7 @@ def _predict_single(cate_scores, kernels, features, strides, height, width):
   masks = jax.nn.sigmoid(jnp.einsum("ke,hwe->khw", kernels[cells], features))
   binary = masks > MASK_THR
   area = binary.sum((1, 2)).astype(jnp.float32)
-  keep = (scores > SCORE_THR) & (area > strides[cells])
+  keep = (scores > SCORE_THR) & (area > min_area[cells])
   maskness = (masks * binary).sum((1, 2)) / jnp.maximum(area, 1)
   scores = jnp.where(keep, scores * maskness, 0)
   order = jnp.argsort(-scores)
@@ -302,14 +308,14 @@ def _predict_single(cate_scores, kernels, features, strides, height, width):
 
 
 def predict(outputs):
-  """Score threshold, top 500, dynamic masks, mask threshold, area > stride, maskness rescoring, Matrix NMS
+  """Score threshold, top 500, dynamic masks, mask threshold, area > min_mask_area, maskness rescoring, Matrix NMS
   (Gaussian, sigma 2), update threshold 0.05, top 100; masks at the input size (4x bilinear)."""
   levels = outputs["cate_logits"]
   cate = jnp.concatenate([jax.vmap(points_nms)(jax.nn.sigmoid(x)).reshape(x.shape[0], -1, x.shape[-1])
                           for x in levels], axis=1)
-  strides = jnp.asarray(np.concatenate([np.full(x.shape[1] * x.shape[2], s, np.float32)
-                                        for x, s in zip(levels, STRIDES)]))
+  min_area = jnp.repeat(outputs["min_mask_area"], np.array([x.shape[1] * x.shape[2] for x in levels]),
+                        total_repeat_length=sum(x.shape[1] * x.shape[2] for x in levels))
   features = outputs["mask_features"]
   height, width = MASK_STRIDE * features.shape[1], MASK_STRIDE * features.shape[2]
-  return jax.vmap(lambda s, k, f: _predict_single(s, k, f, strides, height, width))(
+  return jax.vmap(lambda s, k, f: _predict_single(s, k, f, min_area, height, width))(
       cate, _flat(outputs["kernels"]), features)
