@@ -8,13 +8,15 @@ import pytest
 from segjax.ops.crf import dense, dense_crf, dense_gaussian_filter, permutohedral
 
 
-def _scene(h, w, num_labels, seed, signal=1.0, noise=1.0):
-  """Six Voronoi regions of flat colour (pixel noise 6), logits = signal x one-hot(region label) + noise."""
+def _scene(h, w, num_labels, seed, signal=1.0, noise=1.0, colours=None):
+  """Six Voronoi regions of flat colour (random, or the given [6, 3]; pixel noise 6), logits = signal x
+  one-hot(region label) + noise."""
   rng = np.random.default_rng(seed)
   ys, xs = np.mgrid[:h, :w]
   centres = rng.uniform(0, 1, (6, 2)) * (h, w)
   region = np.argmin((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2, -1)
-  image = np.clip(rng.uniform(20, 235, (6, 3))[region] + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+  colours = rng.uniform(20, 235, (6, 3)) if colours is None else np.asarray(colours, np.float64)
+  image = np.clip(colours[region] + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
   labels = rng.integers(0, num_labels, 6)[region]
   logits = signal * np.eye(num_labels)[labels] + rng.normal(0, noise, (h, w, num_labels))
   return image, logits.astype(np.float32)
@@ -99,19 +101,39 @@ def test_mean_field_agrees_with_exact():
   assert agreement >= 0.97
 
 
-def test_agrees_with_pydensecrf():
+def _key_range(image, theta_alpha, theta_beta):
+  """Lattice keys an image spans: d+1 remainders x the product of the ranges of its d free lattice coordinates
+  (float64, from the elevation of Adams et al.)."""
+  h, w, _ = image.shape
+  ys, xs = np.mgrid[:h, :w]
+  features = np.concatenate([np.stack([xs, ys], -1) / theta_alpha, image / theta_beta], -1).reshape(-1, 5)
+  coordinates = np.round(features @ permutohedral._elevation(5).T / 6)[:, :5]
+  return 6 * np.prod(coordinates.max(0) - coordinates.min(0) + 1)
+
+
+CUBE_CORNERS = ((0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))
+
+
+@pytest.mark.parametrize("h, w, theta_alpha, theta_beta, w_bilateral, colours", [
+    (40, 50, 80, 13, 10, None),  # pydensecrf's example parameters
+    (100, 120, 160, 3, 5, CUBE_CORNERS),  # CRF-as-RNN's (Zheng et al. 2015) on saturated colours: keys beyond int32
+])
+def test_agrees_with_pydensecrf(h, w, theta_alpha, theta_beta, w_bilateral, colours):
   """Same lattice as the C++ one, so the marginals agree to float32 rounding: labels >= 98%, mean |dQ| < 0.01."""
   dcrf = pytest.importorskip("pydensecrf.densecrf")
-  h, w, num_labels = 40, 50, 5
-  image, logits = _scene(h, w, num_labels, 6, signal=0.8, noise=1.2)
+  num_labels = 5
+  image, logits = _scene(h, w, num_labels, 6, signal=0.8, noise=1.2, colours=colours)
+  if colours is not None:
+    assert _key_range(image.astype(np.float64), theta_alpha, theta_beta) > 2**31
   probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   crf = dcrf.DenseCRF2D(w, h, num_labels)
   crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probabilities).reshape(-1, num_labels).T.astype(np.float32)))
   crf.addPairwiseGaussian(sxy=3, compat=3)
-  crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
+  crf.addPairwiseBilateral(sxy=theta_alpha, srgb=theta_beta, rgbim=np.ascontiguousarray(image), compat=w_bilateral)
   reference = np.array(crf.inference(5)).reshape(num_labels, h, w).transpose(1, 2, 0)
   q = np.asarray(_dense_crf(np.log(probabilities)[None], image[None].astype(np.float32), num_iterations=5,
-                            theta_gamma=3.0))[0]
+                            theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=3.0,
+                            w_bilateral=w_bilateral))[0]
   agreement = np.mean(q.argmax(-1) == reference.argmax(-1))
   mean_dq = np.abs(q - reference).mean()
   print(f"label agreement {agreement:.4f}, mean |dQ| {mean_dq:.2e}, max |dQ| {np.abs(q - reference).max():.2e}")

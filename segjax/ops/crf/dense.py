@@ -58,7 +58,7 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
 
   filter "lattice" approximates both kernels on permutohedral lattices of at most lattice_capacity points (default
   permutohedral.default_capacity: HW (d+1) / 2); an image whose lattice overflows (more points, or a key range
-  beyond int32 as with theta_beta = 3 on a 250 x 250 photo) gets NaN marginals. Its
+  beyond two int32 words) gets NaN marginals. Its
   unnormalised messages ("none") carry densecrf's lattice scale: about 0.55 (bilateral) and 0.88 (spatial) times the
   exact kernel's on 30x40 images.
   filter "exact" sums over all pixel pairs.

@@ -2,10 +2,12 @@
 of Krähenbühl's densecrf (pydensecrf): the lattice is built once per image (embed, sort, dedupe, neighbour search)
 and applied to any number of value arrays (splat, blur, slice), as mean field does once per iteration.
 
-Lattice points are packed into one int32 key, r * prod(radix) + mixed-radix(q), where every coordinate of a point of
-the (d+1)-scaled A*_d lattice is (d+1) q_i + r and the radices span this image's range of q. The points are deduplicated
-by sorting the keys into at most `capacity` rows per image; `overflow` flags an image with more lattice points than
-that or a key range beyond int32 (its filtered values are then wrong and must not be used). The neighbour search and
+Lattice points are packed into a key of two int32 words in mixed radix, where every coordinate of a point of the
+(d+1)-scaled A*_d lattice is (d+1) q_i + r and the radices span this image's range of q: the high word holds r and
+the leading q_i whose radix product fits, the low word the others (small colour bandwidths such as CRF-as-RNN's
+theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated by sorting the keys into at
+most `capacity` rows per image; `overflow` flags an image with more lattice points than that or a key range beyond
+two words (its filtered values are then wrong and must not be used). The neighbour search and
 the blur loop over blocks of rows that hold points, so their cost follows the image's point count, not the capacity;
 splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
 the values and reverse-mode differentiable in them (the blur by a custom VJP: forward mode is not supported); the
@@ -17,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_MAX_KEYS = 2.0**31 * 0.999  # the radix product is computed in float32: keep clear of int32 wrap-around
+_MAX_KEYS = 2.0**31 * 0.999  # radix products are computed in float32: keep clear of int32 wrap-around
+_PAD = jnp.iinfo(jnp.int32).max  # the key of unused lattice rows, sorting after every point
 BLOCK = 4096  # lattice rows per block
 PIXEL_BLOCK = 4096  # points per block of splat and slice
 
@@ -78,45 +81,66 @@ def _build(features, capacity):
   q = rem0[:, None, :dim] // d1 - (rank[:, None, :dim] > dim - r[None, :, None]).astype(jnp.int32)  # [P, d+1, d]
   low = jnp.min(q, (0, 1)) - 1  # a margin of one so that every blur neighbour has a key
   radix = jnp.max(q, (0, 1)) - low + 2
-  stride = jnp.concatenate([jnp.ones((1,), jnp.int32), jnp.cumprod(radix, dtype=jnp.int32)[:-1]])
-  volume = stride[-1] * radix[-1]
-  key_range_overflow = d1 * jnp.prod(radix.astype(jnp.float32)) > _MAX_KEYS
-  keys = r[None, :] * volume + jnp.sum((q - low) * stride, -1, dtype=jnp.int32)  # grouped by remainder
-  keys = keys.reshape(-1)  # [P (d+1)]
-  # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last).
-  sorted_keys = jax.lax.sort(keys, is_stable=False)
-  first = jnp.concatenate([jnp.ones((1,), bool), sorted_keys[1:] != sorted_keys[:-1]])
+  # Two int32 words, compared lexicographically: r and the leading coordinates that fit in the high word, the
+  # others in the low word (strides 0 where a coordinate is not in the word).
+  high = d1 * jnp.cumprod(radix.astype(jnp.float32)) <= _MAX_KEYS
+  radix_high, radix_low = jnp.where(high, radix, 1), jnp.where(high, 1, radix)
+  exclusive = lambda x: jnp.concatenate([jnp.ones((1,), jnp.int32), jnp.cumprod(x, dtype=jnp.int32)[:-1]])
+  strides = jnp.stack([jnp.where(high, exclusive(radix_high), 0), jnp.where(high, 0, exclusive(radix_low))])
+  volume = jnp.prod(radix_high, dtype=jnp.int32)  # of the high word's coordinates; r counts in units of it
+  key_range_overflow = jnp.prod(radix_low.astype(jnp.float32)) > _MAX_KEYS
+  packed = lambda word: jnp.sum((q - low) * strides[word], -1, dtype=jnp.int32)  # [P, d+1]
+  keys = ((r * volume + packed(0)).reshape(-1), packed(1).reshape(-1))  # [P (d+1)] each
+  # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last);
+  # each vertex's row comes back through the sort's permutation.
+  high_keys, low_keys, order = jax.lax.sort(keys + (jnp.arange(num_points * d1, dtype=jnp.int32),), num_keys=2)
+  first = jnp.concatenate([jnp.ones((1,), bool), (high_keys[1:] != high_keys[:-1]) | (low_keys[1:] != low_keys[:-1])])
   row = jnp.cumsum(first, dtype=jnp.int32) - 1
   count = row[-1] + 1
-  lattice_keys = jnp.full((capacity,), jnp.iinfo(jnp.int32).max, jnp.int32)
-  lattice_keys = lattice_keys.at[jnp.where(first, row, capacity)].set(sorted_keys, mode="drop")
-
-  def lookup(query):
-    found = jnp.minimum(jnp.searchsorted(lattice_keys, query), capacity - 1)
-    return jnp.where(lattice_keys[found] == query, found, capacity)
-
-  offsets = lookup(keys).reshape(num_points, d1)
-  return offsets, weights, lattice_keys, count, volume, stride, (count > capacity) | key_range_overflow
+  compact = lambda k: jnp.full((capacity,), _PAD, jnp.int32).at[jnp.where(first, row, capacity)].set(k, mode="drop")
+  lattice_keys = jnp.stack([compact(high_keys), compact(low_keys)])
+  offsets = jnp.zeros_like(row).at[order].set(jnp.minimum(row, capacity)).reshape(num_points, d1)
+  return offsets, weights, lattice_keys, count, volume, strides, (count > capacity) | key_range_overflow
 
 
-def _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks):
+def search_pairs(keys, query):
+  """Index of the first of the lexicographically sorted pairs keys [2, C] that is >= each query [2, ...] (C if
+  none), by binary search: jnp.searchsorted for two-word keys."""
+  size = keys.shape[1]
+
+  def halve(_, bounds):
+    low, high = bounds
+    mid = (low + high) // 2
+    at = jnp.minimum(mid, size - 1)
+    key_high, key_low = keys[0][at], keys[1][at]
+    less = (key_high < query[0]) | ((key_high == query[0]) & (key_low < query[1]))
+    return jnp.where(less, mid + 1, low), jnp.where(less, high, mid)
+
+  start = (jnp.zeros(query.shape[1:], jnp.int32), jnp.full(query.shape[1:], size, jnp.int32))
+  return jax.lax.fori_loop(0, int(np.ceil(np.log2(size + 1))), halve, start)[0]
+
+
+def _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks):
   """[d+1, 2, N C + 1] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1
   (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
-  n, capacity = lattice_keys.shape
-  dim = stride.shape[-1]
+  n, _, capacity = lattice_keys.shape
+  dim = strides.shape[-1]
   block = n * capacity // blocks.shape[0]
   missing = n * capacity
-  unit = jnp.concatenate([stride, jnp.zeros((n, 1), jnp.int32)], 1)  # axis d moves no packed coordinate
+  unit = jnp.concatenate([strides, jnp.zeros((n, 2, 1), jnp.int32)], 2)  # axis d moves no packed coordinate
 
   def search(i, neighbours):
     start = blocks[i] * block
     image = start // capacity
     own = lattice_keys[image]
-    keys = jax.lax.dynamic_slice_in_dim(lattice_keys.reshape(-1), start, block)
-    wrap = dim * volume[image] - jnp.sum(stride[image], dtype=jnp.int32)  # remainder 0 -> d, every q_i - 1
-    query = keys + jnp.where(keys < volume[image], wrap, -volume[image]) + unit[image][:, None]  # [d+1, block]
-    found = jnp.minimum(jnp.searchsorted(own, query), capacity - 1)
-    hit = (own[found] == query) & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image])
+    keys = jax.lax.dynamic_slice_in_dim(own, start - image * capacity, block, 1)  # [2, block]
+    wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
+    step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
+                      jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
+    query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
+    found = jnp.minimum(search_pairs(own, query), capacity - 1)
+    hit = ((own[0][found] == query[0]) & (own[1][found] == query[1])
+           & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image]))
     n1 = jnp.where(hit, found + image * capacity, missing)
     neighbours = jax.lax.dynamic_update_slice_in_dim(neighbours, n1[:, None], start, 2)
     return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
@@ -132,7 +156,7 @@ def build_lattice(features, capacity):
   n = features.shape[0]
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
-  offsets, weights, lattice_keys, count, volume, stride, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
+  offsets, weights, lattice_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
   first_row = capacity * jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1)
   offsets = jnp.where(offsets == capacity, n * capacity, offsets + first_row)
   # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
@@ -141,7 +165,7 @@ def build_lattice(features, capacity):
   used = ids % per_image < (count[ids // per_image] + block - 1) // block
   blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
   num_blocks = jnp.sum(used, dtype=jnp.int32)
-  neighbours = _neighbours(lattice_keys, count, volume, stride, blocks, num_blocks)
+  neighbours = _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks)
   alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
   return Lattice(offsets, weights, alpha * weights, neighbours, blocks, num_blocks, overflow)
 
