@@ -4,11 +4,11 @@
 
 Not a paper row: a smoke-sized run of the whole instance pipeline (targets, focal + Dice loss, Matrix NMS,
 COCO mask AP on the synthetic validation split). Target: mask_AP >= 0.5 in under 15 minutes.
-Measured here (2-core CPU shared with other jobs, data already built, 2026-12-02): 13 min 9 s in all (2000 steps,
-median 3.0 steps/s, two evaluations); eval mask_AP 0.479 (AP50 0.729, AP75 0.544, APs 0.440, APm 0.765),
-box_AP 0.484 on the 200 validation images; 0.443 at step 1000. Short of 0.5: most synthetic things are small, and
-the reference's area filter (mask area at 1/4 scale > stride 8) drops those under ~12 x 12 pixels. Grids
-(24, 20, 16, 12, 8) cost 2.5x per step and reached 0.465 after 1500 steps (18 min 39 s).
+Measured here (2-core CPU shared with two other agents' jobs, data already built, 2026-12-02): 7 min 51 s in all
+(2000 steps, median 4.7 steps/s, two evaluations); eval mask_AP 0.502 (AP50 0.786, AP75 0.557, APs 0.467, APm
+0.765), box_AP 0.510 on the 200 validation images. The inference area filter (`min_mask_area`) is the reference's
+level strides scaled by 1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12
+pixels, the same run's checkpoint gives mask_AP 0.478.
 """
 from segjax.config import base_config
 

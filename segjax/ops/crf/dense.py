@@ -47,6 +47,25 @@ def _message(features, weight, normalization, filter, capacity):
   return lambda q: permutohedral.apply_lattice(lattice, q), overflow
 
 
+def crf_messages(image, *, theta_alpha, theta_beta, theta_gamma, w_bilateral=1.0, w_spatial=1.0,
+                 normalization="symmetric", filter="lattice", lattice_capacity=None):
+  """(bilateral, spatial, overflow [N]) for an image [N, H, W, 3] in 0..255: functions Q [N, HW, L] -> w m, the
+  weighted, normalised messages of the bilateral kernel (positions / theta_alpha, colours / theta_beta) and of the
+  spatial kernel (positions / theta_gamma), their filters built once for every mean-field iteration."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+  if filter not in FILTERS:
+    raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
+  n, h, w, _ = image.shape
+  bilateral, bilateral_overflow = _message(_features(image, theta_alpha, theta_beta), w_bilateral, normalization,
+                                           filter, lattice_capacity)
+  # The spatial kernel depends on positions only: one filter for the batch, the images' labels side by side.
+  spatial_side, spatial_overflow = _message(_features(image[:1], theta_gamma), w_spatial, normalization, filter,
+                                            lattice_capacity)
+  spatial = lambda q: spatial_side(q.transpose(1, 0, 2).reshape(1, h * w, -1)).reshape(h * w, n, -1).transpose(1, 0, 2)
+  return bilateral, spatial, bilateral_overflow | spatial_overflow
+
+
 def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta_beta=13.0, theta_gamma=3.0,
               w_bilateral=10.0, w_spatial=3.0, compatibility=None, normalization="symmetric", filter="lattice",
               lattice_capacity=None):
@@ -66,21 +85,15 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
   if unary_logits.ndim != 4 or image.shape != unary_logits.shape[:3] + (3,):
     raise ValueError(f"unary_logits must be [N, H, W, L] and image [N, H, W, 3]; got {unary_logits.shape} and "
                      f"{image.shape}")
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
   n, h, w, num_labels = unary_logits.shape
   if compatibility is not None and jnp.shape(compatibility) != (num_labels, num_labels):
     raise ValueError(f"compatibility must be [{num_labels}, {num_labels}]; got {jnp.shape(compatibility)}")
   dtype = jnp.result_type(unary_logits, jnp.float32)
   unary = unary_logits.astype(dtype).reshape(n, h * w, num_labels)
-  bilateral, bilateral_overflow = _message(_features(image.astype(dtype), theta_alpha, theta_beta), w_bilateral,
-                                           normalization, filter, lattice_capacity)
-  # The spatial kernel depends on positions only: one filter for the batch, the images' labels side by side.
-  spatial_side, spatial_overflow = _message(_features(image[:1].astype(dtype), theta_gamma), w_spatial, normalization,
-                                            filter, lattice_capacity)
-  spatial = lambda q: spatial_side(q.transpose(1, 0, 2).reshape(1, h * w, -1)).reshape(h * w, n, -1).transpose(1, 0, 2)
+  bilateral, spatial, overflow = crf_messages(
+      image.astype(dtype), theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
+      w_bilateral=w_bilateral, w_spatial=w_spatial, normalization=normalization, filter=filter,
+      lattice_capacity=lattice_capacity)
 
   def iteration(_, q):
     message = bilateral(q) + spatial(q)
@@ -89,5 +102,5 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
     return jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)
 
   q = jax.lax.fori_loop(0, num_iterations, iteration, jax.nn.softmax(unary, -1))  # a loop: compiles one iteration
-  q = jnp.where((bilateral_overflow | spatial_overflow)[:, None, None], jnp.nan, q)
+  q = jnp.where(overflow[:, None, None], jnp.nan, q)
   return q.reshape(n, h, w, num_labels)
