@@ -17,7 +17,9 @@ import importlib
 import types
 
 _MODELS = {
+    "crf_rnn": "segjax.models.crf_rnn",
     "deeplab_v3": "segjax.models.deeplab",
+    "dense_crf": "segjax.models.dense_crf",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
     "mask_rcnn": "segjax.models.mask_rcnn",
