@@ -80,6 +80,12 @@ def test_merge_pretrained_into_backbone_and_top_level(tmp_path):
   np.testing.assert_array_equal(merged["params"]["head"]["bias"], 1.0)  # not in the checkpoint: kept
   whole = pretrained.merge_pretrained(variables, {"params": {"head": {"bias": np.zeros(2, np.float32)}}})
   np.testing.assert_array_equal(whole["params"]["head"]["bias"], 0.0)
+  wrapped = {"params": {"base": variables["params"], "crf": {"compatibility": -jnp.eye(2)}}}  # crf_rnn's layout
+  merged = pretrained.merge_pretrained(wrapped, {"params": {"head": {"bias": np.zeros(2, np.float32)}}})
+  np.testing.assert_array_equal(merged["params"]["base"]["head"]["bias"], 0.0)
+  merged = pretrained.merge_pretrained(wrapped, {"params": saved["params"]})
+  np.testing.assert_array_equal(merged["params"]["base"]["backbone"]["conv"]["kernel"], 2.0)
+  np.testing.assert_array_equal(merged["params"]["crf"]["compatibility"], -np.eye(2))
 
 
 def test_merge_pretrained_errors_name_the_variable():

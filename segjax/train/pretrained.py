@@ -1,7 +1,8 @@
 """`config.init_from`: start a run from converted weights (scripts/convert_weights.py writes DIR/variables).
 
 A checkpoint of a whole model (e.g. "deeplabv3_resnet50") fits the model's variables at the top; one of a
-backbone (e.g. "resnet50") fits the model's `backbone` submodule. Every saved array must land on a variable
+backbone (e.g. "resnet50") fits the model's `backbone` submodule; either may also fit a wrapped model's `base`
+(crf_rnn and dense_crf: CRF-as-RNN fine-tunes a trained FCN-8s). Every saved array must land on a variable
 of the same shape; the model's other variables (new heads) keep their initialisation.
 """
 import os
@@ -28,15 +29,16 @@ def load_variables(path: str) -> dict:
 
 
 def merge_pretrained(variables: dict, saved: dict, source: str = "config.init_from") -> dict:
-  """`variables` with the arrays of `saved` written in, at the top level or under "backbone"."""
+  """`variables` with the arrays of `saved` written in, at the top level or under "backbone", "base" or
+  "base/backbone"."""
   model = {c: _flat(variables.get(c)) for c in ("params", "batch_stats")}
   loaded = {c: _flat(saved.get(c)) for c in ("params", "batch_stats")}
-  for prefix in ((), ("backbone",)):
+  for prefix in ((), ("backbone",), ("base",), ("base", "backbone")):
     if all(prefix + k in model[c] for c in loaded for k in loaded[c]):
       break
   else:
     missing = sorted("/".join(k) for c in loaded for k in loaded[c] if k not in model[c])[:8]
-    raise ValueError(f"{source}: the saved variables fit neither the model nor its backbone; e.g. no model "
+    raise ValueError(f"{source}: the saved variables fit neither the model nor its backbone or base; e.g. no model "
                      f"variable {missing}")
   wrong = [f"{'/'.join(prefix + k)}: saved {np.shape(v)}, model {model[c][prefix + k].shape}"
            for c in loaded for k, v in loaded[c].items() if np.shape(v) != model[c][prefix + k].shape]
