@@ -13,7 +13,8 @@ from segjax.models import crf_rnn, dense_crf as dense_crf_model, fcn, get_model
 from segjax.ops.crf import dense_crf
 
 INFO = ml_collections.ConfigDict({"num_semantic_classes": 3})
-TINY_FCN = {"name": "fcn", "depth": 18, "width": 8, "output_stride": 32, "skips": ("C4", "C3"), "dtype": "float32"}
+TINY_FCN = {"name": "fcn", "backbone": "resnet", "depth": 18, "width": 8, "output_stride": 32, "skips": ("C4", "C3"),
+            "dtype": "float32"}
 DEEPLAB_CRF = {"num_iterations": 10, "w_bilateral": 4.0, "theta_alpha": 121.0, "theta_beta": 5.0, "w_spatial": 3.0,
                "theta_gamma": 3.0}  # DeepLab v1 LargeFOV's cross-validated values (Chen et al. 2015, Sec. 4)
 
