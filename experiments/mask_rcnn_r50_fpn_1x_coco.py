@@ -10,7 +10,7 @@ frozen BN in the ImageNet-initialised backbone (`scripts/convert_weights.py --na
 R50_DIR). Boxes and masks evaluated with pycocotools on val2017 (box_AP, mask_AP in metrics.jsonl).
 Differences, stated: every batch is one static shape (800 x 1344): images are fitted into it keeping their
 aspect ratio, so portrait images get a long side of 1333 and a short side below 800 (detectron2: short side
-800); the stem and res2 are trained too (detectron2 freezes them, FREEZE_AT 2); RoIAlign aligned=False and
+800); RoIAlign aligned=False and
 torchvision's level rule (detectron2: ROIAlignV2). Not run here: this CPU cannot train it.
 """
 import ml_collections
@@ -34,6 +34,7 @@ def get_config(iterations: int = 90_000, steps: tuple[int, ...] = (60_000, 80_00
   config.dataset.max_instances = 100
   config.dataset.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.0), "flip": True})
   config.optimizer.name = "sgd"
+  config.optimizer.frozen = (r"backbone/(conv1|bn1|layer1_)",)  # the stem and res2 (detectron2's FREEZE_AT 2)
   config.optimizer.learning_rate = 0.02
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-4

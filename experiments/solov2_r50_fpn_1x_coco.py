@@ -11,8 +11,8 @@ multiple of 32. Head: 512-channel towers of 4 convs with GN, E = 256 kernels, 12
 (40, 36, 24, 16, 12), Dice weight 3, focal loss (2, 0.25).
 ImageNet start: `scripts/convert_weights.py --name resnet50 --output R50_DIR`, then init_from.
 Differences: segjax batches have one fixed size, so inputs fit (800, 1344) (portrait images come out smaller than
-the reference's 1333 x 800); the backbone's BN is frozen whole (the reference trains the BN affine weights and
-freezes the stem and stage 1); no gradient clipping (the reference clips at norm 35); at most 512 positive
+the reference's 1333 x 800); the backbone's BN is frozen whole (the reference trains the BN affine weights; both
+freeze the stem and stage 1); no gradient clipping (the reference clips at norm 35); at most 512 positive
 kernels per image enter the mask loss (`dropped_positives` in metrics.jsonl counts the rest).
 Not run here: no COCO on this machine, and a 2-core CPU could not train it.
 """
@@ -43,6 +43,7 @@ def get_config():
   config.dataset.augment.scale_range = (1.0, 1.0)
   config.dataset.augment.flip = True
   config.optimizer.name = "sgd"
+  config.optimizer.frozen = (r"backbone/(conv1|bn1|layer1_)",)  # the stem and res2 (detectron2's FREEZE_AT 2)
   config.optimizer.learning_rate = 0.01
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-4

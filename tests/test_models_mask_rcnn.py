@@ -174,6 +174,8 @@ def test_experiment_configs_build(name):
   module = mask_rcnn.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 80}))
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   assert shapes["params"]["box_head"]["cls_score"]["kernel"].shape[-1] == 81
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])  # config.optimizer.frozen matches parameters
   schedule = learning_rate_schedule(config)
   if config.optimizer.schedule == "step":  # detectron2's recipe: warm-up, then x0.1 at each step
     base, (first, second) = config.optimizer.learning_rate, config.optimizer.decay_steps

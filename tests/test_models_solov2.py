@@ -511,3 +511,15 @@ def test_eight_device_training_gives_the_losses_of_one_device():
       losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_cate", "loss_ins")])
   assert np.all(np.array(losses[1])[:, 2] > 0)  # positives were assigned: the mask loss is exercised
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["solov2_r50_fpn_1x_coco", "solov2_r50_fpn_3x_coco", "solov2_r101_fpn_3x_coco",
+                                  "demo_solov2"])
+def test_experiment_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  module = solov2.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 80}))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert shapes["params"]["head"]["solo_cate"]["kernel"].shape[-1] == 80
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])  # config.optimizer.frozen matches parameters

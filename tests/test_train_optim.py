@@ -1,4 +1,5 @@
 """Optimizers and schedules against torch.optim and the schedules' formulas."""
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -54,3 +55,29 @@ def test_unknown_names_are_clear_errors():
     learning_rate_schedule(_config(schedule="linear"))
   with pytest.raises(ValueError, match="config.optimizer.name"):
     make_optimizer(_config(name="lamb"))
+
+
+def test_frozen_parameters_are_never_updated():
+  """Frozen (by path regex) parameters keep their values under gradients and weight decay; the others match the
+  optimizer without freezing; a pattern that matches nothing is an error naming the config field."""
+  rng = np.random.default_rng(1)
+  params = {"backbone": {"conv1": {"kernel": rng.normal(size=(3,))}, "layer1_0": {"w": rng.normal(size=(2,))},
+                         "layer2_0": {"w": rng.normal(size=(2,))}}, "head": {"w": rng.normal(size=(4,))}}
+  params = jax.tree.map(lambda x: x.astype(np.float32), params)
+  grads = jax.tree.map(lambda x: np.ones_like(x), params)
+  outputs = {}
+  for frozen in ((), (r"backbone/(conv1|bn1|layer1_)",)):
+    optimizer = make_optimizer(_config(frozen=frozen))
+    state, p = optimizer.init(params), params
+    for _ in range(3):
+      updates, state = optimizer.update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    outputs[frozen] = p
+  frozen, free = outputs[(r"backbone/(conv1|bn1|layer1_)",)], outputs[()]
+  np.testing.assert_array_equal(frozen["backbone"]["conv1"]["kernel"], params["backbone"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(frozen["backbone"]["layer1_0"]["w"], params["backbone"]["layer1_0"]["w"])
+  assert np.all(free["backbone"]["layer1_0"]["w"] != params["backbone"]["layer1_0"]["w"])
+  np.testing.assert_allclose(frozen["backbone"]["layer2_0"]["w"], free["backbone"]["layer2_0"]["w"])
+  np.testing.assert_allclose(frozen["head"]["w"], free["head"]["w"])
+  with pytest.raises(ValueError, match=r"config.optimizer.frozen: \['backbone/stem'\] match no parameter"):
+    make_optimizer(_config(frozen=("backbone/stem",))).init(params)

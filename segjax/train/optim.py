@@ -1,5 +1,8 @@
 """Optimizers and learning-rate schedules from the config (the papers' recipes)."""
+import re
+
 import optax
+from flax import traverse_util
 
 
 def learning_rate_schedule(config):
@@ -27,7 +30,7 @@ def learning_rate_schedule(config):
   return optax.join_schedules([start, main], [warmup])
 
 
-def make_optimizer(config):
+def _trained(config):
   """SGD with momentum and torch-style (coupled) weight decay, or AdamW."""
   opt = config.optimizer
   lr = learning_rate_schedule(config)
@@ -39,3 +42,23 @@ def make_optimizer(config):
   if opt.name == "adamw":
     return optax.adamw(lr, weight_decay=opt.weight_decay)
   raise ValueError(f"config.optimizer.name: unknown optimizer {opt.name!r}; expected sgd or adamw")
+
+
+def make_optimizer(config):
+  """The optimizer of config.optimizer; parameters whose "/"-joined path matches one of the regular expressions
+  config.optimizer.frozen (e.g. detectron2's FREEZE_AT 2: the stem and res2) are never updated, weight decay
+  included (torch's requires_grad=False)."""
+  tx = _trained(config)
+  frozen = tuple(config.optimizer.get("frozen", ()))
+  if not frozen:
+    return tx
+
+  def labels(params):
+    paths = {path: "/".join(map(str, path)) for path in traverse_util.flatten_dict(params)}
+    unused = [p for p in frozen if not any(re.match(p, name) for name in paths.values())]
+    if unused:
+      raise ValueError(f"config.optimizer.frozen: {unused} match no parameter; e.g. {sorted(paths.values())[:4]}")
+    return traverse_util.unflatten_dict(
+        {path: "frozen" if any(re.match(p, name) for p in frozen) else "trained" for path, name in paths.items()})
+
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
