@@ -209,7 +209,7 @@ def test_eight_device_training_gives_the_losses_of_one_device():
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("pooler", ["align", "pool"])
+@pytest.mark.parametrize("pooler", ["align", "warp", "pool"])
 def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
   ops = pytest.importorskip("torchvision.ops")
   config = tiny_config()
@@ -230,6 +230,11 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
     roi = torch.tensor([[0.0, *box]])
     if pooler == "pool":
       reference = ops.roi_pool(x, roi, 7, scale)
+    elif pooler == "warp":  # RoIAlign of the box rounded (half away from zero) to its level's grid
+      quantized = np.sign(box) * np.floor(np.abs(box.astype(np.float64)) * scale + 0.5) / scale
+      assert np.abs(quantized - box).max() > 0.5  # the rounding moves the boxes: the case tests something
+      reference = ops.roi_align(x, torch.tensor([[0.0, *quantized]], dtype=torch.float32), 7, scale, sampling_ratio=2,
+                                aligned=False)
     else:
       reference = ops.roi_align(x, roi, 7, scale, sampling_ratio=2, aligned=False)
     np.testing.assert_allclose(ours[i], reference[0].numpy().transpose(1, 2, 0), atol=1e-5)

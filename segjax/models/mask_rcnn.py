@@ -26,7 +26,7 @@ TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 _SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
-ROI_POOLERS = ("align", "pool")
+ROI_POOLERS = ("align", "warp", "pool")
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -53,8 +53,9 @@ class MaskRCNN(nn.Module):
   def _pooled(self, levels, boxes, size):
     """RoI features of boxes [N, R, 4] -> [N * R, size, size, C], each from its FPN level (Lin et al. 2017, Eq. 1).
 
-    "align": RoIAlign as torchvision's MultiScaleRoIAlign (aligned=False); "pool": RoIPool (Girshick 2015),
-    quantised box and bins, max (Mask R-CNN Table 2c).
+    "align": RoIAlign as torchvision's MultiScaleRoIAlign (aligned=False); "warp": RoIWarp, the box rounded to its
+    level's grid, then bilinear sampling and averaging; "pool": RoIPool (Girshick 2015), quantised box and bins,
+    max (Mask R-CNN Table 2c).
     """
     n, r, _ = boxes.shape
     batch_index = jnp.repeat(jnp.arange(n, dtype=boxes.dtype), r)[:, None]
@@ -66,7 +67,7 @@ class MaskRCNN(nn.Module):
       pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels[:4], _SCALES)]
       return jnp.select([level == k for k in range(4)], pooled)
     return multilevel_roi_align(levels[:4], rois, size, _SCALES, sampling_ratio=self.config.sampling_ratio,
-                                aligned=False)
+                                aligned=False, quantized=pooler == "warp")
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):

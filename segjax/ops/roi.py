@@ -149,7 +149,7 @@ def assign_fpn_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=
 
 
 def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spatial_scales,
-                         sampling_ratio=2, aligned=True, variant="torchvision"):
+                         sampling_ratio=2, aligned=True, variant="torchvision", quantized=False):
   """RoIAlign of each RoI on its FPN level (torchvision MultiScaleRoIAlign, Detectron2 ROIPooler).
 
   One gather over the concatenated levels (each RoI reads only its own level), so the cost is
@@ -162,6 +162,8 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
     spatial_scales: L scales 2**-k for consecutive levels k (e.g. 1/4, 1/8, 1/16, 1/32).
     output_size, sampling_ratio, aligned: as in ``roi_align``.
     variant: level rule, see ``assign_fpn_levels``.
+    quantized: RoIWarp (Dai et al. 2016, the middle row of Mask R-CNN's Table 2c): the RoI's corners are rounded
+      to its level's grid (half away from zero, as Caffe) before the bilinear sampling and averaging.
 
   Returns:
     [R, h, w, C].
@@ -183,6 +185,9 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
     raise ValueError(f"sampling_ratio must be > 0 for static shapes, got {sampling_ratio}")
   b, boxes = _split_rois(rois, n)
   level = assign_fpn_levels(boxes, round(levels[0]), round(levels[-1]), variant=variant)
+  if quantized:
+    scale = jnp.asarray(spatial_scales, boxes.dtype)[level][:, None]
+    boxes = _round_half_away(boxes * scale) / scale
   heights = [f.shape[1] for f in features]
   widths = [f.shape[2] for f in features]
   bases = [0]
