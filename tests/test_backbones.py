@@ -233,6 +233,20 @@ def test_resnet_width_and_output_stride_shapes(depth, channels):
         f"C{i + 2}": (2, s, s, c) for i, (s, c) in enumerate(zip(sizes, channels))}
 
 
+def test_resnet_stages_run_separately_with_the_same_variables():
+  """To C4 on the image, then res5 on those features: the C5 of one full pass (the C4 detectors' RoI head)."""
+  variables = random_variables(TINY, (32, 32))
+  module = ResNet(depth=18, width=16)
+  full = tiny_eval(variables, X_TINY)
+  c4 = module.apply(variables, X_TINY, train=False, stop="C4")
+  assert set(c4) == {"C2", "C3", "C4"}
+  c5 = module.apply(variables, c4["C4"], train=False, start="C5")
+  assert set(c5) == {"C5"}
+  assert_close(c5["C5"], full["C5"])  # float32: jit and eager fuse differently
+  with pytest.raises(ValueError, match="ResNet stages"):
+    module.apply(variables, c4["C4"], train=False, start="C5", stop="C4")
+
+
 def test_resnet_bad_arguments():
   with pytest.raises(ValueError, match="depth must be one of"):
     ResNet(depth=20)

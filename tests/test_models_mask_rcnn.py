@@ -1,6 +1,9 @@
 """Mask / Faster R-CNN: converted torchvision models give torchvision's detections, the same parameter count, a
 clear error on unknown config keys; a tiny model's loss falls and its train step compiles once for batches with
-0 and with max_instances instances."""
+0 and with max_instances instances. The C4 variant gives the detections of torchvision's MaskRCNN class assembled
+on a ResNet-50 C4 trunk with the res5 head."""
+import collections
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,6 +14,7 @@ import pytest
 from segjax.inference import Predictor
 from segjax.models import mask_rcnn
 from segjax.weights import torchvision as tv_weights
+from segjax.weights import torchvision_detection
 
 torch = pytest.importorskip("torch")
 detection = pytest.importorskip("torchvision.models.detection")
@@ -71,22 +75,110 @@ def parity(request):
 
 def test_detections_equal_torchvision(parity):
   name, _, _, _, reference, ours = parity
-  assert len(reference["boxes"]) >= TOP  # the comparison has something to compare
+  _assert_same_detections(ours, reference, masks=name.startswith("mask"))
+
+
+def _assert_same_detections(ours, reference, masks=True, top=TOP):
+  assert len(reference["boxes"]) >= top  # the comparison has something to compare
   assert len(ours["boxes"]) == len(reference["boxes"])
-  np.testing.assert_array_equal(ours["labels"][:TOP], reference["labels"][:TOP])
-  np.testing.assert_allclose(ours["scores"][:TOP], reference["scores"][:TOP], atol=2e-3)
-  assert _box_iou(ours["boxes"][:TOP], reference["boxes"][:TOP]).min() > 0.98
-  if name.startswith("mask"):
-    ours_binary, reference_binary = ours["masks"][:TOP] > 0.5, reference["masks"][:TOP, 0] > 0.5
+  np.testing.assert_array_equal(ours["labels"][:top], reference["labels"][:top])
+  np.testing.assert_allclose(ours["scores"][:top], reference["scores"][:top], atol=2e-3)
+  assert _box_iou(ours["boxes"][:top], reference["boxes"][:top]).min() > 0.98
+  if masks:
+    ours_binary, reference_binary = ours["masks"][:top] > 0.5, reference["masks"][:top, 0] > 0.5
     inter = (ours_binary & reference_binary).sum((1, 2))
     union = (ours_binary | reference_binary).sum((1, 2))
     assert np.all(union > 0) and (inter / union).min() > 0.95
-    assert np.abs(ours["masks"][:TOP] - reference["masks"][:TOP, 0]).max() < 1e-2
+    assert np.abs(ours["masks"][:top] - reference["masks"][:top, 0]).max() < 1e-2
 
 
 def test_parameter_count_equals_torchvision(parity):
   _, model, _, variables, _, _ = parity
   # torchvision's BatchNorm weight and bias are parameters; a frozen norm keeps them in batch_stats here.
+  norm_affine = [v for path, v in jax.tree_util.tree_leaves_with_path(variables["batch_stats"])
+                 if path[-1].key in ("scale", "bias")]
+  count = sum(np.size(v) for v in jax.tree_util.tree_leaves(variables["params"])) + sum(map(np.size, norm_affine))
+  assert count == sum(p.numel() for p in model.parameters())
+
+
+C4_OVERRIDES = {"rpn_post_nms_top_n_test": 50, "detections_per_image": 20}  # res5 runs on every RoI: keep it cheap
+
+
+def _torch_c4_model():
+  """torchvision's MaskRCNN class on a random ResNet-50 C4 trunk, with layer4 (res5) as its box and mask heads:
+  14x14 RoIAlign on C4, res5, average pool -> predictor; res5 -> deconv -> 14x14 masks (He et al. 2017, Fig. 4)."""
+  torchvision = pytest.importorskip("torchvision")
+  torch.manual_seed(0)
+  resnet = torchvision.models.resnet50(weights=None)
+  trunk = torch.nn.Sequential(collections.OrderedDict(
+      (k, getattr(resnet, k)) for k in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")))
+  trunk.out_channels = 1024
+
+  class Res5(torch.nn.Module):
+    def __init__(self, pool):
+      super().__init__()
+      self.res5, self.pool = resnet.layer4, pool
+
+    def forward(self, x):
+      x = self.res5(x)
+      return x.mean((2, 3)) if self.pool else x
+
+  pooler = lambda: torchvision.ops.MultiScaleRoIAlign(["0"], 14, 2)
+  model = detection.MaskRCNN(
+      trunk, min_size=SIZE, max_size=SIZE,
+      rpn_anchor_generator=detection.anchor_utils.AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),)),
+      rpn_head=detection.rpn.RPNHead(1024, 15), rpn_pre_nms_top_n_test=6000,
+      rpn_post_nms_top_n_test=C4_OVERRIDES["rpn_post_nms_top_n_test"],
+      box_roi_pool=pooler(), box_head=Res5(True), box_predictor=detection.faster_rcnn.FastRCNNPredictor(2048, 91),
+      box_detections_per_img=C4_OVERRIDES["detections_per_image"], mask_roi_pool=pooler(), mask_head=Res5(False),
+      mask_predictor=detection.mask_rcnn.MaskRCNNPredictor(2048, 256, 91))
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.uniform_(-0.2, 0.2)
+        module.running_var.uniform_(0.5, 1.5)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+    model.rpn.head.cls_logits.weight.mul_(0.2)  # as _random_torch_model: spread scores, hold back the background
+    model.roi_heads.box_predictor.cls_score.weight.mul_(0.05)
+    model.roi_heads.box_predictor.cls_score.bias[0] = -20.0
+    model.roi_heads.box_predictor.bbox_pred.weight.mul_(0.1)
+    model.rpn.head.bbox_pred.weight.mul_(0.1)
+  return model.eval()
+
+
+def _c4_variables(model, module):
+  """The assembled model's weights as the segjax C4 model's variables: the trunk and res5 in `backbone`."""
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  for name in ("cls_score", "bbox_pred"):  # Linear [O, I] -> Dense [I, O]
+    state[f"roi_heads.box_predictor.{name}.weight"] = state[f"roi_heads.box_predictor.{name}.weight"].T
+  deconv = "roi_heads.mask_predictor.conv5_mask.weight"
+  state[deconv] = state[deconv].transpose(1, 0, 2, 3)  # ConvTranspose2d [I, O, a, b]
+
+  def torch_key(path):
+    if path[0] != "backbone":
+      return torchvision_detection.torch_key(path)
+    key = tv_weights.resnet_torch_key(path[1:])
+    return "roi_heads.box_head.res5." + key[len("layer4."):] if key.startswith("layer4.") else "backbone." + key
+
+  variables, used = tv_weights.fill_variables(tv_weights.abstract_variables(module, (64, 64)), state, torch_key)
+  tv_weights.check_unexpected({k: v for k, v in state.items() if not k.startswith("roi_heads.mask_head.")}, used)
+  return variables
+
+
+def test_c4_detections_equal_torchvision_maskrcnn_assembled_on_c4():
+  model = _torch_c4_model()
+  image = _image()
+  with torch.no_grad():
+    reference = {k: v.numpy() for k, v in model([torch.from_numpy(image[0]).permute(2, 0, 1)])[0].items()}
+  config = mask_rcnn.model_config("c4")
+  config.update({"num_classes": 91, "norm": "frozen", **C4_OVERRIDES})
+  module = mask_rcnn.build(config, None)
+  variables = _c4_variables(model, module)
+  ours = Predictor(config, variables)(image)[0]
+  assert reference["masks"].shape[1:] == (1, SIZE, SIZE)
+  _assert_same_detections(ours, reference, top=10)
+  # Parameters: torchvision counts BatchNorm's weight and bias, which the frozen norm keeps in batch_stats.
   norm_affine = [v for path, v in jax.tree_util.tree_leaves_with_path(variables["batch_stats"])
                  if path[-1].key in ("scale", "bias")]
   count = sum(np.size(v) for v in jax.tree_util.tree_leaves(variables["params"])) + sum(map(np.size, norm_affine))
@@ -100,10 +192,11 @@ def test_unknown_config_key_is_an_error():
     mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 3}))
 
 
-def tiny_config():
-  config = mask_rcnn.model_config()
+def tiny_config(backbone="fpn"):
+  config = mask_rcnn.model_config(backbone)
+  anchor_sizes = ((8,), (16,), (32,), (64,), (128,)) if backbone == "fpn" else ((8, 16, 32, 64, 128),)
   config.update({"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "representation_size": 64,
-                 "mask_head_channels": 16, "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+                 "mask_head_channels": 16, "anchor_sizes": anchor_sizes,
                  "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100,
                  "rpn_post_nms_top_n_test": 50, "roi_batch_size_per_image": 32, "detections_per_image": 10})
   return config
@@ -127,8 +220,9 @@ def _batch(num_instances, size=64, max_instances=4, seed=0):
           "is_crowd": np.zeros((2, max_instances), bool), "instance_valid": valid}
 
 
-def test_tiny_model_trains_without_recompiling():
-  config = tiny_config()
+@pytest.mark.parametrize("backbone", mask_rcnn.BACKBONES)
+def test_tiny_model_trains_without_recompiling(backbone):
+  config = tiny_config(backbone)
   module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
   batch = _batch(3)
   variables = module.init(jax.random.key(0), batch["image"], train=False)
@@ -162,11 +256,12 @@ def test_tiny_model_trains_without_recompiling():
   predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
   assert outputs["masks"].shape == (2, 10, 64, 64) and outputs["boxes"].shape == (2, 10, 4)
+  assert np.isfinite(outputs["masks"]).all() and outputs["valid"].any()
   assert outputs["valid"].dtype == jnp.bool_ and np.all((outputs["labels"] == 1) | ~outputs["valid"])
 
 
 @pytest.mark.parametrize("name", ["mask_rcnn_r50_fpn_1x_coco", "mask_rcnn_r50_fpn_3x_coco",
-                                  "mask_rcnn_r101_fpn_3x_coco", "demo_mask_rcnn"])
+                                  "mask_rcnn_r101_fpn_3x_coco", "mask_rcnn_r50_c4_1x_coco", "demo_mask_rcnn"])
 def test_experiment_configs_build(name):
   import importlib  # pylint: disable=g-import-not-at-top
   from segjax.train.optim import learning_rate_schedule  # pylint: disable=g-import-not-at-top
@@ -219,7 +314,8 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
   levels = [rng.normal(size=(2, 512 // 2**k, 512 // 2**k, 3)).astype(np.float32) for k in range(2, 7)]
   xy = rng.uniform(0, 100, (2, 6, 2))
   boxes = np.concatenate([xy, xy + rng.uniform(8, 400, (2, 6, 2))], -1).astype(np.float32)
-  ours = np.asarray(module.apply({}, levels, jnp.asarray(boxes), 7, method=mask_rcnn.MaskRCNN._pooled))
+  ours = np.asarray(module.apply({}, levels[:4], (1 / 4, 1 / 8, 1 / 16, 1 / 32), jnp.asarray(boxes), 7,
+                                 method=mask_rcnn.MaskRCNN._pooled))
   flat = boxes.reshape(-1, 4)
   size = np.sqrt((flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1]))
   level = np.clip(np.floor(4 + np.log2(size / 224) + 1e-6), 2, 5).astype(int) - 2  # FPN Eq. 1, torchvision

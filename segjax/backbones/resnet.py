@@ -112,16 +112,23 @@ class ResNet(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-    if x.ndim != 4 or x.shape[-1] != 3:
+  def __call__(self, x: jax.Array, train: bool, start: str = "stem", stop: str = "C5") -> dict[str, jax.Array]:
+    """The stages from `start` ("stem" for an image [N,H,W,3], else "C2".."C5" for the previous stage's
+    features) to `stop`, inclusive. The C4 detectors call it twice: to C4 on the image, then from C5 on the
+    pooled RoI features (Mask R-CNN's res5 head, He et al. 2017 Fig. 4), with the same variables."""
+    names = ("stem", "C2", "C3", "C4", "C5")
+    if start not in names or stop not in names[1:] or names.index(stop) < names.index(start):
+      raise ValueError(f"ResNet stages: need start in {names} up to stop in {names[1:]}; got {start!r}..{stop!r}")
+    if start == "stem" and (x.ndim != 4 or x.shape[-1] != 3):
       raise ValueError(f"x must be [N, H, W, 3]; got shape {x.shape}")
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
     norm = norm_layer(self.norm, train=train, dtype=self.dtype)
     block_cls = BasicBlock if self.depth < 50 else Bottleneck
 
-    x = conv(self.width, (7, 7), strides=2, padding=_pad(7, 1), name="conv1")(x.astype(self.dtype))
-    x = nn.relu(norm(name="bn1")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3, 1))
+    x = x.astype(self.dtype)
+    if start == "stem":
+      x = nn.relu(norm(name="bn1")(conv(self.width, (7, 7), strides=2, padding=_pad(7, 1), name="conv1")(x)))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3, 1))
 
     stride, dilation, features = 4, 1, {}
     for stage, num_blocks in enumerate(STAGE_BLOCKS[self.depth]):
@@ -129,6 +136,8 @@ class ResNet(nn.Module):
       if first_stride == 2 and stride * 2 > self.output_stride:
         dilation, first_stride = dilation * 2, 1
       stride *= first_stride
+      if not names.index(start) - 1 <= stage <= names.index(stop) - 1:
+        continue
       grid = self.multi_grid if (stage == 3 and self.multi_grid is not None) else (1,) * num_blocks
       for b in range(num_blocks):
         x = block_cls(

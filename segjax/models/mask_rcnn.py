@@ -1,12 +1,18 @@
 """Faster R-CNN (Ren et al. 2015) and Mask R-CNN (He et al. 2017) on ResNet-FPN, as torchvision's
-maskrcnn_resnet50_fpn / fasterrcnn_resnet50_fpn, with static shapes end to end.
+maskrcnn_resnet50_fpn / fasterrcnn_resnet50_fpn, and on ResNet-C4, with static shapes end to end.
 
-images [N, H, W, 3] in [0, 1] -> normalised by pixel_mean / pixel_std -> ResNet C2..C5 -> FPN P2..P6 -> RPN
-proposals -> RoIAlign (P2..P5, 7x7 boxes, 14x14 masks) -> box head (2fc) and mask head (4conv + deconv, 28x28,
-per-class sigmoid). `model_config()` holds torchvision's defaults; experiments override what they change.
+backbone "fpn": images [N, H, W, 3] in [0, 1] -> normalised by pixel_mean / pixel_std -> ResNet C2..C5 -> FPN
+P2..P6 -> RPN proposals -> RoIAlign (P2..P5, 7x7 boxes, 14x14 masks) -> box head (2fc) and mask head (4conv +
+deconv, 28x28, per-class sigmoid). `model_config()` holds torchvision's defaults; experiments override what they
+change.
+backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4 (stride 16, one level of
+anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
+its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
+reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
 Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
 """
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -25,14 +31,22 @@ from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
-_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
+_FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")
+BACKBONES = ("fpn", "c4")
+# detectron2's R50-C4 (Base-RCNN-C4.yaml): 15 anchors per C4 location, more proposals before and after NMS.
+_C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_train": 12000,
+                "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 1000}
 
 
-def model_config() -> ml_collections.ConfigDict:
-  """torchvision's maskrcnn_resnet50_fpn defaults (num_classes None: the data set's things + background)."""
-  return ml_collections.ConfigDict({
-      "name": "mask_rcnn", "mask": True, "num_classes": None, "depth": 50, "width": 64, "norm": "frozen",
+def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
+  """torchvision's maskrcnn_resnet50_fpn defaults (num_classes None: the data set's things + background); with
+  backbone "c4", detectron2's C4 anchors and proposal counts instead."""
+  if backbone not in BACKBONES:
+    raise ValueError(f"config.model.backbone: must be one of {BACKBONES}; got {backbone!r}")
+  config = ml_collections.ConfigDict({
+      "name": "mask_rcnn", "backbone": backbone, "mask": True, "num_classes": None, "depth": 50, "width": 64,
+      "norm": "frozen",
       "fpn_channels": 256, "pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225),
       "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)), "aspect_ratios": (0.5, 1.0, 2.0),
       "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
@@ -42,6 +56,9 @@ def model_config() -> ml_collections.ConfigDict:
       "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "dtype": "float32"})
+  if backbone == "c4":
+    config.update(_C4_DEFAULTS)
+  return config
 
 
 class MaskRCNN(nn.Module):
@@ -50,7 +67,7 @@ class MaskRCNN(nn.Module):
   num_classes: int  # with the background, class 0
   config: ml_collections.FrozenConfigDict
 
-  def _pooled(self, levels, boxes, size):
+  def _pooled(self, levels, scales, boxes, size):
     """RoI features of boxes [N, R, 4] -> [N * R, size, size, C], each from its FPN level (Lin et al. 2017, Eq. 1).
 
     "align": RoIAlign as torchvision's MultiScaleRoIAlign (aligned=False); "warp": RoIWarp, the box rounded to its
@@ -62,24 +79,43 @@ class MaskRCNN(nn.Module):
     rois = jax.lax.stop_gradient(jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1))
     pooler = self.config.roi_pooler
     if pooler == "pool":
-      level = assign_fpn_levels(rois[:, 1:], 2, 5)[:, None, None, None]
-      # Every RoI pooled on every level, then its own level kept: 4x the work, for the ablation only.
-      pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels[:4], _SCALES)]
-      return jnp.select([level == k for k in range(4)], pooled)
-    return multilevel_roi_align(levels[:4], rois, size, _SCALES, sampling_ratio=self.config.sampling_ratio,
+      k_min = round(-math.log2(scales[0]))
+      level = assign_fpn_levels(rois[:, 1:], k_min, k_min + len(scales) - 1)[:, None, None, None]
+      # Every RoI pooled on every level, then its own level kept: 4x the work with FPN, for the ablation only.
+      pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels, scales)]
+      return jnp.select([level == k for k in range(len(scales))], pooled)
+    return multilevel_roi_align(levels, rois, size, scales, sampling_ratio=self.config.sampling_ratio,
                                 aligned=False, quantized=pooler == "warp")
+
+  def _heads_input(self, backbone, levels, boxes, train):
+    """Box-head input of boxes [N, R, 4]. FPN: RoIAlign 7x7 from each box's level -> [N * R, 7, 7, C]. C4:
+    RoIAlign 14x14 on C4, then res5 -> [N * R, 7, 7, 2048], which the mask head reads too."""
+    if self.config.backbone == "fpn":
+      return self._pooled(levels[:4], _FPN_SCALES, boxes, 7)
+    return backbone(self._pooled(levels, (1 / 16,), boxes, 14), train=train, start="C5")["C5"]
+
+  def _mask_input(self, backbone, levels, boxes, train):
+    """Mask-head input of boxes [N, R, 4]: FPN, RoIAlign 14x14 from each box's level; C4, the res5 features."""
+    if self.config.backbone == "fpn":
+      return self._pooled(levels[:4], _FPN_SCALES, boxes, 14)
+    return self._heads_input(backbone, levels, boxes, train)
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
     c = self.config
     n, h, w, _ = images.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"mask_rcnn: image height and width must be multiples of 32 (FPN P6); got {(h, w)}")
+    fpn = c.backbone == "fpn"
+    stride = 32 if fpn else 16  # P6 or C4
+    if h % stride or w % stride:
+      raise ValueError(f"mask_rcnn: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
     dtype = jnp.dtype(c.dtype)
     x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
-    features = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")(x, train=train)
-    pyramid = FPN(c.fpn_channels, dtype=dtype, name="fpn")(features)
-    levels = [pyramid[f"P{k}"] for k in range(2, 7)]
+    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")
+    if fpn:
+      pyramid = FPN(c.fpn_channels, dtype=dtype, name="fpn")(backbone(x, train=train))
+      levels = [pyramid[f"P{k}"] for k in range(2, 7)]
+    else:
+      levels = [backbone(x, train=train, stop="C4")["C4"]]
 
     num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios)
     objectness, deltas = rpn.RPNHead(num_anchors, dtype=dtype, name="rpn_head")(levels)
@@ -91,13 +127,17 @@ class MaskRCNN(nn.Module):
         post_nms_top_n=c[f"rpn_post_nms_top_n_{phase}"], nms_threshold=c.rpn_nms_threshold)
     proposals, _, proposal_valid = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
                                                      jax.lax.stop_gradient(deltas))
-    box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, dtype=dtype, name="box_head")
-    mask_head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, dtype=dtype, name="mask_head")
+    box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, num_fc=2 if fpn else 0, dtype=dtype,
+                                 name="box_head")
+    mask_head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, num_convs=4 if fpn else 0, dtype=dtype,
+                                   name="mask_head")
+    heads_input = functools.partial(self._heads_input, backbone, levels, train=train)
+    mask_input = functools.partial(self._mask_input, backbone, levels, train=train)
     if train:
-      return self._train_outputs(targets, levels, objectness, deltas, anchors, proposals, proposal_valid,
-                                 box_head, mask_head)
+      return self._train_outputs(targets, objectness, deltas, anchors, proposals, proposal_valid, box_head,
+                                 mask_head, heads_input, mask_input)
 
-    class_logits, box_deltas = box_head(self._pooled(levels, proposals, 7))
+    class_logits, box_deltas = box_head(heads_input(proposals))
     detect = functools.partial(
         roi_heads.detect, image_hw=(h, w), score_threshold=c.score_threshold, nms_threshold=c.nms_threshold,
         detections_per_image=c.detections_per_image, candidates=c.detection_candidates)
@@ -105,7 +145,8 @@ class MaskRCNN(nn.Module):
     boxes, scores, labels, valid = jax.vmap(detect)(
         class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
     if c.mask:
-      logits = mask_head(self._pooled(levels, boxes, 14)).reshape(n, boxes.shape[1], 28, 28, -1)
+      logits = mask_head(mask_input(boxes))
+      logits = logits.reshape(n, boxes.shape[1], *logits.shape[1:])
       probabilities = jax.nn.sigmoid(jnp.take_along_axis(logits, labels[:, :, None, None, None], -1)[..., 0])
       masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes)
     else:
@@ -116,8 +157,8 @@ class MaskRCNN(nn.Module):
     masks = jnp.where(valid[..., None, None], masks, 0.0)
     return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
 
-  def _train_outputs(self, targets, levels, objectness, deltas, anchors, proposals, proposal_valid, box_head,
-                     mask_head):
+  def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, mask_head,
+                     heads_input, mask_input):
     c = self.config
     n = objectness.shape[0]
     gt_boxes, gt_classes = targets["boxes"].astype(jnp.float32), targets["classes"]
@@ -134,7 +175,8 @@ class MaskRCNN(nn.Module):
     rois, labels, matched, positive, sampled = jax.vmap(sample)(
         jax.random.split(roi_key, n), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
     s = rois.shape[1]
-    class_logits, box_deltas = box_head(self._pooled(levels, rois, 7))
+    features = heads_input(rois)
+    class_logits, box_deltas = box_head(features)
     box_deltas = jnp.take_along_axis(box_deltas.reshape(n, s, -1, 4), labels[:, :, None, None], 2)[:, :, 0]
     matched_boxes = jnp.take_along_axis(gt_boxes, matched[..., None], 1)
     outputs = {
@@ -147,17 +189,23 @@ class MaskRCNN(nn.Module):
     if c.mask:
       # The sample holds at most this many positives, all in its first slots.
       p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
-      logits = mask_head(self._pooled(levels, rois[:, :p], 14)).reshape(n, p, 28, 28, -1)
+      if c.backbone == "c4":  # the positives' res5 features, already computed for the box head (detectron2)
+        x = features.reshape(n, s, *features.shape[1:])[:, :p].reshape(n * p, *features.shape[1:])
+      else:
+        x = mask_input(rois[:, :p])
+      logits = mask_head(x)
+      logits = logits.reshape(n, p, *logits.shape[1:])
+      resolution = logits.shape[2]
       outputs["mask_logits"] = jnp.take_along_axis(logits, labels[:, :p, None, None, None], -1)[..., 0]
-      outputs["mask_targets"] = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, 28))(
+      outputs["mask_targets"] = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(
           targets["masks"], rois[:, :p], matched[:, :p])
       outputs["mask_valid"] = positive[:, :p]
     return outputs
 
 
 def _config(overrides) -> ml_collections.FrozenConfigDict:
-  """model_config() updated with `overrides`; an unknown key is an error, not silently ignored."""
-  config = model_config()
+  """model_config(backbone) updated with `overrides`; an unknown key is an error, not silently ignored."""
+  config = model_config(overrides.get("backbone", "fpn"))
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")

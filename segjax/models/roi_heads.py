@@ -19,32 +19,37 @@ _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 class BoxHead(nn.Module):
   """TwoMLPHead (fc6, fc7 with ReLU) + FastRCNNPredictor: RoI features [R, 7, 7, C] -> (class logits [R, K],
-  box deltas [R, K, 4]); K counts the background class 0."""
+  box deltas [R, K, 4]); K counts the background class 0. With num_fc=0 (the C4 head) only the predictor, on the
+  average pool of res5's [R, 7, 7, 2048] (detectron2's Res5ROIHeads)."""
   num_classes: int
   representation_size: int = 1024
+  num_fc: int = 2
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, features):
     dense = lambda size, name, init=nn.initializers.lecun_normal(): nn.Dense(
         size, kernel_init=init, dtype=self.dtype, name=name)
-    x = nn.relu(dense(self.representation_size, "fc6")(features.reshape(features.shape[0], -1)))
-    x = nn.relu(dense(self.representation_size, "fc7")(x))
+    x = features.reshape(features.shape[0], -1) if self.num_fc else features.mean((1, 2))
+    for i in range(6, 6 + self.num_fc):
+      x = nn.relu(dense(self.representation_size, f"fc{i}")(x))
     class_logits = dense(self.num_classes, "cls_score", nn.initializers.normal(0.01))(x)
     deltas = dense(4 * self.num_classes, "bbox_pred", nn.initializers.normal(0.001))(x)
     return class_logits.astype(jnp.float32), deltas.reshape(-1, self.num_classes, 4).astype(jnp.float32)
 
 
 class MaskHead(nn.Module):
-  """MaskRCNNHeads (4 x conv3x3 + ReLU) + MaskRCNNPredictor (2x2 stride-2 deconv + ReLU, 1x1 per-class logits):
-  RoI features [R, 14, 14, C] -> mask logits [R, 28, 28, K]."""
+  """MaskRCNNHeads (num_convs x conv3x3 + ReLU) + MaskRCNNPredictor (2x2 stride-2 deconv + ReLU, 1x1 per-class
+  logits): RoI features [R, 14, 14, C] -> mask logits [R, 28, 28, K]. The C4 head has no convs and reads res5's
+  [R, 7, 7, 2048]: logits [R, 14, 14, K] (He et al. 2017, Fig. 4 left)."""
   num_classes: int
   features: int = 256
+  num_convs: int = 4
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    for i in range(1, 5):
+    for i in range(1, 1 + self.num_convs):
       x = nn.relu(nn.Conv(self.features, (3, 3), padding=1, kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
                           name=f"mask_fcn{i}")(x))
     # ConvTranspose2d(kernel 2, stride 2): every input pixel writes its own 2x2 output block.

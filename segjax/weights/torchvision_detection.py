@@ -26,7 +26,7 @@ _DECONV = {"conv5_mask_kernel": "roi_heads.mask_predictor.conv5_mask.weight",
            "conv5_mask_bias": "roi_heads.mask_predictor.conv5_mask.bias"}
 
 
-def _torch_key(path: tuple[str, ...]) -> str:
+def torch_key(path: tuple[str, ...]) -> str:
   if path[0] == "backbone":
     return "backbone.body." + tv.resnet_torch_key(path[1:])
   if path[0] == "fpn":
@@ -57,7 +57,7 @@ def _convert(state_dict: Mapping[str, Any], name: str):
   config.num_classes = int(np.shape(state_dict["roi_heads.box_predictor.cls_score.weight"])[0])
   module = mask_rcnn.build(config, info=None)
   abstract = tv.abstract_variables(module, (64, 64))
-  variables, used = tv.fill_variables(abstract, _flax_layout(state_dict, mask), _torch_key)
+  variables, used = tv.fill_variables(abstract, _flax_layout(state_dict, mask), torch_key)
   tv.check_unexpected(state_dict, used)
   return config, variables
 
