@@ -1,5 +1,6 @@
 """VOC 2012 + SBD, Cityscapes and ADE20K from tiny fake copies of their official layouts, built as the loop does."""
 import json
+import logging
 import os
 
 import jax
@@ -117,7 +118,7 @@ def write_cityscapes(base, seed=0):
 
 
 def write_ade20k(base, seed=0):
-  """training: 3 images, validation: 2; annotations hold every value 0..150."""
+  """training: 3 images (the last greyscale, as a few of ADE20K's are), validation: 2; labels hold every 0..150."""
   rng = np.random.default_rng(seed)
   root, expected = base / "ADEChallengeData2016", {}
   for split, count in (("training", 3), ("validation", 2)):
@@ -126,7 +127,11 @@ def write_ade20k(base, seed=0):
     for k in range(1, count + 1):
       name = f"ADE_{'train' if split == 'training' else 'val'}_{k:08d}"
       image, label = _rgb(rng, 12, 16), _labels(rng, 12, 16, list(range(151)))
-      Image.fromarray(image).save(root / "images" / split / f"{name}.jpg", quality=95)
+      if name == "ADE_train_00000003":
+        image = np.repeat(image[..., :1], 3, axis=-1)
+        Image.fromarray(image[..., 0]).save(root / "images" / split / f"{name}.jpg", quality=95)
+      else:
+        Image.fromarray(image).save(root / "images" / split / f"{name}.jpg", quality=95)
       Image.fromarray(label, mode="L").save(root / "annotations" / split / f"{name}.png")
       expected[name] = image, label
   return root, expected
@@ -294,13 +299,20 @@ def test_unknown_name_is_an_error_naming_the_field(tmp_path):
     pipeline.prepare(_config("pascal", tmp_path, tmp_path / "tfds", "train", "val"))
 
 
-def test_tiny_fcn_trains_and_evaluates_on_fake_voc(voc_layout, tmp_path):
+def test_tiny_fcn_trains_and_evaluates_on_fake_voc(voc_layout, tmp_path, caplog):
   root, sbd_root, _ = voc_layout
   config = tiny_config(root, **{"dataset.name": "voc", "dataset.sbd_root": str(sbd_root),
                                 "dataset.train_split": "train_aug", "dataset.eval_split": "val",
                                 "dataset.data_dir": str(tmp_path / "tfds"), "total_steps": 2,
                                 "eval_every_steps": 2, "checkpoint_every_steps": 2})
-  metrics = train_and_evaluate(config, str(tmp_path / "work"), devices=jax.devices()[:1])
+  jax.config.update("jax_log_compiles", True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      metrics = train_and_evaluate(config, str(tmp_path / "work"), devices=jax.devices()[:1])
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+  assert sum("train_step" in m for m in compiles) == 1, compiles  # images of several sizes, one static shape
   assert [r["step"] for r in read_metrics(tmp_path / "work")] == [1, 2]
   (evaluation,) = read_metrics(tmp_path / "work", "eval")
   assert evaluation["step"] == 2 and 0.0 <= evaluation["mIoU"] <= 1.0

@@ -9,8 +9,9 @@ config.dataset.sbd_root is SBD's benchmark_RELEASE (only "train_aug" reads it):
   dataset/cls/NAME.mat                           struct GTcls, field Segmentation: uint8 [H, W] classes 0..20
   dataset/{train,val}.txt
 Splits: VOC's list files, and "train_aug" = (VOC train | SBD train | SBD val) - VOC val, the 10,582 images
-DeepLab trains on. An image with a VOC label keeps it, as in DeepLab's SegmentationClassAug, where the VOC
-trainval PNGs were copied over the converted SBD labels; the others take SBD's image and label.
+DeepLab trains on. An image with a VOC label keeps it, as DeepLab's SegmentationClassAug does (its recipe,
+martinkersner/train-DeepLab, copies VOC's trainval labels over SBD's converted ones); the others take SBD's image
+and label.
 """
 import os
 
