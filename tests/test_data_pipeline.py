@@ -250,8 +250,9 @@ def test_bad_arguments(config):
   with pytest.raises(ValueError, match=r"process_index=2 must be in \[0, process_count=2\)"):
     pipeline.make_eval_iterator(config, process_index=2, process_count=2)
   other = _with_seed(config, 5)
-  other.dataset.name = "voc"
-  with pytest.raises(ValueError, match="config.dataset.name must be 'synthetic' or 'coco', got 'voc'"):
+  other.dataset.name = "kitti"
+  with pytest.raises(ValueError, match="config.dataset.name must be one of 'synthetic', 'coco', 'voc', "
+                     "'cityscapes', 'ade20k'; got 'kitti'"):
     pipeline.dataset_info(other)
 
 

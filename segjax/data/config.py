@@ -12,10 +12,13 @@ COCO_LAYOUT = {
 
 
 def default_dataset_config() -> ml_collections.ConfigDict:
-  """The embedded synthetic set at 128x128; set name="coco" and root=... for a COCO-format folder."""
+  """The embedded synthetic set at 128x128; set name and root for another data set."""
   config = ml_collections.ConfigDict()
-  config.name = "synthetic"  # "synthetic" (written on first use) | "coco" (any COCO-format folder)
-  config.root = "~/.cache/segjax/synthetic"  # the COCO-format folder
+  # "synthetic" (written on first use) | "coco" (any COCO-format folder) | "voc" | "cityscapes" | "ade20k"
+  # (their official layouts: segjax/data/voc.py, cityscapes.py, ade20k.py).
+  config.name = "synthetic"
+  config.root = "~/.cache/segjax/synthetic"  # the data set's folder
+  config.sbd_root = "~/data/benchmark_RELEASE"  # SBD, read by name "voc" for its split "train_aug"
   config.data_dir = "~/.cache/segjax/tfds"  # where the TFDS copy is built, once
   config.layout = ml_collections.ConfigDict(COCO_LAYOUT)
   config.train_split = "train2017"

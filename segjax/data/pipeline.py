@@ -24,11 +24,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from segjax.data import ade20k
 from segjax.data import augment
+from segjax.data import cityscapes
 from segjax.data import coco
 from segjax.data import info as info_lib
+from segjax.data import semantic
 from segjax.data import synthetic
 from segjax.data import tfds_coco
+from segjax.data import voc
 from segjax.data.tf_env import THREADS
 from segjax.data.tf_env import tf
 
@@ -38,14 +42,20 @@ def _layout(config):
   return layout.to_dict() if hasattr(layout, "to_dict") else dict(layout or {})
 
 
-def prepare(config) -> tfds_coco.CocoFolder:
+SEMANTIC_READERS = {reader.name: reader for reader in (voc.READER, cityscapes.READER, ade20k.READER)}
+NAMES = ("synthetic", "coco", *SEMANTIC_READERS)
+
+
+def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder:
   """The TFDS builder of config.dataset, written (synthetic) and built on first use only."""
   ds = config.dataset
+  if ds.name in SEMANTIC_READERS:
+    return semantic.prepare(SEMANTIC_READERS[ds.name], ds)
   if ds.name == "synthetic":
     synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
                                image_size=tuple(ds.image_size))
   elif ds.name != "coco":
-    raise ValueError(f"config.dataset.name must be 'synthetic' or 'coco', got {ds.name!r}")
+    raise ValueError(f"config.dataset.name must be one of {', '.join(map(repr, NAMES))}; got {ds.name!r}")
   return tfds_coco.prepare(ds.root, (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))
 
 
@@ -53,11 +63,17 @@ def dataset_info(config) -> info_lib.DatasetInfo:
   """Classes, contiguous-id maps, split sizes and eval annotation paths of config.dataset."""
   ds = config.dataset
   builder = prepare(config)
+  splits = builder.info.splits
+  if ds.name in SEMANTIC_READERS:  # semantic labels only: no thing classes, instances or panoptic files
+    return info_lib.make_info(
+        ds.name, SEMANTIC_READERS[ds.name].categories(), num_train=splits[ds.train_split].num_examples,
+        num_eval=splits[ds.eval_split].num_examples, image_size=ds.image_size, eval_paths=None,
+        has_instances=False, has_panoptic=False)
   meta = builder.info.metadata
   return info_lib.make_info(
       ds.name, [coco.Category(**c) for c in meta["categories"]],
-      num_train=builder.info.splits[ds.train_split].num_examples,
-      num_eval=builder.info.splits[ds.eval_split].num_examples,
+      num_train=splits[ds.train_split].num_examples,
+      num_eval=splits[ds.eval_split].num_examples,
       image_size=ds.image_size,
       eval_paths=coco.split_paths(ds.root, ds.eval_split, _layout(config)),
       has_instances=meta[ds.eval_split]["has_instances"],
@@ -119,9 +135,14 @@ def _batch_processor(features, local_batch, image_size, max_instances, train, sc
   kwargs = dict(image_size=image_size, max_instances=max_instances, train=train,
                 scale_range=scale_range, flip=flip)
 
+  decoders = {"panoptic": tfds.decode.SkipDecoding()} if "panoptic" in features else None
+
   def one(args):
     raw, seed, valid = args
-    example = features.deserialize_example(raw, decoders={"panoptic": tfds.decode.SkipDecoding()})
+    example = features.deserialize_example(raw, decoders=decoders)
+    if "instances" not in example:  # a semantic-only data set (semantic.py)
+      example["instances"] = {"label": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
+                              "mask": tf.zeros([0], tf.string)}
     return augment.preprocess(example, seed, valid, **kwargs)
 
   @tf.function(input_signature=[tf.TensorSpec([local_batch], tf.string),
