@@ -14,6 +14,7 @@ up, i.e. torch's ceil_mode=True):
 Dropout 0.5 follows fc6 (drop6) in train mode; the head applies its own drop7 after fc7.
 `width` scales every layer (64: the paper's; conv stages width x (1, 2, 4, 8, 8), fc6/fc7 64 x width
 channels, 16 x width for LargeFOV); 8 gives a tiny net for tests and demos.
+Convolutions start He-initialised (He et al. 2015) for training from scratch; converted weights replace them.
 Parameter names are Caffe's: conv1_1 ... conv5_3, fc6, fc7.
 """
 import functools
@@ -62,7 +63,8 @@ class VGG16(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"x must be [N, H, W, 3]; got shape {x.shape}")
-    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype, param_dtype=jnp.float32)
+    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
+                             param_dtype=jnp.float32)
     deeplab = self.variant != "fcn"
     x = x.astype(self.dtype)
     features = {}
