@@ -8,7 +8,7 @@ Paper rows (Table 1(a), VOC 2012 val, trained on train_aug): DeepLab-LargeFOV 62
 Model: "dense_crf" on "deeplab_v1" variant "largefov"; the CRF (10 mean-field iterations) has the cross-validated
 values of the released LargeFOV model (deeplab-public: bi_w 4, bi_xy_std 121, bi_rgb_std 5, pos_w 3, pos_xy_std 3).
 Start: torchvision's ImageNet VGG-16 with fc6 decimated to 3x3 and fc6/fc7 to 1024 channels (the first command).
-Schedule (Sec. 4, released solver): SGD momentum 0.9, weight decay 5e-4, batch 20, lr 1e-3 times 0.1 every 2000
+Schedule (Sec. 5, released solver): SGD momentum 0.9, weight decay 5e-4, batch 20, lr 1e-3 times 0.1 every 2000
 iterations, 6000 iterations; random mirroring.
 Differences: no per-layer learning rates (the paper: fc8 x10, biases x2 without weight decay); the loss is on the
 logits upsampled to the input size, not on labels subsampled by 8 (see segjax/models/deeplab_v1.py); one image size

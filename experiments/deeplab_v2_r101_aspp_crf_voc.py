@@ -8,9 +8,9 @@ and Aug the ResNet-101 baseline is 68.72).
 Model: "dense_crf" on "deeplab_v2": ResNet-101 at output stride 8, frozen BN (the released prototxt's
 use_global_stats and fixed scale), ASPP-L rates (6, 12, 18, 24) summed. CRF (10 iterations): bi_w 4, bi_xy_std 67,
 bi_rgb_std 3, pos_w 3, pos_xy_std 1, the values two ports give for the released ResNet-101 model
-(kazuto1011/deeplab-pytorch configs/voc12.yaml and others); the paper gives only the search (Sec. 4).
+(kazuto1011/deeplab-pytorch configs/voc12.yaml and others); the paper gives only the search (Sec. 4.1).
 Start: torchvision's ImageNet ResNet-101 (the first command).
-Schedule (Sec. 4): SGD momentum 0.9, weight decay 5e-4, batch 10, 20k iterations, "poly" learning rate (power 0.9)
+Schedule (Sec. 4.1): SGD momentum 0.9, weight decay 5e-4, batch 10, 20k iterations, "poly" learning rate (power 0.9)
 from 1e-3 (the paper's value for its VGG-16 study, Table 1; the ResNet-101 port above uses 2.5e-4); random scaling
 0.5-1.5 ("Aug") and mirroring.
 Differences: no multi-scale inputs (MSC: max over scales 1, 0.75, 0.5 with a loss per scale) and no MS-COCO

@@ -4,7 +4,7 @@ The variants reproduce the Caffe networks the papers trained (Caffe pooling roun
 up, i.e. torch's ceil_mode=True):
   "fcn": FCN (Long et al. 2015, voc-fcn*s/train.prototxt): conv1_1 padded by 100, 2x2/2 max
     pools, fc6 a 7x7 VALID conv (ImageNet fc6 reshaped), fc7 a 1x1 conv, 4096 channels.
-  "deeplab": DeepLab v1 (Chen et al. 2015, Sec. 3.1 and Table 2 row DeepLab-CRF, the released
+  "deeplab": DeepLab v1 (Chen et al. 2015, Sec. 3 and Table 2 row DeepLab-CRF, the released
     vgg128_noup net): 3x3/2 pad 1 max pools 1-3, 3x3/1 pad 1 pools 4-5, conv5 dilated by 2, fc6 the
     ImageNet 7x7 fc6 subsampled to 4x4 and dilated by 4 (input stride 4, receptive field 128, pad 6
     keeps the size), fc7 a 1x1 conv, 4096 channels. Output stride 8.

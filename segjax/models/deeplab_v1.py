@@ -7,10 +7,10 @@ classes initialised N(0, 0.01), bias 0 (the released prototxts). Evaluated with 
 the "dense_crf" model (Sec. 4).
 
 Logits: the stride-8 fc8 scores upsampled x8 bilinearly to the input size (segjax.layers.upsample.interp_zoom, Caffe's
-Interp as the paper does at test time). The paper trains against the labels subsampled by 8 instead (Sec. 4,
-"Training": the loss is over the stride-8 score map); segjax trains on the upsampled logits against the full-size
+Interp), as the paper does at test time. In training the paper instead sums the cross entropy over the stride-8 score
+map against "the ground truth labels (subsampled by 8)"; segjax trains on the upsampled logits against the full-size
 labels, so that the loss, the evaluator and the CRF take one output at the input's size like every semantic model
-here. The gradient then also weighs the pixels between score centres; the paper's subsampling is not reproduced.
+here. The loss then also weighs the pixels between score centres; the paper's subsampling is not reproduced.
 """
 from typing import Any
 
@@ -55,7 +55,7 @@ def build(model_config, info):
 
 
 def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy averaged over the pixels not labelled 255 (Sec. 4)."""
+  """Per-pixel softmax cross entropy averaged over the pixels not labelled 255."""
   del model_config
   return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {}
 

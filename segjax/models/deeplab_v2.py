@@ -1,10 +1,10 @@
-"""DeepLab v2 (Chen et al., TPAMI 2017): ResNet-101 at output stride 8 with ASPP-L (Sec. 3.3, Fig. 4(b)).
+"""DeepLab v2 (Chen et al., TPAMI 2017): ResNet-101 at output stride 8 with ASPP-L (Sec. 3.2, Fig. 4).
 
 ASPP-L on ResNet: four parallel 3x3 atrous convs of the last stage's features at rates (6, 12, 18, 24), each straight
 to the class scores (with bias, initialised N(0, 0.01) and 0 as the released prototxt's fc1_voc12_c0..c3), summed
-(Sec. 3.3; the VGG-16 variant's per-branch fc6/fc7/fc8 are not built here). Logits: the scores upsampled x8 as
+(Sec. 3.2; the VGG-16 variant's per-branch fc6/fc7/fc8 are not built here). Logits: the scores upsampled x8 as
 DeepLab v1 (segjax.layers.upsample.interp_zoom; see segjax.models.deeplab_v1 on training at the input size instead of
-subsampled labels). Evaluated with DenseCRF through the "dense_crf" model (Sec. 3.4).
+subsampled labels). Evaluated with DenseCRF through the "dense_crf" model (Sec. 3.3).
 
 The backbone is segjax.backbones.resnet.ResNet (torchvision's layout: stride on the 3x3 conv, the first block of a
 dilated stage keeps the previous dilation), so converted torchvision ImageNet weights fit; the paper's Caffe ResNet

@@ -154,7 +154,7 @@ def convert_vgg16_fcn(state_dict: Mapping[str, Any], prefix: str = "") -> tuple[
 def convert_vgg16_deeplab(state_dict: Mapping[str, Any], prefix: str = "", variant: str = "deeplab"
                           ) -> tuple[ml_collections.ConfigDict, dict]:
   """torchvision vgg16 -> `VGG16(variant)` of DeepLab v1, whose fc6 is the ImageNet fc6 subsampled by decimation
-  (Chen et al. 2015, Sec. 4): 7x7 -> 4x4 (taps 0, 2, 4, 6) for "deeplab"; 7x7 -> 3x3 (taps 0, 3, 6) for
+  (Chen et al. 2015, Sec. 3.2): 7x7 -> 4x4 (taps 0, 2, 4, 6) for "deeplab"; 7x7 -> 3x3 (taps 0, 3, 6) for
   "deeplab_largefov", which also keeps every 4th of the 4096 channels of fc6 and fc7 (1024; the paper does not say
   how it chose them)."""
   _, variables = convert_vgg16_fcn(state_dict, prefix)
