@@ -1,4 +1,5 @@
-"""Learned upsampling initialised as bilinear interpolation (FCN, Long et al. 2015, Sec. 3.3)."""
+"""Bilinear upsampling: learned and initialised as bilinear interpolation (FCN, Long et al. 2015, Sec. 3.3), and
+DeepLab's fixed interpolation of stride-f scores (Caffe's Interp layer)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,3 +31,27 @@ class BilinearUpsample(nn.Module):
     pad = 2 * f - 1 - f // 2
     return jax.lax.conv_transpose(x, kernel.astype(x.dtype), (f, f), ((pad, pad), (pad, pad)),
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _interp_matrix(out_size: int, in_size: int, factor: int) -> np.ndarray:
+  """[out, in] weights: output pixel y reads input y / factor linearly, clamped to the last input."""
+  source = np.minimum(np.arange(out_size) / factor, in_size - 1)
+  lo = np.floor(source).astype(int)
+  hi = np.minimum(lo + 1, in_size - 1)
+  matrix = np.zeros((out_size, in_size), np.float32)
+  np.add.at(matrix, (np.arange(out_size), lo), 1 - (source - lo))
+  np.add.at(matrix, (np.arange(out_size), hi), source - lo)
+  return matrix
+
+
+def interp_zoom(x: jax.Array, factor: int, height: int, width: int) -> jax.Array:
+  """DeepLab's upsampling of stride-`factor` scores [N,h,w,C] to [N,height,width,C] (float32).
+
+  Score (i, j) sits on input pixel (factor i, factor j), the centre of its receptive field in the DeepLab nets;
+  pixels in between are interpolated bilinearly, those past the last score repeat it. For inputs of size
+  factor (h - 1) + 1 (DeepLab's 321, 513) this is Caffe's Interp layer with zoom_factor, i.e. torch's
+  F.interpolate(mode="bilinear", align_corners=True).
+  """
+  rows = jnp.asarray(_interp_matrix(height, x.shape[1], factor))
+  cols = jnp.asarray(_interp_matrix(width, x.shape[2], factor))
+  return jnp.einsum("yh,nhwc,xw->nyxc", rows, x.astype(jnp.float32), cols, precision=jax.lax.Precision.HIGHEST)

@@ -18,6 +18,8 @@ import types
 
 _MODELS = {
     "crf_rnn": "segjax.models.crf_rnn",
+    "deeplab_v1": "segjax.models.deeplab_v1",
+    "deeplab_v2": "segjax.models.deeplab_v2",
     "deeplab_v3": "segjax.models.deeplab",
     "dense_crf": "segjax.models.dense_crf",
     "fcn": "segjax.models.fcn",

@@ -3,7 +3,8 @@
 A checkpoint of a whole model (e.g. "deeplabv3_resnet50") fits the model's variables at the top; one of a
 backbone (e.g. "resnet50") fits the model's `backbone` submodule; either may also fit a wrapped model's `base`
 (crf_rnn and dense_crf: CRF-as-RNN fine-tunes a trained FCN-8s). Every saved array must land on a variable
-of the same shape; the model's other variables (new heads) keep their initialisation.
+of the same shape; the model's other variables (new heads) keep their initialisation. Norm scale and bias saved as
+params go to batch_stats where the model's norm is frozen (a torchvision ImageNet ResNet into a "frozen"-norm model).
 """
 import os
 
@@ -33,7 +34,13 @@ def merge_pretrained(variables: dict, saved: dict, source: str = "config.init_fr
   "base/backbone"."""
   model = {c: _flat(variables.get(c)) for c in ("params", "batch_stats")}
   loaded = {c: _flat(saved.get(c)) for c in ("params", "batch_stats")}
-  for prefix in ((), ("backbone",), ("base",), ("base", "backbone")):
+  prefixes = ((), ("backbone",), ("base",), ("base", "backbone"))
+  # A frozen norm (segjax.layers.norms.FrozenBatchNorm) keeps the saved norm's scale and bias as batch_stats.
+  for k in [k for k in loaded["params"] if k[-1] in ("scale", "bias")]:
+    if (not any(p + k in model["params"] for p in prefixes)
+        and any(p + k in model["batch_stats"] for p in prefixes)):
+      loaded["batch_stats"][k] = loaded["params"].pop(k)
+  for prefix in prefixes:
     if all(prefix + k in model[c] for c in loaded for k in loaded[c]):
       break
   else:

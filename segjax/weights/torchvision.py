@@ -151,6 +151,26 @@ def convert_vgg16_fcn(state_dict: Mapping[str, Any], prefix: str = "") -> tuple[
   return ml_collections.ConfigDict({"backbone": "vgg16", "variant": "fcn"}), variables
 
 
+def convert_vgg16_deeplab(state_dict: Mapping[str, Any], prefix: str = "", variant: str = "deeplab"
+                          ) -> tuple[ml_collections.ConfigDict, dict]:
+  """torchvision vgg16 -> `VGG16(variant)` of DeepLab v1, whose fc6 is the ImageNet fc6 subsampled by decimation
+  (Chen et al. 2015, Sec. 3.2): 7x7 -> 4x4 (taps 0, 2, 4, 6) for "deeplab"; 7x7 -> 3x3 (taps 0, 3, 6) for
+  "deeplab_largefov", which also keeps every 4th of the 4096 channels of fc6 and fc7 (1024; the paper does not say
+  how it chose them)."""
+  _, variables = convert_vgg16_fcn(state_dict, prefix)
+  params = dict(variables["params"])
+  fc6, fc7 = params["fc6"], params["fc7"]
+  if variant == "deeplab":
+    params["fc6"] = {"kernel": fc6["kernel"][::2, ::2], "bias": fc6["bias"]}
+  else:
+    params["fc6"] = {"kernel": fc6["kernel"][::3, ::3, :, ::4], "bias": fc6["bias"][::4]}
+    params["fc7"] = {"kernel": fc7["kernel"][:, :, ::4, ::4], "bias": fc7["bias"][::4]}
+  params = {k: {n: np.ascontiguousarray(a) for n, a in v.items()} for k, v in params.items()}
+  return ml_collections.ConfigDict({"backbone": "vgg16", "variant": variant}), {"params": params}
+
+
 for _depth in (18, 34, 50, 101, 152):
   register(f"resnet{_depth}")(functools.partial(convert_resnet_backbone, depth=_depth))
 register("vgg16")(convert_vgg16_fcn)
+register("vgg16_deeplab")(functools.partial(convert_vgg16_deeplab, variant="deeplab"))
+register("vgg16_deeplab_largefov")(functools.partial(convert_vgg16_deeplab, variant="deeplab_largefov"))
