@@ -8,7 +8,8 @@ Measured here (2-core CPU shared with two other agents' jobs, data already built
 (2000 steps, median 4.7 steps/s, two evaluations); eval mask_AP 0.502 (AP50 0.786, AP75 0.557, APs 0.467, APm
 0.765), box_AP 0.510 on the 200 validation images. The inference area filter (`min_mask_area`) is the reference's
 level strides scaled by 1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12
-pixels, the same run's checkpoint gives mask_AP 0.478.
+pixels, the same run's checkpoint gives mask_AP 0.478. Rerun 2026-12-03 at load average 8-15: the same mask_AP
+0.502, 19 min 33 s wall, 8 min 50 s of CPU time (user 7:10, sys 1:41).
 """
 from segjax.config import base_config
 
