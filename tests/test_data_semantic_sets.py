@@ -1,4 +1,4 @@
-"""VOC 2012 + SBD, Cityscapes and ADE20K from tiny fake copies of their official layouts, built as the loop does."""
+"""VOC 2012 + SBD, Cityscapes, ADE20K and CamVid from tiny fake copies of their official layouts, built as the loop does."""
 import json
 import logging
 import os
@@ -229,6 +229,33 @@ def test_ade20k_values_shift_and_other_is_ignored(tmp_path):
   assert len(set(info.semantic_class_names)) == 150
 
 
+def test_camvid_unlabelled_is_ignored(tmp_path):
+  """SegNet's CamVid: PNG frames, annotations 0..10 and 11 = Unlabelled; a value of 12 names its file."""
+  rng, root, expected = np.random.default_rng(0), tmp_path / "CamVid", {}
+  for split, count in (("train", 3), ("val", 1), ("test", 1)):
+    os.makedirs(root / split)
+    os.makedirs(root / f"{split}annot")
+    for k in range(count):
+      name = f"{split}_{k:04d}"
+      expected[name] = _rgb(rng, 12, 16), _labels(rng, 12, 16, list(range(12)))
+      Image.fromarray(expected[name][0]).save(root / split / f"{name}.png")
+      Image.fromarray(expected[name][1], mode="L").save(root / f"{split}annot" / f"{name}.png")
+  config = _config("camvid", root, tmp_path / "tfds", "train", "test")
+  train_ids = lambda label: np.where(label == 11, 255, label)
+  _assert_split(config, "train", [n for n in expected if n.startswith("train")], expected, train_ids,
+                exact_images=True)
+  _assert_split(config, "test", ["test_0000"], expected, train_ids, exact_images=True)
+  info = pipeline.dataset_info(config)
+  assert (info.num_semantic_classes, info.num_thing_classes, info.num_train, info.num_eval) == (11, 0, 3, 1)
+  assert info.semantic_class_names[0] == "sky" and info.semantic_class_names[10] == "bicyclist"
+  path = root / "valannot" / "val_0000.png"
+  label = expected["val_0000"][1].copy()
+  label[0, 0] = 12
+  Image.fromarray(label, mode="L").save(path)
+  with pytest.raises(DatasetError, match=rf"{path}: label values \[12\] are not in the camvid table"):
+    pipeline.prepare(_config("camvid", root, tmp_path / "tfds", "train", "val"))
+
+
 def _voc_config_at(base):
   root, sbd_root, _ = write_voc(base)
   return _config("voc", root, base / "tfds", "train_aug", "val", sbd_root=str(sbd_root))
@@ -295,7 +322,7 @@ def test_cityscapes_and_ade20k_errors_name_the_file(tmp_path):
 
 
 def test_unknown_name_is_an_error_naming_the_field(tmp_path):
-  with pytest.raises(ValueError, match=r"config.dataset.name must be one of .*'ade20k'; got 'pascal'"):
+  with pytest.raises(ValueError, match=r"config.dataset.name must be one of .*'camvid'; got 'pascal'"):
     pipeline.prepare(_config("pascal", tmp_path, tmp_path / "tfds", "train", "val"))
 
 
