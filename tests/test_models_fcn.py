@@ -204,3 +204,53 @@ def test_tiny_fcn8s_trains_without_recompiling():
     losses.append(float(value))
   assert np.mean(losses[-4:]) < 0.7 * losses[0], losses
   assert len(traces) == 1
+
+
+def _experiment(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from train_util import REPO  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  return importlib.import_module(f"experiments.{name}")
+
+
+@pytest.mark.parametrize("name, num_classes, fields", [
+    ("fcn8s_vgg16_voc", 21, ("Table 3", "62.2", "62.7", "65.4", "0.01", "0.0001", "Schedule:", "What differs:",
+                             "Not run here")),
+    ("crf_rnn_fcn8s_voc", 21, ("Table 1", "72.0", "74.7", "1e-13", "Schedule:", "What differs:", "Not run here")),
+    ("demo_crf_rnn", 7, ("Not a paper row", "Measured here"))])
+def test_experiment_configs_build_and_say_what_they_reproduce(name, num_classes, fields):
+  module = _experiment(name)
+  doc = module.__doc__
+  assert f"python -m segjax.main --config=experiments/{name}.py" in doc
+  assert all(field in doc for field in fields), [f for f in fields if f not in doc]
+  config = module.get_config()
+  model_lib = get_model(config.model.name)
+  model = model_lib.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": num_classes}))
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  outputs = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
+  assert outputs["logits"].shape == (1, 64, 64, num_classes)
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  jax.eval_shape(make_optimizer(config).init, variables["params"])  # every optimizer.frozen pattern matches
+  if name.endswith("_voc"):
+    assert (config.dataset.name, config.dataset.root, config.dataset.train_split, config.dataset.eval_split) == (
+        "voc", "~/data/VOCdevkit", "train_aug", "val")
+    assert config.model.get("base", config.model).skip_scales == (0.01, 0.0001)  # the at-once FCN-8s, both
+  if name == "crf_rnn_fcn8s_voc":
+    assert (config.model.crf.train_iterations, config.model.crf.test_iterations) == (5, 10)
+
+
+def test_demo_crf_rnn_trains_through_the_loop(tmp_path):
+  from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from train_util import read_metrics  # pylint: disable=g-import-not-at-top
+  config = _experiment("demo_crf_rnn").get_config()
+  config.update({"batch_size": 8, "total_steps": 4, "log_every_steps": 1, "eval_every_steps": 4,
+                 "checkpoint_every_steps": 4, "num_pictures": 2})
+  config.model.base.width = 8
+  config.dataset.update({"image_size": (64, 64), "num_train": 24, "num_val": 10, "root": str(tmp_path / "data"),
+                         "data_dir": str(tmp_path / "data_tfds")})
+  metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+  train = read_metrics(tmp_path / "workdir")
+  assert len(train) == 4 and all(np.isfinite(r["loss"]) and r["crf_overflow"] == 0 for r in train)
+  assert 0.0 <= metrics["mIoU"] <= 1.0
