@@ -8,8 +8,11 @@ import numpy as np
 import optax
 import pytest
 
+from segjax.backbones.vgg import VGG16
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import fcn, get_model
+from segjax.train import pretrained
+from segjax.weights import torchvision as tv_weights
 
 torch = pytest.importorskip("torch")
 
@@ -237,8 +240,17 @@ def test_experiment_configs_build_and_say_what_they_reproduce(name, num_classes,
     assert (config.dataset.name, config.dataset.root, config.dataset.train_split, config.dataset.eval_split) == (
         "voc", "~/data/VOCdevkit", "train_aug", "val")
     assert config.model.get("base", config.model).skip_scales == (0.01, 0.0001)  # the at-once FCN-8s, both
+  # The docstrings' --config.init_from: converted torchvision VGG-16 into the FCN's backbone, the FCN-8s run's
+  # checkpoint into CRF-RNN's base; merge_pretrained raises where an array has no place of its shape.
+  if name == "fcn8s_vgg16_voc":
+    saved = tv_weights.abstract_variables(VGG16(variant="fcn"))
+    merged = jax.eval_shape(pretrained.merge_pretrained, variables, saved)
+    assert merged["params"]["backbone"]["fc6"]["kernel"].shape == (7, 7, 512, 4096)
   if name == "crf_rnn_fcn8s_voc":
     assert (config.model.crf.train_iterations, config.model.crf.test_iterations) == (5, 10)
+    fcn_config = _experiment("fcn8s_vgg16_voc").get_config()
+    saved = jax.eval_shape(lambda x: build(fcn_config.model, num_classes).init(jax.random.key(0), x), x)
+    jax.eval_shape(pretrained.merge_pretrained, variables, {"params": saved["params"]})
 
 
 def test_demo_crf_rnn_trains_through_the_loop(tmp_path):
