@@ -131,6 +131,37 @@ def test_vgg_fcn_outputs_have_the_input_size(skips, upsampling):
   assert all(set(heads[k]) == {"kernel"} for k in upsampling)  # no bias, as bias_term: false
 
 
+def coord_map(layers):
+  """(scale, shift) with data coordinate = scale * index + shift after `layers`, as caffe.coord_map composes them:
+  a conv or pool (k, s, pad) maps output o to input s o + (k - 1) / 2 - pad, a deconvolution (k, s) the inverse."""
+  scale, shift = 1.0, 0.0
+  for kind, k, s, pad in layers:
+    a, b = (s, (k - 1) / 2 - pad) if kind == "conv" else (1 / s, -(k - 1) / 2 / s)
+    scale, shift = scale * a, scale * b + shift
+  return scale, shift
+
+
+def test_crop_offsets_are_caffes_coord_map():
+  """score_pool4c, score_pool3c and score of voc-fcn8s (5, 9, 31), voc-fcn16s (5, 27), voc-fcn32s (19) follow from
+  the layer geometry alone: the index in the cropped blob of the reference blob's first cell."""
+  trunk = [("conv", 3, 1, 100)] + [("conv", 3, 1, 1) if isinstance(l, tuple) else ("conv", 2, 2, 0) for l in VGG][1:]
+  pool3, pool4 = trunk[:VGG.index("pool3") + 1], trunk[:VGG.index("pool4") + 1]
+  score_fr = trunk + [("conv", 7, 1, 0), ("conv", 1, 1, 0), ("conv", 1, 1, 0)]
+  upscore2 = score_fr + [("deconv", 4, 2, 0)]
+  upscore_pool4 = upscore2 + [("deconv", 4, 2, 0)]
+
+  def offset(cropped, reference):
+    (a, b), (c, d) = coord_map(cropped), coord_map(reference)
+    assert a == c
+    return (d - b) / a
+
+  assert (offset(pool4, upscore2), offset(pool3, upscore_pool4)) == (fcn._SKIP_OFFSETS["pool4"],
+                                                                     fcn._SKIP_OFFSETS["pool3"])
+  for num_skips, (name, factor, crop) in fcn._LAST_UPSAMPLING.items():
+    last = [score_fr, upscore2, upscore_pool4][num_skips] + [("deconv", 2 * factor, factor, 0)]
+    assert offset(last, []) == crop, name
+
+
 def numpy_bilinear(x, factor):
   """float64 bilinear interpolation of [H, W] on Caffe's deconvolution grid: output o samples the input at
   (o - f + 1/2) / f (the centre of the 2f kernel); NaN where that lies outside the input."""
