@@ -18,17 +18,19 @@ class BilinearUpsample(nn.Module):
   """Transposed convolution with stride f and kernel 2f whose output is exactly f times the input size.
 
   The geometry of torch's ConvTranspose2d(k=2f, s=f, padding=f/2); at its bilinear initialisation it equals
-  jax.image.resize(..., "linear") away from the border.
+  jax.image.resize(..., "linear") away from the border. With full=True, Caffe's Deconvolution without padding (the
+  FCN prototxts): (H + 1) f outputs, the f/2 more on each side that the crops of the VGG-16 FCN expect.
   """
   factor: int
   channels: int
+  full: bool = False
 
   @nn.compact
   def __call__(self, x):
     f = self.factor
     kernel = self.param("kernel", lambda *_: jnp.asarray(bilinear_kernel(f, self.channels)))
     # lax.conv_transpose pads the stride-dilated input: torch's padding p is k - 1 - p per side here.
-    pad = 2 * f - 1 - f // 2
+    pad = 2 * f - 1 - (0 if self.full else f // 2)
     return jax.lax.conv_transpose(x, kernel.astype(x.dtype), (f, f), ((pad, pad), (pad, pad)),
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
