@@ -21,7 +21,7 @@ What differs: train_aug (SBD train + val with VOC 2012 train, 10,582 images) rat
 evaluation on VOC 2012 val (1,449 images), not seg11valid; no lr_mult 2 / no weight decay for biases; RGB inputs
 in [0, 1] for torchvision's VGG-16 rather than Caffe's mean-subtracted BGR 0..255; batch 20 needs a device count
 that divides it (--config.batch_size=16 on 8 devices).
-Not run here: the VOC reader (`config.dataset.name = "voc"`) is not in segjax yet, and this CPU could not train it.
+Not run here: this CPU could not train it (the VOC reader, `config.dataset.name = "voc"`, is segjax/data/voc.py).
 """
 import ml_collections
 
