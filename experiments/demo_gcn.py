@@ -3,8 +3,10 @@
   python -m segjax.main --config=experiments/demo_gcn.py --workdir=workdirs/demo_gcn
 
 Not a paper row: a smoke-sized run of the Fig. 2 architecture on 2 CPU cores, trained from scratch. Target: mIoU
-well above chance on the synthetic validation split in minutes.
-Measured here: not yet (see the commit that adds a measurement).
+>= 0.80 on the synthetic validation split in under 10 minutes.
+Measured here (2-core CPU shared with other engineers' jobs, load ~12, data already built, 2026-12-03): 8 min 20 s
+in all (600 steps, median 1.5 steps/s, one evaluation); eval mIoU 0.865, pixel_acc 0.969, mean_acc 0.919, fwIoU 0.941
+on the 200 validation images.
 """
 from segjax.config import base_config
 

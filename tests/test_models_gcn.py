@@ -26,8 +26,10 @@ class TorchGCN(nn.Module):
   def __init__(self, cin, cout, k):
     super().__init__()
     p = k // 2
-    self.left = nn.Sequential(nn.Conv2d(cin, cout, (k, 1), padding=(p, 0)), nn.Conv2d(cout, cout, (1, k), padding=(0, p)))
-    self.right = nn.Sequential(nn.Conv2d(cin, cout, (1, k), padding=(0, p)), nn.Conv2d(cout, cout, (k, 1), padding=(p, 0)))
+    self.left = nn.Sequential(nn.Conv2d(cin, cout, (k, 1), padding=(p, 0)),
+                              nn.Conv2d(cout, cout, (1, k), padding=(0, p)))
+    self.right = nn.Sequential(nn.Conv2d(cin, cout, (1, k), padding=(0, p)),
+                               nn.Conv2d(cout, cout, (k, 1), padding=(p, 0)))
 
   def forward(self, x):
     return self.left(x) + self.right(x)
