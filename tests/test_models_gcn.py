@@ -120,7 +120,8 @@ def test_r152_voc_parameter_count():
   module = gcn.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 21}))
   variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x),
                              jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-  assert _count(variables) == _torch_decoder_count(torchvision.models.resnet152(weights=None), 21, 15)
+  with torch.device("meta"):  # shapes only, no initialisation
+    assert _count(variables) == _torch_decoder_count(torchvision.models.resnet152(weights=None), 21, 15)
 
 
 def test_tiny_gcn_trains_without_recompiling():
