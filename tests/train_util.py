@@ -46,3 +46,44 @@ def run_cli(workdir, data_root, extra=(), env=None, **overrides):
 def read_metrics(workdir, split="train"):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def fit_semantic(module, loss_fn, images, labels, steps, learning_rate=3e-3):
+  """Adam on one fixed batch through one jitted step; returns (losses, number of traces, final variables)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  variables = module.init(jax.random.key(0), images[:1], train=False)
+  optimizer = optax.adam(learning_rate)
+  traces = []
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, batch, key):
+    traces.append(1)
+
+    def objective(params):
+      outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": key})
+      return loss_fn(outputs, batch)[0], updates
+
+    (value, updates), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, deltas), updates["batch_stats"], opt_state, value
+
+  params, batch_stats, opt_state = variables["params"], variables["batch_stats"], optimizer.init(variables["params"])
+  losses = []
+  for i in range(steps):  # a fresh batch dict (same shapes) each step, as a data pipeline gives
+    batch = {"image": jax.numpy.asarray(images), "semantic": jax.numpy.asarray(labels)}
+    params, batch_stats, opt_state, value = step(params, batch_stats, opt_state, batch, jax.random.key(i))
+    losses.append(float(value))
+  return losses, len(traces), {"params": params, "batch_stats": batch_stats}
+
+
+def blocky_batch(num_classes, blocks=6, block=8, batch=2, seed=0):
+  """Images whose colour tells the class of each block x block square (some rows ignored: 255)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  labels = np.kron(rng.integers(0, num_classes, size=(batch, blocks, blocks)), np.ones((block, block), np.int32))
+  size = blocks * block
+  images = (np.eye(3)[labels % 3] * 0.6 + rng.uniform(0, 0.4, size=(batch, size, size, 3))).astype(np.float32)
+  labels[:, :4] = 255
+  return images, labels

@@ -24,7 +24,9 @@ _MODELS = {
     "dense_crf": "segjax.models.dense_crf",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
+    "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "pspnet": "segjax.models.pspnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
 }

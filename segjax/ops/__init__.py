@@ -1,4 +1,5 @@
-"""Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, deformable convolution, masks, losses, CRFs."""
+"""Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, deformable convolution,
+masks, losses, CRFs."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
 from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode_boxes, encode_boxes,
@@ -8,6 +9,7 @@ from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, sof
 from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import match_boxes, sample_balanced
 from segjax.ops.mask_nms import matrix_nms
+from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)

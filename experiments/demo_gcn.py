@@ -1,0 +1,31 @@
+"""GCN + BR on the synthetic data: a narrow ResNet-18 with a GCN (k = 15) and BR blocks on C2..C5.
+
+  python -m segjax.main --config=experiments/demo_gcn.py --workdir=workdirs/demo_gcn
+
+Not a paper row: a smoke-sized run of the Fig. 2 architecture on 2 CPU cores, trained from scratch. Target: mIoU
+>= 0.80 on the synthetic validation split in under 10 minutes.
+Measured here (2-core CPU shared with other engineers' jobs, load ~12, data already built, 2026-12-03): 8 min 20 s
+in all (600 steps, median 1.5 steps/s, one evaluation); eval mIoU 0.865, pixel_acc 0.969, mean_acc 0.919, fwIoU 0.941
+on the 200 validation images.
+"""
+from segjax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.batch_size = 8
+  config.total_steps = 600
+  config.log_every_steps = 50
+  config.eval_every_steps = 600
+  config.checkpoint_every_steps = 600
+  config.model.name = "gcn"
+  config.model.depth = 18
+  config.model.width = 16
+  config.model.kernel_size = 15
+  del config.model.skips, config.model.output_stride
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 50
+  return config

@@ -1,0 +1,35 @@
+"""PSPNet on the synthetic data: a narrow dilated ResNet-18 with the pyramid pooling head and the auxiliary head.
+
+  python -m segjax.main --config=experiments/demo_pspnet.py --workdir=workdirs/demo_pspnet
+
+Not a paper row: a smoke-sized run of PSPNet (output stride 8, bins 1, 2, 3, 6, auxiliary loss weight 0.4) on
+2 CPU cores, trained from scratch. Target: mIoU >= 0.80 on the synthetic validation split in under 10 minutes.
+Measured here (2-core CPU shared with other engineers' jobs, load ~13, data already built, 2026-12-03): 8 min 15 s
+in all (400 steps, median 1.1 steps/s, one evaluation); eval mIoU 0.869, pixel_acc 0.969, mean_acc 0.927, fwIoU 0.942
+on the 200 validation images; at step 400 the main loss was 0.088 and the auxiliary 0.173. 600 steps did not fit
+in 10 minutes on this machine.
+"""
+from segjax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.batch_size = 8
+  config.total_steps = 400
+  config.log_every_steps = 50
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
+  config.model.name = "pspnet"
+  config.model.depth = 18
+  config.model.width = 16
+  config.model.output_stride = 8
+  config.model.bins = (1, 2, 3, 6)
+  config.model.aux = True
+  config.model.aux_weight = 0.4
+  del config.model.skips
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 50
+  return config

@@ -1,0 +1,79 @@
+"""PSPNet (Zhao et al., Pyramid Scene Parsing Network, CVPR 2017).
+
+A dilated ResNet at output stride 8 (Sec. 3.3), the pyramid pooling module on C5 (bins 1, 2, 3, 6, each reduced to
+C/4 channels; `segjax.layers.ppm`), a 3x3 conv of 512 + BN + ReLU, dropout 0.1 and a 1x1 classifier, with the
+logits resized to the input with aligned corners as the Caffe Interp layer does. Deep supervision (Sec. 3.4): an
+auxiliary FCN head on C4 (res4b22 in the paper; 3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1), trained with weight
+`aux_weight` (0.4) and dropped at test time.
+
+The backbone is torchvision's ResNet, so converted ImageNet weights fit; the paper's (and the released Caffe
+models') ResNet differs in two places: a deep stem of three 3x3 convs (64, 64, 128 channels) instead of one 7x7
+conv of 64, and the stride on the first 1x1 conv of a stage instead of the 3x3 (v1 vs. v1.5). So the stem holds
+fewer parameters (9,536 vs. 112,832 in conv + BN for ResNet-50), layer1 sees 64 channels instead of 128, and
+converted Caffe PSPNet weights do not fit this layout.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segjax.backbones.resnet import ResNet
+from segjax.layers.norms import norm_layer
+from segjax.layers.ppm import PyramidPooling
+from segjax.models import deeplab
+from segjax.ops.pooling import resize_align_corners
+
+TASK = "semantic"
+BATCH_KEYS = ("image", "semantic")
+
+
+class PSPHead(nn.Module):
+  """Pyramid pooling + 3x3 conv (no bias) + BN + ReLU + dropout + 1x1 classifier: C5 [N,h,w,C] -> scores [N,h,w,L]."""
+  num_classes: int
+  bins: tuple[int, ...] = (1, 2, 3, 6)
+  features: int = 512
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = PyramidPooling(self.bins, dtype=self.dtype, name="ppm")(x, train)
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                name="bottleneck_conv")(y)
+    y = nn.relu(norm_layer("batch", train=train, dtype=self.dtype)(name="bottleneck_bn")(y))
+    y = nn.Dropout(0.1, deterministic=not train)(y)
+    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+
+
+class PSPNet(nn.Module):
+  """images [N,H,W,3] -> {"logits" [N,H,W,L]} (+ "aux_logits" from C4 when `aux`)."""
+  num_classes: int
+  depth: int = 50
+  width: int = 64
+  output_stride: int = 8
+  bins: tuple[int, ...] = (1, 2, 3, 6)
+  aux: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    if not self.bins or min(self.bins) < 1:
+      raise ValueError(f"config.model.bins must be positive pyramid sizes; got {self.bins}")
+    size = images.shape[1:3]
+    features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride, dtype=self.dtype,
+                      name="backbone")(images, train=train)
+    scores = PSPHead(self.num_classes, self.bins, dtype=self.dtype, name="classifier")(features["C5"], train)
+    outputs = {"logits": resize_align_corners(scores.astype(jnp.float32), size)}
+    if self.aux:
+      aux = deeplab.FCNHead(self.num_classes, dtype=self.dtype, name="aux_classifier")(features["C4"], train)
+      outputs["aux_logits"] = resize_align_corners(aux.astype(jnp.float32), size)
+    return outputs
+
+
+def build(model_config, info):
+  return PSPNet(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
+                output_stride=model_config.output_stride, bins=tuple(model_config.bins), aux=model_config.aux,
+                dtype=jnp.dtype(model_config.dtype))
+
+
+loss = deeplab.loss  # Sec. 3.4: cross entropy (255 ignored) + aux_weight x the auxiliary head's.
+predict = deeplab.predict

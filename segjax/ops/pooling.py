@@ -1,0 +1,55 @@
+"""Separable resampling of NHWC maps by fixed [out, in] matrices: adaptive average pooling and corner-aligned
+bilinear resizing (PSPNet's pyramid pooling and Caffe Interp layer). Shapes are static, so the matrices are NumPy
+constants and both ops are one einsum, differentiable and exact in float32."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _adaptive_bins(size: int, bins: int) -> np.ndarray:
+  """[bins, size] averaging matrix with torch's bins: row i averages [floor(i*size/bins), ceil((i+1)*size/bins))."""
+  matrix = np.zeros((bins, size), np.float32)
+  for i in range(bins):
+    start, end = (i * size) // bins, -(-(i + 1) * size // bins)
+    matrix[i, start:end] = 1.0 / (end - start)
+  return matrix
+
+
+def _align_corners_taps(size: int, out: int) -> np.ndarray:
+  """[out, size] linear interpolation matrix; output j samples input j * (size - 1) / (out - 1) (0 when out is 1)."""
+  scale = (size - 1) / (out - 1) if out > 1 else 0.0
+  source = np.arange(out) * scale
+  low = np.minimum(np.floor(source).astype(np.int64), size - 1)
+  high = np.minimum(low + 1, size - 1)
+  frac = (source - low).astype(np.float32)
+  matrix = np.zeros((out, size), np.float32)
+  np.add.at(matrix, (np.arange(out), low), 1.0 - frac)
+  np.add.at(matrix, (np.arange(out), high), frac)
+  return matrix
+
+
+def _separable(x: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
+  y = jnp.einsum("ih,nhwc->niwc", jnp.asarray(rows, x.dtype), x, precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum("jw,niwc->nijc", jnp.asarray(cols, x.dtype), y, precision=jax.lax.Precision.HIGHEST)
+
+
+def _check(x: jax.Array, size: tuple[int, int], name: str) -> tuple[int, int]:
+  if x.ndim != 4:
+    raise ValueError(f"{name}: x must be [N, H, W, C]; got shape {x.shape}")
+  h, w = (int(s) for s in size)
+  if h < 1 or w < 1:
+    raise ValueError(f"{name}: output size must be positive; got {size}")
+  return h, w
+
+
+def adaptive_avg_pool2d(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+  """torch.nn.functional.adaptive_avg_pool2d on NHWC: x [N,H,W,C] -> [N,h,w,C] (bins may overlap)."""
+  h, w = _check(x, output_size, "adaptive_avg_pool2d")
+  return _separable(x, _adaptive_bins(x.shape[1], h), _adaptive_bins(x.shape[2], w))
+
+
+def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Bilinear resize x [N,H,W,C] -> [N,h,w,C] as torch F.interpolate(mode="bilinear", align_corners=True)
+  and Caffe's Interp layer: the corner pixels of input and output coincide."""
+  h, w = _check(x, size, "resize_align_corners")
+  return _separable(x, _align_corners_taps(x.shape[1], h), _align_corners_taps(x.shape[2], w))

@@ -1,0 +1,72 @@
+"""adaptive_avg_pool2d and resize_align_corners against torch (values and gradients), one compile per shape."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax.ops import adaptive_avg_pool2d, resize_align_corners
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _compare(ours, reference, x, out_hw):
+  """Values and input gradients of sum(op(x) * g) for a random g, NHWC here and NCHW in torch."""
+  rng = np.random.default_rng(1)
+  g = rng.normal(size=(x.shape[0], *out_hw, x.shape[3])).astype(np.float32)
+  value, grad = jax.value_and_grad(lambda x: (ours(x) * g).sum())(jnp.asarray(x))
+  y = jax.jit(ours)(x)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+  yt = reference(xt)
+  (yt * torch.from_numpy(g.transpose(0, 3, 1, 2).copy())).sum().backward()
+  # float32 sums of up to ~100 terms (gradients of a 10x upsampling): 1e-5 relative to the largest value.
+  for a, b in ((y, yt.detach().numpy()), (grad, xt.grad.numpy())):
+    b = b.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, np.abs(b).max()))
+  assert np.isfinite(value)
+
+
+@pytest.mark.parametrize("bins", [1, 2, 3, 6])
+@pytest.mark.parametrize("hw", [(13, 17), (7, 9), (60, 60)])
+def test_adaptive_avg_pool_matches_torch(bins, hw):
+  """torch's bins [floor(i H / n), ceil((i + 1) H / n)) overlap on odd sizes (13 / 6); 60 is PSPNet's 473 map."""
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
+  _compare(lambda x: adaptive_avg_pool2d(x, (bins, bins)), lambda x: F.adaptive_avg_pool2d(x, (bins, bins)), x,
+           (bins, bins))
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((1, 1), (7, 9)), ((2, 3), (13, 17)), ((6, 6), (60, 60)),
+                                          ((60, 60), (473, 473)), ((13, 17), (5, 4)), ((5, 7), (1, 1))])
+def test_resize_align_corners_matches_torch(in_hw, out_hw):
+  """Up (PSPNet's pooled bins to the map, the 60 -> 473 logits) and down, including 1-pixel sides."""
+  x = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
+  _compare(lambda x: resize_align_corners(x, out_hw),
+           lambda x: F.interpolate(x, size=out_hw, mode="bilinear", align_corners=True), x, out_hw)
+
+
+def test_rows_average_what_they_cover():
+  """A float64 NumPy check of one overlapping bin: H = 13, n = 6, bin 2 covers rows floor(26/6)=4 .. ceil(39/6)=7."""
+  x = np.random.default_rng(0).normal(size=(1, 13, 1, 1))
+  y = adaptive_avg_pool2d(jnp.asarray(x, jnp.float32), (6, 1))
+  np.testing.assert_allclose(y[0, 2, 0, 0], x[0, 4:7, 0, 0].mean(), rtol=1e-6)
+
+
+def test_second_batch_does_not_recompile():
+  traces = []
+
+  @jax.jit
+  def both(x):
+    traces.append(1)
+    return resize_align_corners(adaptive_avg_pool2d(x, (3, 3)), x.shape[1:3])
+
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    both(rng.normal(size=(2, 11, 15, 4)).astype(np.float32)).block_until_ready()
+  assert len(traces) == 1
+
+
+def test_bad_input_is_named():
+  with pytest.raises(ValueError, match="adaptive_avg_pool2d.*N, H, W, C"):
+    adaptive_avg_pool2d(jnp.zeros((4, 4, 3)), (2, 2))
+  with pytest.raises(ValueError, match="resize_align_corners.*positive"):
+    resize_align_corners(jnp.zeros((1, 4, 4, 3)), (0, 2))
