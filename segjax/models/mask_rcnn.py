@@ -71,16 +71,26 @@ class MaskRCNN(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
+    return self.detect(self.pyramid(images, train), images.shape[1:3], train, targets)
+
+  def pyramid(self, images, train):
+    """images [N, H, W, 3] -> the FPN levels [P2, ..., P6] (submodules "backbone", "fpn")."""
     c = self.config
-    n, h, w, _ = images.shape
+    h, w = images.shape[1:3]
     if h % 32 or w % 32:
-      raise ValueError(f"mask_rcnn: image height and width must be multiples of 32 (FPN P6); got {(h, w)}")
+      raise ValueError(f"{c.name}: image height and width must be multiples of 32 (FPN P6); got {(h, w)}")
     dtype = jnp.dtype(c.dtype)
     x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
     features = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")(x, train=train)
     pyramid = FPN(c.fpn_channels, dtype=dtype, name="fpn")(features)
-    levels = [pyramid[f"P{k}"] for k in range(2, 7)]
+    return [pyramid[f"P{k}"] for k in range(2, 7)]
 
+  def detect(self, levels, image_hw, train, targets):
+    """RPN and RoI heads on the FPN levels: `__call__`'s outputs (submodules "rpn_head", "box_head", "mask_head")."""
+    c = self.config
+    n = levels[0].shape[0]
+    h, w = image_hw
+    dtype = jnp.dtype(c.dtype)
     num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios)
     objectness, deltas = rpn.RPNHead(num_anchors, dtype=dtype, name="rpn_head")(levels)
     anchors = fpn_anchors((h, w), [l.shape[1:3] for l in levels], c.anchor_sizes, c.aspect_ratios)
@@ -155,9 +165,9 @@ class MaskRCNN(nn.Module):
     return outputs
 
 
-def _config(overrides) -> ml_collections.FrozenConfigDict:
-  """model_config() updated with `overrides`; an unknown key is an error, not silently ignored."""
-  config = model_config()
+def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
+  """`defaults` (model_config() if None) updated with `overrides`; an unknown key is an error, not silently ignored."""
+  config = model_config() if defaults is None else defaults
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")
