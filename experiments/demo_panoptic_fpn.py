@@ -13,6 +13,9 @@ from segjax.models import panoptic_fpn
 
 def get_config():
   config = demo_mask_rcnn.get_config()
+  config.total_steps = 1200
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
   model = panoptic_fpn.model_config()
   model.update({k: v for k, v in config.model.items() if k != "name"})
   model.update({"semantic_channels": 32, "stuff_area_threshold": 218})
