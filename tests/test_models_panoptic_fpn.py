@@ -1,6 +1,7 @@
-"""Panoptic FPN: the semantic branch against a torch version of Fig. 3 written here, the thing -> "other" labels
-against NumPy, a tiny model's loss falls without recompiling for 0 and max_instances instances, its merged output
-has the contract's shapes, the experiment configs build and follow detectron2's schedule."""
+"""Panoptic FPN: the semantic branch against a torch version of Fig. 3 written here (outputs, parameter count), the
+thing -> "other" labels against NumPy, a tiny model's loss falls without recompiling for 0 and max_instances
+instances, its merged output has the contract's shapes, the experiment configs build and follow detectron2's
+schedule."""
 import importlib
 import types
 
@@ -65,6 +66,7 @@ def test_semantic_head_shapes_and_parity_with_torch():
 
   params = variables["params"]
   reference = TorchSemanticFPN(16, 32, 5)
+  assert sum(x.size for x in jax.tree.leaves(params)) == sum(p.numel() for p in reference.parameters())
   with torch.no_grad():
     for k, ops in enumerate(reference.scale_heads):
       convs = [m for m in ops if isinstance(m, torch.nn.Conv2d)]
