@@ -22,7 +22,8 @@ IS_THING = (True, True, True, True, False, False, False)
 
 
 def _info(is_thing=IS_THING):
-  categories = tuple(coco.Category(id=k + 1, name=f"c{k}", supercategory="", isthing=int(t)) for k, t in enumerate(is_thing))
+  categories = tuple(coco.Category(id=k + 1, name=f"c{k}", supercategory="", isthing=int(t))
+                     for k, t in enumerate(is_thing))
   return types.SimpleNamespace(num_thing_classes=sum(is_thing), categories=categories)
 
 
@@ -193,7 +194,8 @@ def test_experiment_configs_build(name):
   config = importlib.import_module(f"experiments.{name}").get_config()
   is_thing = (True,) * 80 + (False,) * 53 if "coco" in name else IS_THING
   module = panoptic_fpn.build(config.model, _info(is_thing))
-  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), images)
   assert shapes["params"]["box_head"]["cls_score"]["kernel"].shape[-1] == sum(is_thing) + 1
   assert shapes["params"]["semantic_head"]["predictor"]["kernel"].shape[-1] == len(is_thing) - sum(is_thing) + 1
   jax.eval_shape(make_optimizer(config).init, shapes["params"])  # config.optimizer.frozen matches parameters
