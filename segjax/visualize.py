@@ -4,6 +4,8 @@ import os
 import numpy as np
 from PIL import Image
 
+IGNORE_LABEL = 255
+
 
 def palette(num_colors: int = 256) -> np.ndarray:
   """The PASCAL VOC colour map: [num_colors, 3] uint8, label 255 drawn white by convention of the devkit."""
@@ -42,6 +44,17 @@ def instance_labels(masks, keep) -> np.ndarray:
   return labels
 
 
+def segments_panel(image, truth, predicted) -> np.ndarray:
+  """input | truth | prediction for segment ids [H, W]: each segment its own colour, 0 (none, VOID) the image."""
+  colour = lambda ids: np.where(ids > 0, (ids - 1) % 254 + 1, 0)  # palette colours 1..254 (255 is white)
+  panel = semantic_panel(image, colour(truth), colour(predicted))
+  plain, width = panel[:, :image.shape[1]], image.shape[1] + 2
+  for column, labels in ((1, truth), (2, predicted)):
+    part = panel[:, column * width:column * width + image.shape[1]]
+    part[labels == 0] = plain[labels == 0]
+  return panel
+
+
 def _save_rows(path, rows) -> str:
   gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
   picture = np.concatenate([x for row in rows for x in (row, gap)][:-1], axis=0)
@@ -58,13 +71,19 @@ def save_semantic_pictures(path: str, images, ground_truths, predictions) -> str
 def save_instance_pictures(path: str, images, gt_masks, gt_valid, masks, scores, valid,
                            score_threshold: float = 0.5) -> str:
   """One panel per image: input | ground-truth instances | detections scoring >= `score_threshold`."""
-  rows = []
-  for image, gm, gv, m, s, v in zip(images, gt_masks, gt_valid, masks, scores, valid):
-    truth, predicted = instance_labels(gm, gv), instance_labels(m, v & (s >= score_threshold))
-    panel = semantic_panel(image, truth, predicted)
-    plain, width = panel[:, :image.shape[1]], image.shape[1] + 2
-    for column, labels in ((1, truth), (2, predicted)):
-      part = panel[:, column * width:column * width + image.shape[1]]
-      part[labels == 0] = plain[labels == 0]  # background stays the image
-    rows.append(panel)
-  return _save_rows(path, rows)
+  return _save_rows(path, [segments_panel(i, instance_labels(gm, gv), instance_labels(m, v & (s >= score_threshold)))
+                           for i, gm, gv, m, s, v in zip(images, gt_masks, gt_valid, masks, scores, valid)])
+
+
+def ground_truth_segments(semantic, masks, valid) -> np.ndarray:
+  """A batch row's ground truth as segment ids [H, W]: valid instance k is k + 1, on top; elsewhere each semantic
+  class c is one segment M + 1 + c (M instance slots); 0 where the label is ignored."""
+  ids = np.where(semantic == IGNORE_LABEL, 0, len(masks) + 1 + semantic.astype(np.int32))
+  instances = instance_labels(masks, valid)
+  return np.where(instances > 0, instances, ids)
+
+
+def save_panoptic_pictures(path: str, images, semantic, gt_masks, gt_valid, panoptic) -> str:
+  """One panel per image: input | ground-truth segments | predicted segments (`panoptic` ids at input size)."""
+  return _save_rows(path, [segments_panel(image, ground_truth_segments(sem, gm, gv), predicted)
+                           for image, sem, gm, gv, predicted in zip(images, semantic, gt_masks, gt_valid, panoptic)])

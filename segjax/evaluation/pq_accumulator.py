@@ -70,6 +70,11 @@ class PQAccumulator:
                                              self._category_ids, self.offset, where)
       self._num_images += 1
 
+  @property
+  def stats(self) -> panoptic.PQStats:
+    """The statistics so far (to sum the accumulators of several processes)."""
+    return self._stats
+
   def result(self):
     """{"All" | "Things" | "Stuff": {"pq", "sq", "rq", "n"}, "per_class": {...}} as pq_compute."""
     return panoptic.pq_from_stats(self._stats, self.categories)

@@ -1,6 +1,6 @@
 """Models by name. Each model module defines:
 
-  TASK: "semantic" or "instance" (the loop picks the evaluator and the pictures from it);
+  TASK: "semantic", "instance" or "panoptic" (the loop picks the evaluator and the pictures from it);
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
@@ -9,6 +9,11 @@
     "instance": padded to K detections: boxes float32 [B, K, 4] (x1, y1, x2, y2, input pixels), scores
       [B, K], labels int32 [B, K] (thing labels 1..num_thing_classes), masks float32 [B, K, H, W]
       (probabilities at input size), valid bool [B, K].
+    "panoptic": the "instance" entries (box and mask AP are scored where the eval split has an instances JSON),
+      plus panoptic int32 [B, H, W] (segment ids at input size, 0 VOID) and its T segment rows, valid ones first
+      in id order: segment_id int32 [B, T], segment_category int32 [B, T] (the thing label 1..K where
+      segment_is_thing, else the stuff class 1..S, the S stuff categories in category-id order), segment_is_thing
+      bool, segment_score float32 (0 for stuff), segment_area int32, segment_valid bool.
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
@@ -26,6 +31,7 @@ _MODELS = {
     "faster_rcnn": "segjax.models.mask_rcnn",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "panoptic_fpn": "segjax.models.panoptic_fpn",
     "pspnet": "segjax.models.pspnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",

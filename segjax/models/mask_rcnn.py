@@ -102,21 +102,31 @@ class MaskRCNN(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
-    c = self.config
-    n, h, w, _ = images.shape
-    fpn = c.backbone == "fpn"
-    stride = 32 if fpn else 16  # P6 or C4
-    if h % stride or w % stride:
-      raise ValueError(f"mask_rcnn: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
-    dtype = jnp.dtype(c.dtype)
-    x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
-    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")
-    if fpn:
-      pyramid = FPN(c.fpn_channels, dtype=dtype, name="fpn")(backbone(x, train=train))
-      levels = [pyramid[f"P{k}"] for k in range(2, 7)]
-    else:
-      levels = [backbone(x, train=train, stop="C4")["C4"]]
+    return self.detect(*self.pyramid(images, train), images.shape[1:3], train, targets)
 
+  def pyramid(self, images, train):
+    """images [N, H, W, 3] -> (the backbone module, the RPN's levels): FPN, [P2, ..., P6] (submodules "backbone",
+    "fpn"); C4, [C4]."""
+    c = self.config
+    h, w = images.shape[1:3]
+    stride = 32 if c.backbone == "fpn" else 16  # P6 or C4
+    if h % stride or w % stride:
+      raise ValueError(f"{c.name}: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
+    x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
+    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
+    if c.backbone == "c4":
+      return backbone, [backbone(x, train=train, stop="C4")["C4"]]
+    pyramid = FPN(c.fpn_channels, dtype=jnp.dtype(c.dtype), name="fpn")(backbone(x, train=train))
+    return backbone, [pyramid[f"P{k}"] for k in range(2, 7)]
+
+  def detect(self, backbone, levels, image_hw, train, targets):
+    """RPN and RoI heads on the levels of `pyramid`: `__call__`'s outputs (submodules "rpn_head", "box_head",
+    "mask_head"; C4 runs the backbone's res5 on the RoIs)."""
+    c = self.config
+    fpn = c.backbone == "fpn"
+    n = levels[0].shape[0]
+    h, w = image_hw
+    dtype = jnp.dtype(c.dtype)
     num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios)
     objectness, deltas = rpn.RPNHead(num_anchors, dtype=dtype, name="rpn_head")(levels)
     anchors = fpn_anchors((h, w), [l.shape[1:3] for l in levels], c.anchor_sizes, c.aspect_ratios)
@@ -203,9 +213,10 @@ class MaskRCNN(nn.Module):
     return outputs
 
 
-def _config(overrides) -> ml_collections.FrozenConfigDict:
-  """model_config(backbone) updated with `overrides`; an unknown key is an error, not silently ignored."""
-  config = model_config(overrides.get("backbone", "fpn"))
+def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
+  """`defaults` (model_config(backbone) if None) updated with `overrides`; an unknown key is an error, not silently
+  ignored."""
+  config = model_config(overrides.get("backbone", "fpn")) if defaults is None else defaults
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")

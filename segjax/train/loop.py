@@ -12,6 +12,7 @@ from jax.experimental import multihost_utils
 from segjax import visualize
 from segjax.data import pipeline
 from segjax.evaluation.instance import InstanceEvaluator
+from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model
 from segjax.train import mesh as mesh_lib
@@ -71,7 +72,7 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
-_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid")}
+_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",)}
 
 
 def make_evaluator(task, info, workdir):
@@ -79,7 +80,9 @@ def make_evaluator(task, info, workdir):
     return SemanticEvaluator(info.num_semantic_classes)
   if task == "instance":
     return InstanceEvaluator(info, workdir)
-  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic' or 'instance'")
+  if task == "panoptic":
+    return PanopticEvaluator(info, workdir)
+  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance' or 'panoptic'")
 
 
 def save_pictures(task, path, local_batch, predictions, count):
@@ -88,6 +91,9 @@ def save_pictures(task, path, local_batch, predictions, count):
   predictions = {k: v[:count] for k, v in predictions.items()}
   if task == "semantic":
     visualize.save_semantic_pictures(path, batch["image"], batch["semantic"], predictions["labels"])
+  elif task == "panoptic":
+    visualize.save_panoptic_pictures(path, batch["image"], batch["semantic"], batch["masks"], batch["instance_valid"],
+                                     predictions["panoptic"])
   else:
     visualize.save_instance_pictures(path, batch["image"], batch["masks"], batch["instance_valid"],
                                      predictions["masks"], predictions["scores"], predictions["valid"])
