@@ -23,6 +23,7 @@ _MODELS = {
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
 }
