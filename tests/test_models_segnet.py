@@ -1,5 +1,6 @@
 """SegNet: the released prototxt's layer list and parameter count, CamVid shapes, unpooling at the encoder's maxima
-(against a NumPy loop), a tiny SegNet that trains without recompiling, and the configs."""
+(against a NumPy loop), a tiny SegNet that trains without recompiling, and the configs. DeconvNet: its released
+prototxt's layer list and parameter count."""
 import importlib
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from segjax.models import get_model, segnet
+from segjax.models import deconvnet, get_model, segnet
 
 # SegNet-Tutorial Models/segnet_train.prototxt, typed out layer by layer: (name, in channels, out channels).
 # Every convolution is 3x3 with a bias; all but conv1_1_D are followed by a "BN" layer (scale and shift).
@@ -176,3 +177,38 @@ def test_demo_segnet_trains_through_the_loop(tmp_path):
   train = read_metrics(tmp_path / "workdir")
   assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0
+
+
+# DeconvNet's released DeconvNet_inference_deploy.prototxt, typed out: (name, kernel, in, out, batch norm).
+DECONVNET = [
+    *[(name, 3, cin, cout, True) for name, cin, cout in PROTOTXT[:13]],
+    ("fc6", 7, 512, 4096, True), ("fc7", 1, 4096, 4096, True), ("deconv_fc6", 7, 4096, 512, True),
+    ("deconv5_1", 3, 512, 512, True), ("deconv5_2", 3, 512, 512, True), ("deconv5_3", 3, 512, 512, True),
+    ("deconv4_1", 3, 512, 512, True), ("deconv4_2", 3, 512, 512, True), ("deconv4_3", 3, 512, 256, True),
+    ("deconv3_1", 3, 256, 256, True), ("deconv3_2", 3, 256, 256, True), ("deconv3_3", 3, 256, 128, True),
+    ("deconv2_1", 3, 128, 128, True), ("deconv2_2", 3, 128, 64, True),
+    ("deconv1_1", 3, 64, 64, True), ("deconv1_2", 3, 64, 64, True),
+    ("score", 1, 64, 21, False),
+]
+
+
+def test_deconvnet_shapes_and_parameter_count_match_the_prototxt():
+  module = deconvnet.DeconvNet(num_classes=21)
+  images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(module.init, jax.random.key(0), images)
+  expected = {}
+  for name, k, cin, cout, bn in DECONVNET:
+    expected[name] = {"kernel": (k, k, cin, cout), "bias": (cout,)}
+    if bn:
+      expected[f"{name}_bn"] = {"scale": (cout,), "bias": (cout,)}
+  assert jax.tree.map(lambda x: x.shape, variables["params"]) == expected
+  count = sum(x.size for x in jax.tree.leaves(variables["params"]))
+  assert count == sum(k * k * cin * cout + cout + 2 * cout * bn for _, k, cin, cout, bn in DECONVNET)
+  assert round(count / 1e6) == 252  # 251,805,653: the 252M quoted for DeconvNet
+  assert jax.eval_shape(module.apply, variables, images)["logits"].shape == (1, 224, 224, 21)
+
+
+def test_deconvnet_names_the_input_size_it_needs():
+  module = deconvnet.DeconvNet(num_classes=3, width=8)
+  with pytest.raises(ValueError, match="config.dataset.image_size"):
+    jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32))

@@ -18,6 +18,7 @@ import types
 
 _MODELS = {
     "crf_rnn": "segjax.models.crf_rnn",
+    "deconvnet": "segjax.models.deconvnet",
     "deeplab_v3": "segjax.models.deeplab",
     "dense_crf": "segjax.models.dense_crf",
     "fcn": "segjax.models.fcn",
