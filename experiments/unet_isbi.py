@@ -4,8 +4,8 @@
 
 Paper row: Table 2, "u-net (2015)" on PhC-U373 (phase contrast, 35 partially annotated training images): IoU
 0.9203 of the cells. Picked over the ISBI 2012 EM row (Table 1, warping error 0.000353, Rand error 0.0382) because
-segjax's semantic evaluator measures IoU (compare with per_class_IoU of the cell class, not mIoU, which also
-averages the background); warping and Rand errors are not implemented.
+segjax's semantic metrics measure IoU (the cells' IoU is semantic_metrics' per_class_IoU[1]; the loop logs only
+mIoU, which also averages the background); warping and Rand errors are not implemented.
 Schedule (Sec. 3): SGD with momentum 0.99, batch of a single large tile (572x572 input, 388x388 output with valid
 padding, Fig. 1), Gaussian initialisation with std sqrt(2 / N), N the incoming nodes of a unit (Sec. 3).
 The paper gives neither the learning rate nor the number of iterations ("10 hours on a NVidia Titan GPU"): 0.01
@@ -14,7 +14,8 @@ What differs: no PhC-U373 reader exists in segjax yet (`dataset.name = "phc_u373
 one is written), and the images are grey (one channel) where the synthetic pipeline gives RGB; the loss is plain
 cross entropy without the weight map of Eq. 2 (w0 = 10, sigma = 5 pixels); no elastic deformation augmentation
 (Sec. 3.1) and no drop-out at the end of the contracting path; tiles are resized crops, not the overlap-tile
-strategy with mirrored borders (Fig. 2).
+strategy with mirrored borders (Fig. 2), so the loop cannot evaluate valid padding yet: its evaluator compares
+the 388x388 predictions with 572x572 labels.
 Not run here.
 """
 import ml_collections
