@@ -61,7 +61,7 @@ def build(model_config, info):
 def loss(outputs, batch, model_config):
   """Per-pixel softmax cross entropy; `class_weights` (one per class, or empty) is median frequency balancing
   (Sec. 3.2: median class frequency over each class's frequency, computed on the training set)."""
-  weights = tuple(model_config.class_weights) or None
+  weights = tuple(model_config.get("class_weights", ())) or None
   num_classes = outputs["logits"].shape[-1]
   if weights is not None and len(weights) != num_classes:
     raise ValueError(f"config.model.class_weights: {len(weights)} weights for {num_classes} classes")
