@@ -23,6 +23,7 @@ import types
 
 _MODELS = {
     "crf_rnn": "segjax.models.crf_rnn",
+    "deconvnet": "segjax.models.deconvnet",
     "deeplab_v1": "segjax.models.deeplab_v1",
     "deeplab_v2": "segjax.models.deeplab_v2",
     "deeplab_v3": "segjax.models.deeplab",
@@ -33,6 +34,7 @@ _MODELS = {
     "mask_rcnn": "segjax.models.mask_rcnn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",
     "pspnet": "segjax.models.pspnet",
+    "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
 }

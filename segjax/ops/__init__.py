@@ -1,5 +1,5 @@
-"""Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, deformable convolution,
-masks, losses, CRFs."""
+"""Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, max unpooling,
+deformable convolution, masks, losses, CRFs."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
 from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode_boxes, encode_boxes,
@@ -13,3 +13,4 @@ from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)
+from segjax.ops.unpool import max_pool_with_argmax, max_unpool
