@@ -252,7 +252,7 @@ def test_bad_arguments(config):
   other = _with_seed(config, 5)
   other.dataset.name = "kitti"
   with pytest.raises(ValueError, match="config.dataset.name must be one of 'synthetic', 'coco', 'voc', "
-                     "'cityscapes', 'ade20k'; got 'kitti'"):
+                     "'cityscapes', 'ade20k', 'camvid'; got 'kitti'"):
     pipeline.dataset_info(other)
 
 

@@ -124,14 +124,16 @@ def test_paper_config_has_torchvision_r101_parameter_count():
 
 
 def test_demo_config_trains_through_the_loop(tmp_path):
-  """experiments/demo_deeplab_v3.py (v3+ decoder, aux head) at width 8 for 4 steps."""
+  """experiments/demo_deeplab_v3.py (v3+ decoder, aux head) at width 8 for 4 steps; num_pictures 0 writes none."""
   from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   from train_util import read_metrics, tiny_config  # pylint: disable=g-import-not-at-top
   config = tiny_config(tmp_path / "data", total_steps=4, eval_every_steps=4)  # puts the repository on sys.path
   from experiments import demo_deeplab_v3  # pylint: disable=g-import-not-at-top
   config.model = demo_deeplab_v3.get_config().model
   config.model.width = 8
+  config.num_pictures = 0
   metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not (tmp_path / "workdir" / "pictures").exists()
   train = read_metrics(tmp_path / "workdir")
   assert all(np.isfinite(r["loss"]) and r["aux_loss"] > 0 for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0

@@ -167,7 +167,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         means["steps_per_second"] = progress.update(step, means["loss"])
         writer.write(step, "train", means)
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        pictures = os.path.join(workdir, "pictures", f"eval_step{step:06d}.png") if primary else None
+        pictures = (os.path.join(workdir, "pictures", f"eval_step{step:06d}.png")
+                    if primary and config.num_pictures else None)  # num_pictures = 0: no pictures
         eval_metrics = evaluate(eval_step, state.variables, config, evaluator, mesh,
                                 keys | {"valid_image"}, model_lib.TASK, pictures)
         writer.write(step, "eval", eval_metrics)
