@@ -23,32 +23,17 @@ Not run here: this CPU could not train it (the VOC reader, `config.dataset.name 
 """
 import ml_collections
 
-from segjax.config import base_config
+from experiments import fcn8s_vgg16_voc
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 20
+  config = fcn8s_vgg16_voc.get_config()  # its data, batch, SGD and weight decay
   config.total_steps = 5_000
   config.eval_every_steps = 1_000
-  config.checkpoint_every_steps = 1_000
   config.model = ml_collections.ConfigDict({
-      "name": "crf_rnn",
-      "base": {"name": "fcn", "backbone": "vgg16", "skips": ("pool4", "pool3"), "skip_scales": (0.01, 0.0001),
-               "dtype": "float32"},  # experiments/fcn8s_vgg16_voc.py's model
+      "name": "crf_rnn", "base": config.model.to_dict(),
       "crf": {"theta_alpha": 160.0, "theta_beta": 3.0, "theta_gamma": 3.0, "w_spatial": 3.0, "w_bilateral": 5.0,
               "train_iterations": 5, "test_iterations": 10}})
-  config.dataset.name = "voc"
-  config.dataset.root = "~/data/VOCdevkit"
-  config.dataset.train_split = "train_aug"
-  config.dataset.eval_split = "val"
-  config.dataset.image_size = (500, 500)
-  config.dataset.augment.scale_range = (1.0, 1.0)
-  config.dataset.augment.flip = False
-  config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 1e-7
-  config.optimizer.momentum = 0.9
-  config.optimizer.weight_decay = 5e-4
-  config.optimizer.schedule = "constant"
   config.optimizer.frozen = (r"base/upscore",)
   return config
