@@ -1,4 +1,5 @@
-"""VOC 2012 + SBD, Cityscapes, ADE20K and CamVid from tiny fake copies of their official layouts, built as the loop does."""
+"""VOC 2012 + SBD, Cityscapes, ADE20K and CamVid from tiny fake copies of their official layouts, built as the loop
+does."""
 import json
 import logging
 import os
