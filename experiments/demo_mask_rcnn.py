@@ -8,8 +8,8 @@ synthetic validation split in under 15 minutes. Anchors are 4x smaller than COCO
 Measured here (2-core CPU shared with two other training jobs, load average ~5, 2026-12-02): 1500 steps at
 0.5-1.2 steps/s, 34 min in all; eval at step 1500: mask_AP 0.502 (AP50 0.860, AP75 0.527), box_AP
 0.543. Again on 2026-12-03 (`time python -m segjax.main ...`, load average 8-15 from other jobs): the same
-figures, 28 min 54 s wall but 10 min 30 s of CPU time (user 8:29, sys 2:01), so about 9-10 min on an idle
-2-core machine (demo_solov2: 8.8 CPU-min gave 7 min 51 s of wall time there). Not yet timed on an idle machine.
+figures, 28 min 54 s wall (10 min 30 s of CPU time); then on the idle machine (data already built): the same
+figures in 7 min 13 s in all, 3.9 steps/s.
 """
 from segjax.config import base_config
 from segjax.models import mask_rcnn
