@@ -1,5 +1,7 @@
 """DeepLab v3 and torchvision's FCN-ResNet: converted torchvision models give torchvision's logits, the same
 parameter counts, a loss that falls in training, and one compile per input shape."""
+import sys
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -112,7 +114,6 @@ def test_unknown_head_is_named():
 
 def test_paper_config_has_torchvision_r101_parameter_count():
   """The VOC config's model (21 classes, no aux head) is torchvision's deeplabv3_resnet101 to the parameter."""
-  import sys  # pylint: disable=g-import-not-at-top
   from train_util import REPO  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from experiments import deeplab_v3_r101_voc  # pylint: disable=g-import-not-at-top
@@ -125,22 +126,16 @@ def test_paper_config_has_torchvision_r101_parameter_count():
 
 def test_demo_config_trains_through_the_loop(tmp_path):
   """experiments/demo_deeplab_v3.py (v3+ decoder, aux head) at width 8 for 4 steps; num_pictures 0 writes none."""
-  from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from train_util import read_metrics, tiny_config  # pylint: disable=g-import-not-at-top
-  config = tiny_config(tmp_path / "data", total_steps=4, eval_every_steps=4)  # puts the repository on sys.path
+  from train_util import REPO, train_through_loop  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
   from experiments import demo_deeplab_v3  # pylint: disable=g-import-not-at-top
-  config.model = demo_deeplab_v3.get_config().model
-  config.model.width = 8
-  config.num_pictures = 0
-  metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+  metrics, train = train_through_loop(tmp_path, demo_deeplab_v3.get_config().model, num_pictures=0)
   assert not (tmp_path / "workdir" / "pictures").exists()
-  train = read_metrics(tmp_path / "workdir")
   assert all(np.isfinite(r["loss"]) and r["aux_loss"] > 0 for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0
 
 
 def test_v3plus_paper_config_builds_and_says_what_it_reproduces():
-  import sys  # pylint: disable=g-import-not-at-top
   from train_util import REPO  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from experiments import deeplab_v3plus_r101_voc  # pylint: disable=g-import-not-at-top

@@ -145,14 +145,9 @@ def test_isbi_config_builds_and_says_what_it_reproduces():
 
 @pytest.mark.slow  # 40-50 s of CPU here: compiling the loop's init, train and eval steps
 def test_demo_unet_trains_through_the_loop(tmp_path):
-  from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from train_util import read_metrics, tiny_config  # pylint: disable=g-import-not-at-top
+  from train_util import train_through_loop  # pylint: disable=g-import-not-at-top
   experiment = _experiment("demo_unet")
   assert "python -m segjax.main --config=experiments/demo_unet.py" in experiment.__doc__
-  config = tiny_config(tmp_path / "data", total_steps=4, eval_every_steps=4)
-  config.model = experiment.get_config().model
-  config.model.width = 8
-  metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
-  train = read_metrics(tmp_path / "workdir")
+  metrics, train = train_through_loop(tmp_path, experiment.get_config().model)
   assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0

@@ -48,6 +48,17 @@ def read_metrics(workdir, split="train"):
     return [r for r in map(json.loads, f) if r["split"] == split]
 
 
+def train_through_loop(tmp_path, model, steps=4, **overrides):
+  """`model` (a config.model, at width 8) trained `steps` steps on the tiny synthetic data by train_and_evaluate,
+  evaluated once; returns (eval metrics, the train rows of metrics.jsonl)."""
+  from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  config = tiny_config(tmp_path / "data", total_steps=steps, eval_every_steps=steps, **overrides)
+  config.model = model
+  config.model.width = 8
+  metrics = train_and_evaluate(config, str(tmp_path / "workdir"))
+  return metrics, read_metrics(tmp_path / "workdir")
+
+
 def fit_semantic(module, loss_fn, images, labels, steps, learning_rate=3e-3):
   """Adam on one fixed batch through one jitted step; returns (losses, number of traces, final variables)."""
   import jax  # pylint: disable=g-import-not-at-top
