@@ -1,0 +1,78 @@
+"""segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
+weight gradients; float32 here, so rtol 1e-5 of the largest value), on the three paths it takes: the 1x1 dot, the
+tap-by-tap dilated kernel and lax's convolution. The jaxprs show which path ran."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from segjax.ops.conv import conv_general_dilated
+
+torch = pytest.importorskip("torch")
+
+# (H, W, kernel, stride, dilation, flax padding, path): the 1x1 kernel with every padding form and stride; dilated
+# 3x3 kernels whose taps mostly read padding (DeepLab's ASPP rates on small maps, one above the map size, strided,
+# asymmetric padding, a 5x5); and dense kernels that stay with lax.
+CASES = [(9, 8, 1, 1, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "VALID", "dot"),
+         (10, 7, 1, 3, 1, 0, "dot"),
+         (17, 19, 3, 1, 12, 12, "taps"), (17, 19, 3, 1, 36, 36, "taps"), (17, 13, 3, 2, 9, 9, "taps"),
+         (17, 13, 3, 2, 9, "SAME", "taps"), (17, 13, 3, 1, 7, ((7, 3), (2, 9)), "taps"), (12, 12, 5, 1, 4, 8, "taps"),
+         (12, 12, 3, 1, 1, 1, "lax"), (16, 16, 3, 1, 2, 2, "lax"), (12, 11, 3, 2, 1, 1, "lax")]
+
+
+def _torch_padding(padding, kernel, dilation, size, stride):
+  """((top, bottom), (left, right)) of flax's padding argument."""
+  if padding == "SAME":
+    return jax.lax.padtype_to_pads(size, [1 + (kernel - 1) * dilation] * 2, (stride, stride), "SAME")
+  if padding == "VALID":
+    return ((0, 0), (0, 0))
+  return ((padding, padding),) * 2 if isinstance(padding, int) else padding
+
+
+@pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
+def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path):
+  rng = np.random.default_rng(h * w + kernel + dilation)
+  x = rng.normal(size=(2, h, w, 5)).astype(np.float32)
+  conv = nn.Conv(6, (kernel, kernel), strides=stride, padding=padding, kernel_dilation=dilation,
+                 conv_general_dilated=conv_general_dilated)
+  variables = conv.init(jax.random.key(0), x)
+  y = conv.apply(variables, x)
+  cotangent = rng.normal(size=y.shape).astype(np.float32)
+  dx, dvars = jax.vjp(lambda x, v: conv.apply(v, x), x, variables)[1](cotangent)
+
+  (top, bottom), (left, right) = _torch_padding(padding, kernel, dilation, (h, w), stride)
+  xt = torch.tensor(np.moveaxis(x, -1, 1), dtype=torch.float64, requires_grad=True)
+  wt = torch.tensor(np.asarray(variables["params"]["kernel"]).transpose(3, 2, 0, 1), dtype=torch.float64,
+                    requires_grad=True)
+  bt = torch.tensor(np.asarray(variables["params"]["bias"]), dtype=torch.float64)
+  yt = torch.nn.functional.conv2d(torch.nn.functional.pad(xt, (left, right, top, bottom)), wt, bt, stride=stride,
+                                  dilation=dilation)
+  yt.backward(torch.tensor(np.moveaxis(cotangent, -1, 1), dtype=torch.float64))
+  for ours, reference in ((y, np.moveaxis(yt.detach().numpy(), 1, -1)),
+                          (dx, np.moveaxis(xt.grad.numpy(), 1, -1)),
+                          (dvars["params"]["kernel"], wt.grad.numpy().transpose(2, 3, 1, 0))):
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+
+  primitives = [e.primitive.name for e in jax.make_jaxpr(lambda x: conv.apply(variables, x))(x).eqns]
+  assert primitives.count("conv_general_dilated") == (path == "lax"), primitives
+  taps = {"lax": 0, "dot": 1, "taps": _in_bounds_taps((h, w), kernel, stride, dilation, ((top, bottom), (left, right)))}
+  assert primitives.count("dot_general") == taps[path], primitives
+
+
+def _in_bounds_taps(size, kernel, stride, dilation, padding):
+  """Taps (i, j) that read at least one image pixel, by brute force over the output positions."""
+  reads = []
+  for axis in range(2):
+    outputs = np.arange((size[axis] + sum(padding[axis]) - dilation * (kernel - 1) - 1) // stride + 1)
+    inputs = outputs[:, None] * stride + np.arange(kernel)[None] * dilation - padding[axis][0]
+    reads.append(((inputs >= 0) & (inputs < size[axis])).any(0))
+  return int(np.outer(*reads).sum())
+
+
+def test_other_layouts_and_groups_go_to_lax():
+  x = jnp.ones((1, 6, 6, 4))
+  grouped = nn.Conv(4, (1, 1), feature_group_count=2, conv_general_dilated=conv_general_dilated)
+  variables = grouped.init(jax.random.key(0), x)
+  primitives = {e.primitive.name for e in jax.make_jaxpr(lambda x: grouped.apply(variables, x))(x).eqns}
+  assert "conv_general_dilated" in primitives
