@@ -14,7 +14,7 @@ Differences: no per-layer learning rates (the paper: fc8 x10, biases x2 without 
 logits upsampled to the input size, not on labels subsampled by 8 (see segjax/models/deeplab_v1.py); one image size
 for training and evaluation, so training sees whole images fitted into 513 x 513 (the paper: random 321 x 321 crops)
 and evaluation pads them to 513 x 513; torchvision's VGG-16 weights (RGB) rather than the Caffe VGG-16 (BGR, mean
-subtracted), and images in [0, 1] without mean subtraction as every segjax semantic model.
+subtracted), with images normalised by torchvision's ImageNet mean and std (config.model.pixel_mean / pixel_std).
 Not run here: no VOC on this machine, and a 2-core CPU could not train it.
 """
 import ml_collections

@@ -14,7 +14,7 @@ Schedule (Sec. 5): SGD momentum 0.9, weight decay 5e-4, batch 20, lr 1e-3 times 
 iterations; random mirroring.
 Differences: those of experiments/deeplab_v1_largefov_crf_voc.py (no per-layer learning rates: fc8's x10 is not
 reproduced; the loss on logits upsampled to the input size; whole images fitted into 513 x 513 rather than 321 x 321
-crops; torchvision's RGB VGG-16 on [0, 1] images).
+crops; torchvision's RGB VGG-16 on images normalised by its ImageNet mean and std).
 Not run here: no VOC on this machine, and a 2-core CPU could not train it.
 """
 from experiments import deeplab_v1_largefov_crf_voc

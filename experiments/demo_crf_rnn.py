@@ -14,6 +14,8 @@ at 0.21-0.29 steps/s, one evaluation; 3 min 49 s of user CPU time) and gave eval
 mean_acc 0.996, fwIoU 0.998) on the 200 validation images, crf_overflow 0 throughout. The fine-tuned network's own
 unaries (unary_logits) score 0.890 on the same images: the unaries adapted to the CRF, as end-to-end training lets
 them.
+Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
+[0, 1] images as they are); not re-measured since.
 """
 import ml_collections
 

@@ -8,6 +8,8 @@ Measured here (2-core CPU shared with other engineers' jobs, load ~13, data alre
 in all (400 steps, median 1.1 steps/s, one evaluation); eval mIoU 0.869, pixel_acc 0.969, mean_acc 0.927, fwIoU 0.942
 on the 200 validation images; at step 400 the main loss was 0.088 and the auxiliary 0.173. 600 steps did not fit
 in 10 minutes on this machine.
+Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
+[0, 1] images as they are); not re-measured since.
 """
 from segjax.config import base_config
 

@@ -3,9 +3,10 @@
   python -m segjax.main --config=experiments/demo_unet.py --workdir=workdirs/demo_unet
 
 Not a paper row: a smoke-sized run of U-Net through the whole semantic pipeline (for the paper's setting see
-experiments/unet_isbi.py). "same" padding keeps the 128x128 input size, which the loop's evaluator needs (valid
-padding predicts the centre only). Schedule: AdamW 2e-3 with cosine decay and 50 warm-up steps, like
-experiments/demo.py, instead of the paper's SGD with momentum 0.99 on single tiles.
+experiments/unet_isbi.py). "same" padding keeps the 128x128 input size at the least cost (valid padding, the
+paper's, would run each image as a 316x316 mirrored tile: the overlap-tile strategy). Schedule: AdamW 2e-3 with
+cosine decay and 50 warm-up steps, like experiments/demo.py, instead of the paper's SGD with momentum 0.99 on single
+tiles.
 Not run here beyond the few steps of tests/test_models_unet.py.
 """
 import ml_collections

@@ -13,9 +13,11 @@ and 20K steps are our choices, untested.
 What differs: no PhC-U373 reader exists in segjax yet (`dataset.name = "phc_u373"` is refused by the pipeline until
 one is written), and the images are grey (one channel) where the synthetic pipeline gives RGB; the loss is plain
 cross entropy without the weight map of Eq. 2 (w0 = 10, sigma = 5 pixels); no elastic deformation augmentation
-(Sec. 3.1) and no drop-out at the end of the contracting path; tiles are resized crops, not the overlap-tile
-strategy with mirrored borders (Fig. 2), so the loop cannot evaluate valid padding yet: its evaluator compares
-the 388x388 predictions with 572x572 labels.
+(Sec. 3.1) and no drop-out at the end of the contracting path; the overlap-tile strategy (Fig. 2) runs each whole
+572x572 input as one tile: mirrored to 764x764, it gives logits for all 572x572 pixels, which the loss and the
+evaluator compare with the full-size labels (the paper trains on 572x572 tiles against their 388x388 centres and
+tiles larger images; --config.dataset.image_size="(388, 388)" makes the mirrored tile the paper's 572x572). The
+pipeline fits each image into 572x572 (resized, aspect kept) and pads it with VOID; the paper keeps the resolution.
 Not run here.
 """
 import ml_collections

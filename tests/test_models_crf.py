@@ -1,6 +1,7 @@
 """The CRF models: CRF-as-RNN on a tiny FCN trains end to end without recompiling; DenseCRF post-processing leaves
 training to its base and labels from the CRF's marginals; and the CRF's effect on the synthetic scenes with coarse
 unaries (as from a stride-8 head), measured against the ground truth."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,6 +10,7 @@ import optax
 
 from segjax.data import synthetic
 from segjax.evaluation.semantic import confusion_matrix, semantic_metrics
+from segjax.layers.crf_rnn import CRFasRNN
 from segjax.models import crf_rnn, dense_crf as dense_crf_model, fcn, get_model
 from segjax.ops.crf import dense_crf
 
@@ -66,8 +68,18 @@ def test_crf_rnn_trains_end_to_end_without_recompiling():
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads["crf"]))  # gradients reach the CRF
   assert np.isfinite(losses).all() and np.mean(losses[6:9]) < 0.7 * losses[0], losses
   assert len(traces) == 1
-  outputs = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"])
+  crf_images = []
+
+  def record_crf_image(call, args, kwargs, context):
+    if isinstance(context.module, CRFasRNN):
+      crf_images.append(args[1])
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record_crf_image):
+    outputs = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"])
   assert outputs["logits"].shape == outputs["unary_logits"].shape == (2, 64, 64, 3)
+  # The base normalises its input by ImageNet's mean and std; the CRF's bilateral kernel reads the image in 0..255.
+  np.testing.assert_allclose(crf_images[0], 255 * batch["image"], rtol=1e-6)
   assert crf_rnn.predict(outputs)["labels"].dtype == jnp.int32
   # Uniform colour noise holds more lattice points than the default capacity: the loss says so.
   noise = dict(batch, image=np.random.default_rng(2).uniform(0, 1, batch["image"].shape).astype(np.float32))

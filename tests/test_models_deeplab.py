@@ -13,6 +13,7 @@ from segjax.models import deeplab
 from segjax.weights import torchvision as tv_weights
 
 torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
 segmentation = pytest.importorskip("torchvision.models.segmentation")
 
 NUM_CLASSES = 5
@@ -41,10 +42,12 @@ def converted(request):
 
 
 def test_logits_match_torchvision(converted):
-  _, model, module, variables = converted
-  x = np.random.default_rng(0).normal(size=(1, 65, 81, 3)).astype(np.float32)  # odd sizes: crops and resizes
+  """segjax on the [0, 1] image; torchvision on it normalised by its weights' own transforms (resize left out)."""
+  name, model, module, variables = converted
+  x = np.random.default_rng(0).uniform(size=(1, 65, 81, 3)).astype(np.float32)  # odd sizes: crops and resizes
+  normalise = torchvision.models.get_model_weights(name).DEFAULT.transforms(resize_size=None)
   with torch.no_grad():
-    expected = model(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    expected = model(normalise(torch.from_numpy(x.transpose(0, 3, 1, 2))))
   outputs = jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, x)
   for key, ref in (("logits", expected["out"]), ("aux_logits", expected["aux"])):
     ref = ref.numpy().transpose(0, 2, 3, 1)
@@ -57,6 +60,13 @@ def test_parameter_count_matches_torchvision(converted):
   torch_count = sum(p.numel() for p in model.parameters())
   ours = sum(np.size(p) for p in jax.tree.leaves(variables["params"]))
   assert ours == torch_count
+
+
+def test_bad_pixel_normalization_is_named():
+  info = ml_collections.ConfigDict({"num_semantic_classes": NUM_CLASSES})
+  for bad in ({"pixel_std": (0.2, 0.2)}, {"pixel_std": (0.2, 0.0, 0.2)}, {"pixel_mean": (0.5,)}):
+    with pytest.raises(ValueError, match=r"config.model.pixel_mean / pixel_std: 3 values each"):
+      deeplab.build(ml_collections.ConfigDict({**TINY.to_dict(), **bad}), info)
 
 
 def test_converter_names_missing_keys():

@@ -15,6 +15,7 @@ from segjax.train import pretrained
 from segjax.weights import torchvision as tv_weights
 
 torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
 
 VGG = [("conv1_1", 3, 64), ("conv1_2", 64, 64), "pool", ("conv2_1", 64, 128), ("conv2_2", 128, 128), "pool",
        ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), "pool3",
@@ -84,7 +85,8 @@ def to_jax_variables(model):
 @pytest.mark.parametrize("hw, scales", [((37, 45), (1.0, 1.0)), ((45, 33), (0.01, 0.0001))])
 def test_vgg_fcn8s_matches_caffe_prototxt(hw, scales):
   """Staged voc-fcn8s at one odd size, at-once (pool4 x 0.01, pool3 x 0.0001) at another: random weights, score
-  layers boosted by 1 / scale so that every stream counts in the sum."""
+  layers boosted by 1 / scale so that every stream counts in the sum. segjax takes the [0, 1] image, the reference
+  that image normalised as torchvision's VGG-16 weights expect."""
   torch.manual_seed(sum(hw))
   reference = CaffeFCN8s(5, scales).eval()
   with torch.no_grad():
@@ -96,8 +98,11 @@ def test_vgg_fcn8s_matches_caffe_prototxt(hw, scales):
     reference.score_pool4.weight /= scales[0]
     reference.score_pool3.weight /= scales[1]
   x = np.random.default_rng(sum(hw)).uniform(0, 1, (1, *hw, 3)).astype(np.float32)
+  imagenet = torchvision.models.VGG16_Weights.DEFAULT.transforms()
+  normalised = torchvision.transforms.functional.normalize(torch.from_numpy(x.transpose(0, 3, 1, 2)), imagenet.mean,
+                                                           imagenet.std)
   with torch.no_grad():
-    expected = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    expected = reference(normalised).numpy().transpose(0, 2, 3, 1)
   module = build(vgg_fcn_config(("pool4", "pool3"), scales), 5)
   logits = jax.jit(lambda v, x: module.apply(v, x)["logits"])(to_jax_variables(reference), x)
   assert logits.shape == expected.shape == (1, *hw, 5)

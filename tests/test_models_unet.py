@@ -1,6 +1,8 @@
 """U-Net: the paper's 572 -> 388 valid-padding shapes, parameter count from layer shapes, no recompile, the paper's
-initialisation, the valid-padding loss crop, and a tiny U-Net whose loss falls."""
+initialisation, the overlap-tile strategy (input-size logits from numpy's reflect padding, seamless with the valid
+network), a tiny U-Net whose loss falls, and a valid U-Net trained and evaluated by the loop."""
 import importlib
+import logging
 import sys
 
 import jax
@@ -82,19 +84,51 @@ def test_paper_initialisation_keeps_the_signal():
   assert 0.1 < float(jnp.std(logits)) < 10
 
 
-def test_valid_padding_loss_uses_the_centre_crop_of_the_labels():
-  """With valid padding the 36x36 scores of a 220x220 tile cover its centre (92 pixels in): scores that are
-  right there give ~0 loss, shifted by one pixel they do not."""
-  labels = np.random.default_rng(0).integers(0, 2, size=(1, 220, 220))
-  centre = labels[:, 92:128, 92:128]
-  perfect = {"logits": jnp.asarray(20.0 * (np.eye(2)[centre] - 0.5), jnp.float32)}
-  shifted = {"logits": jnp.asarray(20.0 * (np.eye(2)[labels[:, 93:129, 92:128]] - 0.5), jnp.float32)}
-  batch = {"semantic": jnp.asarray(labels, jnp.int32)}
-  assert float(unet.loss(perfect, batch, None)[0]) < 1e-6
-  assert float(unet.loss(shifted, batch, None)[0]) > 1.0
-  model, tile = UNet(num_classes=2, width=4), jax.ShapeDtypeStruct((1, 220, 220, 1), jnp.float32)
-  out = jax.eval_shape(model.apply, jax.eval_shape(model.init, jax.random.key(0), tile), tile)
-  assert out["logits"].shape == (1, 36, 36, 2)
+VALID = ml_collections.ConfigDict({"name": "unet", "width": 4, "padding": "valid", "dtype": "float32"})
+
+
+@pytest.mark.parametrize("hw", [(33, 45), (61, 17), (100, 129), (5, 388)])
+def test_overlap_tile_logits_have_the_input_size(hw):
+  """The mirrored tile is one the valid network maps to exactly tile - 184 pixels (a 2x2 pooling of an odd size would
+  lose a row), and the crop of that output is the input's size."""
+  model, image = unet.build(VALID, ml_collections.ConfigDict({"num_semantic_classes": 2})), jnp.zeros((1, *hw, 3))
+  variables = jax.eval_shape(model.init, jax.random.key(0), image)
+  assert jax.eval_shape(model.apply, variables, image)["logits"].shape == (1, *hw, 2)
+  tile = tuple(n + sum(unet.mirror_padding(n)) for n in hw)
+  assert all(before >= 92 and after >= 92 for before, after in map(unet.mirror_padding, hw))
+  tile_logits = jax.eval_shape(UNet(num_classes=2, width=4).apply, variables, jnp.zeros((1, *tile, 3)))["logits"]
+  assert tile_logits.shape == (1, tile[0] - 184, tile[1] - 184, 2)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 33, 100])
+def test_mirroring_is_numpys_reflect_also_past_one_reflection(size):
+  """Inputs narrower than the 92-pixel context are mirrored more than once, as numpy.pad does."""
+  pixels = np.arange(size)
+  np.testing.assert_array_equal(pixels[unet._mirrored(size, *unet.mirror_padding(size))],
+                                np.pad(pixels, unet.mirror_padding(size), mode="reflect"))
+
+
+def test_overlap_tile_is_the_valid_network_on_the_reflected_image():
+  """Fig. 2: the border is predicted from numpy's "reflect" extrapolation (edge pixel not repeated, as the authors'
+  tiled_predict.m mirrors), and the interior, whose context lies in the image, equals the valid network's output on
+  the image itself: tiles are seamless. 204 x 220 is a valid tile (20 x 36 outputs, 92 pixels in)."""
+  image = np.random.default_rng(0).uniform(size=(1, 204, 220, 3)).astype(np.float32)
+  tiled_model = unet.OverlapTileUNet(num_classes=3, width=4)
+  variables = jax.jit(tiled_model.init)(_key(0), image)
+  logits = jax.jit(tiled_model.apply)(variables, image)["logits"]
+  assert logits.shape == (1, 204, 220, 3)
+  valid = jax.jit(lambda x: UNet(num_classes=3, width=4).apply(variables, x)["logits"])
+  padding = [(0, 0), unet.mirror_padding(204), unet.mirror_padding(220), (0, 0)]
+  reflected = valid(np.pad(image, padding, mode="reflect"))
+  (top, _), (left, _) = padding[1:3]
+  tolerance = 1e-5 * float(np.abs(reflected).max())  # float32 sums of the same terms, in other orders
+  np.testing.assert_allclose(logits, reflected[:, top - 92:top - 92 + 204, left - 92:left - 92 + 220], rtol=0,
+                             atol=tolerance)
+  symmetric = valid(np.pad(image, padding, mode="symmetric"))
+  assert not np.allclose(symmetric[:, :204, :220], reflected[:, :204, :220], atol=1e-3)  # the check can tell them apart
+  interior = valid(image)
+  assert interior.shape == (1, 20, 36, 3)
+  np.testing.assert_allclose(logits[:, 92:112, 92:128], interior, rtol=0, atol=tolerance)
 
 
 def test_tiny_unet_loss_falls_on_a_fixed_batch():
@@ -133,13 +167,14 @@ def _experiment(name):
 def test_isbi_config_builds_and_says_what_it_reproduces():
   experiment = _experiment("unet_isbi")
   for field in ("python -m segjax.main --config=experiments/unet_isbi.py", "Table 2", "0.9203", "0.000353",
-                "Schedule", "What differs", "no PhC-U373 reader"):
+                "Schedule", "What differs", "no PhC-U373 reader", "overlap-tile", 'image_size="(388, 388)"'):
     assert field in experiment.__doc__, field
   config = experiment.get_config()
   module = get_model(config.model.name).build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 2}))
   images = jax.ShapeDtypeStruct((config.batch_size, *config.dataset.image_size, 1), jnp.float32)
   variables = jax.eval_shape(module.init, jax.random.key(0), images)
-  assert jax.eval_shape(module.apply, variables, images)["logits"].shape == (1, 388, 388, 2)
+  assert jax.eval_shape(module.apply, variables, images)["logits"].shape == (1, 572, 572, 2)  # overlap-tile
+  assert 388 + sum(unet.mirror_padding(388)) == 572  # the docstring's image_size 388: the paper's tile
   assert config.optimizer.momentum == 0.99
 
 
@@ -151,3 +186,20 @@ def test_demo_unet_trains_through_the_loop(tmp_path):
   metrics, train = train_through_loop(tmp_path, experiment.get_config().model)
   assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0
+
+
+def test_valid_unet_trains_and_is_evaluated_through_the_loop(tmp_path, caplog):
+  """The loop's tiny config (64 x 64 images, 4 steps) with the paper's valid padding: one compile of the train step,
+  and an evaluation against the full-size labels. 50 s of CPU here, cold: compiling the loop's steps."""
+  from train_util import read_metrics, train_through_loop  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_log_compiles", True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      _, train = train_through_loop(tmp_path, ml_collections.ConfigDict(VALID.to_dict()))
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+  assert sum("train_step" in m for m in compiles) == 1, compiles
+  assert len(train) == 4 and all(np.isfinite(r["loss"]) for r in train)
+  (evaluation,) = read_metrics(tmp_path / "workdir", "eval")
+  assert 0.0 <= evaluation["mIoU"] <= 1.0 and 0.0 <= evaluation["pixel_acc"] <= 1.0

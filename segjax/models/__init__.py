@@ -17,9 +17,14 @@
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
+Images are NHWC floats in [0, 1]. Models that run an ImageNet-pretrained backbone (ResNet, VGG-16) normalise them
+first by config.model.pixel_mean / pixel_std (torchvision's ImageNet statistics by default; `pixel_normalization`);
+a CRF on top still sees the [0, 1] image.
 """
 import importlib
 import types
+
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD
 
 _MODELS = {
     "crf_rnn": "segjax.models.crf_rnn",
@@ -44,3 +49,12 @@ def get_model(name: str) -> types.ModuleType:
   if name not in _MODELS:
     raise ValueError(f"config.model.name: unknown model {name!r}; known: {sorted(_MODELS)}")
   return importlib.import_module(_MODELS[name])
+
+
+def pixel_normalization(model_config) -> dict:
+  """{"pixel_mean", "pixel_std"} of `model_config` (3 values each, ImageNet's by default): a model's normalisation."""
+  fields = {"pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD}
+  fields = {k: tuple(float(v) for v in model_config.get(k, default)) for k, default in fields.items()}
+  if len(fields["pixel_mean"]) != 3 or len(fields["pixel_std"]) != 3 or min(fields["pixel_std"]) <= 0:
+    raise ValueError(f"config.model.pixel_mean / pixel_std: 3 values each (RGB), std positive; got {fields}")
+  return fields

@@ -9,6 +9,7 @@ DeconvNet_inference_deploy.prototxt (deconv4_3: 256, deconv3_3: 128, deconv2_2: 
 Inputs need pool5 >= 7x7 (>= 224 pixels a side). `width` scales every layer (64 in the paper, fc 64 * width).
 Weights start from He initialisation; the paper starts the encoder from ImageNet VGG-16 and the deconvolutions
 from Gaussians of std 0.01, and trains in two stages on object proposals (Sec. 4.1), which segjax does not do.
+Started from scratch, it reads the [0, 1] images as they are (no ImageNet pixel_mean / pixel_std).
 """
 import flax.linen as nn
 import jax.numpy as jnp

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.norms import norm_layer
+from segjax.models import pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
@@ -103,6 +105,8 @@ class DeepLabV3(nn.Module):
   rates: tuple[int, ...] = (12, 24, 36)
   aux: bool = False
   dtype: Any = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -110,7 +114,8 @@ class DeepLabV3(nn.Module):
       raise ValueError(f"config.model.head must be one of {HEADS}; got {self.head!r}")
     height, width = images.shape[1:3]
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
-                      multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(images, train=train)
+                      multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(
+                          normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     if self.head == "aspp":
       scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
     elif self.head == "decoder":
@@ -130,7 +135,7 @@ def build(model_config, info):
   return DeepLabV3(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
                    output_stride=model_config.output_stride, multi_grid=tuple(grid) if grid else None,
                    head=model_config.head, rates=tuple(model_config.rates), aux=model_config.aux,
-                   dtype=jnp.dtype(model_config.dtype))
+                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
 def loss(outputs, batch, model_config):

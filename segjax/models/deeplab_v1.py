@@ -19,6 +19,8 @@ import jax.numpy as jnp
 
 from segjax.backbones.vgg import VGG16
 from segjax.layers.upsample import interp_zoom
+from segjax.models import pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
@@ -33,6 +35,8 @@ class DeepLabV1(nn.Module):
   variant: str = "largefov"
   width: int = 64
   dtype: Any = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   def __post_init__(self):
     if self.variant not in TRUNKS:
@@ -42,7 +46,8 @@ class DeepLabV1(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     height, width = images.shape[1:3]
-    fc7 = VGG16(variant=TRUNKS[self.variant], width=self.width, dtype=self.dtype, name="backbone")(images, train)["fc7"]
+    x = normalize_images(images, self.pixel_mean, self.pixel_std)
+    fc7 = VGG16(variant=TRUNKS[self.variant], width=self.width, dtype=self.dtype, name="backbone")(x, train)["fc7"]
     x = nn.Dropout(0.5, deterministic=not train, name="drop7")(fc7)
     scores = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
                      param_dtype=jnp.float32, name="fc8")(x)
@@ -51,7 +56,7 @@ class DeepLabV1(nn.Module):
 
 def build(model_config, info):
   return DeepLabV1(num_classes=info.num_semantic_classes, variant=model_config.variant, width=model_config.width,
-                   dtype=jnp.dtype(model_config.dtype))
+                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
 def loss(outputs, batch, model_config):

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.upsample import interp_zoom
+from segjax.models import pixel_normalization
 from segjax.models.deeplab_v1 import loss, predict  # noqa: F401  the same per-pixel cross entropy and argmax
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -32,12 +34,15 @@ class DeepLabV2(nn.Module):
   output_stride: int = 8
   rates: tuple[int, ...] = (6, 12, 18, 24)
   dtype: Any = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     height, width = images.shape[1:3]
     c5 = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
-                dtype=self.dtype, name="backbone")(images, train=train)["C5"]
+                dtype=self.dtype, name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std),
+                                                   train=train)["C5"]
     # ASPP-L (Eq. 1 at each rate r): the branches' class scores are summed.
     scores = sum(nn.Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
                          kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
@@ -48,4 +53,5 @@ class DeepLabV2(nn.Module):
 def build(model_config, info):
   return DeepLabV2(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
                    norm=model_config.norm, output_stride=model_config.output_stride,
-                   rates=tuple(model_config.rates), dtype=jnp.dtype(model_config.dtype))
+                   rates=tuple(model_config.rates), dtype=jnp.dtype(model_config.dtype),
+                   **pixel_normalization(model_config))

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
 from segjax.layers.upsample import BilinearUpsample
+from segjax.models import pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
@@ -28,11 +30,14 @@ class FCN(nn.Module):
   output_stride: int = 32
   skips: tuple = ("C4", "C3")  # FCN-8s; ("C4",) is FCN-16s, () FCN-32s.
   dtype: jnp.dtype = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
+    x = normalize_images(images, self.pixel_mean, self.pixel_std)
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
-                      dtype=self.dtype, name="backbone")(images, train=train)
+                      dtype=self.dtype, name="backbone")(x, train=train)
     stride = lambda level: min(_STRIDES[level], self.output_stride)
     scores = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score_C5")(features["C5"])
     level = "C5"
@@ -66,6 +71,8 @@ class FCNVGG16(nn.Module):
   skips: tuple = VGG_SKIPS  # FCN-8s; ("pool4",) is FCN-16s, () FCN-32s.
   skip_scales: tuple = (1.0, 1.0)
   dtype: jnp.dtype = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   def __post_init__(self):
     if tuple(self.skips) != VGG_SKIPS[:len(self.skips)]:
@@ -78,7 +85,8 @@ class FCNVGG16(nn.Module):
   def __call__(self, images, train: bool = False):
     conv = lambda name: nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype,
                                 name=name)
-    features = VGG16(variant="fcn", dtype=self.dtype, name="backbone")(images, train=train)
+    x = normalize_images(images, self.pixel_mean, self.pixel_std)
+    features = VGG16(variant="fcn", dtype=self.dtype, name="backbone")(x, train=train)
     fc7 = nn.Dropout(0.5, deterministic=not train, name="drop7")(features["fc7"])
     scores = conv("score_fr")(fc7)
     for skip, scale, name in zip(self.skips, self.skip_scales, ("upscore2", "upscore_pool4")):
@@ -97,12 +105,12 @@ def build(model_config, info):
     skips = tuple(model_config.skips)
     return FCNVGG16(num_classes=info.num_semantic_classes, skips=skips,
                     skip_scales=tuple(model_config.get("skip_scales", (1.0,) * len(skips))),
-                    dtype=jnp.dtype(model_config.dtype))
+                    dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
   if backbone != "resnet":
     raise ValueError(f"config.model.backbone: 'resnet' or 'vgg16'; got {backbone!r}")
   return FCN(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
              output_stride=model_config.output_stride, skips=tuple(model_config.skips),
-             dtype=jnp.dtype(model_config.dtype))
+             dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
 def loss(outputs, batch, model_config):

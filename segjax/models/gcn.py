@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from segjax.backbones.resnet import ResNet
 from segjax.layers.gcn import BoundaryRefinement, GlobalConv
 from segjax.layers.upsample import BilinearUpsample
-from segjax.models import deeplab
+from segjax.models import deeplab, pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -29,11 +30,13 @@ class GCN(nn.Module):
   width: int = 64
   kernel_size: int = 15
   dtype: Any = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     features = ResNet(depth=self.depth, width=self.width, output_stride=32, dtype=self.dtype,
-                      name="backbone")(images, train=train)
+                      name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     refine = lambda name: BoundaryRefinement(dtype=self.dtype, name=name)
     upsample = lambda name: BilinearUpsample(2, self.num_classes, name=name)
     scores = None
@@ -52,7 +55,8 @@ class GCN(nn.Module):
 
 def build(model_config, info):
   return GCN(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-             kernel_size=model_config.kernel_size, dtype=jnp.dtype(model_config.dtype))
+             kernel_size=model_config.kernel_size, dtype=jnp.dtype(model_config.dtype),
+             **pixel_normalization(model_config))
 
 
 loss = deeplab.loss  # pixel-wise cross entropy, 255 ignored (no auxiliary head)

@@ -24,6 +24,7 @@ from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
 from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
@@ -47,7 +48,7 @@ def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict({
       "name": "mask_rcnn", "backbone": backbone, "mask": True, "num_classes": None, "depth": 50, "width": 64,
       "norm": "frozen",
-      "fpn_channels": 256, "pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225),
+      "fpn_channels": 256, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)), "aspect_ratios": (0.5, 1.0, 2.0),
       "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
@@ -112,7 +113,7 @@ class MaskRCNN(nn.Module):
     stride = 32 if c.backbone == "fpn" else 16  # P6 or C4
     if h % stride or w % stride:
       raise ValueError(f"{c.name}: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
-    x = (images - jnp.asarray(c.pixel_mean)) / jnp.asarray(c.pixel_std)
+    x = normalize_images(images, c.pixel_mean, c.pixel_std)
     backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
     if c.backbone == "c4":
       return backbone, [backbone(x, train=train, stop="C4")["C4"]]

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from segjax.backbones.resnet import ResNet
 from segjax.layers.norms import norm_layer
 from segjax.layers.ppm import PyramidPooling
-from segjax.models import deeplab
+from segjax.models import deeplab, pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.pooling import resize_align_corners
 
 TASK = "semantic"
@@ -53,6 +54,8 @@ class PSPNet(nn.Module):
   bins: tuple[int, ...] = (1, 2, 3, 6)
   aux: bool = True
   dtype: Any = jnp.float32
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -60,7 +63,7 @@ class PSPNet(nn.Module):
       raise ValueError(f"config.model.bins must be positive pyramid sizes; got {self.bins}")
     size = images.shape[1:3]
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride, dtype=self.dtype,
-                      name="backbone")(images, train=train)
+                      name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     scores = PSPHead(self.num_classes, self.bins, dtype=self.dtype, name="classifier")(features["C5"], train)
     outputs = {"logits": resize_align_corners(scores.astype(jnp.float32), size)}
     if self.aux:
@@ -72,7 +75,7 @@ class PSPNet(nn.Module):
 def build(model_config, info):
   return PSPNet(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
                 output_stride=model_config.output_stride, bins=tuple(model_config.bins), aux=model_config.aux,
-                dtype=jnp.dtype(model_config.dtype))
+                dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
 loss = deeplab.loss  # Sec. 3.4: cross entropy (255 ignored) + aux_weight x the auxiliary head's.

@@ -8,7 +8,8 @@ Models/segnet_train.prototxt: a decoder stage's last convolution narrows to the 
 512 -> 256, ...), and the last one, conv1_1_D, is a 3x3 convolution straight to the class scores (no BN, no ReLU).
 Pools round up like Caffe's (torch's ceil_mode=True), so 360x480 inputs give 23x30 at pool5 as in the prototxt.
 Weights start as in the paper (Sec. 3.2, He et al.): Gaussian, std sqrt(2 / fan_in). No fully connected layers, no
-dropout (the released train prototxt has none). `width` scales every stage (64 in the paper).
+dropout (the released train prototxt has none). `width` scales every stage (64 in the paper). Trained from scratch
+like this, it reads the [0, 1] images as they are (no ImageNet pixel_mean / pixel_std).
 """
 import flax.linen as nn
 import jax.numpy as jnp

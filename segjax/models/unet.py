@@ -3,14 +3,19 @@
 Contracting path: 4 times two 3x3 convolutions + ReLU then 2x2 max-pool, channels doubling from `width`
 (64 in the paper) to 16 * width (1024). Expansive path: 2x2 up-convolution halving the channels,
 concatenation with the cropped contracting-path features, two 3x3 convolutions + ReLU; a final 1x1
-convolution gives the class scores (Sec. 2, Fig. 1). padding "valid" is the paper's (572 -> 388 pixels);
-"same" keeps the input size. Weights start as in Sec. 3: Gaussian with std sqrt(2 / N), N the incoming nodes of
-one unit (9 * 64 = 576 for a 3x3 convolution over 64 channels); flax's default (LeCun, std sqrt(1 / N)) halves the
-variance at each of the 23 ReLU layers, so the scores start near zero and a short run barely moves the loss.
+convolution gives the class scores (Sec. 2, Fig. 1). `UNet` with padding "valid" is the paper's network on one
+tile (572 -> 388 pixels); "same" keeps the input size. `build` gives a valid-padding U-Net as `OverlapTileUNet`: the
+overlap-tile strategy (Sec. 2, Fig. 2) on the whole input, whose border is predicted from a mirrored extrapolation of
+the image, so that the logits have the input's size like every semantic model's. Weights start as in Sec. 3: Gaussian
+with std sqrt(2 / N), N the incoming nodes of one unit (9 * 64 = 576 for a 3x3 convolution over 64 channels); flax's
+default (LeCun, std sqrt(1 / N)) halves the variance at each of the 23 ReLU layers, so the scores start near zero and
+a short run barely moves the loss. Trained from scratch, U-Net reads the [0, 1] images as they are (no ImageNet
+pixel_mean / pixel_std).
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from segjax.ops.losses import softmax_cross_entropy
 
@@ -20,6 +25,9 @@ _PADDINGS = ("valid", "same")
 # A 2x2/2 up-convolution's output unit sees one input pixel: N = C_in, where fan_in counts the 4 taps.
 _HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 _HE_NORMAL_UPCONV = nn.initializers.variance_scaling(8.0, "fan_in", "normal")
+# A valid tile: its bottom level's 3x3 convolutions output b pixels a side, the top's 16 b - 60 (388 at b = 28) from an
+# input of 16 b + 124 (572): the convolutions consume CONTEXT pixels on each side, and outputs are 4 modulo 16.
+CONTEXT = 92
 
 
 def _center_crop(x, height, width):
@@ -62,16 +70,45 @@ class UNet(nn.Module):
     return {"logits": logits}
 
 
+def mirror_padding(size: int) -> tuple[int, int]:
+  """Pixels (before, after) that extend `size` to the smallest valid tile whose output covers it, centred: CONTEXT on
+  each side plus the few that make the output 4 modulo 16 (all four 2x2 poolings then see even sizes, Sec. 2)."""
+  extra = (4 - size) % 16
+  return CONTEXT + extra // 2, CONTEXT + extra - extra // 2
+
+
+def _mirrored(size: int, before: int, after: int) -> np.ndarray:
+  """Indices of numpy.pad(mode="reflect") along an axis of `size`: the edge pixel is not repeated (the authors'
+  tiled_predict.m), and pads longer than the axis reflect again."""
+  period = max(2 * (size - 1), 1)
+  index = np.arange(-before, size + after) % period
+  return np.where(index < size, index, period - index)
+
+
+class OverlapTileUNet(UNet):
+  """The valid U-Net on an input of any size as one tile (Fig. 2): the input mirrored by `mirror_padding`, the
+  network, and the centre of its output: logits at the input's size. Its variables are `UNet`'s."""
+
+  def __call__(self, images, train: bool = False):
+    if self.padding != "valid":
+      raise ValueError(f"config.model.padding: the overlap-tile strategy is for 'valid' padding; got {self.padding!r}")
+    (top, bottom), (left, right) = mirror_padding(images.shape[1]), mirror_padding(images.shape[2])
+    tile = images[:, _mirrored(images.shape[1], top, bottom)][:, :, _mirrored(images.shape[2], left, right)]
+    logits = super().__call__(tile, train)["logits"]
+    y, x = top - CONTEXT, left - CONTEXT  # the tile's output starts CONTEXT pixels into the padded input
+    return {"logits": logits[:, y:y + images.shape[1], x:x + images.shape[2]]}
+
+
 def build(model_config, info):
-  return UNet(num_classes=info.num_semantic_classes, width=model_config.width,
-              padding=model_config.padding, dtype=jnp.dtype(model_config.dtype))
+  model = OverlapTileUNet if model_config.padding == "valid" else UNet
+  return model(num_classes=info.num_semantic_classes, width=model_config.width, padding=model_config.padding,
+               dtype=jnp.dtype(model_config.dtype))
 
 
 def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy (Eq. 1, without the weight map), labels cropped to the output."""
-  logits = outputs["logits"]
-  labels = _center_crop(batch["semantic"][..., None], logits.shape[1], logits.shape[2])[..., 0]
-  return softmax_cross_entropy(logits, labels, ignore_index=255), {}
+  """Per-pixel softmax cross entropy (Eq. 1, without the weight map)."""
+  del model_config
+  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {}
 
 
 def predict(outputs):

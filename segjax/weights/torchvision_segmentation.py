@@ -2,7 +2,9 @@
 
 Key map of the heads (torch Sequential indices): DeepLabHead classifier.0 = ASPP (convs.0-3 = conv, BN;
 convs.4 = pool, conv, BN; project = conv, BN), classifier.1/2 = 3x3 conv, BN, classifier.4 = 1x1; FCNHead
-.0/.1 = 3x3 conv, BN, .4 = 1x1 (classifier for fcn_*, aux_classifier for both).
+.0/.1 = 3x3 conv, BN, .4 = 1x1 (classifier for fcn_*, aux_classifier for both). torchvision's models take images
+normalised by ImageNet's mean and std (their weights' transforms); the config's pixel_mean / pixel_std do that inside
+the segjax model, which takes the [0, 1] image.
 """
 from typing import Any, Mapping
 
@@ -10,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from segjax.models.deeplab import DeepLabV3
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD
 from segjax.weights import torchvision as tv
 
 _ASPP = {"aspp_pool_conv": "0.convs.4.1", "aspp_pool_bn": "0.convs.4.2", "project_conv": "0.project.0",
@@ -23,7 +26,8 @@ def _convert(state_dict: Mapping[str, Any], depth: int, head: str) -> tuple[ml_c
   aux = "aux_classifier.0.weight" in state_dict
   config = ml_collections.ConfigDict({
       "name": "deeplab_v3", "depth": depth, "width": 64, "output_stride": 8, "multi_grid": None, "head": head,
-      "rates": (12, 24, 36), "aux": aux, "aux_weight": 0.5, "dtype": "float32"})
+      "rates": (12, 24, 36), "aux": aux, "aux_weight": 0.5, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
+      "dtype": "float32"})
   module = DeepLabV3(num_classes=num_classes, depth=depth, head=head, aux=aux)
   heads = {"classifier": _ASPP if head == "aspp" else _FCN, "aux_classifier": _FCN}
 
