@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.layers.conv import Conv
 from segjax.layers.norms import NORMS, norm_layer
-from segjax.ops.conv import conv_general_dilated
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = (8, 16, 32)
@@ -122,8 +122,7 @@ class ResNet(nn.Module):
       raise ValueError(f"ResNet stages: need start in {names} up to stop in {names[1:]}; got {start!r}..{stop!r}")
     if start == "stem" and (x.ndim != 4 or x.shape[-1] != 3):
       raise ValueError(f"x must be [N, H, W, 3]; got shape {x.shape}")
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                             conv_general_dilated=conv_general_dilated)
+    conv = functools.partial(Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32)
     norm = norm_layer(self.norm, train=train, dtype=self.dtype)
     block_cls = BasicBlock if self.depth < 50 else Bottleneck
 

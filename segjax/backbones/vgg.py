@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.layers.conv import Conv
+
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VARIANTS = ("fcn", "deeplab", "deeplab_largefov")
 
@@ -63,7 +65,7 @@ class VGG16(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"x must be [N, H, W, 3]; got shape {x.shape}")
-    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
+    conv = functools.partial(Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
                              param_dtype=jnp.float32)
     deeplab = self.variant != "fcn"
     x = x.astype(self.dtype)

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.layers.conv import Conv
+
 # torchvision initialises FPN convs with kaiming_uniform_(a=1): U(-b, b), b = sqrt(3 / fan_in).
 _KAIMING_A1 = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
@@ -32,8 +34,8 @@ class FPN(nn.Module):
     names = sorted((k for k in features if k.startswith("C")), key=lambda k: int(k[1:]))
     if not names:
       raise ValueError(f"FPN needs features named C2, C3, ...; got {sorted(features)}")
-    conv = lambda k, name: nn.Conv(self.out_channels, (k, k), padding=k // 2, kernel_init=_KAIMING_A1,
-                                   dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    conv = lambda k, name: Conv(self.out_channels, (k, k), padding=k // 2, kernel_init=_KAIMING_A1,
+                                dtype=self.dtype, param_dtype=jnp.float32, name=name)
     last = len(names) - 1
     inner = conv(1, f"inner_{last}")(features[names[last]])
     outputs = {f"P{names[last][1:]}": conv(3, f"layer_{last}")(inner)}

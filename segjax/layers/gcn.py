@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.layers.conv import Conv
+
 
 class GlobalConv(nn.Module):
   """x [N,h,w,Cin] -> [N,h,w,features]: (k x 1 then 1 x k) + (1 x k then k x 1), 'same' padding, no BN or ReLU.
@@ -22,8 +24,8 @@ class GlobalConv(nn.Module):
     k, p = self.kernel_size, self.kernel_size // 2
     if k % 2 == 0:
       raise ValueError(f"config.model.kernel_size must be odd so the output keeps the input's grid; got {k}")
-    conv = lambda shape, pad, name: nn.Conv(self.features, shape, padding=pad, dtype=self.dtype,
-                                            param_dtype=jnp.float32, name=name)
+    conv = lambda shape, pad, name: Conv(self.features, shape, padding=pad, dtype=self.dtype,
+                                         param_dtype=jnp.float32, name=name)
     left = conv((1, k), ((0, 0), (p, p)), "left_1xk")(conv((k, 1), ((p, p), (0, 0)), "left_kx1")(x))
     right = conv((k, 1), ((p, p), (0, 0)), "right_kx1")(conv((1, k), ((0, 0), (p, p)), "right_1xk")(x))
     return left + right
@@ -35,5 +37,5 @@ class BoundaryRefinement(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda name: nn.Conv(x.shape[-1], (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    conv = lambda name: Conv(x.shape[-1], (3, 3), padding=1, dtype=self.dtype, param_dtype=jnp.float32, name=name)
     return x + conv("conv2")(nn.relu(conv("conv1")(x)))

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
 
@@ -26,7 +27,7 @@ class PyramidPooling(nn.Module):
     levels = {}
     for b in self.bins:
       y = adaptive_avg_pool2d(x, (b, b))
-      y = nn.Conv(features, (1, 1), use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name=f"bin{b}_conv")(y)
+      y = Conv(features, (1, 1), use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name=f"bin{b}_conv")(y)
       y = nn.relu(norm_layer("batch", train=train, dtype=self.dtype)(name=f"bin{b}_bn")(y))
       levels[b] = resize_align_corners(y, (height, width)).astype(x.dtype)
     return jnp.concatenate([x] + [levels[b] for b in sorted(self.bins, reverse=True)], axis=-1)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.vgg import STAGES
+from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
 from segjax.models.segnet import HE_NORMAL
 from segjax.ops.losses import softmax_cross_entropy
@@ -38,8 +39,8 @@ class DeconvNet(nn.Module):
       return nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"{name}_bn")(x))
 
     def conv(x, channels, kernel, padding, name):
-      return bn_relu(nn.Conv(channels, kernel, padding=padding, kernel_init=HE_NORMAL, dtype=self.dtype,
-                             name=name)(x), name)
+      return bn_relu(Conv(channels, kernel, padding=padding, kernel_init=HE_NORMAL, dtype=self.dtype,
+                          name=name)(x), name)
 
     def deconv(x, channels, kernel, padding, name):
       return bn_relu(nn.ConvTranspose(channels, kernel, padding=padding, kernel_init=HE_NORMAL, dtype=self.dtype,
@@ -65,7 +66,7 @@ class DeconvNet(nn.Module):
         last = i == len(stages[s - 1]) and s > 1
         channels = stages[s - 2][-1] if last else stages[s - 1][i - 1]  # deconv{s}_last narrows to the stage above
         x = deconv(x, channels, (3, 3), "SAME", f"deconv{s}_{i}")
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=HE_NORMAL, dtype=self.dtype, name="score")(x)
+    logits = Conv(self.num_classes, (1, 1), kernel_init=HE_NORMAL, dtype=self.dtype, name="score")(x)
     return {"logits": logits.astype(jnp.float32)}
 
 

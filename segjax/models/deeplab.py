@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.models import pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -27,8 +28,8 @@ HEADS = ("aspp", "decoder", "fcn")  # DeepLab v3, v3+, torchvision FCN
 
 def _conv_bn_relu(x, features, kernel, train, dtype, name, dilation=1):
   """Conv (no bias) + BN + ReLU, created in the calling module's scope as `{name}_conv` / `{name}_bn`."""
-  y = nn.Conv(features, (kernel, kernel), padding=dilation * (kernel // 2), kernel_dilation=dilation,
-              use_bias=False, dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
+  y = Conv(features, (kernel, kernel), padding=dilation * (kernel // 2), kernel_dilation=dilation,
+           use_bias=False, dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
   return nn.relu(norm_layer("batch", train=train, dtype=dtype)(name=f"{name}_bn")(y))
 
 
@@ -54,7 +55,7 @@ class ASPPHead(nn.Module):
   def __call__(self, x, train: bool):
     y = aspp(x, self.rates, self.features, train, self.dtype)
     y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "head")
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
 class DecoderHead(nn.Module):
@@ -73,7 +74,7 @@ class DecoderHead(nn.Module):
     y = jnp.concatenate([y, skip], axis=-1)
     y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "decoder1")
     y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "decoder2")
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
 class FCNHead(nn.Module):
@@ -85,7 +86,7 @@ class FCNHead(nn.Module):
   def __call__(self, x, train: bool):
     y = _conv_bn_relu(x, x.shape[-1] // 4, 3, train, self.dtype, "head")
     y = nn.Dropout(0.1, deterministic=not train)(y)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
 def upsample_to(x, height, width):

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.vgg import VGG16
+from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -49,8 +50,8 @@ class DeepLabV1(nn.Module):
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
     fc7 = VGG16(variant=TRUNKS[self.variant], width=self.width, dtype=self.dtype, name="backbone")(x, train)["fc7"]
     x = nn.Dropout(0.5, deterministic=not train, name="drop7")(fc7)
-    scores = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                     param_dtype=jnp.float32, name="fc8")(x)
+    scores = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+                  param_dtype=jnp.float32, name="fc8")(x)
     return {"logits": interp_zoom(scores, OUTPUT_STRIDE, height, width)}
 
 

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
 from segjax.models.deeplab_v1 import loss, predict  # noqa: F401  the same per-pixel cross entropy and argmax
@@ -44,9 +45,9 @@ class DeepLabV2(nn.Module):
                 dtype=self.dtype, name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std),
                                                    train=train)["C5"]
     # ASPP-L (Eq. 1 at each rate r): the branches' class scores are summed.
-    scores = sum(nn.Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
-                         kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
-                         name=f"fc1_c{i}")(c5) for i, rate in enumerate(self.rates))
+    scores = sum(Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
+                      kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
+                      name=f"fc1_c{i}")(c5) for i, rate in enumerate(self.rates))
     return {"logits": interp_zoom(scores, self.output_stride, height, width)}
 
 

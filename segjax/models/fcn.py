@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
+from segjax.layers.conv import Conv
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -39,14 +40,14 @@ class FCN(nn.Module):
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
                       dtype=self.dtype, name="backbone")(x, train=train)
     stride = lambda level: min(_STRIDES[level], self.output_stride)
-    scores = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score_C5")(features["C5"])
+    scores = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score_C5")(features["C5"])
     level = "C5"
     for skip in self.skips:
       factor = stride(level) // stride(skip)
       if factor > 1:
         scores = BilinearUpsample(factor, self.num_classes, name=f"upsample_{level}")(scores)
-      skip_scores = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
-                            dtype=self.dtype, name=f"score_{skip}")(features[skip])
+      skip_scores = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+                         dtype=self.dtype, name=f"score_{skip}")(features[skip])
       # FCN's crop: the upsampled map may overhang the skip's map by the border of odd sizes.
       scores = scores[:, :skip_scores.shape[1], :skip_scores.shape[2]] + skip_scores
       level = skip
@@ -83,8 +84,8 @@ class FCNVGG16(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    conv = lambda name: nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                                name=name)
+    conv = lambda name: Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                             name=name)
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
     features = VGG16(variant="fcn", dtype=self.dtype, name="backbone")(x, train=train)
     fc7 = nn.Dropout(0.5, deterministic=not train, name="drop7")(features["fc7"])

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.models import mask_rcnn
 from segjax.ops.losses import softmax_cross_entropy
@@ -63,13 +64,13 @@ class SemanticFPNHead(nn.Module):
     total = 0.0
     for k, x in enumerate(levels):  # P_{k+2}: k stages of [conv, GN, ReLU, 2x up], P2 one conv
       for stage in range(max(k, 1)):
-        x = nn.Conv(self.channels, (3, 3), use_bias=False, kernel_init=_MSRA_FILL, dtype=self.dtype,
-                    name=f"p{k + 2}_conv{stage}")(x)
+        x = Conv(self.channels, (3, 3), use_bias=False, kernel_init=_MSRA_FILL, dtype=self.dtype,
+                 name=f"p{k + 2}_conv{stage}")(x)
         x = nn.relu(norm_layer("group", train=False, dtype=self.dtype)(name=f"p{k + 2}_norm{stage}")(x))
         if k:
           x = _upsample(x, 2)
       total = total + x
-    return nn.Conv(self.num_classes, (1, 1), kernel_init=_MSRA_FILL, dtype=self.dtype, name="predictor")(total)
+    return Conv(self.num_classes, (1, 1), kernel_init=_MSRA_FILL, dtype=self.dtype, name="predictor")(total)
 
 
 class PanopticFPN(mask_rcnn.MaskRCNN):

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.layers.ppm import PyramidPooling
 from segjax.models import deeplab, pixel_normalization
@@ -38,11 +39,11 @@ class PSPHead(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     y = PyramidPooling(self.bins, dtype=self.dtype, name="ppm")(x, train)
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                name="bottleneck_conv")(y)
+    y = Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+             name="bottleneck_conv")(y)
     y = nn.relu(norm_layer("batch", train=train, dtype=self.dtype)(name="bottleneck_bn")(y))
     y = nn.Dropout(0.1, deterministic=not train)(y)
-    return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
 class PSPNet(nn.Module):

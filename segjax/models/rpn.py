@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.layers.conv import Conv
 from segjax.ops.box_nms import batched_nms
 from segjax.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes
 from segjax.ops.losses import smooth_l1_loss
@@ -27,9 +28,9 @@ class RPNHead(nn.Module):
 
   @nn.compact
   def __call__(self, levels):
-    conv = nn.Conv(levels[0].shape[-1], (3, 3), padding=1, kernel_init=_NORMAL_001, dtype=self.dtype, name="conv")
-    cls_logits = nn.Conv(self.num_anchors, (1, 1), kernel_init=_NORMAL_001, dtype=self.dtype, name="cls_logits")
-    bbox_pred = nn.Conv(4 * self.num_anchors, (1, 1), kernel_init=_NORMAL_001, dtype=self.dtype, name="bbox_pred")
+    conv = Conv(levels[0].shape[-1], (3, 3), padding=1, kernel_init=_NORMAL_001, dtype=self.dtype, name="conv")
+    cls_logits = Conv(self.num_anchors, (1, 1), kernel_init=_NORMAL_001, dtype=self.dtype, name="cls_logits")
+    bbox_pred = Conv(4 * self.num_anchors, (1, 1), kernel_init=_NORMAL_001, dtype=self.dtype, name="bbox_pred")
     objectness, deltas = [], []
     for x in levels:
       t = nn.relu(conv(x))

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.vgg import STAGES
+from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
 from segjax.ops.losses import softmax_cross_entropy
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
@@ -34,7 +35,7 @@ class SegNet(nn.Module):
     stages = [[c * self.width // 64 for c in stage] for stage in STAGES]
 
     def conv_bn_relu(x, channels, name):
-      x = nn.Conv(channels, (3, 3), padding=1, kernel_init=HE_NORMAL, dtype=self.dtype, name=name)(x)
+      x = Conv(channels, (3, 3), padding=1, kernel_init=HE_NORMAL, dtype=self.dtype, name=name)(x)
       return nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"{name}_bn")(x))
 
     x, pools = images.astype(self.dtype), []
@@ -50,8 +51,8 @@ class SegNet(nn.Module):
       for i in range(len(stages[s - 1]), 1 if s == 1 else 0, -1):  # conv1_1_D is the classifier below
         channels = stages[s - 1][i - 1] if i > 1 else stages[s - 2][-1]  # conv{s}_1_D: the stage above's width
         x = conv_bn_relu(x, channels, f"conv{s}_{i}_D")
-    logits = nn.Conv(self.num_classes, (3, 3), padding=1, kernel_init=HE_NORMAL, dtype=self.dtype,
-                     name="conv1_1_D")(x)
+    logits = Conv(self.num_classes, (3, 3), padding=1, kernel_init=HE_NORMAL, dtype=self.dtype,
+                  name="conv1_1_D")(x)
     return {"logits": logits.astype(jnp.float32)}
 
 

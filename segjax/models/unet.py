@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.layers.conv import Conv
 from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
@@ -43,8 +44,8 @@ class UNet(nn.Module):
 
   def _double_conv(self, x, channels, name):
     for i in range(2):
-      x = nn.relu(nn.Conv(channels, (3, 3), padding=self.padding.upper(), kernel_init=_HE_NORMAL, dtype=self.dtype,
-                          name=f"{name}_conv{i + 1}")(x))
+      x = nn.relu(Conv(channels, (3, 3), padding=self.padding.upper(), kernel_init=_HE_NORMAL, dtype=self.dtype,
+                       name=f"{name}_conv{i + 1}")(x))
     return x
 
   @nn.compact
@@ -63,7 +64,7 @@ class UNet(nn.Module):
                            name=f"upconv{level + 1}")(x)
       x = jnp.concatenate([_center_crop(skips[level], x.shape[1], x.shape[2]), x], axis=-1)
       x = self._double_conv(x, channels, f"up{level + 1}")
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_HE_NORMAL, dtype=self.dtype, name="score")(x)
+    logits = Conv(self.num_classes, (1, 1), kernel_init=_HE_NORMAL, dtype=self.dtype, name="score")(x)
     logits = logits.astype(jnp.float32)
     if self.padding == "same":
       logits = jax.image.resize(logits, images.shape[:3] + logits.shape[3:], "bilinear")

@@ -1,0 +1,9 @@
+"""flax.linen.Conv running segjax.ops.conv's convolution (1x1 kernels as a dot, mostly-padding atrous kernels
+tap by tap): the same parameters, names and results, faster on XLA:CPU."""
+import functools
+
+import flax.linen as nn
+
+from segjax.ops.conv import conv_general_dilated
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
