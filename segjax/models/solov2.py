@@ -49,7 +49,7 @@ def _conv_gn_relu(x, features, kernel, dtype, name):
   return nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"{name}_gn")(y))
 
 
-def _resize(x, height, width):
+def resize(x, height, width):
   """Bilinear resize of [N,h,w,C] as torch F.interpolate(align_corners=False), in x's dtype."""
   y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
   return y.astype(x.dtype)
@@ -73,7 +73,7 @@ class SOLOv2Head(nn.Module):
 
   @nn.compact
   def __call__(self, x, num_grid: int):
-    kernel_feat = _resize(coord_features(x), num_grid, num_grid)
+    kernel_feat = resize(coord_features(x), num_grid, num_grid)
     cate_feat = kernel_feat[..., :-2]
     for i in range(self.stacked_convs):
       kernel_feat = _conv_gn_relu(kernel_feat, self.seg_feat_channels, 3, self.dtype, f"kernel_convs_{i}")
@@ -99,15 +99,15 @@ class MaskFeatHead(nn.Module):
       for j in range(max(i, 1)):  # P2: one conv; P_{2+i}: i x (conv, 2x upsampling)
         y = _conv_gn_relu(y, self.mask_feat_channels, 3, self.dtype, f"level{i}_conv{j}")
         if i:
-          y = _resize(y, 2 * y.shape[1], 2 * y.shape[2])
+          y = resize(y, 2 * y.shape[1], 2 * y.shape[2])
       total = total + y
     return _conv_gn_relu(total, self.ins_out_channels, 1, self.dtype, "conv_pred")
 
 
 def split_feats(p):
   """The reference's split_feats: {"P2".."P6"} -> [P2 halved, P3, P4, P5, P6 resized to P5] (bilinear)."""
-  return [_resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
-          _resize(p["P6"], *p["P5"].shape[1:3])]
+  return [resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
+          resize(p["P6"], *p["P5"].shape[1:3])]
 
 
 class SOLOv2(nn.Module):
@@ -299,7 +299,7 @@ def _predict_single(cate_scores, kernels, features, min_area, height, width):
   keep &= decayed >= UPDATE_THR
   top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(MAX_PER_IMG, order.shape[0]))
   keep = keep[pick]
-  masks = _resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
+  masks = resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
   binary = masks > MASK_THR
   # Pixel edges (x2, y2 one past the last pixel), as the pipeline's ground-truth boxes.
   boxes = jnp.where(binary.any((1, 2))[:, None], masks_to_boxes(binary) + jnp.array([0, 0, 1, 1], jnp.float32), 0)
