@@ -1,33 +1,34 @@
 """Panoptic FCN (Li et al. CVPR 2021, "Fully Convolutional Networks for Panoptic Segmentation"), as the official
 dvlab-research/PanopticFCN (detectron2 project; config.py defaults, PanopticFCN-R50-1x.yaml).
 
-ResNet-FPN with P6, P7 from P5 (3x3 stride-2 convs, ReLU between, as RetinaNet). The kernel generator (Sec. 3.2)
-runs on P3..P7 with heads shared over the levels: the position head (3 x [conv, GN, ReLU]) predicts object-centre
-heatmaps for the K thing classes and region maps for the stuff classes with class 0 for all things (the official
-WITH_THING; the same labels as Panoptic FPN's semantic branch); the kernel head (CoordConv input, 3 x [conv, GN,
-ReLU], a 3x3 conv) a kernel feature per position. The feature encoder (Sec. 3.4) sums Panoptic FPN's scale heads
-on P2..P5 at 1/4 scale, adds coordinates and applies 3 x [conv, ReLU] to C_e channels. A mask is the 1x1 conv of a
-kernel (the thing or stuff generator's 1x1 embedding of a kernel feature) with the encoded features (Eq. 5).
+ResNet-FPN with P6, P7 from P5 (3x3 stride-2 convs, ReLU between, as RetinaNet). The kernel generator runs on
+P3..P7 with heads shared over the levels: the position head (3 x [conv, GN, ReLU]) predicts object-centre heatmaps
+for the K thing classes and region maps for the stuff classes with class 0 for all things (the official WITH_THING;
+the same labels as Panoptic FPN's semantic branch); the kernel head (CoordConv input, 3 x [conv, GN, ReLU], a 3x3
+conv) a kernel feature per position. The high-resolution feature encoder sums Panoptic FPN's scale heads on P2..P5
+at 1/4 scale, adds coordinates and applies 3 x [conv, ReLU] to C_e channels. A mask is the 1x1 conv of a kernel (the
+thing or stuff generator's 1x1 embedding of a kernel feature) with the encoded features.
 
-Training (Sec. 3.5): the heatmaps' targets are CenterNet Gaussians at the mass centres of the 1/4-scale masks (radius
-from the box at the level's scale, min overlap 0.7, sigma (2r + 1) / 3) for the instances whose sqrt(box area) is
-in the level's range; the region maps' targets the 1/4-scale one-hot semantic labels resized to the level (>= 0.5
-kept); both by focal loss (Eq. 1-2). Each thing takes the k = `pos_num` top-scoring points of its class's heatmap
-inside its mask (resized to the level, > 0.1); their k kernels' Dice losses are weighted by the scores normalised to
-sum 1 (Eq. 6-7); each stuff class present on a level one kernel, the mean of the kernel features over its region.
+Training: the heatmaps' targets are CenterNet Gaussians at the mass centres of the 1/4-scale masks (radius from the
+box at the level's scale, min overlap 0.7, sigma (2r + 1) / 3) for the instances whose sqrt(box area) is in the
+level's range; the region maps' targets the 1/4-scale one-hot semantic labels resized to the level (>= 0.5 kept);
+both by focal loss (Eq. 1-2). Each thing takes the k = `pos_num` top-scoring points of its class's heatmap inside its
+mask (resized to the level, > 0.1); their k kernels' Dice losses are weighted by the scores normalised to sum 1
+(Eq. 6-7); each stuff class present on a level one kernel, the kernel features summed over its region and divided by
+the level's h w (the official adaptive_avg_pool2d of the masked map, where the paper averages over the region).
 loss = position_weight (L_pos_th + L_pos_st) + segment_weight (L_seg_th + L_seg_st) with the official
 normalisations (things by the number of (instance, level) pairs, stuff focal by the images, stuff Dice by the
 (class, level) pairs).
 
-Inference (Sec. 3.3, the official inference_single_level, kernel_fusion, process_inst): per level the heatmap is
-averaged with its 3x3 (P6, P7: 5x5) mean, kept at its 3x3 maxima, and its top min(h w, top_num / 2) scores above
+Inference (the official inference_single_level, kernel_fusion, process_inst): per level the heatmap is averaged
+with its 3x3 (P6, P7: 5x5) mean, kept at its 3x3 maxima, and its top min(h w, top_num / 2) scores above
 `center_threshold` give thing kernels; stuff classes are the region map's argmax, scored by their mean probability
-(> `stuff_threshold`), their kernels averaged over the region. Over the levels, thing kernels of one class with
-cosine similarity >= `similarity_threshold` are averaged into the highest-scoring one and stuff kernels of one class
-are averaged (Eq. 3-4). Thing masks are thresholded at `mask_threshold`, rescored by their mean probability inside,
-filtered at 0.05 and cut to the best `center_top_num`; the stuff masks' argmax (class 0: things) and the things go
-through `segjax.ops.panoptic_merge`, the official combine_thing_and_stuff (overlap 0.5, instance score 0.2, stuff
-area 4096), all at the network input size with static shapes.
+(> `stuff_threshold`), their kernels pooled over the region as in training. Kernel fusion over the levels (Eq. 3-5):
+thing kernels of one class with cosine similarity >= `similarity_threshold` are averaged into the highest-scoring
+one, stuff kernels of one class are averaged. Thing masks are thresholded at `mask_threshold`, rescored by their
+mean probability inside, filtered at 0.05 and cut to the best `center_top_num`; the stuff masks' argmax (class 0:
+things) and the things go through `segjax.ops.panoptic_merge`, the official combine_thing_and_stuff (overlap 0.5,
+instance score 0.2, stuff area 4096), all at the network input size with static shapes.
 
 Differences, stated: the position head's convs are plain 3x3 convs (the official uses modulated deformable ones);
 CoordConv appends (x, y) where the official appends (y, x) (a permutation of input channels); the encoder's conv
@@ -40,7 +41,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.fpn import FPN
@@ -92,7 +92,7 @@ def _tower(x, channels, num_convs, dtype, name):
 
 
 class PositionHead(nn.Module):
-  """x [N,h,w,C] -> centre logits [N,h,w,K], region logits [N,h,w,S+1] (Sec. 3.2)."""
+  """x [N,h,w,C] -> centre logits [N,h,w,K], region logits [N,h,w,S+1]."""
   num_things: int
   num_regions: int
   channels: int = 256
@@ -109,7 +109,7 @@ class PositionHead(nn.Module):
 
 
 class KernelHead(nn.Module):
-  """x [N,h,w,C] -> kernel features [N,h,w,channels]: CoordConv, the tower, a 3x3 conv (Sec. 3.2)."""
+  """x [N,h,w,C] -> kernel features [N,h,w,channels]: CoordConv, the tower, a 3x3 conv."""
   channels: int = 256
   num_convs: int = 3
   dtype: Any = jnp.float32
@@ -121,7 +121,7 @@ class KernelHead(nn.Module):
 
 
 class FeatureEncoder(nn.Module):
-  """[P2..P5] -> encoded features [N,H/4,W/4,C_e] (Sec. 3.4): the semantic FPN, coordinates, [conv, ReLU] x n."""
+  """[P2..P5] -> encoded features [N,H/4,W/4,C_e]: the semantic FPN, coordinates, [conv, ReLU] x n."""
   semantic_channels: int = 256
   channels: int = 64
   num_convs: int = 3
@@ -352,7 +352,7 @@ def thing_candidates(center_logits, pool_size, top_num, threshold):
 
 
 def fuse_thing_kernels(kernels, classes, valid, threshold):
-  """The official ThingGenerator.kernel_fusion with static shapes (Eq. 3): kernels [T, C] in decreasing score,
+  """The official ThingGenerator.kernel_fusion with static shapes (Eq. 3-5): kernels [T, C] in decreasing score,
   classes [T], valid [T] -> fused [T, C], keep [T].
 
   Kernel j joins the first (best) kernel i <= j of its class with cosine similarity >= threshold; i survives when
