@@ -15,10 +15,9 @@ score 0.2, stuff area 4096.
 Differences, stated: those of experiments/mask_rcnn_r50_fpn_1x_coco.py (one static 800 x 1344 batch shape); no
 gradient clipping (segjax.train.optim has none); the poly decay runs over the 89k iterations after the warm-up
 (detectron2's WarmupPolyLR over all 90k: (90/89)^0.9, 1.0% above it, after the warm-up); those of
-segjax/models/panoptic_fcn.py (plain convs for the deformable ones of the position head); torchvision's ResNet-50
-and its mean/std input normalisation (the official starts from MSRA's R-50, std 1); the merge runs at the
-network input size, and the panoptic map is resized to the source image (nearest) for PQ (the official upsamples the
-masks to the source size first).
+segjax/models/panoptic_fcn.py; torchvision's ResNet-50 and its mean/std input normalisation (the official starts
+from MSRA's R-50, std 1); the merge runs at the network input size, and the panoptic map is resized to the source
+image (nearest) for PQ (the official upsamples the masks to the source size first).
 Not run here: this CPU cannot train it.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco

@@ -26,8 +26,8 @@ SCALES = ((1, 16), (8, 32), (16, 64), (32, 128), (64, 2048))  # the official ran
 def tiny_config():
   config = panoptic_fcn.model_config()
   config.update({"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "semantic_channels": 32,
-                 "head_channels": 32, "head_convs": 1, "encoder_channels": 16, "encoder_convs": 1,
-                 "instance_scales": SCALES, "stuff_area_threshold": 16})
+                 "head_channels": 32, "head_convs": 1, "position_deform": False, "encoder_channels": 16,
+                 "encoder_convs": 1, "instance_scales": SCALES, "stuff_area_threshold": 16})
   return config
 
 
@@ -339,6 +339,11 @@ def test_experiment_configs_build(name):
   assert params["position_head"]["out_inst"]["kernel"].shape[-1] == sum(is_thing)
   assert params["position_head"]["out_sem"]["kernel"].shape[-1] == len(is_thing) - sum(is_thing) + 1  # + things
   assert params["thing_generator"]["kernel"].shape[-1] == config.model.encoder_channels
+  # The official POSITION_HEAD.DEFORM: modulated deformable convs with their offset/mask convs (27 = 3 x 3 x 3).
+  deform = "offset_mask_conv" in params["position_head"]["position_conv0"]
+  assert deform == ("coco" in name)
+  if deform:
+    assert params["position_head"]["position_conv2"]["offset_mask_conv"]["kernel"].shape == (3, 3, 256, 27)
   jax.eval_shape(make_optimizer(config).init, params)  # config.optimizer.frozen matches parameters
   schedule = learning_rate_schedule(config)
   if "coco" in name:  # PanopticFCN-R50-1x: lr 0.01, batch 16, 90k iterations, WarmupPolyLR (power 0.9, 1000 warm-up)

@@ -2,10 +2,11 @@
 dvlab-research/PanopticFCN (detectron2 project; config.py defaults, PanopticFCN-R50-1x.yaml).
 
 ResNet-FPN with P6, P7 from P5 (3x3 stride-2 convs, ReLU between, as RetinaNet). The kernel generator runs on
-P3..P7 with heads shared over the levels: the position head (3 x [conv, GN, ReLU]) predicts object-centre heatmaps
-for the K thing classes and region maps for the stuff classes with class 0 for all things (the official WITH_THING;
-the same labels as Panoptic FPN's semantic branch); the kernel head (CoordConv input, 3 x [conv, GN, ReLU], a 3x3
-conv) a kernel feature per position. The high-resolution feature encoder sums Panoptic FPN's scale heads on P2..P5
+P3..P7 with heads shared over the levels: the position head (3 x [modulated deformable conv, GN, ReLU]; plain convs
+without `position_deform`, the official POSITION_HEAD.DEFORM) predicts object-centre heatmaps for the K thing
+classes and region maps for the stuff classes with class 0 for all things (the official WITH_THING; the same labels
+as Panoptic FPN's semantic branch); the kernel head (CoordConv input, 3 x [conv, GN, ReLU], a 3x3 conv) a kernel
+feature per position. The high-resolution feature encoder sums Panoptic FPN's scale heads on P2..P5
 at 1/4 scale, adds coordinates and applies 3 x [conv, ReLU] to C_e channels. A mask is the 1x1 conv of a kernel (the
 thing or stuff generator's 1x1 embedding of a kernel feature) with the encoded features.
 
@@ -30,10 +31,9 @@ mean probability inside, filtered at 0.05 and cut to the best `center_top_num`; 
 things) and the things go through `segjax.ops.panoptic_merge`, the official combine_thing_and_stuff (overlap 0.5,
 instance score 0.2, stuff area 4096), all at the network input size with static shapes.
 
-Differences, stated: the position head's convs are plain 3x3 convs (the official uses modulated deformable ones);
-CoordConv appends (x, y) where the official appends (y, x) (a permutation of input channels); the encoder's conv
-biases start at 0 (torch: uniform); instances whose 1/4-scale mask is empty (under ~2 pixels wide) have no centre
-and are left out (the official takes the mean of no points).
+Differences, stated: CoordConv appends (x, y) where the official appends (y, x) (a permutation of input channels);
+conv biases without a norm start at 0 (torch: uniform); instances whose 1/4-scale mask is empty (under ~2 pixels
+wide) have no centre and are left out (the official takes the mean of no points).
 """
 from typing import Any
 
@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers.deform_conv import ModulatedDeformConv
 from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
 from segjax.models.panoptic_fpn import semantic_fpn_features, semantic_targets
@@ -70,7 +71,8 @@ def model_config():
   return ml_collections.ConfigDict({
       "name": "panoptic_fcn", "depth": 50, "width": 64, "norm": "frozen", "fpn_channels": 256,
       "pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225),
-      "semantic_channels": 256, "head_channels": 256, "head_convs": 3, "encoder_channels": 64, "encoder_convs": 3,
+      "semantic_channels": 256, "head_channels": 256, "head_convs": 3, "position_deform": True,
+      "encoder_channels": 64, "encoder_convs": 3,
       "center_bias": -2.19, "instance_scales": ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048)),
       "min_overlap": 0.7, "gaussian_sigma": 3.0, "pos_num": 7, "position_weight": 1.0, "segment_weight": 3.0,
       "center_top_num": 100, "center_threshold": 0.05, "stuff_threshold": 0.05, "mask_threshold": 0.4,
@@ -83,10 +85,14 @@ def _conv(features, kernel, dtype, name, **kwargs):
                  **{"kernel_init": _TORCH_CONV, **kwargs})
 
 
-def _tower(x, channels, num_convs, dtype, name):
-  """The official SingleHead with GN: num_convs x [3x3 conv (no bias), GroupNorm(32), ReLU]."""
+def _tower(x, channels, num_convs, dtype, name, deform=False):
+  """The official SingleHead with GN: num_convs x [3x3 conv (no bias; modulated deformable with `deform`),
+  GroupNorm(32), ReLU]."""
   for k in range(num_convs):
-    x = _conv(channels, 3, dtype, f"{name}_conv{k}", use_bias=False)(x)
+    if deform:
+      x = ModulatedDeformConv(channels, 3, use_bias=False, dtype=dtype, name=f"{name}_conv{k}")(x)
+    else:
+      x = _conv(channels, 3, dtype, f"{name}_conv{k}", use_bias=False)(x)
     x = nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"{name}_gn{k}")(x))
   return x
 
@@ -98,11 +104,12 @@ class PositionHead(nn.Module):
   channels: int = 256
   num_convs: int = 3
   bias: float = -2.19
+  deform: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    x = _tower(x, self.channels, self.num_convs, self.dtype, "position")
+    x = _tower(x, self.channels, self.num_convs, self.dtype, "position", self.deform)
     out = lambda n, name: _conv(n, 3, self.dtype, name, kernel_init=_NORMAL,
                                 bias_init=nn.initializers.constant(self.bias))(x)
     return out(self.num_things, "out_inst"), out(self.num_regions, "out_sem")
@@ -158,8 +165,8 @@ class PanopticFCN(nn.Module):
     encoded = FeatureEncoder(c.semantic_channels, c.encoder_channels, c.encoder_convs, dtype,
                              name="feature_encoder")([p[f"P{k}"] for k in range(2, 6)]).astype(jnp.float32)
     num_regions = len(self.is_thing) - sum(self.is_thing) + 1
-    position = PositionHead(self.num_things, num_regions, c.head_channels, c.head_convs, c.center_bias, dtype,
-                            name="position_head")
+    position = PositionHead(self.num_things, num_regions, c.head_channels, c.head_convs, c.center_bias,
+                            c.position_deform, dtype, name="position_head")
     kernel_head = KernelHead(c.head_channels, c.head_convs, dtype, name="kernel_head")
     heads = [(*position(y), kernel_head(y)) for y in levels]
     centers, regions, kernels = ([h[i].astype(jnp.float32) for h in heads] for i in range(3))
