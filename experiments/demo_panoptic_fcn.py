@@ -17,8 +17,10 @@ average 4.8-6.3, 2026-12-03; wall time from the start, data already built, compi
   step  500 (3.3 min): PQ 0.663 (things 0.476, stuff 0.912), SQ 0.857, RQ 0.756, box_AP 0.186, mask_AP 0.255
   step 1000 (5.7 min): PQ 0.762 (things 0.637, stuff 0.930), SQ 0.889, RQ 0.850, box_AP 0.364, mask_AP 0.403
   step 1500 (7.9 min): PQ 0.781 (things 0.668, stuff 0.931), SQ 0.893, RQ 0.868, box_AP 0.404, mask_AP 0.440
-A 2000-step run of the same model (eval every 1000, load ~5) gave PQ 0.763 at step 1000 and 0.799 (things 0.697,
-stuff 0.935, mask_AP 0.467) at step 2000 in 8 min 32 s.
+Rerun from this commit at load average 1.5-2.6: the same metrics at each step (CPU runs are deterministic), evals
+at 1.8, 3.1 and 4.4 min, 4 min 30 s in all, 454 s of CPU time (user 348, sys 106). A 2000-step run of the same model
+(eval every 1000, load ~5) gave PQ 0.763 at step 1000 and 0.799 (things 0.697, stuff 0.935, mask_AP 0.467) at step
+2000 in 8 min 32 s.
 """
 from segjax.config import base_config
 from segjax.models import panoptic_fcn
