@@ -61,16 +61,22 @@ class SemanticFPNHead(nn.Module):
 
   @nn.compact
   def __call__(self, levels):
-    total = 0.0
-    for k, x in enumerate(levels):  # P_{k+2}: k stages of [conv, GN, ReLU, 2x up], P2 one conv
-      for stage in range(max(k, 1)):
-        x = Conv(self.channels, (3, 3), use_bias=False, kernel_init=_MSRA_FILL, dtype=self.dtype,
-                 name=f"p{k + 2}_conv{stage}")(x)
-        x = nn.relu(norm_layer("group", train=False, dtype=self.dtype)(name=f"p{k + 2}_norm{stage}")(x))
-        if k:
-          x = _upsample(x, 2)
-      total = total + x
+    total = semantic_fpn_features(levels, self.channels, self.dtype)
     return Conv(self.num_classes, (1, 1), kernel_init=_MSRA_FILL, dtype=self.dtype, name="predictor")(total)
+
+
+def semantic_fpn_features(levels, channels, dtype):
+  """Fig. 3's scale heads summed: [P2, P3, P4, P5] -> [N, H/4, W/4, channels]; called inside a compact module,
+  whose parameters p{level}_conv{stage} and p{level}_norm{stage} it creates."""
+  total = 0.0
+  for k, x in enumerate(levels):  # P_{k+2}: k stages of [conv, GN, ReLU, 2x up], P2 one conv
+    for stage in range(max(k, 1)):
+      x = Conv(channels, (3, 3), use_bias=False, kernel_init=_MSRA_FILL, dtype=dtype, name=f"p{k + 2}_conv{stage}")(x)
+      x = nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"p{k + 2}_norm{stage}")(x))
+      if k:
+        x = _upsample(x, 2)
+    total = total + x
+  return total
 
 
 class PanopticFPN(mask_rcnn.MaskRCNN):

@@ -1,6 +1,7 @@
 """SOLOv2 (Wang et al., NeurIPS 2020): instance masks by location, dynamic convolution and Matrix NMS.
 
 Follows the official implementation (WXinlong/SOLO: SOLOv2Head, MaskFeatHead, solov2_target_single, get_seg_single).
+The [0, 1] images are normalised by pixel_mean / pixel_std (ImageNet's, as the reference's img_norm_cfg).
 The five FPN levels P2..P6 are resized to P3, P3, P4, P5, P5 (P2 bilinearly halved, P6 bilinearly up to P5's
 size; strides 8, 8, 16, 32, 32). On each level a head shared by the levels (Sec. 3.2) resizes the features with
 two coordinate channels to an S x S grid; the category branch (coordinates dropped) predicts C class logits per
@@ -22,8 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers.conv import Conv
 from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
+from segjax.models import pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss
 from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.masks import masks_to_boxes
@@ -44,12 +48,12 @@ _CATE_PRIOR = float(-np.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
 
 def _conv_gn_relu(x, features, kernel, dtype, name):
   """mmdet ConvModule with GN(32): conv (no bias), GroupNorm, ReLU."""
-  y = nn.Conv(features, (kernel, kernel), padding=kernel // 2, use_bias=False, kernel_init=_HEAD_INIT,
-              dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
+  y = Conv(features, (kernel, kernel), padding=kernel // 2, use_bias=False, kernel_init=_HEAD_INIT,
+           dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
   return nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"{name}_gn")(y))
 
 
-def _resize(x, height, width):
+def resize(x, height, width):
   """Bilinear resize of [N,h,w,C] as torch F.interpolate(align_corners=False), in x's dtype."""
   y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
   return y.astype(x.dtype)
@@ -73,12 +77,12 @@ class SOLOv2Head(nn.Module):
 
   @nn.compact
   def __call__(self, x, num_grid: int):
-    kernel_feat = _resize(coord_features(x), num_grid, num_grid)
+    kernel_feat = resize(coord_features(x), num_grid, num_grid)
     cate_feat = kernel_feat[..., :-2]
     for i in range(self.stacked_convs):
       kernel_feat = _conv_gn_relu(kernel_feat, self.seg_feat_channels, 3, self.dtype, f"kernel_convs_{i}")
       cate_feat = _conv_gn_relu(cate_feat, self.seg_feat_channels, 3, self.dtype, f"cate_convs_{i}")
-    conv = lambda features, bias, name: nn.Conv(
+    conv = lambda features, bias, name: Conv(
         features, (3, 3), padding=1, kernel_init=_HEAD_INIT, bias_init=nn.initializers.constant(bias),
         dtype=self.dtype, param_dtype=jnp.float32, name=name)
     return (conv(self.num_classes, _CATE_PRIOR, "solo_cate")(cate_feat),
@@ -99,15 +103,15 @@ class MaskFeatHead(nn.Module):
       for j in range(max(i, 1)):  # P2: one conv; P_{2+i}: i x (conv, 2x upsampling)
         y = _conv_gn_relu(y, self.mask_feat_channels, 3, self.dtype, f"level{i}_conv{j}")
         if i:
-          y = _resize(y, 2 * y.shape[1], 2 * y.shape[2])
+          y = resize(y, 2 * y.shape[1], 2 * y.shape[2])
       total = total + y
     return _conv_gn_relu(total, self.ins_out_channels, 1, self.dtype, "conv_pred")
 
 
 def split_feats(p):
   """The reference's split_feats: {"P2".."P6"} -> [P2 halved, P3, P4, P5, P6 resized to P5] (bilinear)."""
-  return [_resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
-          _resize(p["P6"], *p["P5"].shape[1:3])]
+  return [resize(p["P2"], p["P2"].shape[1] // 2, p["P2"].shape[2] // 2), p["P3"], p["P4"], p["P5"],
+          resize(p["P6"], *p["P5"].shape[1:3])]
 
 
 class SOLOv2(nn.Module):
@@ -127,6 +131,8 @@ class SOLOv2(nn.Module):
   mask_feat_channels: int = 128
   num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
   min_mask_area: tuple[float, ...] = STRIDES
+  pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+  pixel_std: tuple[float, ...] = IMAGENET_STD
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -137,7 +143,7 @@ class SOLOv2(nn.Module):
       raise ValueError(f"num_grids and min_mask_area need one value per level P2..P6; got {self.num_grids} and "
                        f"{self.min_mask_area}")
     features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
-                      name="backbone")(images, train=train)
+                      name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
     levels = split_feats(p)
     head = SOLOv2Head(self.num_classes, self.seg_feat_channels, self.stacked_convs, self.ins_out_channels,
@@ -155,7 +161,8 @@ def build(model_config, info):
                 norm=model_config.norm, fpn_channels=model_config.fpn_channels,
                 seg_feat_channels=model_config.seg_feat_channels, stacked_convs=model_config.stacked_convs,
                 ins_out_channels=model_config.ins_out_channels, mask_feat_channels=model_config.mask_feat_channels,
-                num_grids=tuple(model_config.num_grids), min_mask_area=tuple(model_config.min_mask_area), dtype=jnp.dtype(model_config.dtype))
+                num_grids=tuple(model_config.num_grids), min_mask_area=tuple(model_config.min_mask_area),
+                dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
 def downsample_masks(masks):
@@ -299,7 +306,7 @@ def _predict_single(cate_scores, kernels, features, min_area, height, width):
   keep &= decayed >= UPDATE_THR
   top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(MAX_PER_IMG, order.shape[0]))
   keep = keep[pick]
-  masks = _resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
+  masks = resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
   binary = masks > MASK_THR
   # Pixel edges (x2, y2 one past the last pixel), as the pipeline's ground-truth boxes.
   boxes = jnp.where(binary.any((1, 2))[:, None], masks_to_boxes(binary) + jnp.array([0, 0, 1, 1], jnp.float32), 0)

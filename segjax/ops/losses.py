@@ -1,7 +1,8 @@
-"""Detection and segmentation losses: sigmoid focal, Dice (SOLOv2), smooth L1, cross-entropy with ignore.
+"""Detection and segmentation losses: sigmoid focal, Dice (SOLOv2, Panoptic FCN's weighted one), smooth L1,
+cross-entropy with ignore.
 
 Values and gradients follow torchvision.ops.sigmoid_focal_loss and torch.nn.functional (smooth_l1_loss,
-cross_entropy); the Dice loss follows the SOLOv2 official implementation (WXinlong/SOLO).
+cross_entropy); the Dice losses follow the official implementations (WXinlong/SOLO, dvlab-research/PanopticFCN).
 """
 import jax
 import jax.numpy as jnp
@@ -120,3 +121,22 @@ def softmax_cross_entropy(logits, labels, ignore_index=255, reduction="mean", we
     total = jnp.sum(weight)
     return jnp.sum(loss) / jnp.where(total > 0, total, 1)
   return _reduce(loss, reduction)
+
+
+def weighted_dice_loss(mask_logits, targets, weights, eps=1e-8):
+  """Panoptic FCN's weighted Dice (Li et al. CVPR 2021, Eq. 6-7): the sum over rows of
+  weight * (1 - 2 sum(p q) / max(sum p^2 + sum q^2, eps)), p = sigmoid(mask_logits), as the official loss.py.
+
+  Args:
+    mask_logits: [..., P] mask logits, one mask per row.
+    targets: [..., P] soft or binary target masks.
+    weights: [...] per-row weights (the caller normalises a thing's k weights to sum 1; 0 leaves a row out).
+    eps: floor of the denominator (the official 1e-8).
+  """
+  _check_same_shape(mask_logits, targets, "mask_logits", "targets")
+  if jnp.shape(weights) != jnp.shape(mask_logits)[:-1]:
+    raise ValueError(f"weights must have shape {jnp.shape(mask_logits)[:-1]}, got {jnp.shape(weights)}")
+  p = jax.nn.sigmoid(mask_logits)
+  q = targets.astype(p.dtype)
+  dice = 1 - 2 * jnp.sum(p * q, -1) / jnp.maximum(jnp.sum(p * p, -1) + jnp.sum(q * q, -1), eps)
+  return jnp.sum(dice * weights)
