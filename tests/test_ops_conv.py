@@ -1,23 +1,27 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
-weight gradients; float32 here, so rtol 1e-5 of the largest value), on the three paths it takes: the 1x1 dot, the
-tap-by-tap dilated kernel and lax's convolution. The jaxprs show which path ran."""
+weight gradients; float32 here, so atol 1e-5 of the largest value), on the four paths it takes: the 1x1 dot, the
+tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient between wide layers, and lax's
+convolution. The jaxprs show which path ran."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from segjax.ops import conv as conv_module
 from segjax.ops.conv import conv_general_dilated
 
 torch = pytest.importorskip("torch")
 
 # (H, W, kernel, stride, dilation, flax padding, path): the 1x1 kernel with every padding form and stride; dilated
 # 3x3 kernels whose taps mostly read padding (DeepLab's ASPP rates on small maps, one above the map size, strided,
-# asymmetric padding, a 5x5); and dense kernels that stay with lax.
+# asymmetric padding, a 5x5); wide (256-channel) dense kernels, one with asymmetric padding; and dense kernels
+# that stay with lax.
 CASES = [(9, 8, 1, 1, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "VALID", "dot"),
          (10, 7, 1, 3, 1, 0, "dot"),
          (17, 19, 3, 1, 12, 12, "taps"), (17, 19, 3, 1, 36, 36, "taps"), (17, 13, 3, 2, 9, 9, "taps"),
          (17, 13, 3, 2, 9, "SAME", "taps"), (17, 13, 3, 1, 7, ((7, 3), (2, 9)), "taps"), (12, 12, 5, 1, 4, 8, "taps"),
+         (7, 6, 3, 1, 1, 1, "wide"), (9, 8, 3, 1, 2, "SAME", "wide"), (8, 9, 5, 1, 1, ((2, 1), (0, 3)), "wide"),
          (12, 12, 3, 1, 1, 1, "lax"), (16, 16, 3, 1, 2, 2, "lax"), (12, 11, 3, 2, 1, 1, "lax")]
 
 
@@ -31,10 +35,12 @@ def _torch_padding(padding, kernel, dilation, size, stride):
 
 
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
-def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path):
+def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path, monkeypatch):
+  monkeypatch.setattr(conv_module, "_MIN_TAP_GRADIENT_ROWS", 0)  # small maps here; the threshold is tested below
   rng = np.random.default_rng(h * w + kernel + dilation)
-  x = rng.normal(size=(2, h, w, 5)).astype(np.float32)
-  conv = nn.Conv(6, (kernel, kernel), strides=stride, padding=padding, kernel_dilation=dilation,
+  channels_in, channels_out = (256, 256) if path == "wide" else (5, 6)
+  x = rng.normal(size=(2, h, w, channels_in)).astype(np.float32)
+  conv = nn.Conv(channels_out, (kernel, kernel), strides=stride, padding=padding, kernel_dilation=dilation,
                  conv_general_dilated=conv_general_dilated)
   variables = conv.init(jax.random.key(0), x)
   y = conv.apply(variables, x)
@@ -56,7 +62,9 @@ def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, 
 
   primitives = [e.primitive.name for e in jax.make_jaxpr(lambda x: conv.apply(variables, x))(x).eqns]
   assert primitives.count("conv_general_dilated") == (path == "lax"), primitives
-  taps = {"lax": 0, "dot": 1, "taps": _in_bounds_taps((h, w), kernel, stride, dilation, ((top, bottom), (left, right)))}
+  assert primitives.count("custom_vjp_call") == (path == "wide"), primitives
+  taps = {"lax": 0, "wide": 0, "dot": 1,
+          "taps": _in_bounds_taps((h, w), kernel, stride, dilation, ((top, bottom), (left, right)))}
   assert primitives.count("dot_general") == taps[path], primitives
 
 
@@ -68,6 +76,20 @@ def _in_bounds_taps(size, kernel, stride, dilation, padding):
     inputs = outputs[:, None] * stride + np.arange(kernel)[None] * dilation - padding[axis][0]
     reads.append(((inputs >= 0) & (inputs < size[axis])).any(0))
   return int(np.outer(*reads).sum())
+
+
+def _primitives(conv, input_shape):
+  x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  return [e.primitive.name for e in jax.make_jaxpr(conv.apply)(variables, x).eqns]
+
+
+def test_tap_weight_gradient_only_for_wide_layers_over_many_pixels():
+  conv = lambda channels: nn.Conv(channels, (3, 3), padding=1, conv_general_dilated=conv_general_dilated)
+  assert "custom_vjp_call" in _primitives(conv(256), (256, 14, 14, 256))  # Mask R-CNN's mask head
+  assert "custom_vjp_call" in _primitives(conv(256), (2, 128, 128, 256))  # an FPN output conv on P2
+  assert "conv_general_dilated" in _primitives(conv(256), (2, 64, 64, 256))  # 8192 pixels
+  assert "conv_general_dilated" in _primitives(conv(128), (2, 128, 128, 256))  # 128 output channels
 
 
 def test_other_layouts_and_groups_go_to_lax():
