@@ -4,12 +4,13 @@
 
 Not a paper row: a smoke-sized run of the whole instance pipeline (targets, focal + Dice loss, Matrix NMS,
 COCO mask AP on the synthetic validation split). Target: mask_AP >= 0.5 in under 15 minutes.
-Measured here (2-core CPU shared with two other agents' jobs, data already built, 2026-12-02): 7 min 51 s in all
-(2000 steps, median 4.7 steps/s, two evaluations); eval mask_AP 0.502 (AP50 0.786, AP75 0.557, APs 0.467, APm
-0.765), box_AP 0.510 on the 200 validation images. The inference area filter (`min_mask_area`) is the reference's
-level strides scaled by 1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12
-pixels, the same run's checkpoint gives mask_AP 0.478. Rerun 2026-12-03 at load average 8-15: the same mask_AP
-0.502, 19 min 33 s wall, 8 min 50 s of CPU time (user 7:10, sys 1:41).
+Measured here (the command above on the idle 2-core CPU, data already built, 2026-12-03): 5 min 37 s in all (2400
+steps, median 8.5 steps/s, two evaluations); eval mask_AP 0.507 (AP50 0.791, AP75 0.551, APs 0.471, APm 0.777),
+box_AP 0.523 on the 200 validation images; 0.458 at step 1200. The input is now normalised by ImageNet's mean / std
+(SOLOv2's pixel_mean / pixel_std): with it the earlier 2000-step schedule ended at mask_AP 0.499 (0.502 without), so
+the schedule is 2400 steps. The inference area filter (`min_mask_area`) is the reference's level strides scaled by
+1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12 pixels, a 2000-step
+checkpoint gave mask_AP 0.478.
 """
 from segjax.config import base_config
 
@@ -17,10 +18,10 @@ from segjax.config import base_config
 def get_config():
   config = base_config()
   config.batch_size = 8
-  config.total_steps = 2000
+  config.total_steps = 2400
   config.log_every_steps = 50
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
+  config.eval_every_steps = 1200
+  config.checkpoint_every_steps = 1200
   config.model.name = "solov2"
   config.model.depth = 18
   config.model.width = 16
