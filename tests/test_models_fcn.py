@@ -13,6 +13,7 @@ from segjax.layers.upsample import BilinearUpsample
 from segjax.models import fcn, get_model
 from segjax.train import pretrained
 from segjax.weights import torchvision as tv_weights
+from train_util import blocky_batch
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -213,10 +214,7 @@ TINY = ml_collections.ConfigDict({"name": "fcn", "backbone": "resnet", "depth": 
 
 def test_tiny_fcn8s_trains_without_recompiling():
   module = get_model("fcn").build(TINY, ml_collections.ConfigDict({"num_semantic_classes": 3}))
-  rng = np.random.default_rng(0)
-  labels = np.kron(rng.integers(0, 3, size=(2, 6, 6)), np.ones((8, 8), np.int32))  # 8x8 blocks of a class
-  images = (np.eye(3)[labels] * 0.6 + rng.uniform(0, 0.4, size=(2, 48, 48, 3))).astype(np.float32)
-  labels[:, :4] = 255
+  images, labels = blocky_batch(3, blocks=6)  # 8x8 blocks of a class, 48x48
   variables = module.init(jax.random.key(0), images[:1])
   optimizer = optax.adam(1e-2)
   traces = []

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from segjax.models import deconvnet, get_model, segnet
+from train_util import blocky_batch
 
 # SegNet-Tutorial Models/segnet_train.prototxt, typed out layer by layer: (name, in channels, out channels).
 # Every convolution is 3x3 with a bias; all but conv1_1_D are followed by a "BN" layer (scale and shift).
@@ -108,10 +109,7 @@ def test_decoder_unpools_at_the_encoder_maxima(tiny):
 
 def test_tiny_segnet_trains_without_recompiling(tiny):
   module, variables = tiny
-  rng = np.random.default_rng(0)
-  labels = np.kron(rng.integers(0, 3, size=(2, 4, 4)), np.ones((8, 8), np.int32))  # 8x8 blocks of a class
-  images = (np.eye(3)[labels] * 0.6 + rng.uniform(0, 0.4, size=(2, 32, 32, 3))).astype(np.float32)
-  labels[:, :4] = 255
+  images, labels = blocky_batch(3, blocks=4)  # 8x8 blocks of a class, 32x32
   optimizer = optax.adam(1e-2)  # over 8 initialisations: final / first loss 0.10-0.26 after 20 steps
   traces = []
 
