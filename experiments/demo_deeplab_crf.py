@@ -15,24 +15,15 @@ Measured before the models normalised their input by ImageNet's pixel_mean / pix
 """
 import ml_collections
 
+from experiments import demo
 from experiments.deeplab_v1_largefov_crf_voc import CRF
-from segjax.config import base_config
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
-  config.total_steps = 1200
-  config.log_every_steps = 50
-  config.eval_every_steps = 600
-  config.checkpoint_every_steps = 600
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.model = ml_collections.ConfigDict({
       "name": "dense_crf",
       "base": {"name": "deeplab_v1", "variant": "largefov", "width": 16, "dtype": "float32"},
       "crf": CRF})
-  config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config

@@ -8,21 +8,12 @@ tests train through the loop (tests/test_models_deeplab.py, at width 8 for a few
 """
 import ml_collections
 
-from segjax.config import base_config
+from experiments import demo
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
-  config.total_steps = 1200
-  config.eval_every_steps = 600
-  config.checkpoint_every_steps = 600
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.model = ml_collections.ConfigDict({
       "name": "deeplab_v3", "depth": 18, "width": 16, "output_stride": 16, "multi_grid": None,
       "head": "decoder", "rates": (6, 12, 18), "aux": True, "aux_weight": 0.5, "dtype": "float32"})
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config

@@ -10,24 +10,15 @@ on the 200 validation images.
 Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
 [0, 1] images as they are); not re-measured since.
 """
-from segjax.config import base_config
+from experiments import demo
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.total_steps = 600
-  config.log_every_steps = 50
-  config.eval_every_steps = 600
-  config.checkpoint_every_steps = 600
   config.model.name = "gcn"
   config.model.depth = 18
   config.model.width = 16
   config.model.kernel_size = 15
   del config.model.skips, config.model.output_stride
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config

@@ -11,14 +11,12 @@ in 10 minutes on this machine.
 Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
 [0, 1] images as they are); not re-measured since.
 """
-from segjax.config import base_config
+from experiments import demo
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.total_steps = 400
-  config.log_every_steps = 50
   config.eval_every_steps = 400
   config.checkpoint_every_steps = 400
   config.model.name = "pspnet"
@@ -29,9 +27,4 @@ def get_config():
   config.model.aux = True
   config.model.aux_weight = 0.4
   del config.model.skips
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config

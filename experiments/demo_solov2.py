@@ -12,14 +12,12 @@ the schedule is 2400 steps. The inference area filter (`min_mask_area`) is the r
 1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12 pixels, a 2000-step
 checkpoint gave mask_AP 0.478.
 """
-from segjax.config import base_config
+from experiments import demo
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.total_steps = 2400
-  config.log_every_steps = 50
   config.eval_every_steps = 1200
   config.checkpoint_every_steps = 1200
   config.model.name = "solov2"
@@ -37,9 +35,4 @@ def get_config():
   config.model.min_mask_area = (2, 2, 4, 8, 8)  # the reference's strides, scaled as the ranges
   config.model.max_positives = 96
   del config.model.output_stride, config.model.skips
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config

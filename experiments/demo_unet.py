@@ -11,20 +11,10 @@ Not run here beyond the few steps of tests/test_models_unet.py.
 """
 import ml_collections
 
-from segjax.config import base_config
+from experiments import demo
 
 
 def get_config():
-  config = base_config()
-  config.batch_size = 8
-  config.total_steps = 1200
-  config.log_every_steps = 50
-  config.eval_every_steps = 600
-  config.checkpoint_every_steps = 600
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.model = ml_collections.ConfigDict({"name": "unet", "width": 16, "padding": "same", "dtype": "float32"})
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 50
   return config
