@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from segjax.backbones.vgg import STAGES
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
+from segjax.models.fcn import loss, predict  # noqa: F401  FCN's per-pixel cross entropy and argmax
 from segjax.models.segnet import HE_NORMAL
-from segjax.ops.losses import softmax_cross_entropy
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
@@ -73,13 +73,3 @@ class DeconvNet(nn.Module):
 def build(model_config, info):
   return DeconvNet(num_classes=info.num_semantic_classes, width=model_config.width,
                    dtype=jnp.dtype(model_config.dtype))
-
-
-def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy over the labelled pixels."""
-  del model_config
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}

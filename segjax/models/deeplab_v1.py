@@ -21,8 +21,8 @@ from segjax.backbones.vgg import VGG16
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
+from segjax.models.fcn import loss, predict  # noqa: F401  FCN's per-pixel cross entropy and argmax
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -58,13 +58,3 @@ class DeepLabV1(nn.Module):
 def build(model_config, info):
   return DeepLabV1(num_classes=info.num_semantic_classes, variant=model_config.variant, width=model_config.width,
                    dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
-
-
-def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy averaged over the pixels not labelled 255."""
-  del model_config
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax.layers.conv import Conv
-from segjax.ops.losses import softmax_cross_entropy
+from segjax.models.fcn import loss, predict  # noqa: F401  FCN's cross entropy (Eq. 1 without the weight map), argmax
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -104,13 +104,3 @@ def build(model_config, info):
   model = OverlapTileUNet if model_config.padding == "valid" else UNet
   return model(num_classes=info.num_semantic_classes, width=model_config.width, padding=model_config.padding,
                dtype=jnp.dtype(model_config.dtype))
-
-
-def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy (Eq. 1, without the weight map)."""
-  del model_config
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
