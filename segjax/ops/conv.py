@@ -39,10 +39,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     padding = lax.padtype_to_pads(lhs.shape[1:3], [1 + (k - 1) * d for k, d in zip(rhs.shape[:2], dilation)],
                                   strides, padding)
   padding = tuple(map(tuple, padding))
-  spans = [_tap_spans(lhs.shape[1 + a], rhs.shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
   if rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
     x = lhs[:, ::strides[0], ::strides[1]]  # a 1x1 kernel with stride s reads every s-th pixel
     return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+  spans = [_tap_spans(lhs.shape[1 + a], rhs.shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
   output_size = [_output_size(lhs.shape[1 + a], rhs.shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
   in_bounds = _count(spans[0]) * _count(spans[1])
   if in_bounds < _MAX_IN_BOUNDS_SHARE * rhs.shape[0] * rhs.shape[1] * output_size[0] * output_size[1]:
