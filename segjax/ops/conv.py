@@ -9,7 +9,8 @@
 - A dilated kernel whose taps mostly read zero padding (DeepLab v3 Sec. 3.3: at rates near the feature-map size a
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
-Everything else goes to lax.conv_general_dilated. scripts/bench_models.py gives the effect on whole models.
+Everything else goes to lax.conv_general_dilated. scripts/bench_conv.py times each path against lax and torch at the
+models' layer shapes; scripts/bench_models.py gives the effect on whole models.
 """
 import functools
 
@@ -18,9 +19,12 @@ from jax import lax
 import jax.numpy as jnp
 
 _CHANNELS_LAST = (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)  # NHWC, HWIO, NHWC as lax.ConvDimensionNumbers specs
-_MAX_IN_BOUNDS_SHARE = 2 / 3  # tap by tap below this share of in-bounds multiply-adds (measured: 2x faster at 0.56)
-# The weight gradient tap by tap from 256 channels and 2^14 output pixels (N * H * W); measured at 3x3, 256 -> 256,
-# forward + backward: 256 RoIs of 14x14 1.17x, 2 x 128x128 1.56x faster; 2 x 64x64 and 2 x 32x32 0.9x; 64 -> 64 slower.
+# Tap by tap below this share of in-bounds multiply-adds (bench_conv, forward + backward: ASPP rate 24 at 64x64,
+# share 0.56, 1.75x faster than lax; rate 12, share 0.77, stays with lax).
+_MAX_IN_BOUNDS_SHARE = 2 / 3
+# The weight gradient tap by tap from 256 channels and 2^14 output pixels (N * H * W); bench_conv, 3x3 256 -> 256,
+# forward + backward: 256 RoIs of 14x14 1.27x, 2 x 128x128 1.57x faster than lax; below these bounds (2 x 64x64 maps,
+# 64 channels) it was no faster when the bounds were chosen.
 _MIN_TAP_GRADIENT_CHANNELS = 256
 _MIN_TAP_GRADIENT_ROWS = 2 ** 14
 

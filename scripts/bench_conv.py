@@ -1,0 +1,88 @@
+"""segjax.ops.conv against lax.conv_general_dilated and torch's conv2d on this CPU, in the same run: forward +
+backward (input and weight gradients) of single convolutions at the shapes of the models' hot layers.
+
+  PYTHONPATH=. python scripts/bench_conv.py [--iters 3]
+
+Each row names the path ops.conv takes (dot, taps, tap weight gradient, lax) and prints milliseconds for lax,
+ops.conv and torch, and ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch).
+"""
+import argparse
+
+import torch  # before TensorFlow-importing modules (see tests/conftest.py)
+
+import jax  # pylint: disable=wrong-import-order
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from bench_util import best_seconds  # scripts/, on sys.path as the script's folder
+from segjax.ops.conv import conv_general_dilated
+
+_DIMENSIONS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+# (what it is, batch, size, in, out, kernel, stride, dilation)
+ROWS = [
+    ("ResNet-50 bottleneck 1x1 reduce", 2, 64, 1024, 256, 1, 1, 1),
+    ("ResNet-50 bottleneck 1x1 expand", 2, 128, 64, 256, 1, 1, 1),
+    ("ResNet-50 downsample 1x1 stride 2", 2, 128, 256, 512, 1, 2, 1),
+    ("DeepLab v3 ASPP rate 12 at OS8", 2, 64, 2048, 256, 3, 1, 12),
+    ("DeepLab v3 ASPP rate 24 at OS8", 2, 64, 2048, 256, 3, 1, 24),
+    ("DeepLab v3 ASPP rate 36 at OS8", 2, 64, 2048, 256, 3, 1, 36),
+    ("DeepLab v3 ASPP rate 18 at OS16", 2, 32, 2048, 256, 3, 1, 18),
+    ("Mask R-CNN mask head, 256 RoIs", 256, 14, 256, 256, 3, 1, 1),
+    ("FPN output conv on P2", 2, 128, 256, 256, 3, 1, 1),
+    ("ResNet-50 layer3 3x3 dilation 2 at OS8", 2, 64, 256, 256, 3, 1, 2),
+    ("ResNet-50 layer4 3x3 dilation 4 at OS8", 2, 64, 512, 512, 3, 1, 4),
+    ("ResNet-50 layer1 3x3", 2, 128, 64, 64, 3, 1, 1),
+]
+
+
+def _path(x, w, conv):
+  primitives = {e.primitive.name for e in jax.make_jaxpr(conv)(x, w).eqns}
+  if "custom_vjp_call" in primitives:
+    return "tap weight gradient"
+  if "conv_general_dilated" in primitives:
+    return "lax"
+  return "dot" if w.shape[0] == 1 else "taps"
+
+
+def bench_row(batch, size, channels_in, channels_out, kernel, stride, dilation, iters):
+  """(path, lax ms, ops.conv ms, torch ms) of forward + backward."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(batch, size, size, channels_in)).astype(np.float32)
+  w = rng.normal(0, 0.01, size=(kernel, kernel, channels_in, channels_out)).astype(np.float32)
+  pad = dilation * (kernel - 1) // 2
+  times = []
+  for impl in (lax.conv_general_dilated, conv_general_dilated):
+    conv = lambda x, w, impl=impl: impl(x, w, (stride, stride), ((pad, pad), (pad, pad)), None, (dilation, dilation),
+                                        _DIMENSIONS)
+    step = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(conv(x, w) ** 2), (0, 1)))
+    jax.block_until_ready(step(x, w))
+    times.append(best_seconds(lambda step=step: jax.block_until_ready(step(x, w)), iters))
+  xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+  wt = torch.tensor(w.transpose(3, 2, 0, 1).copy(), requires_grad=True)
+
+  def torch_step():
+    xt.grad, wt.grad = None, None
+    (torch.nn.functional.conv2d(xt, wt, stride=stride, padding=pad, dilation=dilation) ** 2).sum().backward()
+
+  torch_step()
+  times.append(best_seconds(torch_step, iters))
+  return (_path(x, w, lambda x, w: conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)), None,
+                                                        (dilation, dilation), _DIMENSIONS)),
+          *(1e3 * t for t in times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--iters", type=int, default=3)
+  args = parser.parse_args()
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads; forward + backward, best of {args.iters}, ms")
+  for name, *shape in ROWS:
+    path, ours_lax, ours, reference = bench_row(*shape, args.iters)
+    print(f"  {name:40s} [{path:19s}] lax {ours_lax:7.1f}  ops.conv {ours:7.1f}  torch {reference:7.1f}  "
+          f"speed-up {ours_lax / ours:.2f}x  vs torch {reference / ours:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+  main()
