@@ -37,12 +37,12 @@ ROWS = [
 
 
 def _path(x, w, conv):
-  primitives = {e.primitive.name for e in jax.make_jaxpr(conv)(x, w).eqns}
-  if "custom_vjp_call" in primitives:
-    return "tap weight gradient"
-  if "conv_general_dilated" in primitives:
-    return "lax"
-  return "dot" if w.shape[0] == 1 else "taps"
+  eqns = jax.make_jaxpr(conv)(x, w).eqns
+  custom = [i.primitive.name for e in eqns if e.primitive.name == "custom_vjp_call"
+            for i in e.params["call_jaxpr"].eqns]
+  if custom:
+    return "tap weight gradient" if "conv_general_dilated" in custom else "dot"
+  return "lax" if any(e.primitive.name == "conv_general_dilated" for e in eqns) else "taps"
 
 
 def bench_row(batch, size, channels_in, channels_out, kernel, stride, dilation, iters):

@@ -6,10 +6,11 @@ and the XLA compile time.
 Rows: DeepLab v3 ResNet-50 (torchvision deeplabv3_resnet50 layout: output stride 8, aux head) against
 torchvision's deeplabv3_resnet50, and Mask R-CNN R50-FPN against torchvision's maskrcnn_resnet50_fpn (frozen BN
 in both, torchvision's training and test settings, the same weights); both on the CPU, float32, SGD steps.
-Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax, the growth of the process's peak
-RSS over torchvision's step for torch (measured first).
+Mask R-CNN inference is timed twice: with the random classifier (no detection passes the 0.05 score threshold)
+and with it scaled 50x (100 detections per image, as a trained model gives), each converted to segjax.
+Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax; for torch, the growth of the
+process's peak RSS (reset before the step) over its RSS before one training step.
 """
-import resource
 import argparse
 import time
 
@@ -89,8 +90,19 @@ def _report(title, batch, inference, train_step, compile_seconds):
   print(f"  XLA compile: inference {compile_seconds[0]:.1f} s, train step {compile_seconds[1]:.1f} s")
 
 
-def _peak_rss_mb():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field):
+  """A field of /proc/self/status (VmRSS, VmHWM) in MiB."""
+  with open("/proc/self/status") as status:
+    return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
+def _torch_peak_mb(fn):
+  """Growth of the process's peak RSS over its RSS before `fn`, with the peak reset first (Linux clear_refs 5)."""
+  with open("/proc/self/clear_refs", "w") as clear_refs:
+    clear_refs.write("5")
+  before = _status_mb("VmRSS")
+  fn()
+  return _status_mb("VmHWM") - before
 
 
 def _instances(batch, size, count=4, seed=0):
@@ -133,17 +145,8 @@ def bench_mask_rcnn(size, batch, iters):
     loss.backward()
     torch_optimizer.step()
 
-  rss_before = _peak_rss_mb()
   torch_train = best_seconds(torch_step, iters)
-  torch_memory = _peak_rss_mb() - rss_before
-  model.eval()
-  with torch.no_grad():
-    torch_infer = best_seconds(lambda: model(x_torch), iters)
-
-  infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
-  start = time.perf_counter()
-  infer = infer.lower(variables, images).compile()
-  infer_compile = time.perf_counter() - start
+  torch_memory = _torch_peak_mb(torch_step)
   optimizer = optax.sgd(0.01, momentum=0.9)
 
   def step(params, batch_stats, opt_state, x, t):
@@ -160,12 +163,33 @@ def bench_mask_rcnn(size, batch, iters):
   start = time.perf_counter()
   train = jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile()
   train_compile = time.perf_counter() - start
-  ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
   ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
-  _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
+
+  infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  start = time.perf_counter()
+  infer = infer.lower(variables, images).compile()
+  infer_compile = time.perf_counter() - start
+  model.eval()
+  inference = {}
+  # Random weights score every class near 1/91, under the 0.05 threshold: no detections. A classifier scaled 50x
+  # returns the 100 detections per image of a trained model, and both libraries run the mask head and paste on them.
+  for scale in (1, 50):
+    with torch.no_grad():
+      model.roi_heads.box_predictor.cls_score.weight.mul_(scale)
+      counts = [len(d["boxes"]) for d in model(x_torch)]
+      torch_infer = best_seconds(lambda: model(x_torch), iters)
+    _, variables = tv_weights.convert("maskrcnn_resnet50_fpn", {k: v.numpy() for k, v in model.state_dict().items()})
+    ours_counts = np.asarray(infer(variables, images)["valid"]).sum(1).tolist()
+    ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
+    inference[scale] = ours_infer, torch_infer, f"detections per image: torchvision {counts}, segjax {ours_counts}"
+  _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, inference[1][:2],
           (ours_train, torch_train), (infer_compile, train_compile))
+  print(f"  inference with random weights: {inference[1][2]}")
+  ours_infer, torch_infer, counts = inference[50]
+  print(f"  inference, classifier x50: segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
+        f"ratio {torch_infer / ours_infer:.2f}x; {counts}")
   print(f"  train step peak memory: segjax (XLA) {xla_peak_mb(train):.0f} MiB, "
-        f"torchvision (RSS growth) {torch_memory:.0f} MiB")
+        f"torchvision (peak RSS growth) {torch_memory:.0f} MiB")
 
 
 def main():
