@@ -137,7 +137,10 @@ def bench_mask_rcnn(size, batch, iters):
               "masks": torch.from_numpy(masks[b])} for b in range(batch)]
 
   model.train()
-  torch_optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+  # Learning rate 0: every timed step, and the inference after them, sees the initial weights, as segjax's steps do
+  # (their updates are not fed back). At 0.01 this random model's losses reach 1e11 at the second step and NaN at the
+  # third, and the NaN weights left torchvision's inference without a single proposal.
+  torch_optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0, momentum=0.9)
 
   def torch_step():
     loss = sum(model(x_torch, t_torch).values())
