@@ -424,7 +424,8 @@ def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slot
     assert positives == reference_positives
     np.testing.assert_allclose(loss, reference_loss, rtol=1e-6)
     for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(reference_grads)):
-      np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()), err_msg=jax.tree_util.keystr(path))
+      np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()),
+                                 err_msg=jax.tree_util.keystr(path))
 
 
 def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, monkeypatch):

@@ -9,6 +9,8 @@ backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4
 anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
 its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
 reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
+The mask head runs on the first k positives (training) or detections (inference) only, k the smallest rung of
+`mask_ladder` that holds those of every image: one compiled program, the loss and masks of running it on all slots.
 Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
 """
 import functools
@@ -121,8 +123,9 @@ class MaskRCNN(nn.Module):
     """fn(module, k, *operands) -> arrays [N, k, ...], run on the first k of S slots only and zero-padded to S.
 
     k is the smallest rung of `mask_ladder(S, zero_rung)` that holds every image's slots up to its last valid one
-    (valid [N, S]); the rest are slots whose results are discarded, so the outputs are those of k = S. One program
-    holds every rung (flax's lifted switch); init runs k = S once, creating the parameters under their own names.
+    (valid [N, S]): the valid slots get the results of k = S, the others, whose results are discarded, may get zeros.
+    One program holds every rung (flax's lifted switch); init runs k = S once, creating the parameters under their
+    own names.
     """
     s = valid.shape[1]
     ladder = (s,) if self.is_initializing() else mask_ladder(s, zero_rung)
