@@ -1,7 +1,8 @@
 """Mask / Faster R-CNN: converted torchvision models give torchvision's detections, the same parameter count, a
 clear error on unknown config keys; a tiny model's loss falls and its train step compiles once for batches with
 0 and with max_instances instances. The C4 variant gives the detections of torchvision's MaskRCNN class assembled
-on a ResNet-50 C4 trunk with the res5 head."""
+on a ResNet-50 C4 trunk with the res5 head. The mask head on the rung of the positives / detections gives the
+loss, gradient and predictions of the mask head on all slots."""
 import collections
 
 import jax
@@ -334,3 +335,119 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
     else:
       reference = ops.roi_align(x, roi, 7, scale, sampling_ratio=2, aligned=False)
     np.testing.assert_allclose(ours[i], reference[0].numpy().transpose(1, 2, 0), atol=1e-5)
+
+
+# p = 128 * 0.25 = 32 positive slots (rungs 8, 16, 32) and 100 detections (rungs 0, 8, 16, 32, 64, 100).
+LADDER_OVERRIDES = {"roi_batch_size_per_image": 128, "detections_per_image": 100}
+
+
+def test_mask_ladder_is_powers_of_two_from_8_ending_at_the_full_size():
+  assert mask_rcnn.mask_ladder(128, zero_rung=False) == (8, 16, 32, 64, 128)
+  assert mask_rcnn.mask_ladder(100, zero_rung=True) == (0, 8, 16, 32, 64, 100)
+  assert mask_rcnn.mask_ladder(32, zero_rung=False) == (8, 16, 32)
+  assert mask_rcnn.mask_ladder(8, zero_rung=False) == (8,)
+
+
+@pytest.fixture(scope="module")
+def ladder_model():
+  config = tiny_config()
+  config.update(LADDER_OVERRIDES)
+  module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+  return config, module, module.init(jax.random.key(0), _batch(0)["image"], train=False)
+
+
+def _on_all_slots(monkeypatch):
+  """The reference: a ladder of one rung, the full size, runs the mask head on every slot as before the ladder."""
+  monkeypatch.setattr(mask_rcnn, "mask_ladder", lambda slots, zero_rung: (slots,))
+
+
+def _mask_head_rows(jaxpr, num_classes):
+  """For each `cond` in the jaxpr (nested ones included) whose branches run the mask head: per branch, the row counts
+  R of its [R, 28, 28, num_classes] logits."""
+  def subjaxprs(eqn):
+    for value in eqn.params.values():
+      for x in value if isinstance(value, (tuple, list)) else (value,):
+        if hasattr(x, "eqns") or hasattr(x, "jaxpr"):
+          yield getattr(x, "jaxpr", x)
+
+  def rows(j):
+    found = {v.aval.shape[0] for e in j.eqns for v in e.outvars
+             if getattr(v.aval, "shape", ())[1:] == (28, 28, num_classes)}
+    return found.union(*(rows(s) for e in j.eqns for s in subjaxprs(e)))
+
+  def conds(j):
+    for e in j.eqns:
+      if e.primitive.name == "cond":
+        branch_rows = [rows(b.jaxpr) for b in e.params["branches"]]
+        if any(branch_rows):
+          yield branch_rows
+      for s in subjaxprs(e):
+        yield from conds(s)
+
+  return list(conds(jaxpr))
+
+
+def _pairs(*counts):
+  """_batch's image pairs, one pair per count of instances (up to 16), in one batch."""
+  pairs = [_batch(c, max_instances=16, seed=c) for c in counts]
+  return {k: np.concatenate([p[k] for p in pairs]) for k in pairs[0]}
+
+
+def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slots(ladder_model, monkeypatch):
+  """Training, batch sharded over 8 devices: batches whose positives need different rungs give the loss and gradient
+  of the mask head on all p = 32 slots, from one compiled step."""
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  config, module, variables = ladder_model
+  mesh = mesh_lib.make_mesh()
+  batches = [jax.device_put(_pairs(*counts), mesh_lib.batch_sharding(mesh)) for counts in ((0, 0, 1, 2), (0, 16, 2, 0))]
+
+  def loss_and_grad(params, batch, key):
+    def objective(params):
+      outputs, _ = module.apply(
+          {"params": params, "batch_stats": variables["batch_stats"]}, batch["image"], train=True,
+          mutable=["batch_stats"], rngs={"sampling": key}, targets={k: batch[k] for k in mask_rcnn.FORWARD_KEYS})
+      return mask_rcnn.loss(outputs, batch, config)[0], outputs["mask_valid"].sum(1).max()
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+  ladder = (8, 16, 32)
+  step = jax.jit(loss_and_grad)
+  rows = _mask_head_rows(step.trace(variables["params"], batches[0], jax.random.key(0)).jaxpr.jaxpr, 2)
+  assert rows and all(r == [{8 * k} for k in ladder] for r in rows), rows  # forward and backward: a branch per rung
+  ours = [step(variables["params"], b, jax.random.key(i)) for i, b in enumerate(batches)]
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  rungs = [int(np.searchsorted(ladder, positives)) for (_, positives), _ in ours]
+  assert rungs[0] < rungs[1], rungs  # the batches take different branches
+  _on_all_slots(monkeypatch)
+  reference = jax.jit(loss_and_grad)
+  for i, (batch, ((loss, positives), grads)) in enumerate(zip(batches, ours)):
+    (reference_loss, reference_positives), reference_grads = reference(variables["params"], batch, jax.random.key(i))
+    assert positives == reference_positives
+    np.testing.assert_allclose(loss, reference_loss, rtol=1e-6)
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(reference_grads)):
+      np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()),
+                                 err_msg=jax.tree_util.keystr(path))
+
+
+def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, monkeypatch):
+  """Inference: with no valid detection and with some, the outputs of the mask head on the detections' rung equal
+  those of the mask head on all 100 slots, from one compiled predict."""
+  _, module, variables = ladder_model
+  image = _batch(3)["image"]
+  background = "['params']['box_head']['cls_score']['bias']"
+  no_detections = jax.tree_util.tree_map_with_path(  # the background logit raised: no score passes 0.05
+      lambda path, x: x.at[0].add(50.0) if jax.tree_util.keystr(path) == background else x, variables)
+  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  rows = _mask_head_rows(predict.trace(variables, image).jaxpr.jaxpr, 2)
+  assert rows == [[{2 * k} for k in (0, 8, 16, 32, 64, 100)]], rows  # the first on 0 rows: no mask work
+  ours = [predict(v, image) for v in (variables, no_detections)]
+  assert predict._cache_size() == 1  # pylint: disable=protected-access
+  some, none = ours
+  assert 0 < some["valid"].sum(1).max() <= 64 and not none["valid"].any()  # a middle rung, and the empty one
+  assert (some["masks"][some["valid"]].max((1, 2)) > 0.1).all()  # the compared masks are not empty
+  _on_all_slots(monkeypatch)
+  reference = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  for v, outputs in zip((variables, no_detections), ours):
+    expected = reference(v, image)
+    for k in ("boxes", "scores", "labels", "valid"):
+      np.testing.assert_array_equal(outputs[k], expected[k], err_msg=k)
+    np.testing.assert_allclose(outputs["masks"], expected["masks"], atol=1e-6)

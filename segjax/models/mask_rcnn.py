@@ -9,6 +9,8 @@ backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4
 anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
 its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
 reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
+The mask head runs on the first k positives (training) or detections (inference) only, k the smallest rung of
+`mask_ladder` that holds those of every image: one compiled program, the loss and masks of running it on all slots.
 Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
 """
 import functools
@@ -95,11 +97,47 @@ class MaskRCNN(nn.Module):
       return self._pooled(levels[:4], _FPN_SCALES, boxes, 7)
     return backbone(self._pooled(levels, (1 / 16,), boxes, 14), train=train, start="C5")["C5"]
 
-  def _mask_input(self, backbone, levels, boxes, train):
-    """Mask-head input of boxes [N, R, 4]: FPN, RoIAlign 14x14 from each box's level; C4, the res5 features."""
-    if self.config.backbone == "fpn":
-      return self._pooled(levels[:4], _FPN_SCALES, boxes, 14)
-    return self._heads_input(backbone, levels, boxes, train)
+  def _resnet(self):
+    c = self.config
+    return ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
+
+  def _mask_logits(self, k, levels, boxes, labels, features=None, *, train):
+    """The mask head's logits for the class of each of the first k boxes [N, S, 4] -> [N, k, M, M] (submodule
+    "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, res5 on RoIAlign 14x14, or the box
+    head's res5 features [N, S, 7, 7, 2048] where given (training: detectron2's Res5ROIHeads)."""
+    c = self.config
+    n = boxes.shape[0]
+    if c.backbone == "fpn":
+      x = self._pooled(levels[:4], _FPN_SCALES, boxes[:, :k], 14)
+    elif features is None:
+      x = self._heads_input(self._resnet(), levels, boxes[:, :k], train)
+    else:
+      x = features[:, :k].reshape(n * k, *features.shape[2:])
+    head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, num_convs=4 if c.backbone == "fpn" else 0,
+                              dtype=jnp.dtype(c.dtype), name="mask_head")
+    logits = head(x)
+    logits = logits.reshape(n, k, *logits.shape[1:])
+    return jnp.take_along_axis(logits, labels[:, :k, None, None, None], -1)[..., 0]
+
+  def _on_valid_prefix(self, fn, valid, *operands, zero_rung):
+    """fn(module, k, *operands) -> arrays [N, k, ...], run on the first k of S slots only and zero-padded to S.
+
+    k is the smallest rung of `mask_ladder(S, zero_rung)` that holds every image's slots up to its last valid one
+    (valid [N, S]): the valid slots get the results of k = S, the others, whose results are discarded, may get zeros.
+    One program holds every rung (flax's lifted switch); init runs k = S once, creating the parameters under their
+    own names.
+    """
+    s = valid.shape[1]
+    ladder = (s,) if self.is_initializing() else mask_ladder(s, zero_rung)
+    needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
+
+    def branch(k):
+      pad = lambda y: jnp.pad(y, [(0, 0), (0, s - k)] + [(0, 0)] * (y.ndim - 2))
+      # Rematerialised in the backward pass: else the cond passes it every rung's residuals (zeros but one rung's).
+      rung = nn.remat(lambda mdl, *operands: fn(mdl, k, *operands))
+      return lambda mdl, *operands: jax.tree.map(pad, rung(mdl, *operands))
+
+    return nn.switch(jnp.sum(jnp.asarray(ladder) < needed), [branch(k) for k in ladder], self, *operands)
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
@@ -114,7 +152,7 @@ class MaskRCNN(nn.Module):
     if h % stride or w % stride:
       raise ValueError(f"{c.name}: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
-    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
+    backbone = self._resnet()
     if c.backbone == "c4":
       return backbone, [backbone(x, train=train, stop="C4")["C4"]]
     pyramid = FPN(c.fpn_channels, dtype=jnp.dtype(c.dtype), name="fpn")(backbone(x, train=train))
@@ -140,13 +178,10 @@ class MaskRCNN(nn.Module):
                                                      jax.lax.stop_gradient(deltas))
     box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, num_fc=2 if fpn else 0, dtype=dtype,
                                  name="box_head")
-    mask_head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, num_convs=4 if fpn else 0, dtype=dtype,
-                                   name="mask_head")
     heads_input = functools.partial(self._heads_input, backbone, levels, train=train)
-    mask_input = functools.partial(self._mask_input, backbone, levels, train=train)
     if train:
       return self._train_outputs(targets, objectness, deltas, anchors, proposals, proposal_valid, box_head,
-                                 mask_head, heads_input, mask_input)
+                                 heads_input, levels)
 
     class_logits, box_deltas = box_head(heads_input(proposals))
     detect = functools.partial(
@@ -155,11 +190,11 @@ class MaskRCNN(nn.Module):
     r = proposals.shape[1]
     boxes, scores, labels, valid = jax.vmap(detect)(
         class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
-    if c.mask:
-      logits = mask_head(mask_input(boxes))
-      logits = logits.reshape(n, boxes.shape[1], *logits.shape[1:])
-      probabilities = jax.nn.sigmoid(jnp.take_along_axis(logits, labels[:, :, None, None, None], -1)[..., 0])
-      masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes)
+    if c.mask:  # valid detections come first: masks of the rest are zeros
+      def masks_of(mdl, k, levels, boxes, labels):
+        probabilities = jax.nn.sigmoid(mdl._mask_logits(k, levels, boxes, labels, train=train))
+        return jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes[:, :k])
+      masks = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, zero_rung=True)
     else:
       ys, xs = jnp.arange(h) + 0.5, jnp.arange(w) + 0.5
       inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
@@ -168,8 +203,8 @@ class MaskRCNN(nn.Module):
     masks = jnp.where(valid[..., None, None], masks, 0.0)
     return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
 
-  def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, mask_head,
-                     heads_input, mask_input):
+  def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, heads_input,
+                     levels):
     c = self.config
     n = objectness.shape[0]
     gt_boxes, gt_classes = targets["boxes"].astype(jnp.float32), targets["classes"]
@@ -198,20 +233,25 @@ class MaskRCNN(nn.Module):
         "box_targets": jnp.where(positive[..., None], encode_boxes(matched_boxes, rois, roi_heads.BOX_CODER_WEIGHTS),
                                  0.0)}
     if c.mask:
-      # The sample holds at most this many positives, all in its first slots.
+      # The sample holds at most this many positives, all in its first slots; the mask head runs on those.
       p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
-      if c.backbone == "c4":  # the positives' res5 features, already computed for the box head (detectron2)
-        x = features.reshape(n, s, *features.shape[1:])[:, :p].reshape(n * p, *features.shape[1:])
-      else:
-        x = mask_input(rois[:, :p])
-      logits = mask_head(x)
-      logits = logits.reshape(n, p, *logits.shape[1:])
+      # C4: the positives' res5 features, already computed for the box head (detectron2).
+      res5 = features.reshape(n, s, *features.shape[1:])[:, :p] if c.backbone == "c4" else None
+      logits_of = lambda mdl, k, *operands: mdl._mask_logits(k, *operands, train=True)
+      logits = self._on_valid_prefix(logits_of, positive[:, :p], levels, rois[:, :p], labels[:, :p], res5,
+                                     zero_rung=False)
       resolution = logits.shape[2]
-      outputs["mask_logits"] = jnp.take_along_axis(logits, labels[:, :p, None, None, None], -1)[..., 0]
+      outputs["mask_logits"] = logits
       outputs["mask_targets"] = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(
           targets["masks"], rois[:, :p], matched[:, :p])
       outputs["mask_valid"] = positive[:, :p]
     return outputs
+
+
+def mask_ladder(slots, zero_rung):
+  """The mask head's static slot counts: powers of two from 8, capped by and ending at `slots`; 0 first when
+  `zero_rung` (inference: no mask work when nothing was detected)."""
+  return (0,) * zero_rung + tuple(2**i for i in range(3, (slots - 1).bit_length())) + (slots,)  # 8 <= 2**i < slots
 
 
 def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
