@@ -6,8 +6,9 @@ and the XLA compile time.
 Rows: DeepLab v3 ResNet-50 (torchvision deeplabv3_resnet50 layout: output stride 8, aux head) against
 torchvision's deeplabv3_resnet50, and Mask R-CNN R50-FPN against torchvision's maskrcnn_resnet50_fpn (frozen BN
 in both, torchvision's training and test settings, the same weights); both on the CPU, float32, SGD steps.
-Mask R-CNN inference is timed twice: with the random classifier (no detection passes the 0.05 score threshold)
-and with it scaled 50x (100 detections per image, as a trained model gives), each converted to segjax.
+Mask R-CNN: the random model returns 100 detections per image in both (printed), so both run the mask head and the
+paste on them; in training its positive RoIs are the --instances ground-truth boxes per image, the RoIs its mask
+head trains on (segjax's on the smallest rung of the mask-head ladder that holds them).
 Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax; for torch, the growth of the
 process's peak RSS (reset before the step) over its RSS before one training step.
 """
@@ -28,7 +29,8 @@ from segjax.models import deeplab, mask_rcnn
 from segjax.weights import torchvision as tv_weights
 
 
-def bench_deeplab_v3(size, batch, iters, num_classes=21):
+def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
+  del instances  # semantic segmentation
   torch.manual_seed(0)
   model = tv_segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes,
                                              aux_loss=True)
@@ -118,7 +120,7 @@ def _instances(batch, size, count=4, seed=0):
   return boxes, masks
 
 
-def bench_mask_rcnn(size, batch, iters):
+def bench_mask_rcnn(size, batch, iters, instances):
   torch.manual_seed(0)
   body = torchvision.models.resnet50(norm_layer=torchvision.ops.FrozenBatchNorm2d)
   backbone = torchvision.models.detection.backbone_utils._resnet_fpn_extractor(body, 5)  # pylint: disable=protected-access
@@ -128,7 +130,7 @@ def bench_mask_rcnn(size, batch, iters):
   module = mask_rcnn.build(config, None)
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
-  boxes, masks = _instances(batch, size)
+  boxes, masks = _instances(batch, size, instances)
   count = boxes.shape[1]
   targets = {"boxes": boxes, "classes": np.ones((batch, count), np.int32), "masks": masks,
              "is_crowd": np.zeros((batch, count), bool), "instance_valid": np.ones((batch, count), bool)}
@@ -148,8 +150,8 @@ def bench_mask_rcnn(size, batch, iters):
     loss.backward()
     torch_optimizer.step()
 
+  torch_memory = _torch_peak_mb(torch_step)  # the first step: later ones reuse memory torch's allocator kept
   torch_train = best_seconds(torch_step, iters)
-  torch_memory = _torch_peak_mb(torch_step)
   optimizer = optax.sgd(0.01, momentum=0.9)
 
   def step(params, batch_stats, opt_state, x, t):
@@ -173,24 +175,15 @@ def bench_mask_rcnn(size, batch, iters):
   infer = infer.lower(variables, images).compile()
   infer_compile = time.perf_counter() - start
   model.eval()
-  inference = {}
-  # Random weights score every class near 1/91, under the 0.05 threshold: no detections. A classifier scaled 50x
-  # returns the 100 detections per image of a trained model, and both libraries run the mask head and paste on them.
-  for scale in (1, 50):
-    with torch.no_grad():
-      model.roi_heads.box_predictor.cls_score.weight.mul_(scale)
-      counts = [len(d["boxes"]) for d in model(x_torch)]
-      torch_infer = best_seconds(lambda: model(x_torch), iters)
-    _, variables = tv_weights.convert("maskrcnn_resnet50_fpn", {k: v.numpy() for k, v in model.state_dict().items()})
-    ours_counts = np.asarray(infer(variables, images)["valid"]).sum(1).tolist()
-    ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
-    inference[scale] = ours_infer, torch_infer, f"detections per image: torchvision {counts}, segjax {ours_counts}"
-  _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, inference[1][:2],
+  with torch.no_grad():
+    counts = [len(d["boxes"]) for d in model(x_torch)]
+    torch_infer = best_seconds(lambda: model(x_torch), iters)
+  ours_counts = np.asarray(infer(variables, images)["valid"]).sum(1).tolist()
+  ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
+  _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
           (ours_train, torch_train), (infer_compile, train_compile))
-  print(f"  inference with random weights: {inference[1][2]}")
-  ours_infer, torch_infer, counts = inference[50]
-  print(f"  inference, classifier x50: segjax {ours_infer / batch:.3f}  torchvision {torch_infer / batch:.3f}  "
-        f"ratio {torch_infer / ours_infer:.2f}x; {counts}")
+  print(f"  detections per image: torchvision {counts}, segjax {ours_counts}; training on {instances} ground-truth "
+        "instances per image")
   print(f"  train step peak memory: segjax (XLA) {xla_peak_mb(train):.0f} MiB, "
         f"torchvision (peak RSS growth) {torch_memory:.0f} MiB")
 
@@ -201,6 +194,9 @@ def main():
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--models", default="deeplab_v3,mask_rcnn", help="comma-separated rows to run")
+  parser.add_argument("--instances", type=int, default=4,
+                      help="Mask R-CNN ground-truth boxes per image: with random weights these are the positive "
+                           "RoIs, and so the RoIs the mask head trains on")
   args = parser.parse_args()
   if args.batch < 2:
     parser.error("--batch must be at least 2: the image-pooling BatchNorm sees one value per channel per image")
@@ -208,7 +204,7 @@ def main():
         f"with {torch.get_num_threads()} threads")
   rows = {"deeplab_v3": bench_deeplab_v3, "mask_rcnn": bench_mask_rcnn}
   for name in args.models.split(","):
-    rows[name](args.size, args.batch, args.iters)
+    rows[name](args.size, args.batch, args.iters, args.instances)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
 weight gradients; float32 here, so atol 1e-5 of the largest value), on the four paths it takes: the 1x1 dot, the
 tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient between wide layers, and lax's
-convolution. The jaxprs show which path ran."""
+convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from segjax.ops import conv as conv_module
-from segjax.ops.conv import conv_general_dilated
+from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 
 torch = pytest.importorskip("torch")
 
@@ -34,14 +34,13 @@ def _torch_padding(padding, kernel, dilation, size, stride):
   return ((padding, padding),) * 2 if isinstance(padding, int) else padding
 
 
-@pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
-def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path, monkeypatch):
-  monkeypatch.setattr(conv_module, "_MIN_TAP_GRADIENT_ROWS", 0)  # small maps here; the threshold is tested below
+def _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding, channels_in, channels_out):
+  """flax Conv with `conv_general` against torch conv2d in float64: output, input and weight gradients. Returns
+  (the Conv, its variables, the input)."""
   rng = np.random.default_rng(h * w + kernel + dilation)
-  channels_in, channels_out = (256, 256) if path == "wide" else (5, 6)
   x = rng.normal(size=(2, h, w, channels_in)).astype(np.float32)
   conv = nn.Conv(channels_out, (kernel, kernel), strides=stride, padding=padding, kernel_dilation=dilation,
-                 conv_general_dilated=conv_general_dilated)
+                 conv_general_dilated=conv_general)
   variables = conv.init(jax.random.key(0), x)
   y = conv.apply(variables, x)
   cotangent = rng.normal(size=y.shape).astype(np.float32)
@@ -59,6 +58,14 @@ def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, 
                           (dx, np.moveaxis(xt.grad.numpy(), 1, -1)),
                           (dvars["params"]["kernel"], wt.grad.numpy().transpose(2, 3, 1, 0))):
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+  return conv, variables, x
+
+
+@pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
+def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path, monkeypatch):
+  monkeypatch.setattr(conv_module, "_MIN_TAP_GRADIENT_ROWS", 0)  # small maps here; the threshold is tested below
+  channels = (256, 256) if path == "wide" else (5, 6)
+  conv, variables, x = _assert_matches_torch(conv_general_dilated, h, w, kernel, stride, dilation, padding, *channels)
 
   eqns = jax.make_jaxpr(lambda x: conv.apply(variables, x))(x).eqns
   primitives = [e.primitive.name for e in eqns]
@@ -67,8 +74,25 @@ def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, 
             for e in eqns if e.primitive.name == "custom_vjp_call"]
   assert custom == {"dot": [["dot_general"]], "wide": [["conv_general_dilated"]]}.get(path, []), custom
   assert primitives.count("conv_general_dilated") == (path == "lax"), primitives
+  (top, bottom), (left, right) = _torch_padding(padding, kernel, dilation, (h, w), stride)
   taps = _in_bounds_taps((h, w), kernel, stride, dilation, ((top, bottom), (left, right))) if path == "taps" else 0
   assert primitives.count("dot_general") == taps, primitives
+
+
+@pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
+def test_conv_as_matmul_matches_torch_conv2d_without_a_convolution(h, w, kernel, stride, dilation, padding, path):
+  conv, variables, x = _assert_matches_torch(conv_as_matmul, h, w, kernel, stride, dilation, padding, 5, 6)
+  # Neither the forward nor the gradients hold a convolution, inside a cond as XLA:CPU needs it (conv_as_matmul).
+  step = lambda p, x: jax.lax.cond(x.sum() > 0, jax.grad(lambda p, x: conv.apply({"params": p}, x).sum(), (0, 1)),
+                                   lambda p, x: (p, x), p, x)
+  jaxpr = str(jax.make_jaxpr(step)(variables["params"], x))
+  assert "cond[" in jaxpr and "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
+
+
+def test_conv_as_matmul_rejects_what_it_does_not_cover():
+  grouped = nn.Conv(4, (3, 3), feature_group_count=2, conv_general_dilated=conv_as_matmul)
+  with pytest.raises(ValueError, match="feature_group_count 2"):
+    grouped.init(jax.random.key(0), jnp.ones((1, 6, 6, 4)))
 
 
 def _in_bounds_taps(size, kernel, stride, dilation, padding):

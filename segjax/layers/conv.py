@@ -4,6 +4,8 @@ import functools
 
 import flax.linen as nn
 
-from segjax.ops.conv import conv_general_dilated
+from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+# For convolutions inside lax.cond / switch / while (Mask R-CNN's mask head): matrix products only, see conv_as_matmul.
+MatmulConv = functools.partial(nn.Conv, conv_general_dilated=conv_as_matmul)

@@ -97,22 +97,17 @@ class MaskRCNN(nn.Module):
       return self._pooled(levels[:4], _FPN_SCALES, boxes, 7)
     return backbone(self._pooled(levels, (1 / 16,), boxes, 14), train=train, start="C5")["C5"]
 
-  def _resnet(self):
-    c = self.config
-    return ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
-
-  def _mask_logits(self, k, levels, boxes, labels, features=None, *, train):
+  def _mask_logits(self, k, levels, boxes, labels, res5):
     """The mask head's logits for the class of each of the first k boxes [N, S, 4] -> [N, k, M, M] (submodule
-    "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, res5 on RoIAlign 14x14, or the box
-    head's res5 features [N, S, 7, 7, 2048] where given (training: detectron2's Res5ROIHeads)."""
+    "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
+    [N, S, 7, 7, 2048], computed outside the ladder's switch, whose branches run convolutions slowly on XLA:CPU (see
+    segjax.ops.conv.conv_as_matmul)."""
     c = self.config
     n = boxes.shape[0]
     if c.backbone == "fpn":
       x = self._pooled(levels[:4], _FPN_SCALES, boxes[:, :k], 14)
-    elif features is None:
-      x = self._heads_input(self._resnet(), levels, boxes[:, :k], train)
     else:
-      x = features[:, :k].reshape(n * k, *features.shape[2:])
+      x = res5[:, :k].reshape(n * k, *res5.shape[2:])
     head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, num_convs=4 if c.backbone == "fpn" else 0,
                               dtype=jnp.dtype(c.dtype), name="mask_head")
     logits = head(x)
@@ -152,7 +147,7 @@ class MaskRCNN(nn.Module):
     if h % stride or w % stride:
       raise ValueError(f"{c.name}: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
-    backbone = self._resnet()
+    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
     if c.backbone == "c4":
       return backbone, [backbone(x, train=train, stop="C4")["C4"]]
     pyramid = FPN(c.fpn_channels, dtype=jnp.dtype(c.dtype), name="fpn")(backbone(x, train=train))
@@ -191,10 +186,15 @@ class MaskRCNN(nn.Module):
     boxes, scores, labels, valid = jax.vmap(detect)(
         class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
     if c.mask:  # valid detections come first: masks of the rest are zeros
-      def masks_of(mdl, k, levels, boxes, labels):
-        probabilities = jax.nn.sigmoid(mdl._mask_logits(k, levels, boxes, labels, train=train))
+      res5 = None
+      if not fpn:  # C4: res5 of every detection, outside the ladder's switch
+        x = heads_input(boxes)
+        res5 = x.reshape(n, boxes.shape[1], *x.shape[1:])
+
+      def masks_of(mdl, k, levels, boxes, labels, res5):
+        probabilities = jax.nn.sigmoid(mdl._mask_logits(k, levels, boxes, labels, res5))
         return jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes[:, :k])
-      masks = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, zero_rung=True)
+      masks = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5, zero_rung=True)
     else:
       ys, xs = jnp.arange(h) + 0.5, jnp.arange(w) + 0.5
       inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
@@ -237,7 +237,7 @@ class MaskRCNN(nn.Module):
       p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
       # C4: the positives' res5 features, already computed for the box head (detectron2).
       res5 = features.reshape(n, s, *features.shape[1:])[:, :p] if c.backbone == "c4" else None
-      logits_of = lambda mdl, k, *operands: mdl._mask_logits(k, *operands, train=True)
+      logits_of = lambda mdl, k, *operands: mdl._mask_logits(k, *operands)
       logits = self._on_valid_prefix(logits_of, positive[:, :p], levels, rois[:, :p], labels[:, :p], res5,
                                      zero_rung=False)
       resolution = logits.shape[2]

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.layers.conv import Conv
+from segjax.layers.conv import MatmulConv
 from segjax.ops.box_nms import batched_nms
 from segjax.ops.boxes import box_iou, clip_boxes, decode_boxes
 from segjax.ops.matching import match_boxes, sample_balanced
@@ -42,7 +42,8 @@ class BoxHead(nn.Module):
 class MaskHead(nn.Module):
   """MaskRCNNHeads (num_convs x conv3x3 + ReLU) + MaskRCNNPredictor (2x2 stride-2 deconv + ReLU, 1x1 per-class
   logits): RoI features [R, 14, 14, C] -> mask logits [R, 28, 28, K]. The C4 head has no convs and reads res5's
-  [R, 7, 7, 2048]: logits [R, 14, 14, K] (He et al. 2017, Fig. 4 left)."""
+  [R, 7, 7, 2048]: logits [R, 14, 14, K] (He et al. 2017, Fig. 4 left). Its convolutions are matrix products
+  (MatmulConv): Mask R-CNN runs the head inside a lax.switch."""
   num_classes: int
   features: int = 256
   num_convs: int = 4
@@ -51,8 +52,8 @@ class MaskHead(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i in range(1, 1 + self.num_convs):
-      x = nn.relu(Conv(self.features, (3, 3), padding=1, kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
-                       name=f"mask_fcn{i}")(x))
+      x = nn.relu(MatmulConv(self.features, (3, 3), padding=1, kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
+                             name=f"mask_fcn{i}")(x))
     # ConvTranspose2d(kernel 2, stride 2): every input pixel writes its own 2x2 output block.
     kernel = self.param("conv5_mask_kernel", _KAIMING_FAN_OUT, (2, 2, x.shape[-1], self.features))
     bias = self.param("conv5_mask_bias", nn.initializers.zeros, (self.features,))
@@ -60,8 +61,8 @@ class MaskHead(nn.Module):
     y = jnp.dot(x, kernel.astype(self.dtype).transpose(2, 0, 1, 3).reshape(c, 4 * self.features))
     y = y.reshape(r, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5).reshape(r, 2 * h, 2 * w, self.features)
     y = nn.relu(y + bias.astype(self.dtype))
-    logits = Conv(self.num_classes, (1, 1), kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
-                  name="mask_fcn_logits")(y)
+    logits = MatmulConv(self.num_classes, (1, 1), kernel_init=_KAIMING_FAN_OUT, dtype=self.dtype,
+                        name="mask_fcn_logits")(y)
     return logits.astype(jnp.float32)
 
 
