@@ -4,7 +4,8 @@ backward (input and weight gradients) of single convolutions at the shapes of th
   PYTHONPATH=. python scripts/bench_conv.py [--iters 3]
 
 Each row names the path ops.conv takes (dot, taps, tap weight gradient, lax) and prints milliseconds for lax,
-ops.conv and torch, and ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch).
+ops.conv, conv_as_matmul (im2col, what the Mask R-CNN mask head runs inside its ladder's switch) and torch, and
+ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch).
 """
 import argparse
 
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench_util import best_seconds  # scripts/, on sys.path as the script's folder
-from segjax.ops.conv import conv_general_dilated
+from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 
 _DIMENSIONS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 # (what it is, batch, size, in, out, kernel, stride, dilation)
@@ -29,6 +30,7 @@ ROWS = [
     ("DeepLab v3 ASPP rate 36 at OS8", 2, 64, 2048, 256, 3, 1, 36),
     ("DeepLab v3 ASPP rate 18 at OS16", 2, 32, 2048, 256, 3, 1, 18),
     ("Mask R-CNN mask head, 256 RoIs", 256, 14, 256, 256, 3, 1, 1),
+    ("Mask R-CNN mask head, 16 RoIs", 16, 14, 256, 256, 3, 1, 1),
     ("FPN output conv on P2", 2, 128, 256, 256, 3, 1, 1),
     ("ResNet-50 layer3 3x3 dilation 2 at OS8", 2, 64, 256, 256, 3, 1, 2),
     ("ResNet-50 layer4 3x3 dilation 4 at OS8", 2, 64, 512, 512, 3, 1, 4),
@@ -46,13 +48,13 @@ def _path(x, w, conv):
 
 
 def bench_row(batch, size, channels_in, channels_out, kernel, stride, dilation, iters):
-  """(path, lax ms, ops.conv ms, torch ms) of forward + backward."""
+  """(path, lax ms, ops.conv ms, conv_as_matmul ms, torch ms) of forward + backward."""
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(batch, size, size, channels_in)).astype(np.float32)
   w = rng.normal(0, 0.01, size=(kernel, kernel, channels_in, channels_out)).astype(np.float32)
   pad = dilation * (kernel - 1) // 2
   times = []
-  for impl in (lax.conv_general_dilated, conv_general_dilated):
+  for impl in (lax.conv_general_dilated, conv_general_dilated, conv_as_matmul):
     conv = lambda x, w, impl=impl: impl(x, w, (stride, stride), ((pad, pad), (pad, pad)), None, (dilation, dilation),
                                         _DIMENSIONS)
     step = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(conv(x, w) ** 2), (0, 1)))
@@ -79,9 +81,9 @@ def main():
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads; forward + backward, best of {args.iters}, ms")
   for name, *shape in ROWS:
-    path, ours_lax, ours, reference = bench_row(*shape, args.iters)
-    print(f"  {name:40s} [{path:19s}] lax {ours_lax:7.1f}  ops.conv {ours:7.1f}  torch {reference:7.1f}  "
-          f"speed-up {ours_lax / ours:.2f}x  vs torch {reference / ours:.2f}x", flush=True)
+    path, ours_lax, ours, matmul, reference = bench_row(*shape, args.iters)
+    print(f"  {name:40s} [{path:19s}] lax {ours_lax:7.1f}  ops.conv {ours:7.1f}  conv_as_matmul {matmul:7.1f}  "
+          f"torch {reference:7.1f}  speed-up {ours_lax / ours:.2f}x  vs torch {reference / ours:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
