@@ -13,6 +13,7 @@ Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax; for 
 process's peak RSS (reset before the step) over its RSS before one training step.
 """
 import argparse
+import ctypes
 import time
 
 import torch  # before TensorFlow-importing modules (see tests/conftest.py)
@@ -99,7 +100,9 @@ def _status_mb(field):
 
 
 def _torch_peak_mb(fn):
-  """Growth of the process's peak RSS over its RSS before `fn`, with the peak reset first (Linux clear_refs 5)."""
+  """Growth of the process's peak RSS over its RSS before `fn`, with freed heap memory returned to the system (else
+  `fn` reuses what an earlier row freed, unseen) and the peak reset (Linux clear_refs 5) first."""
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/clear_refs", "w") as clear_refs:
     clear_refs.write("5")
   before = _status_mb("VmRSS")
