@@ -10,8 +10,9 @@
 - A dilated kernel whose taps mostly read zero padding (DeepLab v3 Sec. 3.3: at rates near the feature-map size a
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
-Everything else goes to lax.conv_general_dilated. scripts/bench_conv.py times each path against lax and torch at the
-models' layer shapes; scripts/bench_models.py gives the effect on whole models.
+Everything else goes to lax.conv_general_dilated. `conv_as_matmul` is for convolutions inside control flow, where
+XLA:CPU's convolutions are slow: a dot for 1x1 kernels, im2col for the rest. scripts/bench_conv.py times each path
+against lax and torch at the models' layer shapes; scripts/bench_models.py gives the effect on whole models.
 """
 import functools
 
