@@ -237,8 +237,7 @@ class MaskRCNN(nn.Module):
       p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
       # C4: the positives' res5 features, already computed for the box head (detectron2).
       res5 = features.reshape(n, s, *features.shape[1:])[:, :p] if c.backbone == "c4" else None
-      logits_of = lambda mdl, k, *operands: mdl._mask_logits(k, *operands)
-      logits = self._on_valid_prefix(logits_of, positive[:, :p], levels, rois[:, :p], labels[:, :p], res5,
+      logits = self._on_valid_prefix(MaskRCNN._mask_logits, positive[:, :p], levels, rois[:, :p], labels[:, :p], res5,
                                      zero_rung=False)
       resolution = logits.shape[2]
       outputs["mask_logits"] = logits

@@ -11,7 +11,7 @@
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
 Everything else goes to lax.conv_general_dilated. `conv_as_matmul` is for convolutions inside control flow, where
-XLA:CPU's convolutions are slow: a dot for 1x1 kernels, im2col for the rest. scripts/bench_conv.py times each path
+XLA:CPU's convolutions are slow: im2col, one dot. scripts/bench_conv.py times each path
 against lax and torch at the models' layer shapes; scripts/bench_models.py gives the effect on whole models.
 """
 import functools
@@ -56,20 +56,17 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
 def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                    feature_group_count=1, precision=None, **kwargs):
-  """lax.conv_general_dilated as matrix products only, for convolutions traced inside lax.cond / switch / while: a 1x1
-  kernel as one dot, any other as im2col. XLA:CPU runs a convolution inside control flow about 60x slower than outside
-  (3x3, 256 -> 256 on 16 RoIs of 14x14, forward + backward: 45 ms at top level, 3.05 s in a cond branch), while its
-  matrix products keep their speed (im2col: 55 ms in the branch)."""
+  """lax.conv_general_dilated as matrix products only, for convolutions traced inside lax.cond / switch / while: im2col
+  (for a 1x1 kernel, one dot of the strided input). XLA:CPU runs a convolution inside control flow about 60x slower
+  than outside (3x3, 256 -> 256 on 16 RoIs of 14x14, forward + backward: 45 ms at top level, 3.05 s in a cond
+  branch), while its matrix products keep their speed (im2col: 55 ms in the branch)."""
   args = _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                            feature_group_count, kwargs)
   if args is None:
     raise ValueError("conv_as_matmul: only 2-D NHWC / HWIO convolutions without groups or input dilation; got "
                      f"dimension_numbers {dimension_numbers}, feature_group_count {feature_group_count}, "
                      f"lhs_dilation {lhs_dilation}")
-  strides, padding, dilation = args
-  if rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
-    return _pointwise(lhs[:, ::strides[0], ::strides[1]], rhs[0, 0], precision)
-  return _im2col(lhs, rhs, strides, padding, dilation, precision)
+  return _im2col(lhs, rhs, *args, precision)
 
 
 def _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
