@@ -1,5 +1,6 @@
-"""DeepLab v3 and torchvision's FCN-ResNet: converted torchvision models give torchvision's logits, the same
-parameter counts, a loss that falls in training, and one compile per input shape."""
+"""DeepLab v3 and torchvision's FCN-ResNet: converted torchvision models give torchvision's logits through a
+Predictor made of the converter's output alone, the same parameter counts, a loss that falls in training, and one
+compile per input shape."""
 import sys
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from segjax.inference import Predictor
 from segjax.models import deeplab
 from segjax.weights import torchvision as tv_weights
 
@@ -37,13 +39,14 @@ def converted(request):
   model = _random_torch_model(request.param)
   state = {k: v.numpy() for k, v in model.state_dict().items()}
   config, variables = tv_weights.convert(request.param, state)
-  info = ml_collections.ConfigDict({"num_semantic_classes": NUM_CLASSES})
-  return request.param, model, deeplab.build(config, info), variables
+  return request.param, model, config, variables
 
 
 def test_logits_match_torchvision(converted):
-  """segjax on the [0, 1] image; torchvision on it normalised by its weights' own transforms (resize left out)."""
-  name, model, module, variables = converted
+  """segjax on the [0, 1] image; torchvision on it normalised by its weights' own transforms (resize left out). The
+  converter's config builds the model without a data set; the Predictor made of it alone gives the same logits."""
+  name, model, config, variables = converted
+  module = deeplab.build(config, None)
   x = np.random.default_rng(0).uniform(size=(1, 65, 81, 3)).astype(np.float32)  # odd sizes: crops and resizes
   normalise = torchvision.models.get_model_weights(name).DEFAULT.transforms(resize_size=None)
   with torch.no_grad():
@@ -53,6 +56,10 @@ def test_logits_match_torchvision(converted):
     ref = ref.numpy().transpose(0, 2, 3, 1)
     assert outputs[key].shape == ref.shape
     np.testing.assert_allclose(outputs[key], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+  (result,) = Predictor(config, variables)([x[0]])
+  ref = expected["out"].numpy()[0].transpose(1, 2, 0)
+  np.testing.assert_allclose(result["logits"], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+  np.testing.assert_array_equal(result["labels"], result["logits"].argmax(-1))
 
 
 def test_parameter_count_matches_torchvision(converted):

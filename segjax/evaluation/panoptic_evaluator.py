@@ -33,6 +33,15 @@ def to_source_map(id_map, scale, orig_size):
   return id_map
 
 
+def segment_category_ids(segment_category, segment_is_thing, info):
+  """Segment rows' category ids: a thing row's label 1..K is info.thing_category_ids[label - 1], a stuff row's class
+  1..S info.stuff_category_ids[class - 1] (0 for rows out of range, padding)."""
+  thing_ids, stuff_ids = np.array((0,) + tuple(info.thing_category_ids)), np.array((0,) + tuple(info.stuff_category_ids))
+  label = np.asarray(segment_category)
+  return np.where(segment_is_thing, thing_ids[np.clip(label, 0, len(thing_ids) - 1)],
+                  stuff_ids[np.clip(label, 0, len(stuff_ids) - 1)])
+
+
 class PanopticEvaluator:
   """PQ, SQ, RQ over all, thing and stuff categories (fractions), plus box_AP, ..., mask_AP, ... if available."""
 
@@ -47,8 +56,6 @@ class PanopticEvaluator:
       ground_truth = json.load(f)
     self.categories = ground_truth["categories"]
     self.annotations = {a["image_id"]: a for a in ground_truth["annotations"]}
-    self.thing_ids = np.array((0,) + info.thing_category_ids)  # thing label -> category id
-    self.stuff_ids = np.array((0,) + info.stuff_category_ids)  # stuff class -> category id
     self.PREDICTION_KEYS = ("panoptic", "segment_id", "segment_category", "segment_is_thing", "segment_valid") + (
         self.instances.PREDICTION_KEYS if self.instances else ())
     self.reset()
@@ -73,9 +80,7 @@ class PanopticEvaluator:
       gt_map = panoptic_io.read_panoptic_png(os.path.join(self.info.eval_panoptic_dir, annotation["file_name"]))
       pred_map = to_source_map(p["panoptic"][i], local_batch["scale"][i], local_batch["orig_size"][i])
       keep = p["segment_valid"][i] & np.isin(p["segment_id"][i], pred_map)
-      label = p["segment_category"][i]
-      category = np.where(p["segment_is_thing"][i], self.thing_ids[np.minimum(label, len(self.thing_ids) - 1)],
-                          self.stuff_ids[np.minimum(label, len(self.stuff_ids) - 1)])
+      category = segment_category_ids(p["segment_category"][i], p["segment_is_thing"][i], self.info)
       segments = annotation["segments_info"]
       gt_segments = {"ids": [[s["id"] for s in segments]], "category_ids": [[s["category_id"] for s in segments]],
                      "iscrowd": [[s.get("iscrowd", 0) == 1 for s in segments]], "valid": [[True] * len(segments)]}

@@ -14,7 +14,8 @@
       in id order: segment_id int32 [B, T], segment_category int32 [B, T] (the thing label 1..K where
       segment_is_thing, else the stuff class 1..S, the S stuff categories in category-id order), segment_is_thing
       bool, segment_score float32 (0 for stuff), segment_area int32, segment_valid bool.
-  Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
+  Optionally SIZE_DIVISIBILITY: what the input's height and width must be multiples of (segjax.inference pads to it).
+Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
 Images are NHWC floats in [0, 1]. Models that run an ImageNet-pretrained backbone (ResNet, VGG-16) normalise them
@@ -50,6 +51,22 @@ def get_model(name: str) -> types.ModuleType:
   if name not in _MODELS:
     raise ValueError(f"config.model.name: unknown model {name!r}; known: {sorted(_MODELS)}")
   return importlib.import_module(_MODELS[name])
+
+
+def thing_label_map(model_config, info) -> tuple[int, ...] | None:
+  """The table model label -> the data set's thing label 1..K (0: a category the data set lacks), for a model whose
+  labels are another label space's: `model_config.category_ids[k - 1]` is the category id of its label k (a converted
+  torchvision detector's labels are COCO's category ids 1..90). None where the config has no category_ids (the
+  model's labels are the data set's) or no data set is given. The one place where the two label spaces meet."""
+  category_ids = tuple(int(c) for c in (model_config.get("category_ids") or ()))
+  if not category_ids or info is None:
+    return None
+  to_label = dict(info.category_to_thing_label)
+  table = (0,) + tuple(to_label.get(c, 0) for c in category_ids)
+  if not any(table):
+    raise ValueError(f"config.model.category_ids: none of the model's categories {category_ids[:8]}... is a thing "
+                     f"category of data set {getattr(info, 'name', '')!r} (ids {sorted(to_label)[:8]}...)")
+  return table
 
 
 def pixel_normalization(model_config) -> dict:

@@ -130,9 +130,18 @@ class DeepLabV3(nn.Module):
     return outputs
 
 
+def semantic_num_classes(model_config, info) -> int:
+  """config.model.num_classes where set (a converted model's classifier), else the data set's; they must agree."""
+  num_classes = model_config.get("num_classes")
+  if num_classes and info is not None and num_classes != info.num_semantic_classes:
+    raise ValueError(f"config.model.num_classes: {num_classes}, but data set {getattr(info, 'name', '')!r} has "
+                     f"{info.num_semantic_classes} classes")
+  return num_classes or info.num_semantic_classes
+
+
 def build(model_config, info):
   grid = model_config.get("multi_grid")
-  return DeepLabV3(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
+  return DeepLabV3(num_classes=semantic_num_classes(model_config, info), depth=model_config.depth, width=model_config.width,
                    output_stride=model_config.output_stride, multi_grid=tuple(grid) if grid else None,
                    head=model_config.head, rates=tuple(model_config.rates), aux=model_config.aux,
                    dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))

@@ -23,7 +23,7 @@ import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.fpn import FPN
-from segjax.models import roi_heads, rpn
+from segjax.models import roi_heads, rpn, thing_label_map
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -34,6 +34,7 @@ from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
+SIZE_DIVISIBILITY = 32  # input sides: multiples of P6's stride (C4's 16 divides it)
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")
 BACKBONES = ("fpn", "c4")
@@ -44,7 +45,9 @@ _C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_t
 
 def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
   """torchvision's maskrcnn_resnet50_fpn defaults (num_classes None: the data set's things + background); with
-  backbone "c4", detectron2's C4 anchors and proposal counts instead."""
+  backbone "c4", detectron2's C4 anchors and proposal counts instead. category_ids (empty: label k is the data set's
+  k-th thing category): the category id of each label 1..num_classes-1, as a converter sets it; detections are then
+  mapped to the data set's labels, those of categories it lacks dropped (`segjax.models.thing_label_map`)."""
   if backbone not in BACKBONES:
     raise ValueError(f"config.model.backbone: must be one of {BACKBONES}; got {backbone!r}")
   config = ml_collections.ConfigDict({
@@ -58,7 +61,7 @@ def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
       "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
-      "dtype": "float32"})
+      "category_ids": (), "dtype": "float32"})
   if backbone == "c4":
     config.update(_C4_DEFAULTS)
   return config
@@ -69,6 +72,7 @@ class MaskRCNN(nn.Module):
   (boxes, scores, labels, masks at input size, valid) of `predict`'s contract."""
   num_classes: int  # with the background, class 0
   config: ml_collections.FrozenConfigDict
+  label_map: tuple[int, ...] = ()  # model label -> data set thing label (0: dropped); () keeps the labels
 
   def _pooled(self, levels, scales, boxes, size):
     """RoI features of boxes [N, R, 4] -> [N * R, size, size, C], each from its FPN level (Lin et al. 2017, Eq. 1).
@@ -200,6 +204,9 @@ class MaskRCNN(nn.Module):
       inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
       masks = (inside(boxes[..., 1], boxes[..., 3], ys)[..., :, None]
                & inside(boxes[..., 0], boxes[..., 2], xs)[..., None, :]).astype(jnp.float32)
+    if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
+      labels = jnp.asarray(self.label_map, jnp.int32)[labels]
+      valid &= labels > 0
     masks = jnp.where(valid[..., None, None], masks, 0.0)
     return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
 
@@ -266,10 +273,18 @@ def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
   return ml_collections.FrozenConfigDict(config)
 
 
+def num_classes_and_label_map(config, info):
+  """(classes with the background, `thing_label_map` or ()) of a Mask R-CNN config; checks category_ids' length."""
+  num_classes = config.num_classes or info.num_thing_classes + 1
+  if config.category_ids and len(config.category_ids) != num_classes - 1:
+    raise ValueError(f"config.model.category_ids: {len(config.category_ids)} ids for {num_classes - 1} classes")
+  return num_classes, thing_label_map(config, info) or ()
+
+
 def build(config, info):
   config = _config(config)
-  num_classes = config.num_classes or info.num_thing_classes + 1
-  return MaskRCNN(num_classes=num_classes, config=config)
+  num_classes, label_map = num_classes_and_label_map(config, info)
+  return MaskRCNN(num_classes=num_classes, config=config, label_map=label_map)
 
 
 def loss(outputs, batch, model_config):

@@ -57,6 +57,7 @@ from segjax.ops.panoptic import panoptic_merge
 TASK = "panoptic"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid", "semantic")
 FORWARD_KEYS = BATCH_KEYS[1:]
+SIZE_DIVISIBILITY = 32  # input sides: multiples of C5's stride
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
 ENCODER_STRIDE = 4  # SEMANTIC_FPN.COMMON_STRIDE
 POOL_SIZES = (3, 3, 3, 5, 5)  # heatmap smoothing of P3..P7 at inference

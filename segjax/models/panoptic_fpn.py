@@ -25,6 +25,7 @@ from segjax.ops.panoptic import panoptic_merge
 TASK = "panoptic"
 BATCH_KEYS = mask_rcnn.BATCH_KEYS + ("semantic",)
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS + ("semantic",)
+SIZE_DIVISIBILITY = mask_rcnn.SIZE_DIVISIBILITY
 IGNORE_LABEL = 255
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
 _MSRA_FILL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # detectron2's c2_msra_fill
@@ -118,8 +119,9 @@ def build(config, info):
   if config.semantic_channels % 32:
     raise ValueError(f"config.model.semantic_channels must be a multiple of 32 (GroupNorm's 32 groups); got "
                      f"{config.semantic_channels}")
-  num_classes = config.num_classes or info.num_thing_classes + 1
-  return PanopticFPN(num_classes=num_classes, config=config, is_thing=tuple(bool(c.isthing) for c in info.categories))
+  num_classes, label_map = mask_rcnn.num_classes_and_label_map(config, info)
+  return PanopticFPN(num_classes=num_classes, config=config, label_map=label_map,
+                     is_thing=tuple(bool(c.isthing) for c in info.categories))
 
 
 def loss(outputs, batch, model_config):

@@ -3,7 +3,8 @@
 The config reproduces torchvision's defaults (`segjax.models.mask_rcnn.model_config`: its anchors, RPN and RoI
 settings, box coder weights, aligned=False RoIAlign, ImageNet normalisation). torchvision also resizes every
 image to a short side of 800 (max 1333); segjax models take the batch at its given size, so resize the input
-as torchvision would (or compare on an image torchvision leaves at its size).
+as torchvision would (or compare on an image torchvision leaves at its size). Its labels are COCO's category ids
+(config.category_ids = 1..90): with a data set, `segjax.models.thing_label_map` maps them to its thing labels.
 
 Layouts beyond the generic ones: Linear weights [O, I] -> Dense kernels [I, O], fc6 reading the RoI features
 flattened (C, H, W) by torch and (H, W, C) here; ConvTranspose2d weight [I, O, 2, 2] -> [2, 2, I, O].
@@ -55,6 +56,8 @@ def _convert(state_dict: Mapping[str, Any], name: str):
   config = mask_rcnn.model_config()
   config.name, config.mask = name, mask
   config.num_classes = int(np.shape(state_dict["roi_heads.box_predictor.cls_score.weight"])[0])
+  # torchvision's COCO detectors: label k is COCO category id k (91 slots, background and unused ids included).
+  config.category_ids = tuple(range(1, config.num_classes))
   module = mask_rcnn.build(config, info=None)
   abstract = tv.abstract_variables(module, (64, 64))
   variables, used = tv.fill_variables(abstract, _flax_layout(state_dict, mask), torch_key)

@@ -4,7 +4,8 @@ Key map of the heads (torch Sequential indices): DeepLabHead classifier.0 = ASPP
 convs.4 = pool, conv, BN; project = conv, BN), classifier.1/2 = 3x3 conv, BN, classifier.4 = 1x1; FCNHead
 .0/.1 = 3x3 conv, BN, .4 = 1x1 (classifier for fcn_*, aux_classifier for both). torchvision's models take images
 normalised by ImageNet's mean and std (their weights' transforms); the config's pixel_mean / pixel_std do that inside
-the segjax model, which takes the [0, 1] image.
+the segjax model, which takes the [0, 1] image. The config carries num_classes (the classifier's), so the model
+builds without a data set: `Predictor(*convert("deeplabv3_resnet50", state_dict))`.
 """
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ def _convert(state_dict: Mapping[str, Any], depth: int, head: str) -> tuple[ml_c
   num_classes = int(np.shape(state_dict["classifier.4.weight"])[0])
   aux = "aux_classifier.0.weight" in state_dict
   config = ml_collections.ConfigDict({
-      "name": "deeplab_v3", "depth": depth, "width": 64, "output_stride": 8, "multi_grid": None, "head": head,
+      "name": "deeplab_v3", "num_classes": num_classes, "depth": depth, "width": 64, "output_stride": 8, "multi_grid": None, "head": head,
       "rates": (12, 24, 36), "aux": aux, "aux_weight": 0.5, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "dtype": "float32"})
   module = DeepLabV3(num_classes=num_classes, depth=depth, head=head, aux=aux)
