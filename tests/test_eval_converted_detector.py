@@ -1,0 +1,140 @@
+"""A converted torchvision Mask R-CNN, whose labels are COCO's category ids, evaluated by the loop's eval step and
+InstanceEvaluator on a COCO-format folder with COCO-id categories gives the box and mask AP that pycocotools gives
+on torchvision's own detections of the same images."""
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_util
+
+from segjax import models
+from segjax.data import pipeline
+from segjax.evaluation import coco
+from segjax.evaluation.instance import InstanceEvaluator
+from segjax.train import loop
+from segjax.train import mesh as mesh_lib
+from segjax.train.steps import make_eval_step
+from train_util import tiny_config
+
+# 3:4 sources of odd sizes that torchvision (min_size 96, max_size 128, floor) and the eval pipeline (fit into
+# 96 x 128, round) both resize to exactly 96 x 128: neither pads, so both networks see the same input.
+SOURCES = ((57, 76), (69, 92), (81, 108))
+CATEGORIES = (3, 17, 44, 62, 88)  # the COCO ids the random model detects
+GROUND_TRUTH_PER_IMAGE = 3
+
+
+def _images():
+  """Smooth colour blobs on a gradient, uint8."""
+  rng = np.random.default_rng(0)
+  images = []
+  for h, w in SOURCES:
+    ys, xs = np.mgrid[:h, :w] / np.array([h, w])[:, None, None]
+    image = np.stack([ys, xs, 0.5 * (ys + xs)], -1) * 0.5
+    for _ in range(5):
+      cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.25)
+      image[(ys - cy) ** 2 + (xs - cx) ** 2 < r**2] = rng.uniform(0, 1, 3)
+    images.append((255 * image).round().astype(np.uint8))
+  return images
+
+
+def _detect_several_categories(model, images):
+  """The random model's classifier restricted to CATEGORIES (the others' bias -20), each one's bias offset so that
+  their mean logits over this run's RoIs are equal: the detections then carry several categories, not only the one
+  whose weights best match the RoI features' common direction."""
+  import torch  # pylint: disable=g-import-not-at-top
+  features = []
+  hook = model.roi_heads.box_head.register_forward_hook(lambda module, inputs, output: features.append(output))
+  with torch.no_grad():
+    model(images)
+    hook.remove()
+    classifier = model.roi_heads.box_predictor.cls_score
+    classifier.bias[[k for k in range(1, 91) if k not in CATEGORIES]] = -20.0
+    logits = features[0] @ classifier.weight[list(CATEGORIES)].T + classifier.bias[list(CATEGORIES)]
+    classifier.bias[list(CATEGORIES)] -= logits.mean(0) - logits.mean()
+
+
+def _write_folder(root, images, detections):
+  """A COCO-format folder (train2017 = val2017) whose instances are torchvision's best detection of each of the
+  first categories it finds in each image, under their COCO category ids (a non-contiguous subset of 1..90)."""
+  annotations, categories = [], set()
+  for image_id, detection in enumerate(detections, start=1):
+    found = set()
+    for k in range(len(detection["scores"])):
+      binary = detection["masks"][k, 0] > 0.5
+      if binary.sum() < 4 or int(detection["labels"][k]) in found:
+        continue
+      found.add(int(detection["labels"][k]))
+      rle = mask_util.encode(np.asfortranarray(binary.astype(np.uint8)))
+      rle["counts"] = rle["counts"].decode("ascii")
+      category = int(detection["labels"][k])
+      categories.add(category)
+      annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                          "segmentation": rle, "area": float(binary.sum()), "iscrowd": 0,
+                          "bbox": [float(v) for v in mask_util.toBbox(rle)]})
+      if sum(a["image_id"] == image_id for a in annotations) == GROUND_TRUTH_PER_IMAGE:
+        break
+  os.makedirs(os.path.join(root, "annotations"))
+  for split in ("train2017", "val2017"):
+    os.makedirs(os.path.join(root, split))
+    entries = []
+    for image_id, image in enumerate(images, start=1):
+      name = f"{image_id:012d}.png"
+      Image.fromarray(image).save(os.path.join(root, split, name))
+      entries.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+    content = {"images": entries, "annotations": annotations,
+               "categories": [{"id": c, "name": f"category{c}", "supercategory": "thing"} for c in sorted(categories)]}
+    with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
+      json.dump(content, f)
+  return sorted(categories)
+
+
+def test_converted_mask_rcnn_gets_the_ap_of_torchvisions_own_detections(tmp_path):
+  import torch  # pylint: disable=g-import-not-at-top
+  from test_models_mask_rcnn import _random_torch_model  # pylint: disable=g-import-not-at-top
+  from segjax.weights import torchvision as tv_weights  # pylint: disable=g-import-not-at-top
+
+  model = _random_torch_model("maskrcnn_resnet50_fpn")
+  model.transform.min_size, model.transform.max_size = (96,), 128
+  images = _images()
+  inputs = [torch.from_numpy(i / 255.0).float().permute(2, 0, 1) for i in images]
+  _detect_several_categories(model, inputs)
+  with torch.no_grad():
+    reference = [{k: v.numpy() for k, v in d.items()} for d in model(inputs)]
+  root = str(tmp_path / "coco")
+  categories = _write_folder(root, images, reference)
+  assert len(categories) >= 3 and max(categories) > len(categories)  # COCO ids, not contiguous labels
+
+  config = tiny_config(root, **{"dataset.name": "coco", "dataset.image_size": (96, 128), "batch_size": 3})
+  config.model, variables = tv_weights.convert("maskrcnn_resnet50_fpn",
+                                               {k: v.numpy() for k, v in model.state_dict().items()})
+  info = pipeline.dataset_info(config)
+  model_lib = models.get_model(config.model.name)
+  module = model_lib.build(config.model, info)
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  evaluator = InstanceEvaluator(info, str(tmp_path / "workdir"))
+  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, mesh_lib.replicated(mesh))
+  metrics = loop.evaluate(eval_step, variables, config, evaluator, mesh,
+                          set(model_lib.BATCH_KEYS) | {"valid_image"}, model_lib.TASK)
+
+  ground_truth = coco.load_ground_truth(info.eval_instances_json)
+  # torchvision's labels are the category ids; those of categories the folder lacks are left out, as pycocotools
+  # would ignore them.
+  identity = {k: k for k in categories}
+  keep = [np.isin(d["labels"], categories) for d in reference]
+  detections = [{"image_id": i, "boxes": d["boxes"][k], "scores": d["scores"][k], "labels": d["labels"][k],
+                 "masks": d["masks"][k, 0]} for i, (d, k) in enumerate(zip(reference, keep), start=1)]
+  expected = {}
+  for iou_type in ("bbox", "segm"):
+    expected.update(coco.evaluate_results(ground_truth, coco.coco_results(detections, identity, iou_type), iou_type))
+  assert expected["box_AP"] > 0.5 and expected["mask_AP"] > 0.5  # the comparison has something to compare
+  print({k: (metrics[k], expected[k]) for k in sorted(expected)})
+  assert metrics["box_AP"] == pytest.approx(expected["box_AP"], abs=0.01)
+  assert metrics["box_AP50"] == pytest.approx(expected["box_AP50"], abs=0.01)
+  # Masks: torchvision pastes each 28 x 28 mask at the source size, the segjax evaluator resizes the mask pasted at
+  # the network input (here 1.68x the source) bilinearly; the ground truth being torchvision's own masks, only
+  # torchvision's overlap them exactly, and the stricter IoU thresholds (0.75..0.95) tell the two apart.
+  assert metrics["mask_AP50"] == pytest.approx(expected["mask_AP50"], abs=0.01)
