@@ -87,3 +87,62 @@ def save_panoptic_pictures(path: str, images, semantic, gt_masks, gt_valid, pano
   """One panel per image: input | ground-truth segments | predicted segments (`panoptic` ids at input size)."""
   return _save_rows(path, [segments_panel(image, ground_truth_segments(sem, gm, gv), predicted)
                            for image, sem, gm, gv, predicted in zip(images, semantic, gt_masks, gt_valid, panoptic)])
+
+
+def annotate(picture: np.ndarray, texts) -> np.ndarray:
+  """picture uint8 [H, W, 3] with each (x, y, text) of `texts` written at (x, y) in PIL's default font, white on a
+  black box so that it reads on any colour; returns a new array."""
+  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+  canvas = Image.fromarray(picture)
+  draw = ImageDraw.Draw(canvas)
+  for x, y, text in texts:
+    left, top, right, bottom = draw.textbbox((x, y), text)
+    draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(0, 0, 0))
+    draw.text((x, y), text, fill=(255, 255, 255))
+  return np.asarray(canvas)
+
+
+def _name(names, index, offset=0):
+  """names[index - offset] where it exists, else the index as text."""
+  position = int(index) - offset
+  return names[position] if names is not None and 0 <= position < len(names) else str(int(index))
+
+
+def semantic_picture(image, labels, names=None) -> np.ndarray:
+  """A label map [H, W] over image float [H, W, 3], each class present named at its pixels' median position."""
+  texts = []
+  for label in np.unique(labels):
+    if label == IGNORE_LABEL:
+      continue
+    ys, xs = np.nonzero(labels == label)
+    texts.append((int(np.median(xs)), int(np.median(ys)), _name(names, label)))
+  return annotate(overlay(image, labels), texts)
+
+
+def instance_picture(image, boxes, labels, scores, masks, names=None, score_threshold=0.5) -> np.ndarray:
+  """Detections scoring >= score_threshold over image float [H, W, 3]: masks [K, H, W] coloured, "name score" at the
+  top left of each box (names by thing label 1..K at index label - 1)."""
+  keep = np.asarray(scores) >= score_threshold
+  picture = overlay(image, instance_labels(masks, keep))
+  picture = np.where((instance_labels(masks, keep) > 0)[..., None], picture,
+                     (255 * np.clip(image, 0, 1)).round().astype(np.uint8))
+  texts = [(int(b[0]), int(b[1]), f"{_name(names, l, 1)} {s:.2f}")
+           for b, l, s in zip(np.asarray(boxes)[keep], np.asarray(labels)[keep], np.asarray(scores)[keep])]
+  return annotate(picture, texts)
+
+
+def panoptic_picture(image, panoptic, segments_info, names_by_category=None) -> np.ndarray:
+  """Segment ids [H, W] over image float [H, W, 3], each segment its own colour (VOID: the image) and named at its
+  pixels' median position ("name score" for things); names_by_category maps category id -> name."""
+  colours = np.where(panoptic > 0, (panoptic - 1) % 254 + 1, 0)
+  picture = np.where((panoptic > 0)[..., None], overlay(image, colours),
+                     (255 * np.clip(image, 0, 1)).round().astype(np.uint8))
+  texts = []
+  for segment in segments_info:
+    ys, xs = np.nonzero(panoptic == segment["id"])
+    if not len(ys):
+      continue
+    name = (names_by_category or {}).get(segment["category_id"], str(segment["category_id"]))
+    text = f"{name} {segment['score']:.2f}" if segment.get("isthing") else name
+    texts.append((int(np.median(xs)), int(np.median(ys)), text))
+  return annotate(picture, texts)

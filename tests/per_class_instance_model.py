@@ -29,8 +29,9 @@ class PerClassMasks(nn.Module):
 
 
 def build(model_config, info):
-  del model_config
-  return PerClassMasks(info.num_thing_classes)
+  """K = the data set's thing classes, or config.model.num_classes - 1 (with the background, as Mask R-CNN's)."""
+  num_classes = model_config.get("num_classes")
+  return PerClassMasks(num_classes - 1 if num_classes else info.num_thing_classes)
 
 
 def loss(outputs, batch, model_config):
