@@ -18,10 +18,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.vgg import VGG16
+from segjax.layers import multiscale
 from segjax.layers.conv import Conv
-from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
-from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy (+ each scale's) and argmax
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
@@ -31,30 +31,39 @@ OUTPUT_STRIDE = 8
 
 
 class DeepLabV1(nn.Module):
-  """images [N,H,W,3] -> {"logits" [N,H,W,L]}; in train mode drop6/drop7 need a "dropout" rng."""
+  """images [N,H,W,3] -> {"logits" [N,H,W,L]}; in train mode drop6/drop7 need a "dropout" rng. With several
+  `scales`, also "scale_logits" (and "scale_weights" with attention)."""
   num_classes: int
   variant: str = "largefov"
   width: int = 64
   dtype: Any = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
   pixel_std: tuple[float, ...] = IMAGENET_STD
+  scales: tuple[float, ...] = (1.0,)
+  scale_fusion: str = ""
 
   def __post_init__(self):
     if self.variant not in TRUNKS:
       raise ValueError(f"config.model.variant must be one of {tuple(TRUNKS)}; got {self.variant!r}")
+    multiscale.check_scales(self.scales, self.scale_fusion)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    height, width = images.shape[1:3]
+    trunk = VGG16(variant=TRUNKS[self.variant], width=self.width, dtype=self.dtype, name="backbone")
+    drop7 = nn.Dropout(0.5, deterministic=not train, name="drop7")
+    fc8 = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+               param_dtype=jnp.float32, name="fc8")
+
+    def stream(x):  # the same weights at every scale
+      fc7 = trunk(x, train)["fc7"]
+      return fc7, fc8(drop7(fc7))
+
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
-    fc7 = VGG16(variant=TRUNKS[self.variant], width=self.width, dtype=self.dtype, name="backbone")(x, train)["fc7"]
-    x = nn.Dropout(0.5, deterministic=not train, name="drop7")(fc7)
-    scores = Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                  param_dtype=jnp.float32, name="fc8")(x)
-    return {"logits": interp_zoom(scores, OUTPUT_STRIDE, height, width)}
+    return multiscale.multiscale_logits(stream, x, self.scales, self.scale_fusion, OUTPUT_STRIDE)
 
 
 def build(model_config, info):
   return DeepLabV1(num_classes=info.num_semantic_classes, variant=model_config.variant, width=model_config.width,
-                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+                   dtype=jnp.dtype(model_config.dtype), scales=tuple(model_config.get("scales", (1.0,))),
+                   scale_fusion=model_config.get("scale_fusion", ""), **pixel_normalization(model_config))

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers import multiscale
 from segjax.layers.conv import Conv
-from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
 from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -37,22 +37,32 @@ class DeepLabV2(nn.Module):
   dtype: Any = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
   pixel_std: tuple[float, ...] = IMAGENET_STD
+  scales: tuple[float, ...] = (1.0,)  # MSC: (1.0, 0.75, 0.5) with scale_fusion "max" (or "attention")
+  scale_fusion: str = ""
+
+  def __post_init__(self):
+    multiscale.check_scales(self.scales, self.scale_fusion)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    height, width = images.shape[1:3]
-    c5 = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
-                dtype=self.dtype, name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std),
-                                                   train=train)["C5"]
-    # ASPP-L (Eq. 1 at each rate r): the branches' class scores are summed.
-    scores = sum(Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
-                      kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
-                      name=f"fc1_c{i}")(c5) for i, rate in enumerate(self.rates))
-    return {"logits": interp_zoom(scores, self.output_stride, height, width)}
+    trunk = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
+                   dtype=self.dtype, name="backbone")
+    branches = [Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
+                     kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
+                     name=f"fc1_c{i}") for i, rate in enumerate(self.rates)]
+
+    def stream(x):  # the same weights at every scale
+      c5 = trunk(x, train=train)["C5"]
+      return c5, sum(branch(c5) for branch in branches)  # ASPP-L (Eq. 1 at each rate r): scores summed
+
+    x = normalize_images(images, self.pixel_mean, self.pixel_std)
+    return multiscale.multiscale_logits(stream, x, self.scales, self.scale_fusion, self.output_stride)
 
 
 def build(model_config, info):
   return DeepLabV2(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
                    norm=model_config.norm, output_stride=model_config.output_stride,
                    rates=tuple(model_config.rates), dtype=jnp.dtype(model_config.dtype),
-                   **pixel_normalization(model_config))
+                   scales=tuple(model_config.get("scales", (1.0,))),
+                   scale_fusion=model_config.get("scale_fusion", ""), **pixel_normalization(model_config))

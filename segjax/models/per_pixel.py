@@ -2,7 +2,9 @@
 
 loss: softmax cross entropy averaged over the pixels not labelled 255 (FCN, Long et al. 2015, Sec. 3), each class
 optionally weighted by `class_weights` (SegNet, Sec. 3.2: median frequency balancing), plus `aux_weight` times the
-same loss of an auxiliary head's "aux_logits" where the model has one (PSPNet Sec. 3.4; torchvision's DeepLab v3).
+same loss of an auxiliary head's "aux_logits" where the model has one (PSPNet Sec. 3.4; torchvision's DeepLab v3),
+plus the same loss of each scale's "scale_logits" with multi-scale inputs (DeepLab-MSC, attention to scale: the
+extra supervision, segjax.layers.multiscale).
 predict: the argmax of the logits.
 """
 import jax.numpy as jnp
@@ -21,10 +23,14 @@ def loss(outputs, batch, model_config):
   cross_entropy = lambda logits: softmax_cross_entropy(logits, batch["semantic"], ignore_index=IGNORE_LABEL,
                                                        weights=weights)
   main = cross_entropy(outputs["logits"])
-  if "aux_logits" not in outputs:
-    return main, {}
-  aux = cross_entropy(outputs["aux_logits"])
-  return main + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
+  value, metrics = main, {}
+  if "aux_logits" in outputs:
+    aux = cross_entropy(outputs["aux_logits"])
+    value, metrics = value + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
+  for i, logits in enumerate(outputs.get("scale_logits", ())):
+    metrics[f"scale{i}_loss"] = cross_entropy(logits)
+    value += metrics[f"scale{i}_loss"]
+  return value, metrics
 
 
 def predict(outputs, model_config):
