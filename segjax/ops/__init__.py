@@ -1,6 +1,7 @@
 """Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, max unpooling,
-deformable convolution, masks, losses, CRFs, image normalisation."""
+deformable convolution, masks, losses, CRFs, image normalisation, linear sum assignment."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
+from segjax.ops.assignment import linear_sum_assignment
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
 from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode_boxes, encode_boxes,
                               generalized_box_iou)
