@@ -15,4 +15,4 @@ from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)
-from segjax.ops.unpool import max_pool_with_argmax, max_unpool
+from segjax.ops.unpool import bed_of_nails_unpool, max_pool_with_argmax, max_unpool
