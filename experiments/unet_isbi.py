@@ -10,9 +10,10 @@ Schedule (Sec. 3): SGD with momentum 0.99, batch of a single large tile (572x572
 padding, Fig. 1), Gaussian initialisation with std sqrt(2 / N), N the incoming nodes of a unit (Sec. 3).
 The paper gives neither the learning rate nor the number of iterations ("10 hours on a NVidia Titan GPU"): 0.01
 and 20K steps are our choices, untested.
-What differs: no PhC-U373 reader exists in segjax yet (`dataset.name = "phc_u373"` is refused by the pipeline until
-one is written), and the images are grey (one channel) where the synthetic pipeline gives RGB; the loss is plain
-cross entropy without the weight map of Eq. 2 (w0 = 10, sigma = 5 pixels); no elastic deformation augmentation
+Data: the challenge's layout read by `segjax/data/isbi_cells.py` (cells vs background; grey frames repeated to RGB);
+the challenge's test sequences have no public labels, so sequence 01 trains and 02 evaluates.
+What differs: the loss is plain cross entropy; the weight map of Eq. 2 (w0 = 10, sigma = 5 pixels) is computed by
+`segjax.data.unet_weights.unet_weight_map` but not yet carried by the input pipeline; no elastic deformation augmentation
 (Sec. 3.1) and no drop-out at the end of the contracting path; the overlap-tile strategy (Fig. 2) runs each whole
 572x572 input as one tile: mirrored to 764x764, it gives logits for all 572x572 pixels, which the loss and the
 evaluator compare with the full-size labels (the paper trains on 572x572 tiles against their 388x388 centres and
@@ -32,10 +33,10 @@ def get_config():
   config.eval_every_steps = 2_000
   config.checkpoint_every_steps = 2_000
   config.model = ml_collections.ConfigDict({"name": "unet", "width": 64, "padding": "valid", "dtype": "float32"})
-  config.dataset.name = "phc_u373"
+  config.dataset.name = "isbi_cells"
   config.dataset.root = "~/data/PhC-C2DH-U373"
-  config.dataset.train_split = "train"
-  config.dataset.eval_split = "test"
+  config.dataset.train_split = "01"
+  config.dataset.eval_split = "02"
   config.dataset.image_size = (572, 572)
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.01

@@ -301,3 +301,22 @@ def test_demo_crf_rnn_trains_through_the_loop(tmp_path):
   train = read_metrics(tmp_path / "workdir")
   assert len(train) == 4 and all(np.isfinite(r["loss"]) and r["crf_overflow"] == 0 for r in train)
   assert 0.0 <= metrics["mIoU"] <= 1.0
+
+
+@pytest.mark.parametrize("name, skips, number", [("fcn32s_vgg16_voc", (), "59.4"),
+                                                 ("fcn16s_vgg16_voc", ("pool4",), "62.4")])
+def test_fcn32s_and_fcn16s_configs(name, skips, number):
+  """Table 2's other rows: the streams of the config, the published number, and the "fixed" row's frozen trunk."""
+  module = _experiment(name)
+  assert f"python -m segjax.main --config=experiments/{name}.py" in module.__doc__ and number in module.__doc__
+  config = module.get_config()
+  assert tuple(config.model.skips) == skips and "skip_scales" not in config.model
+  model = get_model("fcn").build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 21}))
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  assert jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)["logits"].shape == (1, 64, 64, 21)
+  if name == "fcn32s_vgg16_voc":  # FCN-32s-fixed (45.4): only the score layer learns
+    from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+    assert "45.4" in module.__doc__
+    config.optimizer.frozen = ("backbone", "upscore")
+    jax.eval_shape(make_optimizer(config).init, variables["params"])

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from segjax.data import pipeline
 from segjax.models import get_model, unet
 from segjax.models.unet import UNet
 
@@ -167,7 +168,7 @@ def _experiment(name):
 def test_isbi_config_builds_and_says_what_it_reproduces():
   experiment = _experiment("unet_isbi")
   for field in ("python -m segjax.main --config=experiments/unet_isbi.py", "Table 2", "0.9203", "0.000353",
-                "Schedule", "What differs", "no PhC-U373 reader", "overlap-tile", 'image_size="(388, 388)"'):
+                "Schedule", "What differs", "isbi_cells.py", "overlap-tile", 'image_size="(388, 388)"'):
     assert field in experiment.__doc__, field
   config = experiment.get_config()
   module = get_model(config.model.name).build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 2}))
@@ -176,6 +177,9 @@ def test_isbi_config_builds_and_says_what_it_reproduces():
   assert jax.eval_shape(module.apply, variables, images)["logits"].shape == (1, 572, 572, 2)  # overlap-tile
   assert 388 + sum(unet.mirror_padding(388)) == 572  # the docstring's image_size 388: the paper's tile
   assert config.optimizer.momentum == 0.99
+  assert config.dataset.name in pipeline.SEMANTIC_READERS
+  hela = _experiment("unet_isbi_hela")
+  assert "0.7756" in hela.__doc__ and hela.get_config().dataset.root.endswith("DIC-C2DH-HeLa")
 
 
 @pytest.mark.slow  # 40-50 s of CPU here: compiling the loop's init, train and eval steps

@@ -27,14 +27,13 @@ def run_notebook(name, env):
 
 @pytest.mark.slow
 def test_roialign_ablation(tmp_path):
-  """Three short Mask R-CNN trainings (32 min on the 2 cores here at load 5-10, 2026-12-03): every pooler evaluated,
-  table and picture written, and RoIAlign ahead of RoIPool at AP75, where the paper's gap is largest (measured:
-  AP75 pool 0.288, warp 0.314, align 0.392)."""
+  """Five short Mask R-CNN trainings (Table 2c's rows): every row evaluated, table and picture written, and
+  RoIAlign ahead of RoIPool at AP75, where the paper's gap is largest (30.3 / 31.5 against 26.4)."""
   namespace = run_notebook("roialign_ablation.ipynb", {"SEGJAX_ABLATION_STEPS": "400",
                                                        "SEGJAX_ABLATION_WORKDIR": str(tmp_path)})
   results = namespace["results"]
-  assert set(results) == {"pool", "warp", "align"}
+  assert set(results) == {"pool max", "warp max", "warp avg", "align max", "align avg"}
   assert all(0 < results[p]["mask_AP"] <= 1 and math.isfinite(results[p]["box_AP"]) for p in results)
   assert (tmp_path / "ablation.png").stat().st_size > 0
-  assert json.loads((tmp_path / "ablation.json").read_text())["align"]["mask_AP"] == results["align"]["mask_AP"]
-  assert results["align"]["mask_AP75"] > results["pool"]["mask_AP75"]
+  assert json.loads((tmp_path / "ablation.json").read_text())["align avg"]["mask_AP"] == results["align avg"]["mask_AP"]
+  assert results["align avg"]["mask_AP75"] > results["pool max"]["mask_AP75"]

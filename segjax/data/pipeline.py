@@ -27,6 +27,7 @@ from absl import logging
 from segjax.data import ade20k
 from segjax.data import augment
 from segjax.data import camvid
+from segjax.data import isbi_cells
 from segjax.data import cityscapes
 from segjax.data import coco
 from segjax.data import info as info_lib
@@ -43,7 +44,8 @@ def _layout(config):
   return layout.to_dict() if hasattr(layout, "to_dict") else dict(layout or {})
 
 
-SEMANTIC_READERS = {reader.name: reader for reader in (voc.READER, cityscapes.READER, ade20k.READER, camvid.READER)}
+SEMANTIC_READERS = {reader.name: reader for reader in (voc.READER, cityscapes.READER, ade20k.READER, camvid.READER,
+                                                       isbi_cells.READER)}
 NAMES = ("synthetic", "coco", *SEMANTIC_READERS)
 
 

@@ -38,6 +38,7 @@ _MODELS = {
     "faster_rcnn": "segjax.models.mask_rcnn",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",
     "pspnet": "segjax.models.pspnet",

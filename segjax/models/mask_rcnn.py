@@ -59,7 +59,7 @@ def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
-      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "sampling_ratio": 2,
+      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "roi_aggregation": "", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
   if backbone == "c4":
@@ -79,20 +79,22 @@ class MaskRCNN(nn.Module):
 
     "align": RoIAlign as torchvision's MultiScaleRoIAlign (aligned=False); "warp": RoIWarp, the box rounded to its
     level's grid, then bilinear sampling and averaging; "pool": RoIPool (Girshick 2015), quantised box and bins,
-    max (Mask R-CNN Table 2c).
+    max (Mask R-CNN Table 2c). config.roi_aggregation "max" or "avg" reduces each bin that way instead of the
+    pooler's own (max for "pool", avg otherwise): the table's five rows.
     """
     n, r, _ = boxes.shape
     batch_index = jnp.repeat(jnp.arange(n, dtype=boxes.dtype), r)[:, None]
     rois = jax.lax.stop_gradient(jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1))
     pooler = self.config.roi_pooler
+    aggregation = self.config.roi_aggregation or ("max" if pooler == "pool" else "avg")
     if pooler == "pool":
       k_min = round(-math.log2(scales[0]))
       level = assign_fpn_levels(rois[:, 1:], k_min, k_min + len(scales) - 1)[:, None, None, None]
       # Every RoI pooled on every level, then its own level kept: 4x the work with FPN, for the ablation only.
-      pooled = [roi_pool(f, rois, size, s) for f, s in zip(levels, scales)]
+      pooled = [roi_pool(f, rois, size, s, aggregation=aggregation) for f, s in zip(levels, scales)]
       return jnp.select([level == k for k in range(len(scales))], pooled)
     return multilevel_roi_align(levels, rois, size, scales, sampling_ratio=self.config.sampling_ratio,
-                                aligned=False, quantized=pooler == "warp")
+                                aligned=False, quantized=pooler == "warp", aggregation=aggregation)
 
   def _heads_input(self, backbone, levels, boxes, train):
     """Box-head input of boxes [N, R, 4]. FPN: RoIAlign 7x7 from each box's level -> [N * R, 7, 7, C]. C4:
@@ -270,6 +272,8 @@ def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
   config.update(overrides)
   if config.roi_pooler not in ROI_POOLERS:
     raise ValueError(f"config.model.roi_pooler: must be one of {ROI_POOLERS}; got {config.roi_pooler!r}")
+  if config.roi_aggregation not in ("", "max", "avg"):
+    raise ValueError(f"config.model.roi_aggregation: must be '', 'max' or 'avg'; got {config.roi_aggregation!r}")
   return ml_collections.FrozenConfigDict(config)
 
 

@@ -1,6 +1,7 @@
 """Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, max unpooling,
-deformable convolution, masks, losses, CRFs, image normalisation."""
+deformable convolution, masks, losses, CRFs, image normalisation, linear sum assignment."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
+from segjax.ops.assignment import linear_sum_assignment
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
 from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode_boxes, encode_boxes,
                               generalized_box_iou)
@@ -10,8 +11,9 @@ from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, sof
 from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import match_boxes, sample_balanced
 from segjax.ops.mask_nms import matrix_nms
+from segjax.ops.soft_nms import soft_nms, soft_nms_boxes, soft_nms_masks
 from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)
-from segjax.ops.unpool import max_pool_with_argmax, max_unpool
+from segjax.ops.unpool import bed_of_nails_unpool, max_pool_with_argmax, max_unpool

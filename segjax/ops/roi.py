@@ -85,7 +85,19 @@ def _roi_align_taps(b, boxes, scale, height, width, base, output_size, sampling_
   return index.reshape(shape), (wy * wx / sampling_ratio**2).reshape(shape)
 
 
-def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True):
+def _aggregate_taps(table, index, weight, sampling_ratio, aggregation):
+  """The bins' values from their taps: the weighted sum ("avg", RoIAlign) or the largest of the S x S bilinear
+  samples ("max", the max-aggregation rows of Mask R-CNN's Table 2c). Samples outside the map count as 0."""
+  if aggregation == "avg":
+    return weighted_gather(table, index, weight)
+  if aggregation != "max":
+    raise ValueError(f"RoI pooling: aggregation must be 'avg' or 'max'; got {aggregation!r}")
+  taps = table[index] * (weight * sampling_ratio**2)[..., None]  # [U, S * S * 4, C]
+  samples = taps.reshape(index.shape[0], sampling_ratio**2, 4, -1).sum(axis=2)
+  return samples.max(axis=1)
+
+
+def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True, aggregation="avg"):
   """RoIAlign (He et al., Mask R-CNN, 2017) equal to ``torchvision.ops.roi_align``.
 
   Args:
@@ -96,6 +108,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
     sampling_ratio: sample points per bin along each axis, > 0. torchvision's adaptive mode
       (<= 0: ceil(roi_size / output_size) points) has a data-dependent count, so it is refused.
     aligned: shift boxes by -0.5 pixel (Detectron2's ROIAlignV2); if False, RoIs are at least 1x1.
+    aggregation: "avg" (the mean of a bin's samples, RoIAlign) or "max" (their maximum).
 
   Returns:
     [R, h, w, C], differentiable w.r.t. ``features`` (a gather forward, a scatter-add backward).
@@ -110,7 +123,7 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=2, 
   b, boxes = _split_rois(rois, n)
   index, weight = _roi_align_taps(b, boxes, spatial_scale, h, w, 0, output_size, sampling_ratio,
                                   aligned)
-  out = weighted_gather(features.reshape(-1, c), index, weight)
+  out = _aggregate_taps(features.reshape(-1, c), index, weight, sampling_ratio, aggregation)
   return out.reshape(rois.shape[0], *output_size, c).astype(features.dtype)
 
 
@@ -149,7 +162,7 @@ def assign_fpn_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=
 
 
 def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spatial_scales,
-                         sampling_ratio=2, aligned=True, variant="torchvision", quantized=False):
+                         sampling_ratio=2, aligned=True, variant="torchvision", quantized=False, aggregation="avg"):
   """RoIAlign of each RoI on its FPN level (torchvision MultiScaleRoIAlign, Detectron2 ROIPooler).
 
   One gather over the concatenated levels (each RoI reads only its own level), so the cost is
@@ -164,6 +177,7 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
     variant: level rule, see ``assign_fpn_levels``.
     quantized: RoIWarp (Dai et al. 2016, the middle row of Mask R-CNN's Table 2c): the RoI's corners are rounded
       to its level's grid (half away from zero, as Caffe) before the bilinear sampling and averaging.
+    aggregation: "avg" or "max" over each bin's samples, as in ``roi_align``.
 
   Returns:
     [R, h, w, C].
@@ -198,7 +212,7 @@ def multilevel_roi_align(features: Sequence[jax.Array], rois, output_size, spati
       b, boxes, per_roi(spatial_scales, boxes.dtype), per_roi(heights, jnp.int32),
       per_roi(widths, jnp.int32), per_roi(bases, jnp.int32), output_size, sampling_ratio, aligned)
   table = jnp.concatenate([f.reshape(-1, c) for f in features])
-  out = weighted_gather(table, index, weight)
+  out = _aggregate_taps(table, index, weight, sampling_ratio, aggregation)
   return out.reshape(rois.shape[0], *output_size, c).astype(features[0].dtype)
 
 
@@ -269,7 +283,18 @@ def _window_max_table(values):
   return tuple(jnp.stack(t, 1) for t in zip(*table))
 
 
-def roi_pool(features, rois, output_size, spatial_scale=1.0):
+def _roi_pool_avg(features, b, hs, he, ws, we):
+  """The mean of every integer bin from a summed-area table: four reads per bin. hs, he [R, ph]; ws, we [R, pw]."""
+  n, height, width, c = features.shape
+  table = jnp.pad(jnp.cumsum(jnp.cumsum(features, axis=1), axis=2), ((0, 0), (1, 0), (1, 0), (0, 0)))
+  table = table.reshape(-1, c)
+  corner = lambda y, x: table[(b[:, None, None] * (height + 1) + y[:, :, None]) * (width + 1) + x[:, None, :]]
+  total = corner(he, we) - corner(hs, we) - corner(he, ws) + corner(hs, ws)
+  area = ((he - hs)[:, :, None] * (we - ws)[:, None, :]).astype(features.dtype)
+  return jnp.where(area[..., None] > 0, total / jnp.maximum(area, 1)[..., None], 0)
+
+
+def roi_pool(features, rois, output_size, spatial_scale=1.0, aggregation="max"):
   """RoIPool (Girshick, Fast R-CNN, 2015) equal to ``torchvision.ops.roi_pool``.
 
   Max over integer bins: corners round(x * spatial_scale) (half away from zero), RoI size
@@ -279,8 +304,11 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
   power-of-two windows read from a sparse table: O(1) per bin after O(log H log W) passes over
   the map, which hold log H * log W copies of it (values and positions) in memory.
 
+  With aggregation="avg" a bin gives the mean over its pixels instead (the average RoIPool row of Mask R-CNN's
+  Table 2c), read from a summed-area table.
+
   Args:
-    features: [N, H, W, C]; rois: [R, 5]; output_size: int or (h, w).
+    features: [N, H, W, C]; rois: [R, 5]; output_size: int or (h, w); aggregation: "max" or "avg".
 
   Returns:
     [R, h, w, C].
@@ -292,6 +320,10 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0):
   x1, y1, roi_w, roi_h = _pooled_boxes(boxes, spatial_scale, 1)
   hs, he = (a.astype(jnp.int32) for a in _pool_bounds(y1, roi_h, ph, height))
   ws, we = (a.astype(jnp.int32) for a in _pool_bounds(x1, roi_w, pw, width))
+  if aggregation == "avg":
+    return _roi_pool_avg(features, b, hs, he, ws, we).astype(features.dtype)
+  if aggregation != "max":
+    raise ValueError(f"roi_pool: aggregation must be 'max' or 'avg'; got {aggregation!r}")
   empty = (he <= hs)[:, :, None] | (we <= ws)[:, None, :]  # [R, ph, pw]
   # Largest power-of-two window inside each bin, exponents k (rows) and l (columns).
   log2 = lambda length, top: sum(((length >= 2**e).astype(jnp.int32) for e in range(1, top)),

@@ -76,3 +76,13 @@ def _max_unpool_bwd(output_hw, indices, g):
 
 
 max_unpool.defvjp(_max_unpool_fwd, _max_unpool_bwd)
+
+
+def bed_of_nails_unpool(x: jax.Array, stride: int = 2) -> jax.Array:
+  """Bed-of-nails unpooling: x [N, H, W, C] -> [N, H * stride, W * stride, C], each value at the top-left corner
+  of its stride x stride cell and zeros elsewhere (max unpooling with every index at the cell's first pixel)."""
+  if stride < 1:
+    raise ValueError(f"bed_of_nails_unpool: stride must be >= 1; got {stride}")
+  n, h, w, c = x.shape
+  out = jnp.zeros((n, h, stride, w, stride, c), x.dtype).at[:, :, 0, :, 0].set(x)
+  return out.reshape(n, h * stride, w * stride, c)

@@ -1,0 +1,26 @@
+"""Recurrent Instance Segmentation (ConvLSTM + spatial inhibition, Eq. 3 loss) on the synthetic data.
+
+  python -m segjax.main --config=experiments/demo_ris.py --workdir=workdirs/demo_ris
+
+Not a paper row (RIS reports SBD 56.8 on CVPPP A1, 66.6 with the CRF; that data set is not readable here): a
+smoke-sized run of the recurrent paradigm on a narrow ResNet-18 at output stride 8, class-agnostic. Not run to
+completion here yet.
+"""
+from experiments import demo
+
+
+def get_config():
+  config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
+  config.total_steps = 3000
+  config.eval_every_steps = 1500
+  config.checkpoint_every_steps = 1500
+  config.dataset.max_instances = 8
+  config.model.name = "ris"
+  config.model.depth = 18
+  config.model.width = 16
+  config.model.norm = "batch"
+  config.model.num_steps = 10  # max_instances + 2, the paper's n + 2
+  config.model.lstm_features = 32
+  config.model.lstm_layers = 2
+  del config.model.output_stride, config.model.skips, config.model.dtype
+  return config

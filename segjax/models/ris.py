@@ -1,0 +1,110 @@
+"""Recurrent Instance Segmentation (Romera-Paredes & Torr, ECCV 2016).
+
+A fully convolutional trunk gives features of the image; a ConvLSTM reads the same features at every step and
+its hidden state remembers what it has already segmented; at each step the spatial inhibition module turns the
+hidden state into one instance mask (1x1 convolution, sigmoid) and a confidence s_t (max over space, a fully
+connected layer, sigmoid). Training runs n + 2 steps against the n ground-truth instances with the loss of
+Eq. 3 (`segjax.ops.set_losses.recurrent_instance_loss`: Hungarian-matched relaxed IoU + lambda x BCE of the
+stop score); inference stops at the first step whose confidence is below 0.5. With static shapes the network
+always runs `num_steps` steps (at least max_instances + 2) and the steps after the stop are marked invalid.
+
+The trunk is segjax's ResNet at output stride 8 (the paper uses FCN-8s features of a pretrained VGG-16); masks
+are predicted at 1/8 of the input, bilinearly upsampled for inference, and the loss compares them with the
+ground truth averaged over 8 x 8 cells. Class-agnostic: every instance has label 1.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segjax.backbones.resnet import ResNet
+from segjax.layers.conv import Conv
+from segjax.layers.conv_lstm import ConvLSTM
+from segjax.models import pixel_normalization
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+from segjax.ops.masks import masks_to_boxes
+from segjax.ops.set_losses import recurrent_instance_loss
+
+TASK = "instance"
+BATCH_KEYS = ("image", "masks", "instance_valid", "is_crowd")
+STRIDE = 8
+ARCHITECTURE_KEYS = {"name": str, "depth": int, "width": int, "norm": str, "num_steps": int,
+                     "lstm_features": int, "lstm_layers": int, "pixel_mean": tuple, "pixel_std": tuple}
+INFERENCE_KEYS = {"score_threshold": float, "mask_threshold": float}
+LOSS_KEYS = {"bce_weight": float, "extra_steps": int}
+
+
+class RecurrentInstanceSegmentation(nn.Module):
+  num_steps: int
+  depth: int = 18
+  width: int = 16
+  norm: str = "batch"
+  lstm_features: int = 32
+  lstm_layers: int = 2
+  pixel_mean: tuple = IMAGENET_MEAN
+  pixel_std: tuple = IMAGENET_STD
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    x = normalize_images(images, self.pixel_mean, self.pixel_std)
+    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=STRIDE,
+                      name="backbone")(x, train=train)["C5"]
+    features = nn.relu(Conv(self.lstm_features, (1, 1), name="reduce")(features))
+    hidden = ConvLSTM(self.lstm_features, self.num_steps, self.lstm_layers, name="conv_lstm")(features)
+    # Spatial inhibition module: a mask and a confidence per step.
+    mask_logits = Conv(1, (1, 1), name="mask")(hidden)[..., 0]  # [B, T, h, w]
+    score_logits = nn.Dense(1, name="score")(hidden.max(axis=(2, 3)))[..., 0]  # [B, T]
+    return {"mask_logits": mask_logits, "score_logits": score_logits}
+
+
+def _check_config(model_config):
+  known = {**ARCHITECTURE_KEYS, **INFERENCE_KEYS, **LOSS_KEYS}
+  for key in model_config:
+    if key not in known:
+      raise ValueError(f"config.model.{key}: unknown key for ris; known: {sorted(known)}")
+
+
+def build(model_config, info):
+  del info  # class-agnostic
+  _check_config(model_config)
+  return RecurrentInstanceSegmentation(
+      num_steps=model_config.num_steps, depth=model_config.depth, width=model_config.width, norm=model_config.norm,
+      lstm_features=model_config.lstm_features, lstm_layers=model_config.lstm_layers,
+      **pixel_normalization(model_config))
+
+
+def cell_average(masks, stride=STRIDE):
+  """[..., H, W] -> [..., H / stride, W / stride]: the fraction of each cell that the mask covers."""
+  *lead, h, w = masks.shape
+  return masks.reshape(*lead, h // stride, stride, w // stride, stride).mean(axis=(-3, -1))
+
+
+def loss(outputs, batch, model_config):
+  """Eq. 3 per image, averaged over the batch."""
+  mask_logits = outputs["mask_logits"]
+  b, t = mask_logits.shape[:2]
+  if t < batch["masks"].shape[1]:
+    raise ValueError(f"config.model.num_steps ({t}) must be at least dataset.max_instances "
+                     f"({batch['masks'].shape[1]}), better max_instances + 2: every instance needs a step")
+  probs = jax.nn.sigmoid(mask_logits).reshape(b, t, -1)
+  targets = cell_average(batch["masks"].astype(jnp.float32)).reshape(b, batch["masks"].shape[1], -1)
+  valid = batch["instance_valid"] & ~batch["is_crowd"]
+  per_image = jax.vmap(lambda p, s, y, v: recurrent_instance_loss(
+      p, s, y, v, model_config.get("bce_weight", 1.0), model_config.get("extra_steps", 2)))
+  total, terms = per_image(probs, outputs["score_logits"], targets, valid)
+  return total.mean(), {"loss_iou": terms["iou"].mean(), "loss_score": terms["score"].mean()}
+
+
+def predict(outputs, model_config=None):
+  """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5)."""
+  model_config = model_config or {}
+  mask_logits, score_logits = outputs["mask_logits"], outputs["score_logits"]
+  b, t, h, w = mask_logits.shape
+  masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * STRIDE, w * STRIDE), "linear")
+  scores = jax.nn.sigmoid(score_logits)
+  valid = jnp.cumprod(scores >= model_config.get("score_threshold", 0.5), axis=1).astype(bool)
+  binary = masks > model_config.get("mask_threshold", 0.5)
+  boxes = jax.vmap(masks_to_boxes)(binary) + jnp.array([0, 0, 1, 1], jnp.float32)
+  boxes = jnp.where(binary.any((2, 3))[..., None], boxes, 0)
+  valid &= binary.any((2, 3))
+  return {"boxes": boxes, "scores": jnp.where(valid, scores, 0), "labels": jnp.ones((b, t), jnp.int32),
+          "masks": masks * valid[..., None, None], "valid": valid}

@@ -1,0 +1,68 @@
+"""Boundary-aware mask representation (Hayder, He & Salzmann, CVPR 2017, Sec. 3.1).
+
+A mask is encoded by its truncated distance transform D(p) = min(ceil(min_{q in Q} d(p, q)), R), Q the pixels
+outside the object, quantised into K bins, i.e. K binary maps B_n(p) = [D(p) in bin n]. It is decoded as the
+union of disks M = U_n T(B_n, r_n): every pixel of B_n grows into a disk of radius r_n. With r_n one less than
+the smallest distance of bin n, a disk never leaves the object (its points are closer than the nearest outside
+pixel) and every object pixel covers itself, so decoding gives the mask back exactly. Computed inside a box,
+distances are measured to outside pixels within the box only, so the disks of pixels at a box edge that cuts the
+object reach past the box: the decoded mask can extend beyond it.
+
+The distance transform looks for outside pixels within radius R (static window), which is all the truncation
+needs.
+"""
+import numpy as np
+import jax.numpy as jnp
+
+
+def _shift(x, dy, dx, fill):
+  """x [H, W] moved so that out[i, j] = x[i + dy, j + dx] (fill outside)."""
+  h, w = x.shape
+  padded = jnp.pad(x, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), constant_values=fill)
+  return padded[abs(dy) + dy:abs(dy) + dy + h, abs(dx) + dx:abs(dx) + dx + w]
+
+
+def _disk_offsets(radius):
+  r = int(np.floor(radius))
+  return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= radius * radius]
+
+
+def truncated_distance_transform(mask, truncation):
+  """D [H, W] int32: for object pixels min(ceil(Euclidean distance to the nearest outside pixel), R), 0 outside.
+  Pixels beyond the array are not outside pixels (the box may cut the object)."""
+  mask = jnp.asarray(mask, bool)
+  distance = jnp.full(mask.shape, float(truncation), jnp.float32)
+  for dy, dx in _disk_offsets(truncation):
+    if dy or dx:
+      outside = _shift(~mask, dy, dx, False)
+      distance = jnp.where(outside, jnp.minimum(distance, np.sqrt(dy * dy + dx * dx)), distance)
+  return jnp.where(mask, jnp.minimum(jnp.ceil(distance), truncation), 0).astype(jnp.int32)
+
+
+def quantisation_bins(truncation, num_bins):
+  """Lower edges [K] of K bins over the distances 1..R (as equal as integers allow) and the decoding radii r_n,
+  one less than each lower edge."""
+  edges = np.floor(np.arange(num_bins) * truncation / num_bins).astype(np.int64) + 1
+  if len(set(edges.tolist())) != num_bins:
+    raise ValueError(f"boundary encoding: {num_bins} bins need a truncation R >= {num_bins}; got R = {truncation}")
+  return edges, edges - 1
+
+
+def encode_boundary_aware(mask, truncation, num_bins):
+  """K binary maps [K, H, W] bool: B_n = [D(p) in bin n]."""
+  d = truncated_distance_transform(mask, truncation)
+  edges, _ = quantisation_bins(truncation, num_bins)
+  upper = np.append(edges[1:], truncation + 1)
+  return jnp.stack([(d >= lo) & (d < hi) for lo, hi in zip(edges, upper)])
+
+
+def decode_boundary_aware(bins, truncation, pad=0):
+  """M = U_n T(B_n, r_n) on the bins' grid grown by `pad` pixels on each side ([H + 2 pad, W + 2 pad]), so the
+  disks of pixels at a cut box edge can reach past the box."""
+  bins = jnp.pad(jnp.asarray(bins, bool), ((0, 0), (pad, pad), (pad, pad)))
+  _, radii = quantisation_bins(truncation, bins.shape[0])
+  out = jnp.zeros(bins.shape[1:], bool)
+  for b, radius in zip(bins, radii):
+    for dy, dx in _disk_offsets(float(radius)):
+      out |= _shift(b, dy, dx, False)
+  return out
