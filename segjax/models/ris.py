@@ -94,9 +94,8 @@ def loss(outputs, batch, model_config):
   return total.mean(), {"loss_iou": terms["iou"].mean(), "loss_score": terms["score"].mean()}
 
 
-def predict(outputs, model_config=None):
+def predict(outputs, model_config):
   """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5)."""
-  model_config = model_config or {}
   mask_logits, score_logits = outputs["mask_logits"], outputs["score_logits"]
   b, t, h, w = mask_logits.shape
   masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * STRIDE, w * STRIDE), "linear")
