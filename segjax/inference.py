@@ -1,15 +1,17 @@
 """`Predictor(config, variables)`: a trained model as a function of a batch of images, results per image.
 
 Semantic models give {"logits" [H, W, L], "labels" [H, W]} at the input size; with `scales` and/or `flip`
-(DeepLab v3 Sec. 4.3: multi-scale and left-right flipped inputs) the softmax probabilities of every pass are
-resized back and averaged, as DeepLab's reference code does, and "logits" is their log. Instance models give
-{"boxes" [K, 4], "scores" [K], "labels" [K], "masks" [K, H, W]} numpy arrays of the valid detections only.
+(DeepLab v3 Sec. 4.3: multi-scale and left-right flipped inputs; segjax.evaluation.tta, which the training loop's
+evaluation runs too) the softmax probabilities of every pass are averaged and "logits" is their log. Instance
+models give {"boxes" [K, 4], "scores" [K], "labels" [K], "masks" [K, H, W]} numpy arrays of the valid detections only.
 One jitted function serves all batches of one input shape.
 """
+import functools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from segjax.evaluation import tta
 from segjax.models import get_model
 
 
@@ -48,22 +50,7 @@ class Predictor:
     return self.module.apply(variables, images, train=False)
 
   def _semantic(self, variables, images):
-    n, h, w, _ = images.shape
-    if self.scales == (1.0,) and not self.flip:
-      logits = self._forward(variables, images)["logits"]
-      return {"logits": logits, "labels": jnp.argmax(logits, -1).astype(jnp.int32)}
-    probabilities = 0.0
-    for scale in self.scales:
-      size = (n, max(round(h * scale), 1), max(round(w * scale), 1), 3)
-      scaled = jax.image.resize(images, size, "linear") if size != images.shape else images
-      for flipped in (False, True) if self.flip else (False,):
-        x = scaled[:, :, ::-1] if flipped else scaled
-        logits = self._forward(variables, x)["logits"]
-        logits = logits[:, :, ::-1] if flipped else logits
-        logits = jax.image.resize(logits, (n, h, w, logits.shape[-1]), "linear")
-        probabilities += jax.nn.softmax(logits, -1)
-    probabilities /= len(self.scales) * (2 if self.flip else 1)
-    return {"logits": jnp.log(probabilities), "labels": jnp.argmax(probabilities, -1).astype(jnp.int32)}
+    return tta.semantic_tta(functools.partial(self._forward, variables), images, self.scales, self.flip)
 
   def _instance(self, variables, images):
     return self.model_lib.predict(self._forward(variables, images))
