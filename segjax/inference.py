@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from segjax.evaluation import tta
+from segjax import workdir as workdir_lib
 from segjax.models import get_model
 
 
@@ -45,6 +46,13 @@ class Predictor:
     self.variables = variables
     self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
     self._predict = jax.jit(self._semantic if self.task == "semantic" else self._instance)
+
+  @classmethod
+  def from_workdir(cls, workdir, step=None, **kwargs):
+    """The model of a workdir written by segjax.main, at checkpoint `step` (default the latest); `kwargs` as
+    __init__'s (info, scales, flip)."""
+    config, variables = workdir_lib.load(workdir, step)
+    return cls(config, variables, **kwargs)
 
   def _forward(self, variables, images):
     return self.module.apply(variables, images, train=False)

@@ -12,11 +12,12 @@ import jax.numpy as jnp
 def check_options(scales, flip, task="semantic", source="config.eval"):
   """(scales as a tuple of floats, flip as a bool); an error naming `source` for bad values or a non-semantic model."""
   try:
-    scales = tuple(float(s) for s in scales)
+    values = tuple(float(s) for s in scales)
   except (TypeError, ValueError):
-    raise ValueError(f"{source}.scales: a sequence of positive numbers; got {scales!r}") from None
-  if not scales or min(scales) <= 0:
+    values = ()
+  if not values or min(values) <= 0:
     raise ValueError(f"{source}.scales: a non-empty sequence of positive numbers; got {scales!r}")
+  scales = values
   if not isinstance(flip, bool):
     raise ValueError(f"{source}.flip: True or False; got {flip!r}")
   if task != "semantic" and (scales != (1.0,) or flip):

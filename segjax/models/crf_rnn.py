@@ -14,6 +14,7 @@ from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset({"crf.test_iterations"})  # mean-field iterations at test time (5 in training)
 
 
 def build_base(model_config, info):

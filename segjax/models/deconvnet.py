@@ -23,6 +23,7 @@ from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 
 
 class DeconvNet(nn.Module):

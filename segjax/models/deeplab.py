@@ -23,6 +23,7 @@ from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 HEADS = ("aspp", "decoder", "fcn")  # DeepLab v3, v3+, torchvision FCN
 
 

@@ -26,6 +26,7 @@ from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 TRUNKS = {"deeplab": "deeplab", "largefov": "deeplab_largefov"}  # config.model.variant -> VGG16 variant
 OUTPUT_STRIDE = 8
 

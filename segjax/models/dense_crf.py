@@ -15,6 +15,7 @@ from segjax.ops.crf import dense_crf
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset({"crf"})  # the CRF runs at test time only and has no variables
 
 
 class DenseCRFPostprocessed(nn.Module):

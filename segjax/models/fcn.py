@@ -21,6 +21,7 @@ from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 _STRIDES = {"C3": 8, "C4": 16, "C5": 32}
 
 

@@ -33,6 +33,9 @@ from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
+# Read at inference only: a checkpoint evaluates with other values of these.
+INFERENCE_KEYS = frozenset({"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "score_threshold", "nms_threshold",
+                            "detections_per_image", "detection_candidates"})
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")

@@ -56,6 +56,10 @@ from segjax.ops.panoptic import panoptic_merge
 
 TASK = "panoptic"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid", "semantic")
+# Read at inference only (the official inference thresholds and top-k).
+INFERENCE_KEYS = frozenset({"center_top_num", "center_threshold", "stuff_threshold", "mask_threshold",
+                            "similarity_threshold", "overlap_threshold", "stuff_area_threshold",
+                            "instance_score_threshold"})
 FORWARD_KEYS = BATCH_KEYS[1:]
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
 ENCODER_STRIDE = 4  # SEMANTIC_FPN.COMMON_STRIDE

@@ -27,6 +27,7 @@ from segjax.ops.pooling import resize_align_corners
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 
 
 class PSPHead(nn.Module):

@@ -22,6 +22,7 @@ from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # Caffe's "msra" filler
 
 

@@ -34,6 +34,7 @@ from segjax.ops.masks import masks_to_boxes
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid")
+INFERENCE_KEYS = frozenset({"min_mask_area"})  # read at inference only
 STRIDES = (8, 8, 16, 32, 32)  # of the five resized levels; the reference's `strides`, the area filter's default
 SIGMA = 0.2  # centre region: the box scaled by sigma about the mass centre (Sec. 3.1)
 MASK_STRIDE = 4  # mask features and mask targets at 1/4 of the input

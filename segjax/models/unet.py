@@ -22,6 +22,7 @@ from segjax.models.fcn import loss, predict  # noqa: F401  FCN's cross entropy (
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 _PADDINGS = ("valid", "same")
 # A 2x2/2 up-convolution's output unit sees one input pixel: N = C_in, where fan_in counts the 4 taps.
 _HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
