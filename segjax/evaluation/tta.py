@@ -1,9 +1,10 @@
-"""Test-time augmentation of semantic models: multi-scale and left-right flipped inputs (DeepLab v3, Sec. 4.3).
+"""Test-time augmentation of semantic models: multi-scale and left-right flipped inputs (DeepLab v3 Sec. 4.3).
 
 Every pass's logits are resized back to the input size (bilinear) and their softmax probabilities averaged, as
 DeepLab's reference code does (research/deeplab/model.py, predict_labels_multi_scale); "logits" is the log of the
-average. A model with a CRF on top contributes the log of the CRF's marginals as its logits. Without augmentation (scales (1.0,), no flip) the model runs once and
-"logits" is its own output. One function serves the training loop's evaluation and `segjax.inference.Predictor`.
+average. A model with a CRF on top contributes the log of the CRF's marginals as its logits. Without augmentation
+(scales (1.0,), no flip) the model runs once and "logits" is its own output. One function serves the training loop's
+evaluation and `segjax.inference.Predictor`.
 """
 import jax
 import jax.numpy as jnp

@@ -13,11 +13,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
-from segjax.models import pixel_normalization
+from segjax.models import get_model, pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import softmax_cross_entropy
 
@@ -132,21 +134,32 @@ class DeepLabV3(nn.Module):
     return outputs
 
 
-def build(model_config, info):
-  grid = model_config.get("multi_grid")
-  return DeepLabV3(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-                   output_stride=model_config.output_stride, multi_grid=tuple(grid) if grid else None,
-                   head=model_config.head, rates=tuple(model_config.rates), aux=model_config.aux,
-                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab v3 on ResNet-101 at output stride 16, ASPP rates (6, 12, 18) (Chen et al. 2017, Sec. 4)."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None, "head": "aspp",
+      "rates": (6, 12, 18), "aux": False, "aux_weight": 0.5, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD})
 
 
-def loss(outputs, batch, model_config):
-  """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision 0.5)."""
+def build(config, info):
+  c = validated(config, model_config())
+  grid = c.get("multi_grid")
+  return DeepLabV3(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+                   output_stride=c.output_stride, multi_grid=tuple(grid) if grid else None,
+                   head=c.head, rates=tuple(c.rates), aux=c.aux,
+                   dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
+
+
+def loss(outputs, batch, config):
+  """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision 0.5); also the
+  loss of the models that share it (pspnet, gcn), whose defaults fill in the config."""
   main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
   if "aux_logits" not in outputs:
     return main, {}
+  aux_weight = validated(config, get_model(config.name).model_config()).aux_weight
   aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=255)
-  return main + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
+  return main + aux_weight * aux, {"main_loss": main, "aux_loss": aux}
 
 
 def predict(outputs):

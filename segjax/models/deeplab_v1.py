@@ -16,12 +16,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.vgg import VGG16
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
 from segjax.models.fcn import loss, predict  # noqa: F401  FCN's per-pixel cross entropy and argmax
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
@@ -56,6 +58,14 @@ class DeepLabV1(nn.Module):
     return {"logits": interp_zoom(scores, OUTPUT_STRIDE, height, width)}
 
 
-def build(model_config, info):
-  return DeepLabV1(num_classes=info.num_semantic_classes, variant=model_config.variant, width=model_config.width,
-                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab-LargeFOV on VGG-16."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v1", "variant": "largefov", "width": 64, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return DeepLabV1(num_classes=info.num_semantic_classes, variant=c.variant, width=c.width,
+                   dtype=jnp.dtype(c.dtype), **pixel_normalization(c))

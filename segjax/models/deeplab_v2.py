@@ -14,12 +14,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
 from segjax.models.deeplab_v1 import loss, predict  # noqa: F401  the same per-pixel cross entropy and argmax
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
@@ -52,8 +54,16 @@ class DeepLabV2(nn.Module):
     return {"logits": interp_zoom(scores, self.output_stride, height, width)}
 
 
-def build(model_config, info):
-  return DeepLabV2(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-                   norm=model_config.norm, output_stride=model_config.output_stride,
-                   rates=tuple(model_config.rates), dtype=jnp.dtype(model_config.dtype),
-                   **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab v2 ASPP-L on ResNet-101 at output stride 8."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v2", "depth": 101, "width": 64, "norm": "frozen", "output_stride": 8, "rates": (6, 12, 18, 24),
+      "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return DeepLabV2(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+                   norm=c.norm, output_stride=c.output_stride,
+                   rates=tuple(c.rates), dtype=jnp.dtype(c.dtype),
+                   **pixel_normalization(c))
