@@ -13,8 +13,8 @@ from segjax import visualize
 from segjax.data import pipeline
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
-from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.evaluation import tta
+from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model, inference_keys
 from segjax.train import mesh as mesh_lib
 from segjax.train.checkpoint import Checkpointer
