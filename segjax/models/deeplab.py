@@ -157,7 +157,7 @@ def loss(outputs, batch, config):
   main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
   if "aux_logits" not in outputs:
     return main, {}
-  aux_weight = validated(config, get_model(config.name).model_config()).aux_weight
+  aux_weight = validated(config, get_model(config.get("name", "deeplab_v3")).model_config()).aux_weight
   aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=255)
   return main + aux_weight * aux, {"main_loss": main, "aux_loss": aux}
 
