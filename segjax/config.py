@@ -26,6 +26,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.dataset = default_dataset_config()
 
+  # Evaluation (during training and with --mode=evaluate) on dataset.eval_split. Semantic models may average
+  # multi-scale and left-right flipped inputs (DeepLab v3 Sec. 4.3: scales (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip).
+  config.eval = ml_collections.ConfigDict()
+  config.eval.scales = (1.0,)
+  config.eval.flip = False
+
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.01

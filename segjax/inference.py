@@ -11,7 +11,7 @@ CRF-as-RNN labels come after the CRF), mapped back to the source image as the ev
   semantic: {"labels" [h, w] int32, "logits" [h, w, L]} (labels: crop, nearest resize; logits: the network's, or the
     base's unaries under DenseCRF, crop and bilinear resize). With `scales` and/or `flip` (DeepLab v3 Sec. 4.3) the
     softmax probabilities of every pass are resized back and averaged, as DeepLab's reference code does, and
-    "logits" is their log.
+    "logits" is their log (segjax.evaluation.tta, which the training loop's evaluation runs too).
   instance: {"boxes" [K, 4] (x1, y1, x2, y2), "scores" [K], "labels" [K], "masks" [K, h, w] probabilities} of the
     valid detections only (boxes / scale, masks cropped and resized bilinearly).
   panoptic: the instance entries plus "panoptic" [h, w] int32 segment ids (0 VOID; crop, nearest resize) and
@@ -19,10 +19,13 @@ CRF-as-RNN labels come after the CRF), mapped back to the source image as the ev
     with "isthing" and "score", for the ids the map still holds.
 One jitted function serves all images of one padded shape.
 """
+import functools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from segjax import workdir as workdir_lib
+from segjax.evaluation import tta
 from segjax.evaluation.instance import to_source_image
 from segjax.evaluation.panoptic_evaluator import segment_category_ids, to_source_map
 from segjax.models import get_model
@@ -92,26 +95,21 @@ class Predictor:
     names = getattr(self.info, key, None) if self.info is not None else None
     return tuple(names) if names else None
 
+  @classmethod
+  def from_workdir(cls, workdir, step=None, **kwargs):
+    """The model of a workdir written by segjax.main, at checkpoint `step` (default the latest); `kwargs` as
+    __init__'s (info, scales, flip)."""
+    config, variables = workdir_lib.load(workdir, step)
+    return cls(config, variables, **kwargs)
+
   def _forward(self, variables, images):
     return self.module.apply(variables, images, train=False)
 
   def _semantic(self, variables, images):
-    n, h, w, _ = images.shape
     if self.scales == (1.0,) and not self.flip:
       outputs = self._forward(variables, images)
       return {"logits": outputs["logits"], "labels": self.model_lib.predict(outputs, self.model_config)["labels"]}
-    probabilities = 0.0
-    for scale in self.scales:
-      size = (n, max(round(h * scale), 1), max(round(w * scale), 1), 3)
-      scaled = jax.image.resize(images, size, "linear") if size != images.shape else images
-      for flipped in (False, True) if self.flip else (False,):
-        x = scaled[:, :, ::-1] if flipped else scaled
-        logits = self._forward(variables, x)["logits"]
-        logits = logits[:, :, ::-1] if flipped else logits
-        logits = jax.image.resize(logits, (n, h, w, logits.shape[-1]), "linear")
-        probabilities += jax.nn.softmax(logits, -1)
-    probabilities /= len(self.scales) * (2 if self.flip else 1)
-    return {"logits": jnp.log(probabilities), "labels": jnp.argmax(probabilities, -1).astype(jnp.int32)}
+    return tta.semantic_tta(functools.partial(self._forward, variables), images, self.scales, self.flip)
 
   def _instance(self, variables, images):
     return self.model_lib.predict(self._forward(variables, images), self.model_config)

@@ -1,4 +1,9 @@
-"""The CLI: python -m segjax.main --config=experiments/NAME.py --workdir=DIR [--config.key=value ...]."""
+"""The CLI: python -m segjax.main --config=experiments/NAME.py --workdir=DIR [--mode=evaluate] [--config.key=value ...].
+
+--mode=train (default) trains to config.total_steps, evaluating every config.eval_every_steps and at the end;
+--mode=evaluate evaluates the workdir's latest checkpoint (or --step, or the weights of --config.init_from where the
+workdir has no checkpoint) on config.dataset.eval_split with config.eval's options, without training.
+"""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -7,11 +12,15 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from segjax.train.loop import train_and_evaluate
+from segjax.train.loop import evaluate_checkpoint, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
+                          "train: train (and evaluate) to config.total_steps, resuming from the workdir's checkpoint; "
+                          "evaluate: evaluate a checkpoint of the workdir (or config.init_from) without training.")
+_STEP = flags.DEFINE_integer("step", None, "--mode=evaluate: the checkpoint step to evaluate (default the latest).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 for a multi-process run (not needed on TPU pods "
                                    "or SLURM, where jax.distributed.initialize() finds the cluster).")
@@ -48,10 +57,15 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if _MODE.value == "evaluate":
+    metrics = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value)
+  else:
+    if _STEP.value is not None:
+      raise app.UsageError("--step is for --mode=evaluate")
+    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    print(f"final eval: {summary}")
+    print(f"{'eval' if _MODE.value == 'evaluate' else 'final eval'}: {summary}")
     print(f"metrics: {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
     print(f"pictures: {os.path.join(_WORKDIR.value, 'pictures')}")
 

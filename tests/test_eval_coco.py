@@ -82,7 +82,7 @@ def _noisy_detections(seed=0):
 
 
 def _reference_stats(gt_file, detections, iou_type):
-  """COCOeval.stats[:6] on a results list built here, one detection at a time."""
+  """COCOeval.stats (all 12: AP and AR) on a results list built here, one detection at a time."""
   results = []
   for d in detections:
     for box, score, label, m in zip(d["boxes"], d["scores"], d["labels"], d["masks"]):
@@ -100,14 +100,16 @@ def _reference_stats(gt_file, detections, iou_type):
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-  return evaluator.stats[:6]
+  return evaluator.stats
 
 
-def test_perfect_detections_give_ap_one(gt_file):
+def test_perfect_detections_give_ap_and_ar_one(gt_file):
   metrics = coco.coco_evaluate(gt_file, _perfect_detections(), LABEL_TO_CATEGORY)
   assert set(metrics) == {f"{p}_{m}" for p in ("box", "mask") for m in coco.METRICS}
   for name, value in metrics.items():
-    assert value == pytest.approx(1.0, abs=1e-12), name
+    # AR1 allows one detection per image and category: categories 1 and 3 each have 3 objects over the two images,
+    # two of them in one image, so 2 of 3 are recalled.
+    assert value == pytest.approx(2 / 3 if name.endswith("_AR1") else 1.0, abs=1e-12), name
 
 
 def test_noisy_detections_equal_cocoeval(gt_file):
@@ -117,7 +119,9 @@ def test_noisy_detections_equal_cocoeval(gt_file):
     want = _reference_stats(gt_file, detections, iou_type)
     got = [metrics[f"{prefix}_{m}"] for m in coco.METRICS]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=iou_type)
-    assert 0.05 < got[0] < 0.95  # neither trivial nor perfect
+    assert len(got) == 12
+    assert 0.05 < got[0] < 0.95 and 0.05 < got[8] < 0.95  # AP and AR100: neither trivial nor perfect
+    assert got[6] <= got[7] <= got[8]  # AR grows with the detections allowed per image
 
 
 def test_empty_detections(gt_file):
@@ -142,7 +146,7 @@ def test_save_coco_results_round_trip(gt_file, tmp_path):
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-  np.testing.assert_allclose(evaluator.stats[:6], _reference_stats(gt_file, detections, "segm"),
+  np.testing.assert_allclose(evaluator.stats, _reference_stats(gt_file, detections, "segm"),
                              rtol=0, atol=1e-12)
   boxes = coco.coco_results(detections[:1], LABEL_TO_CATEGORY, "bbox")
   x1, y1, x2, y2 = detections[0]["boxes"][1].astype(np.float64)

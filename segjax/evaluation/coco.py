@@ -1,4 +1,4 @@
-"""COCO box and mask AP through pycocotools' COCOeval (its stats[0:6]).
+"""COCO box and mask AP and AR through pycocotools' COCOeval (its stats[0:12]).
 
 Detections are per-image dicts {"image_id", "boxes" [K, 4] (x1, y1, x2, y2) pixels, "scores" [K],
 "labels" [K] contiguous class ids, "masks" [K, H, W] probabilities or binary}. Labels map to COCO
@@ -21,7 +21,9 @@ from pycocotools import coco as pycoco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_util
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
+# COCOeval.stats[0:12], in order: AP at IoU .50:.95, .50, .75, and by area; AR given 1, 10, 100 detections per image,
+# and by area (100 detections).
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 PREFIX = {"bbox": "box", "segm": "mask"}
 _FIELDS = {"bbox": ("boxes", "scores", "labels"), "segm": ("masks", "scores", "labels")}
 
@@ -121,9 +123,9 @@ def coco_evaluate(coco_gt, detections, label_to_category_id, iou_types=("bbox", 
     iou_types: any of "bbox", "segm".
 
   Returns:
-    {"box_AP", "box_AP50", "box_AP75", "box_APs", "box_APm", "box_APl", "mask_AP", ...}: COCOeval
-    stats as fractions in [0, 1]; -1.0 where the ground truth has no object of that area range.
-    No detections give AP 0 (COCOeval on an empty result set; its loadRes rejects []).
+    {"box_AP", ..., "box_APl", "box_AR1", "box_AR10", "box_AR100", "box_ARs", "box_ARm", "box_ARl", "mask_AP",
+    ...}: COCOeval stats as fractions in [0, 1]; -1.0 where the ground truth has no object of that area range.
+    No detections give AP and AR 0 (COCOeval on an empty result set; its loadRes rejects []).
   """
   coco_gt = load_ground_truth(coco_gt)
   _check_against_gt(coco_gt, detections, iou_types)

@@ -4,6 +4,9 @@
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
+  INFERENCE_KEYS: frozenset of the config keys read at inference only (thresholds, top-k, CRF iterations, ...):
+    they change no variable, so a checkpoint trained with other values evaluates with these (a dotted name
+    such as "crf.test_iterations" for a key of a sub-config; a wrapped model's `base` contributes its own);
   predict(outputs, model_config) -> dict of predictions (post-processing; its thresholds are config.model's):
     "semantic": labels int32 [B, H, W];
     "instance": padded to K detections: boxes float32 [B, K, 4] (x1, y1, x2, y2, input pixels), scores
@@ -68,6 +71,16 @@ def thing_label_map(model_config, info) -> tuple[int, ...] | None:
     raise ValueError(f"config.model.category_ids: none of the model's categories {category_ids[:8]}... is a thing "
                      f"category of data set {getattr(info, 'name', '')!r} (ids {sorted(to_label)[:8]}...)")
   return table
+
+
+def inference_keys(model_config) -> frozenset:
+  """The dotted names of `model_config`'s inference-only keys: its model's INFERENCE_KEYS, and its base model's
+  under "base." (crf_rnn, dense_crf)."""
+  keys = set(getattr(get_model(model_config.name), "INFERENCE_KEYS", ()))
+  base = model_config.get("base")
+  if base is not None and "name" in base:
+    keys |= {f"base.{k}" for k in inference_keys(base)}
+  return frozenset(keys)
 
 
 def pixel_normalization(model_config) -> dict:

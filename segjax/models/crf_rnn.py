@@ -7,16 +7,31 @@ image in 0..255 (the pipeline's [0, 1] images times 255). Its outputs: logits (t
 """
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.layers.crf_rnn import CRFasRNN
 from segjax.models import get_model, per_pixel
+from segjax.models.validation import validated
+from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset({"crf.test_iterations"})  # mean-field iterations at test time (5 in training)
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """CRFasRNN's defaults (the paper's kernel widths and weights, 5 iterations in training, 10 at test); `base`, the
+  unary model's config with its name, is checked by that model's build."""
+  return ml_collections.ConfigDict({
+      "name": "crf_rnn", "base": {},
+      "crf": {"theta_alpha": 160.0, "theta_beta": 3.0, "theta_gamma": 3.0, "w_spatial": 3.0, "w_bilateral": 5.0,
+              "train_iterations": 5, "test_iterations": 10, "filter": "lattice", "lattice_capacity": None}})
 
 
 def build_base(model_config, info):
   """The unary model of config.model.base: a semantic model whose logits have the input's size."""
+  if "name" not in model_config.base:
+    raise ValueError(f"config.model.base: the unary model's config, with its name; got {model_config.base}")
   base = get_model(model_config.base.name)
   if base.TASK != "semantic":
     raise ValueError(f"config.model.base.name: {model_config.base.name!r} is not a semantic model")
@@ -35,8 +50,9 @@ class CRFRNN(nn.Module):
     return {"logits": self.crf(unary, 255.0 * images, train=train), "unary_logits": unary}
 
 
-def build(model_config, info):
-  return CRFRNN(base=build_base(model_config, info), crf=CRFasRNN(**model_config.crf.to_dict()))
+def build(config, info):
+  config = validated(config, model_config())
+  return CRFRNN(base=build_base(config, info), crf=CRFasRNN(**config.crf.to_dict()))
 
 
 def loss(outputs, batch, model_config):

@@ -13,16 +13,19 @@ Started from scratch, it reads the [0, 1] images as they are (no ImageNet pixel_
 """
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.vgg import STAGES
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
 from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.models.segnet import HE_NORMAL
+from segjax.models.validation import validated
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 
 
 class DeconvNet(nn.Module):
@@ -70,6 +73,12 @@ class DeconvNet(nn.Module):
     return {"logits": logits.astype(jnp.float32)}
 
 
-def build(model_config, info):
-  return DeconvNet(num_classes=info.num_semantic_classes, width=model_config.width,
-                   dtype=jnp.dtype(model_config.dtype))
+def model_config() -> ml_collections.ConfigDict:
+  """DeconvNet at VGG-16 width."""
+  return ml_collections.ConfigDict({"name": "deconvnet", "width": 64, "dtype": "float32"})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return DeconvNet(num_classes=info.num_semantic_classes, width=c.width,
+                   dtype=jnp.dtype(c.dtype))

@@ -13,15 +13,18 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
-from segjax.models import per_pixel, pixel_normalization
+from segjax.models import get_model, per_pixel, pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 HEADS = ("aspp", "decoder", "fcn")  # DeepLab v3, v3+, torchvision FCN
 
 
@@ -130,6 +133,15 @@ class DeepLabV3(nn.Module):
     return outputs
 
 
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab v3 on ResNet-101 at output stride 16, ASPP rates (6, 12, 18) (Chen et al. 2017, Sec. 4); num_classes
+  None takes the data set's (a converted model's config sets its classifier's)."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None, "head": "aspp",
+      "rates": (6, 12, 18), "aux": False, "aux_weight": 0.5, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD, "num_classes": None})
+
+
 def semantic_num_classes(model_config, info) -> int:
   """config.model.num_classes where set (a converted model's classifier), else the data set's; they must agree."""
   num_classes = model_config.get("num_classes")
@@ -139,13 +151,20 @@ def semantic_num_classes(model_config, info) -> int:
   return num_classes or info.num_semantic_classes
 
 
-def build(model_config, info):
-  grid = model_config.get("multi_grid")
-  return DeepLabV3(num_classes=semantic_num_classes(model_config, info), depth=model_config.depth, width=model_config.width,
-                   output_stride=model_config.output_stride, multi_grid=tuple(grid) if grid else None,
-                   head=model_config.head, rates=tuple(model_config.rates), aux=model_config.aux,
-                   dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+def build(config, info):
+  c = validated(config, model_config())
+  grid = c.get("multi_grid")
+  return DeepLabV3(num_classes=semantic_num_classes(c, info), depth=c.depth, width=c.width,
+                   output_stride=c.output_stride, multi_grid=tuple(grid) if grid else None,
+                   head=c.head, rates=tuple(c.rates), aux=c.aux,
+                   dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 
-# Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision: 0.5); argmax.
-loss, predict = per_pixel.loss, per_pixel.predict
+def loss(outputs, batch, config):
+  """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision: 0.5); the
+  model's defaults fill in the config (also for pspnet, gcn: each model's own)."""
+  defaults = get_model(config.get("name", "deeplab_v3")).model_config()
+  return per_pixel.loss(outputs, batch, validated(config, defaults))
+
+
+predict = per_pixel.predict

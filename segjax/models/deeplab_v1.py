@@ -16,16 +16,19 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.vgg import VGG16
 from segjax.layers import multiscale
 from segjax.layers.conv import Conv
 from segjax.models import pixel_normalization
 from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy (+ each scale's) and argmax
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 TRUNKS = {"deeplab": "deeplab", "largefov": "deeplab_largefov"}  # config.model.variant -> VGG16 variant
 OUTPUT_STRIDE = 8
 
@@ -63,7 +66,16 @@ class DeepLabV1(nn.Module):
     return multiscale.multiscale_logits(stream, x, self.scales, self.scale_fusion, OUTPUT_STRIDE)
 
 
-def build(model_config, info):
-  return DeepLabV1(num_classes=info.num_semantic_classes, variant=model_config.variant, width=model_config.width,
-                   dtype=jnp.dtype(model_config.dtype), scales=tuple(model_config.get("scales", (1.0,))),
-                   scale_fusion=model_config.get("scale_fusion", ""), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab-LargeFOV on VGG-16, one input scale (scales (1.0, 0.75, 0.5) with scale_fusion "max" or "attention":
+  DeepLab-MSC or attention to scale)."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v1", "variant": "largefov", "width": 64, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD, "scales": (1.0,), "scale_fusion": ""})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return DeepLabV1(num_classes=info.num_semantic_classes, variant=c.variant, width=c.width,
+                   dtype=jnp.dtype(c.dtype), scales=tuple(c.scales), scale_fusion=c.scale_fusion,
+                   **pixel_normalization(c))

@@ -14,16 +14,19 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers import multiscale
 from segjax.layers.conv import Conv
 from segjax.models import pixel_normalization
 from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 
 
 class DeepLabV2(nn.Module):
@@ -60,9 +63,17 @@ class DeepLabV2(nn.Module):
     return multiscale.multiscale_logits(stream, x, self.scales, self.scale_fusion, self.output_stride)
 
 
-def build(model_config, info):
-  return DeepLabV2(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-                   norm=model_config.norm, output_stride=model_config.output_stride,
-                   rates=tuple(model_config.rates), dtype=jnp.dtype(model_config.dtype),
-                   scales=tuple(model_config.get("scales", (1.0,))),
-                   scale_fusion=model_config.get("scale_fusion", ""), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """DeepLab v2 ASPP-L on ResNet-101 at output stride 8, one input scale (MSC: scales (1.0, 0.75, 0.5), "max")."""
+  return ml_collections.ConfigDict({
+      "name": "deeplab_v2", "depth": 101, "width": 64, "norm": "frozen", "output_stride": 8, "rates": (6, 12, 18, 24),
+      "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD, "scales": (1.0,),
+      "scale_fusion": ""})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return DeepLabV2(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+                   norm=c.norm, output_stride=c.output_stride,
+                   rates=tuple(c.rates), dtype=jnp.dtype(c.dtype), scales=tuple(c.scales),
+                   scale_fusion=c.scale_fusion, **pixel_normalization(c))

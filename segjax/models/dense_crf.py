@@ -6,15 +6,20 @@ labels are the argmax of the marginals.
 config.model: base (the unary model's config, with its name), crf (dense_crf's keyword arguments). The CRF sees the
 input image in 0..255. Outputs: the base's, plus crf_probabilities [N,H,W,L] at test time.
 """
+import inspect
+
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.models import get_model
 from segjax.models.crf_rnn import build_base
+from segjax.models.validation import validated
 from segjax.ops.crf import dense_crf
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset({"crf"})  # the CRF runs at test time only and has no variables
 
 
 class DenseCRFPostprocessed(nn.Module):
@@ -32,8 +37,16 @@ class DenseCRFPostprocessed(nn.Module):
     return outputs
 
 
-def build(model_config, info):
-  return DenseCRFPostprocessed(base=build_base(model_config, info), crf=model_config.crf.to_dict())
+def model_config() -> ml_collections.ConfigDict:
+  """`crf`: dense_crf's keyword arguments and their defaults; `base`, the unary model's config with its name, is
+  checked by that model's build."""
+  crf = {k: p.default for k, p in inspect.signature(dense_crf).parameters.items() if p.kind == p.KEYWORD_ONLY}
+  return ml_collections.ConfigDict({"name": "dense_crf", "base": {}, "crf": crf})
+
+
+def build(config, info):
+  config = validated(config, model_config())
+  return DenseCRFPostprocessed(base=build_base(config, info), crf=config.crf.to_dict())
 
 
 def loss(outputs, batch, model_config):

@@ -10,16 +10,19 @@ pool4/pool3, optional skip_scales): the released Caffe networks voc-fcn32s/16s/8
 """
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import per_pixel, pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 _STRIDES = {"C3": 8, "C4": 16, "C5": 32}
 
 
@@ -99,18 +102,26 @@ class FCNVGG16(nn.Module):
     return {"logits": logits[:, offset:offset + images.shape[1], offset:offset + images.shape[2]].astype(jnp.float32)}
 
 
-def build(model_config, info):
-  backbone = model_config.get("backbone", "resnet")
+def model_config() -> ml_collections.ConfigDict:
+  """FCN-8s on a ResNet (the skips of C4 and C3); backbone "vgg16" reads skips of pool4/pool3 scaled by skip_scales."""
+  return ml_collections.ConfigDict({
+      "name": "fcn", "backbone": "resnet", "depth": 50, "width": 64, "output_stride": 32, "skips": ("C4", "C3"),
+      "skip_scales": None, "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  backbone = c.backbone
   if backbone == "vgg16":
-    skips = tuple(model_config.skips)
+    skips = tuple(c.skips)
     return FCNVGG16(num_classes=info.num_semantic_classes, skips=skips,
-                    skip_scales=tuple(model_config.get("skip_scales", (1.0,) * len(skips))),
-                    dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+                    skip_scales=tuple(c.skip_scales) if c.skip_scales is not None else (1.0,) * len(skips),
+                    dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
   if backbone != "resnet":
     raise ValueError(f"config.model.backbone: 'resnet' or 'vgg16'; got {backbone!r}")
-  return FCN(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-             output_stride=model_config.output_stride, skips=tuple(model_config.skips),
-             dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+  return FCN(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+             output_stride=c.output_stride, skips=tuple(c.skips),
+             dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 
 loss, predict = per_pixel.loss, per_pixel.predict  # Sec. 3: per-pixel cross entropy, 255 ignored; argmax

@@ -11,15 +11,18 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.gcn import BoundaryRefinement, GlobalConv
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import per_pixel, pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 LEVELS = ("C5", "C4", "C3", "C2")
 
 
@@ -53,10 +56,18 @@ class GCN(nn.Module):
     return {"logits": scores[:, :images.shape[1], :images.shape[2]].astype(jnp.float32)}
 
 
-def build(model_config, info):
-  return GCN(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-             kernel_size=model_config.kernel_size, dtype=jnp.dtype(model_config.dtype),
-             **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """GCN + BR on ResNet-152, k = 15 (Table 1)."""
+  return ml_collections.ConfigDict({
+      "name": "gcn", "depth": 152, "width": 64, "kernel_size": 15, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return GCN(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+             kernel_size=c.kernel_size, dtype=jnp.dtype(c.dtype),
+             **pixel_normalization(c))
 
 
 loss, predict = per_pixel.loss, per_pixel.predict  # pixel-wise cross entropy, 255 ignored (no auxiliary head); argmax

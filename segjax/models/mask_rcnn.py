@@ -24,6 +24,7 @@ import ml_collections
 from segjax.backbones.resnet import ResNet
 from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn, thing_label_map
+from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
@@ -33,6 +34,9 @@ from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
+# Read at inference only: a checkpoint evaluates with other values of these.
+INFERENCE_KEYS = frozenset({"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "score_threshold", "nms_threshold",
+                            "detections_per_image", "detection_candidates"})
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 SIZE_DIVISIBILITY = 32  # input sides: multiples of P6's stride (C4's 16 divides it)
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
@@ -43,15 +47,18 @@ _C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_t
                 "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 1000}
 
 
-def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
+def model_config(backbone: str = "fpn", name: str = "mask_rcnn") -> ml_collections.ConfigDict:
   """torchvision's maskrcnn_resnet50_fpn defaults (num_classes None: the data set's things + background); with
-  backbone "c4", detectron2's C4 anchors and proposal counts instead. category_ids (empty: label k is the data set's
-  k-th thing category): the category id of each label 1..num_classes-1, as a converter sets it; detections are then
-  mapped to the data set's labels, those of categories it lacks dropped (`segjax.models.thing_label_map`)."""
+  backbone "c4", detectron2's C4 anchors and proposal counts instead; name "faster_rcnn": the same without the mask
+  branch (fasterrcnn_resnet50_fpn). category_ids (empty: label k is the data set's k-th thing category): the
+  category id of each label 1..num_classes-1, as a converter sets it; detections are then mapped to the data set's
+  labels, those of categories it lacks dropped (`segjax.models.thing_label_map`)."""
   if backbone not in BACKBONES:
     raise ValueError(f"config.model.backbone: must be one of {BACKBONES}; got {backbone!r}")
+  if name not in ("mask_rcnn", "faster_rcnn"):
+    raise ValueError(f"config.model.name: 'mask_rcnn' or 'faster_rcnn'; got {name!r}")
   config = ml_collections.ConfigDict({
-      "name": "mask_rcnn", "backbone": backbone, "mask": True, "num_classes": None, "depth": 50, "width": 64,
+      "name": name, "backbone": backbone, "mask": name == "mask_rcnn", "num_classes": None, "depth": 50, "width": 64,
       "norm": "frozen",
       "fpn_channels": 256, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)), "aspect_ratios": (0.5, 1.0, 2.0),
@@ -59,7 +66,8 @@ def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
-      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "roi_aggregation": "", "sampling_ratio": 2,
+      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "roi_aggregation": "",
+      "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
   if backbone == "c4":
@@ -263,18 +271,18 @@ def mask_ladder(slots, zero_rung):
 
 
 def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
-  """`defaults` (model_config(backbone) if None) updated with `overrides`; an unknown key is an error, not silently
-  ignored."""
-  config = model_config(overrides.get("backbone", "fpn")) if defaults is None else defaults
-  unknown = sorted(set(overrides) - set(config))
-  if unknown:
-    raise ValueError(f"config.model: unknown keys {unknown} for {overrides.get('name')}; known: {sorted(config)}")
-  config.update(overrides)
+  """`defaults` (model_config(backbone, name) if None) updated with `overrides`, checked by
+  segjax.models.validation (an unknown key or a value of the wrong kind is an error naming it)."""
+  if defaults is None:
+    defaults = model_config(overrides.get("backbone", "fpn"), overrides.get("name", "mask_rcnn"))
+  config = validated(overrides, defaults)
   if config.roi_pooler not in ROI_POOLERS:
     raise ValueError(f"config.model.roi_pooler: must be one of {ROI_POOLERS}; got {config.roi_pooler!r}")
   if config.roi_aggregation not in ("", "max", "avg"):
     raise ValueError(f"config.model.roi_aggregation: must be '', 'max' or 'avg'; got {config.roi_aggregation!r}")
-  return ml_collections.FrozenConfigDict(config)
+  if config.name == "faster_rcnn" and config.mask:
+    raise ValueError("config.model.mask: faster_rcnn has no mask branch; name mask_rcnn builds one")
+  return config
 
 
 def num_classes_and_label_map(config, info):

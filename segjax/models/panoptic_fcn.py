@@ -49,6 +49,7 @@ from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
 from segjax.models.panoptic_fpn import semantic_fpn_features, semantic_targets
 from segjax.models.solov2 import coord_features, resize
+from segjax.models.validation import validated
 from segjax.ops.image import normalize_images
 from segjax.ops.losses import sigmoid_focal_loss, weighted_dice_loss
 from segjax.ops.masks import masks_to_boxes
@@ -56,6 +57,10 @@ from segjax.ops.panoptic import panoptic_merge
 
 TASK = "panoptic"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid", "semantic")
+# Read at inference only (the official inference thresholds and top-k).
+INFERENCE_KEYS = frozenset({"center_top_num", "center_threshold", "stuff_threshold", "mask_threshold",
+                            "similarity_threshold", "overlap_threshold", "stuff_area_threshold",
+                            "instance_score_threshold"})
 FORWARD_KEYS = BATCH_KEYS[1:]
 SIZE_DIVISIBILITY = 32  # input sides: multiples of C5's stride
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
@@ -298,17 +303,14 @@ def _train_outputs(c, is_thing, centers, regions, kernels, encoded, thing_embed,
 
 
 def _config(overrides):
-  config = model_config()
-  unknown = sorted(set(overrides) - set(config))
-  if unknown:
-    raise ValueError(f"config.model: unknown keys {unknown} for panoptic_fcn; known: {sorted(config)}")
-  config.update(overrides)
+  """model_config() updated with `overrides`, checked by segjax.models.validation and for the heads' shapes."""
+  config = validated(overrides, model_config())
   if len(config.instance_scales) != len(POOL_SIZES):
     raise ValueError(f"config.model.instance_scales: one (lo, hi) per level P3..P7; got {config.instance_scales}")
   for name in ("semantic_channels", "head_channels"):
     if config[name] % 32:
       raise ValueError(f"config.model.{name} must be a multiple of 32 (GroupNorm's 32 groups); got {config[name]}")
-  return ml_collections.FrozenConfigDict(config)
+  return config
 
 
 def build(config, info):

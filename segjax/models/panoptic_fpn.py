@@ -24,6 +24,8 @@ from segjax.ops.panoptic import panoptic_merge
 
 TASK = "panoptic"
 BATCH_KEYS = mask_rcnn.BATCH_KEYS + ("semantic",)
+# Read at inference only: Mask R-CNN's and the merge's (Sec. 3.2) thresholds.
+INFERENCE_KEYS = mask_rcnn.INFERENCE_KEYS | {"overlap_threshold", "instance_score_threshold", "stuff_area_threshold"}
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS + ("semantic",)
 SIZE_DIVISIBILITY = mask_rcnn.SIZE_DIVISIBILITY
 IGNORE_LABEL = 255

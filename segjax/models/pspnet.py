@@ -16,17 +16,20 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.layers.ppm import PyramidPooling
 from segjax.models import deeplab, per_pixel, pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.pooling import resize_align_corners
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 
 
 class PSPHead(nn.Module):
@@ -73,10 +76,19 @@ class PSPNet(nn.Module):
     return outputs
 
 
-def build(model_config, info):
-  return PSPNet(num_classes=info.num_semantic_classes, depth=model_config.depth, width=model_config.width,
-                output_stride=model_config.output_stride, bins=tuple(model_config.bins), aux=model_config.aux,
-                dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """PSPNet on ResNet-50 at output stride 8, bins (1, 2, 3, 6), auxiliary loss weight 0.4 (Sec. 3.4)."""
+  return ml_collections.ConfigDict({
+      "name": "pspnet", "depth": 50, "width": 64, "output_stride": 8, "bins": (1, 2, 3, 6), "aux": True,
+      "aux_weight": 0.4, "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
-loss, predict = per_pixel.loss, per_pixel.predict  # Sec. 3.4: cross entropy (255 ignored) + aux_weight x the aux head's
+def build(config, info):
+  c = validated(config, model_config())
+  return PSPNet(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
+                output_stride=c.output_stride, bins=tuple(c.bins), aux=c.aux,
+                dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
+
+
+loss = deeplab.loss  # Sec. 3.4: cross entropy (255 ignored) + aux_weight (its default 0.4) x the aux head's
+predict = per_pixel.predict

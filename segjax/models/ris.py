@@ -15,11 +15,13 @@ ground truth averaged over 8 x 8 cells. Class-agnostic: every instance has label
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.conv_lstm import ConvLSTM
 from segjax.models import pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.masks import masks_to_boxes
 from segjax.ops.set_losses import recurrent_instance_loss
@@ -27,10 +29,7 @@ from segjax.ops.set_losses import recurrent_instance_loss
 TASK = "instance"
 BATCH_KEYS = ("image", "masks", "instance_valid", "is_crowd")
 STRIDE = 8
-ARCHITECTURE_KEYS = {"name": str, "depth": int, "width": int, "norm": str, "num_steps": int,
-                     "lstm_features": int, "lstm_layers": int, "pixel_mean": tuple, "pixel_std": tuple}
-INFERENCE_KEYS = {"score_threshold": float, "mask_threshold": float}
-LOSS_KEYS = {"bce_weight": float, "extra_steps": int}
+INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold"})
 
 
 class RecurrentInstanceSegmentation(nn.Module):
@@ -56,20 +55,21 @@ class RecurrentInstanceSegmentation(nn.Module):
     return {"mask_logits": mask_logits, "score_logits": score_logits}
 
 
-def _check_config(model_config):
-  known = {**ARCHITECTURE_KEYS, **INFERENCE_KEYS, **LOSS_KEYS}
-  for key in model_config:
-    if key not in known:
-      raise ValueError(f"config.model.{key}: unknown key for ris; known: {sorted(known)}")
+def model_config() -> ml_collections.ConfigDict:
+  """A narrow ResNet-18 trunk, two ConvLSTM layers of 32 channels, 10 steps; lambda 1, n + 2 training steps; the
+  paper's stop at confidence 0.5."""
+  return ml_collections.ConfigDict({
+      "name": "ris", "depth": 18, "width": 16, "norm": "batch", "num_steps": 10, "lstm_features": 32,
+      "lstm_layers": 2, "bce_weight": 1.0, "extra_steps": 2, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
-def build(model_config, info):
+def build(config, info):
   del info  # class-agnostic
-  _check_config(model_config)
+  c = validated(config, model_config())
   return RecurrentInstanceSegmentation(
-      num_steps=model_config.num_steps, depth=model_config.depth, width=model_config.width, norm=model_config.norm,
-      lstm_features=model_config.lstm_features, lstm_layers=model_config.lstm_layers,
-      **pixel_normalization(model_config))
+      num_steps=c.num_steps, depth=c.depth, width=c.width, norm=c.norm, lstm_features=c.lstm_features,
+      lstm_layers=c.lstm_layers, **pixel_normalization(c))
 
 
 def cell_average(masks, stride=STRIDE):
@@ -78,7 +78,7 @@ def cell_average(masks, stride=STRIDE):
   return masks.reshape(*lead, h // stride, stride, w // stride, stride).mean(axis=(-3, -1))
 
 
-def loss(outputs, batch, model_config):
+def loss(outputs, batch, config):
   """Eq. 3 per image, averaged over the batch."""
   mask_logits = outputs["mask_logits"]
   b, t = mask_logits.shape[:2]
@@ -88,20 +88,21 @@ def loss(outputs, batch, model_config):
   probs = jax.nn.sigmoid(mask_logits).reshape(b, t, -1)
   targets = cell_average(batch["masks"].astype(jnp.float32)).reshape(b, batch["masks"].shape[1], -1)
   valid = batch["instance_valid"] & ~batch["is_crowd"]
-  per_image = jax.vmap(lambda p, s, y, v: recurrent_instance_loss(
-      p, s, y, v, model_config.get("bce_weight", 1.0), model_config.get("extra_steps", 2)))
+  c = validated(config, model_config())
+  per_image = jax.vmap(lambda p, s, y, v: recurrent_instance_loss(p, s, y, v, c.bce_weight, c.extra_steps))
   total, terms = per_image(probs, outputs["score_logits"], targets, valid)
   return total.mean(), {"loss_iou": terms["iou"].mean(), "loss_score": terms["score"].mean()}
 
 
-def predict(outputs, model_config):
+def predict(outputs, config):
   """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5)."""
+  c = validated(config, model_config())
   mask_logits, score_logits = outputs["mask_logits"], outputs["score_logits"]
   b, t, h, w = mask_logits.shape
   masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * STRIDE, w * STRIDE), "linear")
   scores = jax.nn.sigmoid(score_logits)
-  valid = jnp.cumprod(scores >= model_config.get("score_threshold", 0.5), axis=1).astype(bool)
-  binary = masks > model_config.get("mask_threshold", 0.5)
+  valid = jnp.cumprod(scores >= c.score_threshold, axis=1).astype(bool)
+  binary = masks > c.mask_threshold
   boxes = jax.vmap(masks_to_boxes)(binary) + jnp.array([0, 0, 1, 1], jnp.float32)
   boxes = jnp.where(binary.any((2, 3))[..., None], boxes, 0)
   valid &= binary.any((2, 3))

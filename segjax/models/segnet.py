@@ -13,15 +13,19 @@ like this, it reads the [0, 1] images as they are (no ImageNet pixel_mean / pixe
 """
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from segjax.backbones.vgg import STAGES
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
 from segjax.models import per_pixel
+from segjax.models.validation import validated
+from segjax.ops.losses import softmax_cross_entropy
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # Caffe's "msra" filler
 
 
@@ -56,8 +60,14 @@ class SegNet(nn.Module):
     return {"logits": logits.astype(jnp.float32)}
 
 
-def build(model_config, info):
-  return SegNet(num_classes=info.num_semantic_classes, width=model_config.width, dtype=jnp.dtype(model_config.dtype))
+def model_config() -> ml_collections.ConfigDict:
+  """SegNet at VGG-16 width, no class weights."""
+  return ml_collections.ConfigDict({"name": "segnet", "width": 64, "class_weights": (), "dtype": "float32"})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  return SegNet(num_classes=info.num_semantic_classes, width=c.width, dtype=jnp.dtype(c.dtype))
 
 
 # Per-pixel softmax cross entropy; `class_weights` (one per class, or empty) is median frequency balancing (Sec. 3.2:

@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from segjax.backbones.resnet import ResNet
@@ -27,6 +28,7 @@ from segjax.layers.conv import Conv
 from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
 from segjax.models import pixel_normalization
+from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss
 from segjax.ops.mask_nms import matrix_nms
@@ -46,6 +48,7 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 # images scales them too).
 PREDICT_DEFAULTS = {"score_threshold": 0.1, "mask_threshold": 0.5, "nms_pre": 500, "update_threshold": 0.05,
                     "nms_sigma": 2.0, "detections_per_image": 100, "min_mask_area": STRIDES}
+INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)  # read by `predict` only
 
 _HEAD_INIT = nn.initializers.normal(0.01)  # the reference's normal_init(std=0.01) of every head conv
 _CATE_PRIOR = float(-np.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
@@ -155,13 +158,23 @@ class SOLOv2(nn.Module):
     return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32)}
 
 
-def build(model_config, info):
-  return SOLOv2(num_classes=info.num_thing_classes, depth=model_config.depth, width=model_config.width,
-                norm=model_config.norm, fpn_channels=model_config.fpn_channels,
-                seg_feat_channels=model_config.seg_feat_channels, stacked_convs=model_config.stacked_convs,
-                ins_out_channels=model_config.ins_out_channels, mask_feat_channels=model_config.mask_feat_channels,
-                num_grids=tuple(model_config.num_grids),
-                dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
+def model_config() -> ml_collections.ConfigDict:
+  """SOLOv2 R50-FPN as the reference (solov2_r50_fpn_8gpu_1x), with `predict`'s settings (PREDICT_DEFAULTS)."""
+  return ml_collections.ConfigDict({
+      "name": "solov2", "depth": 50, "width": 64, "norm": "frozen", "fpn_channels": 256, "seg_feat_channels": 512,
+      "stacked_convs": 4, "ins_out_channels": 256, "mask_feat_channels": 128, "num_grids": (40, 36, 24, 16, 12),
+      "scale_ranges": ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)), "max_positives": 512,
+      "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD, **PREDICT_DEFAULTS})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  predict_config(c)  # checks the inference settings too
+  return SOLOv2(num_classes=info.num_thing_classes, depth=c.depth, width=c.width,
+                norm=c.norm, fpn_channels=c.fpn_channels,
+                seg_feat_channels=c.seg_feat_channels, stacked_convs=c.stacked_convs,
+                ins_out_channels=c.ins_out_channels, mask_feat_channels=c.mask_feat_channels,
+                num_grids=tuple(c.num_grids), dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 
 def downsample_masks(masks):
@@ -260,12 +273,13 @@ def _flat(levels):
   return jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in levels], axis=1)
 
 
-def loss(outputs, batch, model_config):
+def loss(outputs, batch, config):
   """Eqn. 1: focal loss over all cells / (positives + 1) + 3 x Dice over the positive kernels' masks."""
+  config = validated(config, model_config())
   num_grids = tuple(x.shape[1] for x in outputs["cate_logits"])
   valid = batch["instance_valid"] & ~batch["is_crowd"]
-  assign = lambda b, m, c, v: solov2_targets(b, m, c, v, num_grids, tuple(map(tuple, model_config.scale_ranges)),
-                                             model_config.max_positives)
+  assign = lambda b, m, c, v: solov2_targets(b, m, c, v, num_grids, tuple(map(tuple, config.scale_ranges)),
+                                             config.max_positives)
   category, positive, cells, _, targets, positive_valid, dropped = jax.vmap(assign)(
       batch["boxes"], batch["masks"], batch["classes"], valid)
   cate_logits = _flat(outputs["cate_logits"])

@@ -15,13 +15,16 @@ pixel_mean / pixel_std).
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from segjax.layers.conv import Conv
 from segjax.models.per_pixel import loss, predict  # noqa: F401  cross entropy (Eq. 1 without the weight map), argmax
+from segjax.models.validation import validated
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
+INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 _PADDINGS = ("valid", "same")
 # A 2x2/2 up-convolution's output unit sees one input pixel: N = C_in, where fan_in counts the 4 taps.
 _HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -100,7 +103,13 @@ class OverlapTileUNet(UNet):
     return {"logits": logits[:, y:y + images.shape[1], x:x + images.shape[2]]}
 
 
-def build(model_config, info):
-  model = OverlapTileUNet if model_config.padding == "valid" else UNet
-  return model(num_classes=info.num_semantic_classes, width=model_config.width, padding=model_config.padding,
-               dtype=jnp.dtype(model_config.dtype))
+def model_config() -> ml_collections.ConfigDict:
+  """U-Net as the paper (unpadded convolutions, overlap-tile)."""
+  return ml_collections.ConfigDict({"name": "unet", "width": 64, "padding": "valid", "dtype": "float32"})
+
+
+def build(config, info):
+  c = validated(config, model_config())
+  model = OverlapTileUNet if c.padding == "valid" else UNet
+  return model(num_classes=info.num_semantic_classes, width=c.width, padding=c.padding,
+               dtype=jnp.dtype(c.dtype))

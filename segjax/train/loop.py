@@ -3,21 +3,22 @@ import json
 import os
 import signal
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
-from jax.experimental import multihost_utils
 
 from segjax import visualize
 from segjax.data import pipeline
+from segjax.evaluation import tta
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
-from segjax.models import get_model
+from segjax.models import get_model, inference_keys
 from segjax.train import mesh as mesh_lib
-from segjax.train.checkpoint import Checkpointer
 from segjax.train import pretrained
+from segjax.train.checkpoint import Checkpointer
 from segjax.train.optim import learning_rate_schedule, make_optimizer
 from segjax.train.state import TrainState
 from segjax.train.steps import make_eval_step, make_train_step
@@ -60,14 +61,16 @@ def local_rows(array) -> np.ndarray:
   return np.concatenate(rows)
 
 
-def _initial_state(module, optimizer, config, mesh):
-  """The initial state, placed replicated or FSDP-sharded per `config.fsdp`; returns (state, shardings)."""
+def _state_init(module, optimizer, config):
+  """A function of no arguments that makes the initial train state."""
   height, width = config.dataset.image_size
   images = jnp.zeros((1, height, width, 3), jnp.float32)
+  return lambda: TrainState.create(module.init(jax.random.key(config.seed), images, train=False), optimizer)
 
-  def init():
-    return TrainState.create(module.init(jax.random.key(config.seed), images, train=False), optimizer)
 
+def _initial_state(module, optimizer, config, mesh):
+  """The initial state, placed replicated or FSDP-sharded per `config.fsdp`; returns (state, shardings)."""
+  init = _state_init(module, optimizer, config)
   shardings = mesh_lib.state_shardings(jax.eval_shape(init), mesh, config.fsdp)
   return jax.jit(init, out_shardings=shardings)(), shardings
 
@@ -115,30 +118,65 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_
   return evaluator.result()
 
 
-def train_and_evaluate(config, workdir: str, devices=None) -> dict:
-  """Runs the job described by `config` in `workdir` on `devices` (default all); returns the last eval metrics."""
-  primary = jax.process_index() == 0
-  if jax.process_count() > 1:  # One process writes and builds the data set; the others then read it.
-    if primary:
+def eval_options(config, task):
+  """(scales, flip) of `config.eval` (multi-scale and flipped inputs; semantic models only)."""
+  options = config.get("eval") or {}
+  return tta.check_options(options.get("scales", (1.0,)), options.get("flip", False), task)
+
+
+def _prepare_data(config):
+  """The data set's info; with several processes, process 0 writes and builds the data set and the others wait."""
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
       pipeline.prepare(config)
     multihost_utils.sync_global_devices("segjax: data prepared")
-  info = pipeline.dataset_info(config)
+  return pipeline.dataset_info(config)
+
+
+def _checkpointer(config, info, workdir, create=True):
+  """The workdir's checkpoints; the model's inference-only keys may differ from those it was trained with."""
+  identity = {"model": config.model.to_dict(), "num_semantic_classes": info.num_semantic_classes}
+  ignore = [f"model.{k}" for k in inference_keys(config.model)]
+  return Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), identity, ignore=ignore, create=create,
+                      every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
+
+
+def _init_from(state, shardings, config):
+  """`state` with the weights of config.init_from (a converted checkpoint) written into its variables."""
+  variables = pretrained.merge_pretrained(state.variables, pretrained.load_variables(config.init_from))
+  return jax.device_put(state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {})),
+                        shardings)
+
+
+def _last_eval(workdir, step):
+  """The eval metrics metrics.jsonl holds for `step`, or None."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [r for r in rows if r["split"] == "eval" and r["step"] == step]
+  return {k: v for k, v in rows[-1].items() if k not in ("step", "split")} if rows else None
+
+
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+  """Runs the job described by `config` in `workdir` on `devices` (default all); returns the last eval metrics
+  (those of total_steps where the workdir had already reached it)."""
+  primary = jax.process_index() == 0
+  info = _prepare_data(config)
   model_lib = get_model(config.model.name)
   module = model_lib.build(config.model, info)
+  scales, flip = eval_options(config, model_lib.TASK)
   mesh = mesh_lib.make_mesh(devices)
   mesh_lib.check_batch_size(config.batch_size, mesh)
   optimizer = make_optimizer(config)
   schedule = learning_rate_schedule(config)
 
-  identity = {"model": config.model.to_dict(), "num_semantic_classes": info.num_semantic_classes}
-  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), identity,
-                              every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
+  checkpointer = _checkpointer(config, info, workdir)
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
   if start_step == 0 and config.get("init_from"):
-    variables = pretrained.merge_pretrained(state.variables, pretrained.load_variables(config.init_from))
-    state = jax.device_put(state.replace(params=variables["params"],
-                                         batch_stats=variables.get("batch_stats", {})), shardings)
+    state = _init_from(state, shardings, config)
   if primary:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -148,7 +186,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings.variables)
+  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings.variables, scales, flip)
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)
@@ -156,6 +194,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   preemption = _Preemption()
   pending, eval_metrics = [], {}
   try:
+    if start_step >= config.total_steps:  # finished before: its final evaluation, from metrics.jsonl if it is there
+      eval_metrics = (_last_eval(workdir, start_step) if primary else None) or {}
+      if not multihost_utils.broadcast_one_to_all(np.asarray(bool(eval_metrics))):
+        eval_metrics = evaluate(eval_step, state.variables, config, evaluator, mesh, keys | {"valid_image"},
+                                model_lib.TASK)
+        writer.write(start_step, "eval", eval_metrics)
     for step in range(start_step + 1, config.total_steps + 1):
       local_batch = {k: v for k, v in next(train_iter).items() if k in keys}
       state, metrics = train_step(state, mesh_lib.global_batch(local_batch, mesh),
@@ -186,3 +230,43 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     progress.close()
     writer.close()
   return eval_metrics
+
+
+def evaluate_checkpoint(config, workdir: str, step=None, devices=None) -> dict:
+  """Evaluates checkpoint `step` (default the latest) of `workdir`, or, where it has none, the weights of
+  config.init_from, on dataset.eval_split with `config.eval`'s options, without training. Appends the metrics to
+  workdir/metrics.jsonl (split "eval", the checkpoint's step), draws pictures/evaluate_stepN.png and returns the
+  metrics (on process 0; {} elsewhere)."""
+  primary = jax.process_index() == 0
+  info = _prepare_data(config)
+  model_lib = get_model(config.model.name)
+  module = model_lib.build(config.model, info)
+  scales, flip = eval_options(config, model_lib.TASK)
+  mesh = mesh_lib.make_mesh(devices)
+  mesh_lib.check_batch_size(config.batch_size, mesh)
+  checkpointer = _checkpointer(config, info, workdir, create=False)
+  try:
+    if checkpointer.latest_step() is not None or step is not None:
+      abstract = jax.eval_shape(_state_init(module, make_optimizer(config), config))
+      shardings = mesh_lib.state_shardings(abstract, mesh, config.fsdp).variables
+      variables, step = checkpointer.restore_variables(step, shardings)
+    elif config.get("init_from"):
+      state, state_shardings = _initial_state(module, make_optimizer(config), config, mesh)
+      variables, shardings, step = _init_from(state, state_shardings, config).variables, state_shardings.variables, 0
+    else:
+      raise FileNotFoundError(f"--mode=evaluate: {workdir} has no checkpoints and config.init_from is not set: "
+                              "nothing to evaluate")
+  finally:
+    checkpointer.close()
+  evaluator = make_evaluator(model_lib.TASK, info, workdir)
+  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings, scales, flip)
+  pictures = (os.path.join(workdir, "pictures", f"evaluate_step{step:06d}.png")
+              if primary and config.num_pictures else None)
+  metrics = evaluate(eval_step, variables, config, evaluator, mesh, set(model_lib.BATCH_KEYS) | {"valid_image"},
+                     model_lib.TASK, pictures)
+  writer = MetricWriter(workdir, primary=primary, resume_step=None)
+  writer.write(step, "eval", metrics)
+  writer.close()
+  if primary:
+    logging.info("eval of step %d: %s", step, json.dumps(metrics))
+  return metrics

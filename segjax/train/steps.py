@@ -1,7 +1,10 @@
 """Jitted train and eval steps over a device mesh."""
+import functools
+
 import jax
 import optax
 
+from segjax.evaluation import tta
 from segjax.train import mesh as mesh_lib
 
 
@@ -32,11 +35,16 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_shardings):
-  """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`."""
+def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_shardings, scales=(1.0,), flip=False):
+  """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`; a semantic model with `scales`
+  other than (1.0,) or `flip` predicts the labels of segjax.evaluation.tta (multi-scale and flipped inputs)."""
 
   def eval_step(variables, batch):
-    predictions = model_lib.predict(module.apply(variables, batch["image"], train=False), model_config)
+    forward = functools.partial(module.apply, variables, train=False)
+    if tuple(scales) != (1.0,) or flip:
+      predictions = {"labels": tta.semantic_tta(forward, batch["image"], scales, flip)["labels"]}
+    else:
+      predictions = model_lib.predict(forward(batch["image"]), model_config)
     return predictions, evaluator.device_stats(predictions, batch)
 
   return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),

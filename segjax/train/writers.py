@@ -13,17 +13,17 @@ class MetricWriter:
   """Writes `{"step": N, "split": ..., **metrics}` lines; only the primary process writes.
 
   On a resume from step k, lines of steps after k (written before a crash) are dropped, so the file reads as
-  one uninterrupted run.
+  one uninterrupted run; with resume_step None (an evaluation of a saved step) every line is kept.
   """
 
-  def __init__(self, workdir: str, *, primary: bool, resume_step: int = 0):
+  def __init__(self, workdir: str, *, primary: bool, resume_step: int | None = 0):
     self.primary = primary
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._summary = None
     if not primary:
       return
     os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(self.path):
+    if os.path.exists(self.path) and resume_step is not None:
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
       with open(self.path, "w") as f:
