@@ -7,6 +7,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from segjax import paths
 from segjax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
@@ -52,8 +53,9 @@ def main(argv):
   if jax.process_index() == 0:
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"final eval: {summary}")
-    print(f"metrics: {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
-    print(f"pictures: {os.path.join(_WORKDIR.value, 'pictures')}")
+    workdir = paths.resolve(_WORKDIR.value)
+    print(f"metrics: {workdir / 'metrics.jsonl'}")
+    print(f"pictures: {workdir / 'pictures'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """The main job: train, evaluate, checkpoint, write metrics and pictures."""
 import json
-import os
 import signal
 
 import jax
@@ -9,7 +8,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from segjax import visualize
+from segjax import paths, visualize
 from segjax.data import pipeline
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
@@ -115,8 +114,9 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_
   return evaluator.result()
 
 
-def train_and_evaluate(config, workdir: str, devices=None) -> dict:
-  """Runs the job described by `config` in `workdir` on `devices` (default all); returns the last eval metrics."""
+def train_and_evaluate(config, workdir, devices=None) -> dict:
+  """Runs the job described by `config` in `workdir` (a local path or a gs:// URL) on `devices` (default all);
+  returns the last eval metrics."""
   primary = jax.process_index() == 0
   if jax.process_count() > 1:  # One process writes and builds the data set; the others then read it.
     if primary:
@@ -130,8 +130,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   optimizer = make_optimizer(config)
   schedule = learning_rate_schedule(config)
 
+  workdir = paths.resolve(workdir)
   identity = {"model": config.model.to_dict(), "num_semantic_classes": info.num_semantic_classes}
-  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), identity,
+  checkpointer = Checkpointer(workdir / "checkpoints", identity,
                               every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
@@ -140,9 +141,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     state = jax.device_put(state.replace(params=variables["params"],
                                          batch_stats=variables.get("batch_stats", {})), shardings)
   if primary:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   writer = MetricWriter(workdir, primary=primary, resume_step=start_step)
   progress = Progress(config.total_steps, start_step, primary=primary)
@@ -167,7 +167,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         means["steps_per_second"] = progress.update(step, means["loss"])
         writer.write(step, "train", means)
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        pictures = (os.path.join(workdir, "pictures", f"eval_step{step:06d}.png")
+        pictures = (workdir / "pictures" / f"eval_step{step:06d}.png"
                     if primary and config.num_pictures else None)  # num_pictures = 0: no pictures
         eval_metrics = evaluate(eval_step, state.variables, config, evaluator, mesh,
                                 keys | {"valid_image"}, model_lib.TASK, pictures)
