@@ -14,6 +14,7 @@ from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model
+from segjax.ops import platform
 from segjax.train import mesh as mesh_lib
 from segjax.train.checkpoint import Checkpointer
 from segjax.train import pretrained
@@ -117,6 +118,11 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_
 def train_and_evaluate(config, workdir, devices=None) -> dict:
   """Runs the job described by `config` in `workdir` (a local path or a gs:// URL) on `devices` (default all);
   returns the last eval metrics."""
+  with platform.kernels(config.get("kernels", "auto")):  # read when the steps are traced, inside the block
+    return _train_and_evaluate(config, workdir, devices)
+
+
+def _train_and_evaluate(config, workdir, devices):
   primary = jax.process_index() == 0
   if jax.process_count() > 1:  # One process writes and builds the data set; the others then read it.
     if primary:
