@@ -17,10 +17,10 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_models_mask_rcnn import _batch, tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _deeplab(head):
+def _deeplab(head, train=True):
   """DeepLab v3 (ASPP) or torchvision's FCN head on a ResNet-50 of width 8, output stride 8 on 48x48 images: the
   bottlenecks' 1x1 convolutions and (ASPP rates 12, 24 on a 6x6 map) mostly-padding atrous kernels take the CPU
-  paths."""
+  paths. train=False: batch norm by its running statistics (a loss that is linear in each norm's input)."""
   config = ml_collections.ConfigDict({"name": "deeplab_v3", "depth": 50, "width": 8, "output_stride": 8,
                                       "multi_grid": (1, 2, 4), "head": head, "rates": (12, 24, 36), "aux": True,
                                       "aux_weight": 0.4, "dtype": "float32"})
@@ -30,17 +30,18 @@ def _deeplab(head):
            "semantic": rng.integers(0, 3, size=(2, 48, 48)).astype(np.int32)}
 
   def loss(params, batch_stats, batch, key):
-    outputs, _ = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+    outputs, _ = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=train,
                               mutable=["batch_stats"], rngs={"dropout": key})
     return deeplab.loss(outputs, batch, config)[0]
 
   return module, loss, batch
 
 
-def _mask_rcnn():
+def _mask_rcnn(norm="batch"):
   """Mask R-CNN on a ResNet-50-FPN of width 8, 64x64 images (the RoIAlign gather, the mask head and its ladder)."""
   config = tiny_config()
   config.depth = 50
+  config.norm = norm
   module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
   batch = _batch(3)
 
@@ -77,14 +78,17 @@ def test_training_step_for_tpu_and_gpu_holds_no_cpu_kernel(name):
     assert texts[p].count("stablehlo.convolution") > texts["cpu"].count("stablehlo.convolution"), p
 
 
-def _variables(name, module, batch):
-  return jax.jit(lambda: module.init(jax.random.key(0), batch["image"][:1], train=False))()
+# Batch statistics over these tiny batches amplify float32 rounding through 50 layers: the comparison runs the norms
+# on fixed statistics (DeepLab in eval mode, Mask R-CNN with frozen norms, as torchvision trains it).
+LINEAR_NORM_MODELS = {"deeplab_v3_resnet50": lambda: _deeplab("aspp", train=False),
+                      "mask_rcnn_resnet50_fpn": lambda: _mask_rcnn(norm="frozen")}
 
 
-@pytest.mark.parametrize("name", ["deeplab_v3_resnet50", "mask_rcnn_resnet50_fpn"])
+@pytest.mark.parametrize("name", ["deeplab_v3_resnet50",
+                                  pytest.param("mask_rcnn_resnet50_fpn", marks=pytest.mark.slow)])
 def test_cpu_and_plain_kernels_give_the_same_loss_and_gradients(name):
-  module, loss, batch = MODELS[name]()
-  variables = _variables(name, module, batch)
+  module, loss, batch = LINEAR_NORM_MODELS[name]()
+  variables = jax.jit(lambda: module.init(jax.random.key(0), batch["image"][:1], train=False))()
   results = {}
   for mode in ("cpu", "xla"):
     with platform.kernels(mode):  # a fresh jit per mode: the choice is made when tracing
