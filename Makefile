@@ -1,9 +1,10 @@
-# Two commands: `make demo` and `make test`; each sets up .venv on its own.
+# Two commands: `make demo` and `make test`; each sets up .venv on its own. On a TPU VM or GPU node,
+# `make venv-tpu` / `make venv-gpu` set it up with the accelerator's jaxlib (requirements-tpu.txt / -gpu.txt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-slow
+.PHONY: demo test test-slow venv-tpu venv-gpu
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 	$(PY) -m pip install -q --no-deps panopticapi-lite
 	$(PY) -m pip install -q --no-build-isolation pydensecrf2 || echo "pydensecrf2 did not build: its tests will skip"
 	touch $@
+
+venv-tpu venv-gpu: venv-%: $(VENV)/.runtime requirements-%.txt
+	$(PY) -m pip install -q -r requirements-$*.txt
 
 demo: $(VENV)/.runtime
 	$(PY) -m segjax.main --config=experiments/demo.py --workdir=workdirs/demo

@@ -5,7 +5,8 @@ backward (input and weight gradients) of single convolutions at the shapes of th
 
 Each row names the path ops.conv takes (dot, taps, tap weight gradient, lax) and prints milliseconds for lax,
 ops.conv, conv_as_matmul (im2col, what the Mask R-CNN mask head runs inside its ladder's switch) and torch, and
-ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch).
+ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch). ops.conv's paths are those of programs
+for CPU (segjax.ops.platform); `--kernels=xla` times the plain lax ones TPU and GPU programs get instead.
 """
 import argparse
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench_util import best_seconds  # scripts/, on sys.path as the script's folder
+from segjax.ops import platform
 from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 
 _DIMENSIONS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -77,7 +79,13 @@ def bench_row(batch, size, channels_in, channels_out, kernel, stride, dilation, 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--kernels", choices=("cpu", "xla"), default="cpu")
   args = parser.parse_args()
+  with platform.kernels(args.kernels):
+    _run(args)
+
+
+def _run(args):
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads; forward + backward, best of {args.iters}, ms")
   for name, *shape in ROWS:

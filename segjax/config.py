@@ -15,6 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_pictures = 4
   config.init_from = ""  # A scripts/convert_weights.py output directory: the whole model's or its backbone's weights.
   config.fsdp = False  # Shard parameters and optimizer state over the data axis (ZeRO-3) instead of replicating.
+  # "auto": the XLA:CPU convolution, gather and mask-head paths in programs for CPU, plain lax on TPU and GPU;
+  # "xla" or "cpu" forces one everywhere, for benchmarks (segjax.ops.platform).
+  config.kernels = "auto"
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "fcn"

@@ -12,6 +12,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from segjax import paths
 from segjax.train.loop import evaluate_checkpoint, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
@@ -28,7 +29,21 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() with cluster auto-detection.")
+_PLATFORM = flags.DEFINE_enum("platform", None, ["tpu", "gpu", "cpu"],
+                              "Refuse to start unless JAX runs on this backend (a TPU VM or GPU node whose jaxlib is the "
+                              "CPU one would otherwise train on its CPU: install requirements-tpu.txt / -gpu.txt).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def check_platform(platform):
+  """Logs the backend and device kinds; raises SystemExit if `platform` is given and JAX runs on another one."""
+  backend = jax.default_backend()
+  kinds = sorted({d.device_kind for d in jax.devices()})
+  logging.info("JAX backend %s, devices: %s", backend, ", ".join(kinds))
+  if platform and backend != platform:
+    raise SystemExit(f"error: --platform={platform}, but JAX runs on {backend} ({', '.join(kinds)}). Install the "
+                     f"{platform} jaxlib: .venv/bin/python -m pip install -r requirements-{platform}.txt "
+                     f"(make venv-{platform}).")
 
 
 def parse_flags(argv):
@@ -55,6 +70,7 @@ def main(argv):
   if _COORDINATOR.value or _DISTRIBUTED.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Only used where devices are CPUs.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  check_platform(_PLATFORM.value)
   logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   if _MODE.value == "evaluate":
@@ -66,8 +82,9 @@ def main(argv):
   if jax.process_index() == 0:
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"{'eval' if _MODE.value == 'evaluate' else 'final eval'}: {summary}")
-    print(f"metrics: {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
-    print(f"pictures: {os.path.join(_WORKDIR.value, 'pictures')}")
+    workdir = paths.resolve(_WORKDIR.value)
+    print(f"metrics: {workdir / 'metrics.jsonl'}")
+    print(f"pictures: {workdir / 'pictures'}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Pictures for people: input | ground truth | prediction, labels blended over the image."""
-import os
-
 import numpy as np
 from PIL import Image
+
+from segjax import paths
 
 IGNORE_LABEL = 255
 
@@ -58,9 +58,11 @@ def segments_panel(image, truth, predicted) -> np.ndarray:
 def _save_rows(path, rows) -> str:
   gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
   picture = np.concatenate([x for row in rows for x in (row, gap)][:-1], axis=0)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(picture).save(path)
-  return path
+  path = paths.resolve(path)  # a local path or a URL (the workdir's pictures/)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    Image.fromarray(picture).save(f, format="PNG")
+  return str(path)
 
 
 def save_semantic_pictures(path: str, images, ground_truths, predictions) -> str:

@@ -376,8 +376,8 @@ def _mask_head_rows(jaxpr, num_classes):
     return found.union(*(rows(s) for e in j.eqns for s in subjaxprs(e)))
 
   def conds(j):
-    for e in j.eqns:
-      if e.primitive.name == "cond":
+    for e in j.eqns:  # not the segjax.ops.platform choices (platform-dependent conds), only what they hold
+      if e.primitive.name == "cond" and "branches_platforms" not in e.params:
         branch_rows = [rows(b.jaxpr) for b in e.params["branches"]]
         if any(branch_rows):
           yield branch_rows

@@ -1,7 +1,9 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
 weight gradients; float32 here, so atol 1e-5 of the largest value), on the four paths it takes: the 1x1 dot, the
 tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient between wide layers, and lax's
-convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran."""
+convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
+paths of programs for CPU, forced here by segjax.ops.platform.kernels("cpu"); tests/test_ops_platform.py checks
+the choice by platform."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,9 +11,16 @@ import numpy as np
 import pytest
 
 from segjax.ops import conv as conv_module
+from segjax.ops import platform
 from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 
 torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_kernels():
+  with platform.kernels("cpu"):
+    yield
 
 # (H, W, kernel, stride, dilation, flax padding, path): the 1x1 kernel with every padding form and stride; dilated
 # 3x3 kernels whose taps mostly read padding (DeepLab's ASPP rates on small maps, one above the map size, strided,
@@ -87,6 +96,17 @@ def test_conv_as_matmul_matches_torch_conv2d_without_a_convolution(h, w, kernel,
                                    lambda p, x: (p, x), p, x)
   jaxpr = str(jax.make_jaxpr(step)(variables["params"], x))
   assert "cond[" in jaxpr and "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
+
+
+@pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES[::3])
+def test_plain_lax_kernels_match_torch_conv2d(h, w, kernel, stride, dilation, padding, path):
+  """The implementation of TPU and GPU programs (kernels "xla"): lax's convolution for both functions."""
+  channels = (256, 256) if path == "wide" else (5, 6)
+  with platform.kernels("xla"):
+    for conv_general in (conv_general_dilated, conv_as_matmul):
+      conv, variables, x = _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding, *channels)
+      primitives = [e.primitive.name for e in jax.make_jaxpr(lambda x: conv.apply(variables, x))(x).eqns]
+      assert primitives.count("conv_general_dilated") == 1 and "custom_vjp_call" not in primitives, primitives
 
 
 def test_conv_as_matmul_rejects_what_it_does_not_cover():

@@ -10,13 +10,13 @@ With several processes each one converts its own rows; the results meet through 
 (the directory every process already shares for checkpoints) and process 0 runs pycocotools.
 """
 import json
-import os
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from segjax import paths
 from segjax.evaluation import coco
 
 
@@ -39,12 +39,13 @@ class InstanceEvaluator:
   """Collects COCO results over a split and scores them with pycocotools (box_AP, ..., mask_AP, ...)."""
   PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid")  # what `update` reads
 
-  def __init__(self, info, workdir: str | None = None):
+  def __init__(self, info, workdir=None):
+    """`workdir`: a local path or a URL that every process reaches (results are exchanged there)."""
     if info.eval_instances_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no instances JSON, so an instance model "
                        "cannot be evaluated on it (config.dataset.eval_split)")
     self.info = info
-    self.workdir = workdir
+    self.workdir = paths.resolve(workdir) if workdir else None
     self.label_to_category_id = {k + 1: c for k, c in enumerate(info.thing_category_ids)}
     self.reset()
 
@@ -73,17 +74,15 @@ class InstanceEvaluator:
     """All processes' results on process 0 (None elsewhere)."""
     if jax.process_count() == 1:
       return self.results
-    folder = os.path.join(self.workdir, "eval_results_parts")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"process{jax.process_index()}.json"), "w") as f:
-      json.dump(self.results, f)
+    folder = self.workdir / "eval_results_parts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"process{jax.process_index()}.json").write_text(json.dumps(self.results))
     multihost_utils.sync_global_devices("segjax: eval results written")
     merged = None
     if jax.process_index() == 0:
       merged = {"bbox": [], "segm": []}
       for p in range(jax.process_count()):
-        with open(os.path.join(folder, f"process{p}.json")) as f:
-          part = json.load(f)
+        part = json.loads((folder / f"process{p}.json").read_text())
         for iou_type in merged:
           merged[iou_type] += part[iou_type]
     multihost_utils.sync_global_devices("segjax: eval results read")
@@ -95,10 +94,9 @@ class InstanceEvaluator:
     if results is None:
       return {}
     if self.workdir:
-      os.makedirs(self.workdir, exist_ok=True)
+      self.workdir.mkdir(parents=True, exist_ok=True)
       for iou_type, entries in results.items():
-        with open(os.path.join(self.workdir, f"coco_results_{iou_type}.json"), "w") as f:
-          json.dump(entries, f)
+        (self.workdir / f"coco_results_{iou_type}.json").write_text(json.dumps(entries))
     ground_truth = coco.load_ground_truth(self.info.eval_instances_json)
     metrics = {}
     for iou_type, entries in results.items():

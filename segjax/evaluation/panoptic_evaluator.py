@@ -15,6 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from segjax import paths
 from segjax.evaluation import panoptic, panoptic_io
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.pq_accumulator import PQAccumulator
@@ -45,12 +46,13 @@ def segment_category_ids(segment_category, segment_is_thing, info):
 class PanopticEvaluator:
   """PQ, SQ, RQ over all, thing and stuff categories (fractions), plus box_AP, ..., mask_AP, ... if available."""
 
-  def __init__(self, info, workdir: str | None = None):
+  def __init__(self, info, workdir=None):
+    """`workdir`: a local path or a URL that every process reaches (PQ statistics are exchanged there)."""
     if info.eval_panoptic_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no panoptic JSON, so a panoptic model cannot be "
                        "evaluated on it (config.dataset.eval_split)")
     self.info = info
-    self.workdir = workdir
+    self.workdir = paths.resolve(workdir) if workdir else None
     self.instances = InstanceEvaluator(info, workdir) if info.eval_instances_json else None
     with open(info.eval_panoptic_json) as f:
       ground_truth = json.load(f)
@@ -92,17 +94,18 @@ class PanopticEvaluator:
     stats = self.accumulator.stats
     if jax.process_count() == 1:
       return stats
-    folder = os.path.join(self.workdir, "eval_pq_parts")
-    os.makedirs(folder, exist_ok=True)
+    folder = self.workdir / "eval_pq_parts"
+    folder.mkdir(parents=True, exist_ok=True)
     matches = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
-    np.savez(os.path.join(folder, f"process{jax.process_index()}.npz"), tp=stats.tp, fp=stats.fp, fn=stats.fn,
-             tp_category=matches(stats.tp_category).astype(np.int64), tp_iou=matches(stats.tp_iou))
+    with (folder / f"process{jax.process_index()}.npz").open("wb") as f:
+      np.savez(f, tp=stats.tp, fp=stats.fp, fn=stats.fn, tp_category=matches(stats.tp_category).astype(np.int64),
+               tp_iou=matches(stats.tp_iou))
     multihost_utils.sync_global_devices("segjax: PQ statistics written")
     merged = None
     if jax.process_index() == 0:
       merged = panoptic.PQStats.zeros(len(self.accumulator.categories))
       for index in range(jax.process_count()):
-        with np.load(os.path.join(folder, f"process{index}.npz")) as part:
+        with (folder / f"process{index}.npz").open("rb") as f, np.load(f) as part:
           merged += panoptic.PQStats(part["tp"], part["fp"], part["fn"], [part["tp_category"]], [part["tp_iou"]])
     multihost_utils.sync_global_devices("segjax: PQ statistics read")
     return merged

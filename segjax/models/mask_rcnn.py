@@ -9,8 +9,9 @@ backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4
 anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
 its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
 reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
-The mask head runs on the first k positives (training) or detections (inference) only, k the smallest rung of
-`mask_ladder` that holds those of every image: one compiled program, the loss and masks of running it on all slots.
+In programs for CPU the mask head runs on the first k positives (training) or detections (inference) only, k the
+smallest rung of `mask_ladder` that holds those of every image: one compiled program, the loss and masks of running
+it on all slots, which is what TPU and GPU programs do (segjax.ops.platform).
 Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
 """
 import functools
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.resnet import ResNet
+from segjax.layers import platform as layers_platform
 from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn, thing_label_map
 from segjax.models.validation import validated
@@ -129,24 +131,31 @@ class MaskRCNN(nn.Module):
     return jnp.take_along_axis(logits, labels[:, :k, None, None, None], -1)[..., 0]
 
   def _on_valid_prefix(self, fn, valid, *operands, zero_rung):
-    """fn(module, k, *operands) -> arrays [N, k, ...], run on the first k of S slots only and zero-padded to S.
+    """fn(module, k, *operands) -> arrays [N, k, ...] for the first k of S slots, zero-padded to S; valid [N, S].
 
-    k is the smallest rung of `mask_ladder(S, zero_rung)` that holds every image's slots up to its last valid one
-    (valid [N, S]): the valid slots get the results of k = S, the others, whose results are discarded, may get zeros.
-    One program holds every rung (flax's lifted switch); init runs k = S once, creating the parameters under their
-    own names.
+    Programs for CPU (segjax.ops.platform) run fn on the first k slots only, k the smallest rung of
+    `mask_ladder(S, zero_rung)` that holds every image's slots up to its last valid one: the valid slots get the
+    results of k = S, the others, whose results are discarded, may get zeros. One program holds every rung (flax's
+    lifted switch). Other platforms, and init (creating the parameters under their own names), run k = S.
     """
     s = valid.shape[1]
-    ladder = (s,) if self.is_initializing() else mask_ladder(s, zero_rung)
-    needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
+    every_slot = lambda mdl, valid, *operands: fn(mdl, s, *operands)
+    if self.is_initializing():
+      return every_slot(self, valid, *operands)
 
-    def branch(k):
-      pad = lambda y: jnp.pad(y, [(0, 0), (0, s - k)] + [(0, 0)] * (y.ndim - 2))
-      # Rematerialised in the backward pass: else the cond passes it every rung's residuals (zeros but one rung's).
-      rung = nn.remat(lambda mdl, *operands: fn(mdl, k, *operands))
-      return lambda mdl, *operands: jax.tree.map(pad, rung(mdl, *operands))
+    def ladder(mdl, valid, *operands):
+      rungs = mask_ladder(s, zero_rung)
+      needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
 
-    return nn.switch(jnp.sum(jnp.asarray(ladder) < needed), [branch(k) for k in ladder], self, *operands)
+      def branch(k):
+        pad = lambda y: jnp.pad(y, [(0, 0), (0, s - k)] + [(0, 0)] * (y.ndim - 2))
+        # Rematerialised in the backward pass: else the cond passes it every rung's residuals (zeros but one rung's).
+        rung = nn.remat(lambda mdl, *operands: fn(mdl, k, *operands))
+        return lambda mdl, *operands: jax.tree.map(pad, rung(mdl, *operands))
+
+      return nn.switch(jnp.sum(jnp.asarray(rungs) < needed), [branch(k) for k in rungs], mdl, *operands)
+
+    return layers_platform.select(self, valid, *operands, cpu=ladder, xla=every_slot)
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):

@@ -1,5 +1,6 @@
 """2-D convolution as matrix products where XLA:CPU's convolution is slow; pass as flax.linen.Conv's
-`conv_general_dilated`.
+`conv_general_dilated`. These paths are taken in programs lowered for CPU only; TPU and GPU programs get
+lax.conv_general_dilated (segjax.ops.platform.select).
 
 - A 1x1 convolution is one dot: XLA:CPU runs it about 2x faster than the convolution, and the dot's transposes
   (the gradients) 2-4x faster than the 1x1 weight- and strided input-gradient convolutions. Its VJP materialises
@@ -20,6 +21,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from segjax.ops import platform
+
 _CHANNELS_LAST = (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)  # NHWC, HWIO, NHWC as lax.ConvDimensionNumbers specs
 # Tap by tap below this share of in-bounds multiply-adds (bench_conv, forward + backward: ASPP rate 24 at 64x64,
 # share 0.56, 1.75x faster than lax; rate 12, share 0.77, stays with lax).
@@ -33,40 +36,48 @@ _MIN_TAP_GRADIENT_ROWS = 2 ** 14
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """lax.conv_general_dilated with the same arguments and result; 2-D channels-last cases as described above."""
-  native = lambda: lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, precision=precision, **kwargs)
+  """lax.conv_general_dilated with the same arguments and result. In programs for CPU, the 2-D channels-last cases
+  take the paths described above; on other platforms (segjax.ops.platform.select) lax's convolution."""
+  native = lambda lhs, rhs: lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                                     dimension_numbers, feature_group_count, precision=precision,
+                                                     **kwargs)
   args = _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                            feature_group_count, kwargs)
-  if args is None:
-    return native()
-  strides, padding, dilation = args
-  if rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
-    return _pointwise(lhs[:, ::strides[0], ::strides[1]], rhs[0, 0], precision)  # stride s: every s-th pixel
-  spans = [_tap_spans(lhs.shape[1 + a], rhs.shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
-  output_size = [_output_size(lhs.shape[1 + a], rhs.shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
+  cpu = args and _cpu_path(lhs.shape, rhs.shape, *args, precision)
+  return native(lhs, rhs) if cpu is None else platform.select(lhs, rhs, cpu=cpu, xla=native)
+
+
+def _cpu_path(lhs_shape, rhs_shape, strides, padding, dilation, precision):
+  """The XLA:CPU implementation (x, w) -> y of a 2-D NHWC / HWIO convolution, or None where it is lax's own."""
+  if rhs_shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)):
+    return lambda x, w: _pointwise(x[:, ::strides[0], ::strides[1]], w[0, 0], precision)  # stride s: every s-th pixel
+  spans = [_tap_spans(lhs_shape[1 + a], rhs_shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
+  output_size = [_output_size(lhs_shape[1 + a], rhs_shape[a], strides[a], padding[a], dilation[a]) for a in range(2)]
   in_bounds = _count(spans[0]) * _count(spans[1])
-  if in_bounds < _MAX_IN_BOUNDS_SHARE * rhs.shape[0] * rhs.shape[1] * output_size[0] * output_size[1]:
-    return _tap_by_tap(lhs, rhs, strides, spans, output_size, precision)
-  rows = lhs.shape[0] * output_size[0] * output_size[1]
-  if strides == (1, 1) and min(rhs.shape[2:]) >= _MIN_TAP_GRADIENT_CHANNELS and rows >= _MIN_TAP_GRADIENT_ROWS:
-    return _conv_tap_weight_gradient(lhs, rhs, padding, dilation, precision)
-  return native()
+  if in_bounds < _MAX_IN_BOUNDS_SHARE * rhs_shape[0] * rhs_shape[1] * output_size[0] * output_size[1]:
+    return lambda x, w: _tap_by_tap(x, w, strides, spans, output_size, precision)
+  rows = lhs_shape[0] * output_size[0] * output_size[1]
+  if strides == (1, 1) and min(rhs_shape[2:]) >= _MIN_TAP_GRADIENT_CHANNELS and rows >= _MIN_TAP_GRADIENT_ROWS:
+    return lambda x, w: _conv_tap_weight_gradient(x, w, padding, dilation, precision)
+  return None
 
 
 def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                    feature_group_count=1, precision=None, **kwargs):
-  """lax.conv_general_dilated as matrix products only, for convolutions traced inside lax.cond / switch / while: im2col
-  (for a 1x1 kernel, one dot of the strided input). XLA:CPU runs a convolution inside control flow about 60x slower
-  than outside (3x3, 256 -> 256 on 16 RoIs of 14x14, forward + backward: 45 ms at top level, 3.05 s in a cond
-  branch), while its matrix products keep their speed (im2col: 55 ms in the branch)."""
+  """lax.conv_general_dilated as matrix products only in programs for CPU, for convolutions traced inside lax.cond /
+  switch / while: im2col (for a 1x1 kernel, one dot of the strided input). XLA:CPU runs a convolution inside control
+  flow about 60x slower than outside (3x3, 256 -> 256 on 16 RoIs of 14x14, forward + backward: 45 ms at top level,
+  3.05 s in a cond branch), while its matrix products keep their speed (im2col: 55 ms in the branch). On other
+  platforms (segjax.ops.platform.select) lax's convolution."""
   args = _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                            feature_group_count, kwargs)
   if args is None:
     raise ValueError("conv_as_matmul: only 2-D NHWC / HWIO convolutions without groups or input dilation; got "
                      f"dimension_numbers {dimension_numbers}, feature_group_count {feature_group_count}, "
                      f"lhs_dilation {lhs_dilation}")
-  return _im2col(lhs, rhs, *args, precision)
+  native = lambda lhs, rhs: lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                                     dimension_numbers, precision=precision)
+  return platform.select(lhs, rhs, cpu=lambda x, w: _im2col(x, w, *args, precision), xla=native)
 
 
 def _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 
+from segjax.ops import platform
+
 
 def _chunked(target, *arrays):
   """Arrays of equal leading size U as [count, ceil(U / count), ...] with zero padding: the
@@ -13,7 +15,6 @@ def _chunked(target, *arrays):
   return tuple(pad(a).reshape(count, size, *a.shape[1:]) for a in arrays)
 
 
-@jax.custom_vjp
 def weighted_gather(table, index, weight):
   """out[u, c] = sum_k weight[u, k] * table[index[u, k], c].
 
@@ -26,7 +27,21 @@ def weighted_gather(table, index, weight):
     [U, C] in the promoted dtype of table and weight. Differentiable w.r.t. table (a
     scatter-add) and weight (a gather and a dot over C).
 
-  XLA:CPU notes: the rows are processed in a loop over chunks; each chunk is one fused loop of K
+  Programs for CPU run `_chunked_weighted_gather`, other platforms one gather and a weighted sum
+  (segjax.ops.platform.select).
+  """
+  table, index, weight = jnp.asarray(table), jnp.asarray(index), jnp.asarray(weight)
+  return platform.select(table, index, weight, cpu=_chunked_weighted_gather, xla=_plain_weighted_gather)
+
+
+def _plain_weighted_gather(table, index, weight):
+  taps = table.at[index].get(mode="promise_in_bounds")  # [U, K, C]
+  return jnp.einsum("uk,ukc->uc", weight, taps).astype(jnp.result_type(table, weight))
+
+
+@jax.custom_vjp
+def _chunked_weighted_gather(table, index, weight):
+  """weighted_gather for XLA:CPU: the rows are processed in a loop over chunks; each chunk is one fused loop of K
   row gathers reading materialized indices and weights. Without the loop XLA fuses the index
   arithmetic into every gathered element and fuses the tap sum into a consuming dot or
   reduction, which materializes all K gathers: 10-30x slower.
@@ -43,7 +58,7 @@ def weighted_gather(table, index, weight):
 
 
 def _weighted_gather_fwd(table, index, weight):
-  return weighted_gather(table, index, weight), (table, index, weight)
+  return _chunked_weighted_gather(table, index, weight), (table, index, weight)
 
 
 def _weighted_gather_bwd(res, g):
@@ -64,4 +79,4 @@ def _weighted_gather_bwd(res, g):
   return dtable, None, dweight.reshape(-1, weight.shape[1])[:weight.shape[0]]
 
 
-weighted_gather.defvjp(_weighted_gather_fwd, _weighted_gather_bwd)
+_chunked_weighted_gather.defvjp(_weighted_gather_fwd, _weighted_gather_bwd)

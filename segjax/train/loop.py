@@ -1,6 +1,5 @@
 """The main job: train, evaluate, checkpoint, write metrics and pictures."""
 import json
-import os
 import signal
 
 from absl import logging
@@ -9,13 +8,14 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from segjax import visualize
+from segjax import paths, visualize
 from segjax.data import pipeline
 from segjax.evaluation import tta
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model, inference_keys
+from segjax.ops import platform
 from segjax.train import mesh as mesh_lib
 from segjax.train import pretrained
 from segjax.train.checkpoint import Checkpointer
@@ -137,7 +137,7 @@ def _checkpointer(config, info, workdir, create=True):
   """The workdir's checkpoints; the model's inference-only keys may differ from those it was trained with."""
   identity = {"model": config.model.to_dict(), "num_semantic_classes": info.num_semantic_classes}
   ignore = [f"model.{k}" for k in inference_keys(config.model)]
-  return Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), identity, ignore=ignore, create=create,
+  return Checkpointer(paths.resolve(workdir) / "checkpoints", identity, ignore=ignore, create=create,
                       every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
 
 
@@ -150,18 +150,22 @@ def _init_from(state, shardings, config):
 
 def _last_eval(workdir, step):
   """The eval metrics metrics.jsonl holds for `step`, or None."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = paths.resolve(workdir) / "metrics.jsonl"
+  if not path.exists():
     return None
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
   rows = [r for r in rows if r["split"] == "eval" and r["step"] == step]
   return {k: v for k, v in rows[-1].items() if k not in ("step", "split")} if rows else None
 
 
-def train_and_evaluate(config, workdir: str, devices=None) -> dict:
-  """Runs the job described by `config` in `workdir` on `devices` (default all); returns the last eval metrics
-  (those of total_steps where the workdir had already reached it)."""
+def train_and_evaluate(config, workdir, devices=None) -> dict:
+  """Runs the job described by `config` in `workdir` (a local path or a gs:// URL) on `devices` (default all);
+  returns the last eval metrics (those of total_steps where the workdir had already reached it)."""
+  with platform.kernels(config.get("kernels", "auto")):  # read when the steps are traced, inside the block
+    return _train_and_evaluate(config, paths.resolve(workdir), devices)
+
+
+def _train_and_evaluate(config, workdir, devices):
   primary = jax.process_index() == 0
   info = _prepare_data(config)
   model_lib = get_model(config.model.name)
@@ -178,9 +182,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   if start_step == 0 and config.get("init_from"):
     state = _init_from(state, shardings, config)
   if primary:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   writer = MetricWriter(workdir, primary=primary, resume_step=start_step)
   progress = Progress(config.total_steps, start_step, primary=primary)
@@ -211,7 +214,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         means["steps_per_second"] = progress.update(step, means["loss"])
         writer.write(step, "train", means)
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        pictures = (os.path.join(workdir, "pictures", f"eval_step{step:06d}.png")
+        pictures = (workdir / "pictures" / f"eval_step{step:06d}.png"
                     if primary and config.num_pictures else None)  # num_pictures = 0: no pictures
         eval_metrics = evaluate(eval_step, state.variables, config, evaluator, mesh,
                                 keys | {"valid_image"}, model_lib.TASK, pictures)
@@ -232,11 +235,16 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   return eval_metrics
 
 
-def evaluate_checkpoint(config, workdir: str, step=None, devices=None) -> dict:
+def evaluate_checkpoint(config, workdir, step=None, devices=None) -> dict:
   """Evaluates checkpoint `step` (default the latest) of `workdir`, or, where it has none, the weights of
   config.init_from, on dataset.eval_split with `config.eval`'s options, without training. Appends the metrics to
   workdir/metrics.jsonl (split "eval", the checkpoint's step), draws pictures/evaluate_stepN.png and returns the
   metrics (on process 0; {} elsewhere)."""
+  with platform.kernels(config.get("kernels", "auto")):
+    return _evaluate_checkpoint(config, paths.resolve(workdir), step, devices)
+
+
+def _evaluate_checkpoint(config, workdir, step, devices):
   primary = jax.process_index() == 0
   info = _prepare_data(config)
   model_lib = get_model(config.model.name)
@@ -260,7 +268,7 @@ def evaluate_checkpoint(config, workdir: str, step=None, devices=None) -> dict:
     checkpointer.close()
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
   eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings, scales, flip)
-  pictures = (os.path.join(workdir, "pictures", f"evaluate_step{step:06d}.png")
+  pictures = (workdir / "pictures" / f"evaluate_step{step:06d}.png"
               if primary and config.num_pictures else None)
   metrics = evaluate(eval_step, variables, config, evaluator, mesh, set(model_lib.BATCH_KEYS) | {"valid_image"},
                      model_lib.TASK, pictures)

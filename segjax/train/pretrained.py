@@ -6,25 +6,26 @@ backbone (e.g. "resnet50") fits the model's `backbone` submodule; either may als
 of the same shape; the model's other variables (new heads) keep their initialisation. Norm scale and bias saved as
 params go to batch_stats where the model's norm is frozen (a torchvision ImageNet ResNet into a "frozen"-norm model).
 """
-import os
-
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
 
+from segjax import paths
+
 
 def _flat(tree):
   return traverse_util.flatten_dict(tree) if tree else {}
 
 
-def load_variables(path: str) -> dict:
-  """The {"params", "batch_stats"} tree of a convert_weights.py output directory (or its variables/)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(os.path.join(path, "variables")):
-    path = os.path.join(path, "variables")
-  if not os.path.isdir(path):
+def load_variables(path) -> dict:
+  """The {"params", "batch_stats"} tree of a convert_weights.py output directory (or its variables/), a local path
+  or a URL."""
+  path = paths.resolve(path)
+  if (path / "variables").is_dir():
+    path = path / "variables"
+  if not path.is_dir():
     raise ValueError(f"config.init_from: {path} is not a directory written by scripts/convert_weights.py")
   return ocp.StandardCheckpointer().restore(path)
 

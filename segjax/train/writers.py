@@ -1,12 +1,51 @@
 """Metric writers: metrics.jsonl (the results as data), TensorBoard events, and a progress line."""
 import json
-import os
 import sys
 import time
 
 import numpy as np
 import tensorboardX
 from absl import logging
+from tensorboardX import record_writer
+
+from segjax import paths
+
+
+class _EventFiles:
+  """tensorboardX's event-file factory for a URL logdir: files opened through epath, as every workdir file, in
+  place of tensorboardX's own gs:// writer (which needs google-cloud-storage and re-uploads on each flush)."""
+
+  @staticmethod
+  def directory_check(path):
+    paths.resolve(path).mkdir(parents=True, exist_ok=True)
+
+  @staticmethod
+  def open(path):
+    return _Unsynced(paths.resolve(path).open("wb"))
+
+
+class _Unsynced:
+  """A file without `fileno`: tensorboardX's flush then skips os.fsync, which a remote file does not have."""
+
+  def __init__(self, file):
+    self._file = file
+
+  def write(self, data):
+    self._file.write(data)
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def summary_writer(logdir):
+  """tensorboardX.SummaryWriter at `logdir`, a local path or a URL (whose scheme then writes through epath)."""
+  logdir = paths.resolve(logdir)
+  if paths.is_url(logdir):
+    record_writer.register_writer_factory(str(logdir).split("://")[0], _EventFiles)
+  return tensorboardX.SummaryWriter(str(logdir))
 
 
 class MetricWriter:
@@ -16,26 +55,28 @@ class MetricWriter:
   one uninterrupted run; with resume_step None (an evaluation of a saved step) every line is kept.
   """
 
-  def __init__(self, workdir: str, *, primary: bool, resume_step: int | None = 0):
+  def __init__(self, workdir, *, primary: bool, resume_step: int | None = 0):
     self.primary = primary
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    workdir = paths.resolve(workdir)
+    self.path = workdir / "metrics.jsonl"
     self._summary = None
     if not primary:
       return
-    os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(self.path) and resume_step is not None:
-      with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(kept)
-    self._summary = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._lines = []
+    if self.path.exists():
+      self._lines = [line + "\n" for line in self.path.read_text().splitlines()
+                     if line.strip() and (resume_step is None or json.loads(line)["step"] <= resume_step)]
+      self.path.write_text("".join(self._lines))
+    self._summary = summary_writer(workdir / "tensorboard")
 
   def write(self, step: int, split: str, metrics: dict):
     metrics = {k: float(np.asarray(v)) for k, v in metrics.items()}
     if not self.primary:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    # The whole file is written again: object stores (gs://) have no append. A run writes a few thousand lines.
+    self._lines.append(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    self.path.write_text("".join(self._lines))
     for name, value in metrics.items():
       self._summary.add_scalar(f"{split}/{name}", value, step)
     self._summary.flush()
