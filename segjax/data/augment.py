@@ -6,6 +6,10 @@ padded (bottom/right) to `image_size`. Eval: fit and pad only (no resize when si
 Randomness is stateless (`seed` [2] per example), so an example's augmentation is reproducible.
 Boxes are the tight extent of each transformed mask, so box and mask agree exactly; instances
 with no pixel left are invalid. Padding: image 0, semantic 255, masks 0.
+
+What leaves here is compact, as it crosses to the accelerators (segjax/data/compact.py expands it there): the
+image as uint8 (rounded after resizing, as torchvision's and detectron2's uint8 transforms do), semantic as
+uint8, and only the first min(N, max_instances) instance masks, bit-packed along W (`pack_bits`).
 """
 from segjax.data.info import IGNORE_LABEL
 from segjax.data.tf_env import tf
@@ -44,17 +48,12 @@ def _boxes_from_masks(masks):
   return tf.where(tf.reduce_any(on, axis=[1, 2])[:, None], boxes, 0.0)
 
 
-def output_signature(image_size, max_instances):
-  """TensorSpecs of one `preprocess` output."""
-  h, w = image_size
-  m = max_instances
-  spec = tf.TensorSpec
-  return {"image": spec([h, w, 3], tf.float32), "semantic": spec([h, w], tf.int32),
-          "boxes": spec([m, 4], tf.float32), "classes": spec([m], tf.int32),
-          "masks": spec([m, h, w], tf.uint8), "is_crowd": spec([m], tf.bool),
-          "instance_valid": spec([m], tf.bool), "image_id": spec([], tf.int32),
-          "valid_image": spec([], tf.bool), "orig_size": spec([2], tf.int32),
-          "scale": spec([], tf.float32), "num_dropped": spec([], tf.int32)}
+def pack_bits(masks):
+  """0/1 uint8 [n, H, W] -> uint8 [n, H, ceil(W / 8)], the layout of np.packbits(masks, axis=-1)."""
+  n, h, w = tf.unstack(tf.shape(masks))
+  padded = tf.pad(tf.cast(masks, tf.int32), [[0, 0], [0, 0], [0, (-w) % 8]])
+  bits = tf.reshape(padded, [n, h, -1, 8]) * tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.int32)
+  return tf.cast(tf.reduce_sum(bits, axis=-1), tf.uint8)
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
@@ -67,10 +66,11 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     seed: int64 [2], the stateless seed of this example's augmentation.
     valid: bool scalar; False gives a padding row (image 0, semantic 255, no instances).
   Returns:
-    image float32 [H, W, 3] in [0, 1], semantic int32 [H, W], boxes float32 [M, 4],
-    classes int32 [M], masks uint8 [M, H, W], is_crowd bool [M], instance_valid bool [M],
-    image_id int32, valid_image bool, orig_size int32 [2] (h, w), scale float32 (resize factor
-    applied to the source image), num_dropped int32 (instances beyond M).
+    image uint8 [H, W, 3], semantic uint8 [H, W], boxes float32 [M, 4], classes int32 [M],
+    masks_packed uint8 [n, H, ceil(W / 8)] (`pack_bits` of slots 0..n-1, n = min(N, M); slots
+    past n and invalid ones are all zero), is_crowd bool [M], instance_valid bool [M], image_id
+    int32, valid_image bool, orig_size int32 [2] (h, w), scale float32 (resize factor applied to
+    the source image), num_dropped int32 (instances beyond M).
   """
   out_h, out_w = image_size
   m = max_instances
@@ -103,26 +103,28 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   pad = [[0, out_h - tf.shape(image)[0]], [0, out_w - tf.shape(image)[1]], [0, 0]]
   image = tf.pad(image, pad)
   semantic = tf.pad(labels[..., :1], pad, constant_values=IGNORE_LABEL)[..., 0]
-  masks = tf.transpose(tf.pad(labels[..., 1:], pad), [2, 0, 1])
-  masks = tf.pad(masks, [[0, m - n], [0, 0], [0, 0]])
-  masks.set_shape([m, out_h, out_w])
+  masks = tf.transpose(tf.pad(labels[..., 1:], pad), [2, 0, 1])  # [n, H, W]
+  masks = tf.ensure_shape(masks, [None, out_h, out_w])
 
   instance_valid = tf.reduce_any(masks > 0, axis=[1, 2]) & valid
   masks *= tf.cast(instance_valid, tf.uint8)[:, None, None]
-  classes = tf.pad(instances["label"][:n], [[0, m - n]])
-  is_crowd = tf.pad(instances["is_crowd"][:n], [[0, m - n]])
-  image = tf.where(valid, image / 255.0, 0.0)
-  image.set_shape([out_h, out_w, 3])
-  semantic = tf.where(valid, tf.cast(semantic, tf.int32), IGNORE_LABEL)
-  semantic.set_shape([out_h, out_w])
+  to_m = [[0, m - n]]
+  boxes = tf.pad(_boxes_from_masks(masks), to_m + [[0, 0]])
+  instance_valid = tf.pad(instance_valid, to_m)
+  classes = tf.pad(instances["label"][:n], to_m)
+  is_crowd = tf.pad(instances["is_crowd"][:n], to_m)
+  image = tf.where(valid, tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.zeros([], tf.uint8))
+  image = tf.ensure_shape(image, [out_h, out_w, 3])
+  semantic = tf.where(valid, tf.cast(semantic, tf.uint8), tf.constant(IGNORE_LABEL, tf.uint8))
+  semantic = tf.ensure_shape(semantic, [out_h, out_w])
   return {
       "image": image,
       "semantic": semantic,
-      "boxes": _boxes_from_masks(masks),
-      "classes": tf.where(instance_valid, tf.cast(classes, tf.int32), 0),
-      "masks": masks,
-      "is_crowd": is_crowd & instance_valid,
-      "instance_valid": instance_valid,
+      "boxes": tf.ensure_shape(boxes, [m, 4]),
+      "classes": tf.ensure_shape(tf.where(instance_valid, tf.cast(classes, tf.int32), 0), [m]),
+      "masks_packed": pack_bits(masks),
+      "is_crowd": tf.ensure_shape(is_crowd & instance_valid, [m]),
+      "instance_valid": tf.ensure_shape(instance_valid, [m]),
       "image_id": tf.where(valid, tf.cast(example["image_id"], tf.int32), -1),
       "valid_image": valid,
       "orig_size": tf.stack([height, width]),

@@ -10,6 +10,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from segjax import visualize
+from segjax.data import compact
 from segjax.data import pipeline
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
@@ -99,19 +100,29 @@ def save_pictures(task, path, local_batch, predictions, count):
                                      predictions["masks"], predictions["scores"], predictions["valid"])
 
 
+def host_keys(keys):
+  """The compact host batch's keys that carry the model batch's `keys` (compact.COMPACT_KEYS)."""
+  return {compact.COMPACT_KEYS.get(k, k) for k in keys}
+
+
 def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_path=None):
   """One pass over the eval split; returns the evaluator's metrics and writes pictures of the first batch."""
   evaluator.reset()
+  width = config.dataset.image_size[1]
+  inputs = host_keys(keys)
   for index, local_batch in enumerate(pipeline.make_eval_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())):
-    inputs = {k: v for k, v in local_batch.items() if k in keys}
-    predictions, stats = eval_step(variables, mesh_lib.global_batch(inputs, mesh))
+    predictions, stats = eval_step(variables, mesh_lib.global_batch(
+        {k: v for k, v in local_batch.items() if k in inputs}, mesh))
     picture = bool(index == 0 and picture_path)
     wanted = set(evaluator.PREDICTION_KEYS) | (set(_PICTURE_KEYS[task]) if picture else set())
     local_predictions = {k: local_rows(predictions[k]) for k in wanted}
+    if "masks" in local_predictions:
+      local_predictions["masks"] = compact.unpack_masks(local_predictions["masks"], width)
     evaluator.update(jax.device_get(stats), local_predictions, local_batch)
     if picture:
-      save_pictures(task, picture_path, local_batch, local_predictions, config.num_pictures)
+      first = {k: v[:config.num_pictures] for k, v in local_batch.items()}
+      save_pictures(task, picture_path, compact.expand(first), local_predictions, config.num_pictures)
   return evaluator.result()
 
 
@@ -152,14 +163,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)
+  train_batches = mesh_lib.prefetch_to_device(
+      ({k: v for k, v in b.items() if k in host_keys(keys)} for b in train_iter), mesh)
   base_key = jax.random.key(config.seed)
   preemption = _Preemption()
   pending, eval_metrics = [], {}
   try:
     for step in range(start_step + 1, config.total_steps + 1):
-      local_batch = {k: v for k, v in next(train_iter).items() if k in keys}
-      state, metrics = train_step(state, mesh_lib.global_batch(local_batch, mesh),
-                                  jax.random.fold_in(base_key, step))
+      state, metrics = train_step(state, next(train_batches), jax.random.fold_in(base_key, step))
       pending.append(metrics)
       if step % config.log_every_steps == 0 or step == config.total_steps:
         means = jax.tree.map(lambda *x: np.mean(x), *jax.device_get(pending))

@@ -2,6 +2,7 @@
 import jax
 import optax
 
+from segjax.data import compact
 from segjax.train import mesh as mesh_lib
 
 
@@ -33,11 +34,15 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
 
 
 def make_eval_step(module, model_lib, evaluator, mesh, variables_shardings):
-  """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`."""
+  """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`; predicted instance masks
+  come back thresholded and bit-packed (compact.pack_masks)."""
 
   def eval_step(variables, batch):
     predictions = model_lib.predict(module.apply(variables, batch["image"], train=False))
-    return predictions, evaluator.device_stats(predictions, batch)
+    stats = evaluator.device_stats(predictions, batch)
+    if "masks" in predictions:
+      predictions = {**predictions, "masks": compact.pack_masks(predictions["masks"], jax.numpy)}
+    return predictions, stats
 
   return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
                  out_shardings=(mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)))
