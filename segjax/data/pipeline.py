@@ -135,7 +135,7 @@ def _eval_source(records, batch, local_batch, process_index):
 
 @functools.lru_cache(maxsize=16)
 def _example_processor(features, image_size, max_instances, train, scale_range, flip):
-  """tf.function (record, seed [2], valid) -> one example's compact arrays (augment.preprocess).
+  """tf.function (record, seed [2], valid) -> one example's arrays (augment.preprocess).
 
   Cached, so a new iterator over the same dataset and shapes does not trace again.
   """
@@ -155,8 +155,10 @@ def _example_processor(features, image_size, max_instances, train, scale_range, 
   return process
 
 
-def _run(process, raw, seed, valid):  # a worker's job; holds no reference to the iterator, so it can be freed
-  return {k: v.numpy() for k, v in process(tf.constant(raw), seed, valid).items()}
+def _run(process, max_instances, width, raw, seed, valid):
+  """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
+  example = {k: v.numpy() for k, v in process(tf.constant(raw), seed, valid).items()}
+  return augment.finish_labels(example, max_instances, width)
 
 
 def _assemble(examples):
@@ -175,8 +177,9 @@ class _Batches:
   the running count of instances dropped beyond max_instances.
   """
 
-  def __init__(self, source, process, steps, max_instances, workers, depth):
+  def __init__(self, source, process, steps, max_instances, width, workers, depth):
     self._source, self._process, self._steps = source, process, iter(steps)
+    self._width = width
     self._max_instances = max_instances
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="segjax_data")
     self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
@@ -187,7 +190,7 @@ class _Batches:
   def _submit(self, count):
     for step in itertools.islice(self._steps, count):
       raws, seeds, valid = self._source(step)
-      self._pending.append([self._pool.submit(_run, self._process, *args) for args in zip(raws, seeds, valid)])
+      self._pending.append([self._pool.submit(_run, self._process, self._max_instances, self._width, *args) for args in zip(raws, seeds, valid)])
 
   def __iter__(self):
     return self
@@ -216,7 +219,7 @@ def _batches(builder, source, steps, config, local_batch, train):
       tuple(ds.augment.scale_range), bool(ds.augment.flip))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
-  return _Batches(source, process, steps, ds.max_instances, workers, depth)
+  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth)
 
 
 def _records(builder, split):
