@@ -35,7 +35,7 @@ MASK_RCNN_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_va
 def instance_counts(num_images, seed=0):
   """COCO-like counts per image: a long tail with mean 7 over the set, one image with 100."""
   rng = np.random.default_rng(seed)
-  counts = 1 + rng.negative_binomial(2, 2 / (2 + 4.9), num_images)
+  counts = 1 + rng.negative_binomial(2, 2 / (2 + 4.1), num_images)
   counts[num_images // 2] = 100
   return counts
 

@@ -14,9 +14,9 @@ import os
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
+from segjax.train import multihost
 from segjax.evaluation import coco
 
 
@@ -77,7 +77,7 @@ class InstanceEvaluator:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"process{jax.process_index()}.json"), "w") as f:
       json.dump(self.results, f)
-    multihost_utils.sync_global_devices("segjax: eval results written")
+    multihost.barrier("eval_results_written")
     merged = None
     if jax.process_index() == 0:
       merged = {"bbox": [], "segm": []}
@@ -86,7 +86,7 @@ class InstanceEvaluator:
           part = json.load(f)
         for iou_type in merged:
           merged[iou_type] += part[iou_type]
-    multihost_utils.sync_global_devices("segjax: eval results read")
+    multihost.barrier("eval_results_read")
     return merged
 
   def result(self):

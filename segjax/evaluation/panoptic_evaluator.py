@@ -12,9 +12,9 @@ import os
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
+from segjax.train import multihost
 from segjax.evaluation import panoptic, panoptic_io
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.pq_accumulator import PQAccumulator
@@ -92,14 +92,14 @@ class PanopticEvaluator:
     matches = lambda parts: np.concatenate(parts) if parts else np.zeros(0)
     np.savez(os.path.join(folder, f"process{jax.process_index()}.npz"), tp=stats.tp, fp=stats.fp, fn=stats.fn,
              tp_category=matches(stats.tp_category).astype(np.int64), tp_iou=matches(stats.tp_iou))
-    multihost_utils.sync_global_devices("segjax: PQ statistics written")
+    multihost.barrier("PQ_statistics_written")
     merged = None
     if jax.process_index() == 0:
       merged = panoptic.PQStats.zeros(len(self.accumulator.categories))
       for index in range(jax.process_count()):
         with np.load(os.path.join(folder, f"process{index}.npz")) as part:
           merged += panoptic.PQStats(part["tp"], part["fp"], part["fn"], [part["tp_category"]], [part["tp_iou"]])
-    multihost_utils.sync_global_devices("segjax: PQ statistics read")
+    multihost.barrier("PQ_statistics_read")
     return merged
 
   def result(self):

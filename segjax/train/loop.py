@@ -18,6 +18,7 @@ from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model
 from segjax.train import mesh as mesh_lib
 from segjax.train.checkpoint import Checkpointer
+from segjax.train import multihost
 from segjax.train import pretrained
 from segjax.train.optim import learning_rate_schedule, make_optimizer
 from segjax.train.state import TrainState
@@ -132,7 +133,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   if jax.process_count() > 1:  # One process writes and builds the data set; the others then read it.
     if primary:
       pipeline.prepare(config)
-    multihost_utils.sync_global_devices("segjax: data prepared")
+    multihost.barrier("data_prepared")
   info = pipeline.dataset_info(config)
   model_lib = get_model(config.model.name)
   module = model_lib.build(config.model, info)
@@ -157,9 +158,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
   writer = MetricWriter(workdir, primary=primary, resume_step=start_step)
   progress = Progress(config.total_steps, start_step, primary=primary)
-  train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
+  train_step = multihost.CompiledOnce(
+      make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings), "train_step")
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, evaluator, mesh, shardings.variables)
+  eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, evaluator, mesh, shardings.variables),
+                                     "eval_step")
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)
