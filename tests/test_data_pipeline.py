@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segjax.data import compact
 from segjax.data import config as config_lib
 from segjax.data import pipeline
 from segjax.data.tf_env import tf
@@ -34,7 +35,12 @@ def config(tmp_path_factory):
 
 
 def _take(iterator, n):
-  return [next(iterator) for _ in range(n)]
+  """The model batches (compact.expand) of the next n batches."""
+  return [compact.expand(next(iterator)) for _ in range(n)]
+
+
+def _all(iterator):
+  return [compact.expand(batch) for batch in iterator]
 
 
 def _assert_same(batches_a, batches_b):
@@ -64,7 +70,15 @@ def test_shapes_dtypes_and_info(config):
               "instance_valid": ((4, M), np.bool_), "image_id": ((4,), np.int32),
               "valid_image": ((4,), np.bool_), "orig_size": ((4, 2), np.int32),
               "scale": ((4,), np.float32)}
-  for batch in _take(pipeline.make_train_iterator(config), 2) + list(pipeline.make_eval_iterator(config)):
+  compact_types = {**expected, "image": ((4, H, W, 3), np.uint8), "semantic": ((4, H, W), np.uint8)}
+  del compact_types["masks"]
+  for batch in [next(pipeline.make_train_iterator(config)), *pipeline.make_eval_iterator(config)]:
+    packed = batch.pop("masks_packed")
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == compact_types
+    k = packed.shape[1]  # the bucket: the smallest power of 2 that holds the last valid slot
+    assert packed.shape == (4, k, H, W // 8) and packed.dtype == np.uint8
+    assert k in (1, 2, 4, 8, 16) and batch["instance_valid"][:, k // 2:].any() and not batch["instance_valid"][:, k:].any()
+  for batch in _take(pipeline.make_train_iterator(config), 2) + _all(pipeline.make_eval_iterator(config)):
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
     assert 0 <= batch["image"].min() and batch["image"].max() <= 1
     assert set(np.unique(batch["semantic"])) <= set(range(7)) | {255}
@@ -73,8 +87,9 @@ def test_shapes_dtypes_and_info(config):
 
 
 def test_exact_resume(config):
-  full = _take(pipeline.make_train_iterator(config), 7)  # 28 positions: crosses 2 epoch ends
-  _assert_same(_take(pipeline.make_train_iterator(config, start_step=4), 3), full[4:])
+  full = [next(it) for it in [pipeline.make_train_iterator(config)] for _ in range(7)]  # crosses 2 epoch ends
+  resumed = pipeline.make_train_iterator(config, start_step=4)
+  _assert_same([next(resumed) for _ in range(3)], full[4:])  # the compact batches, buckets included
 
 
 def test_epochs_visit_every_example_once_in_new_orders_and_seed_matters(config):
@@ -105,7 +120,7 @@ def test_two_hosts_take_contiguous_chunks_of_the_global_batch(config):
 
 
 def test_eval_covers_each_example_once_with_padding(config):
-  batches = list(pipeline.make_eval_iterator(config))
+  batches = _all(pipeline.make_eval_iterator(config))
   assert len(batches) == 2  # ceil(5 / 4)
   valid = np.concatenate([b["valid_image"] for b in batches])
   ids = np.concatenate([b["image_id"] for b in batches])
@@ -128,7 +143,7 @@ def test_eval_covers_each_example_once_with_padding(config):
 
 def test_eval_without_resize_equals_the_source(config):
   source = _source(config)
-  for batch in pipeline.make_eval_iterator(config):
+  for batch in _all(pipeline.make_eval_iterator(config)):
     for row in np.flatnonzero(batch["valid_image"]):
       image, semantic, inst = source[int(batch["image_id"][row])]
       np.testing.assert_array_equal(np.rint(batch["image"][row] * 255), image)
@@ -218,7 +233,7 @@ def test_double_scale_crops_a_window_of_the_upsampled_labels(config):
 def test_eval_resizes_to_fit_and_pads(config):
   small = _with_seed(config, 5)
   small.dataset.update(name="coco", image_size=(30, 30))
-  batch = next(pipeline.make_eval_iterator(small))
+  batch = compact.expand(next(pipeline.make_eval_iterator(small)))
   assert batch["image"].shape == (4, 30, 30, 3)
   np.testing.assert_allclose(batch["scale"], 0.625)  # min(30 / 40, 30 / 48)
   assert (batch["orig_size"] == [H, W]).all()
@@ -233,7 +248,7 @@ def test_instances_beyond_max_are_dropped_and_counted(config, caplog):
   few = _with_seed(config, 5)
   few.dataset.max_instances = 2
   with caplog.at_level(logging.WARNING):
-    batch = next(pipeline.make_eval_iterator(few))
+    batch = compact.expand(next(pipeline.make_eval_iterator(few)))
   assert batch["masks"].shape == (4, 2, H, W)
   messages = [r.getMessage() for r in caplog.records if "beyond max_instances=2" in r.getMessage()]
   assert messages and messages[0].startswith("dropped ")

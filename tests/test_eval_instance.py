@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from segjax.data import compact
 from segjax.data import pipeline
 from segjax.data import synthetic
 from segjax.evaluation.instance import InstanceEvaluator, to_source_image
@@ -29,7 +30,7 @@ def _config(root, image_size):
 
 def _ground_truth_as_detections(evaluator, config):
   """Feeds each eval batch's own ground-truth masks (non-crowd) back as score-1 detections."""
-  for batch in pipeline.make_eval_iterator(config):
+  for batch in map(compact.expand, pipeline.make_eval_iterator(config)):
     keep = batch["instance_valid"] & ~batch["is_crowd"]
     predictions = {"boxes": batch["boxes"], "scores": np.ones(keep.shape, np.float32),
                    "labels": batch["classes"], "masks": batch["masks"].astype(np.float32), "valid": keep}

@@ -55,7 +55,10 @@ def test_one_device_gives_the_losses_of_eight(eight_device_run, data_root, tmp_p
   train_and_evaluate(tiny_config(data_root), str(tmp_path), devices=jax.devices()[:1])
   one = [r["loss"] for r in read_metrics(tmp_path)]
   eight = [r["loss"] for r in read_metrics(workdir)]
-  np.testing.assert_allclose(one, eight, rtol=1e-5)
+  # The gradient all-reduce sums in another order; AdamW's normalised update turns those last-bit differences
+  # into 1e-5..1e-4 relative loss differences within 6 steps. A wrong shard changes the loss by > 1e-2.
+  np.testing.assert_allclose(one[:2], eight[:2], rtol=1e-6)
+  np.testing.assert_allclose(one, eight, rtol=3e-4)
 
 
 def test_compiles_the_train_step_once(data_root, tmp_path, caplog):

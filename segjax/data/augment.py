@@ -6,7 +6,14 @@ padded (bottom/right) to `image_size`. Eval: fit and pad only (no resize when si
 Randomness is stateless (`seed` [2] per example), so an example's augmentation is reproducible.
 Boxes are the tight extent of each transformed mask, so box and mask agree exactly; instances
 with no pixel left are invalid. Padding: image 0, semantic 255, masks 0.
+
+What leaves here is compact, as it crosses to the accelerators (segjax/data/compact.py expands it there): the
+image as uint8 (rounded after resizing, as torchvision's and detectron2's uint8 transforms do), semantic as
+uint8, and only the first min(N, max_instances) instance masks, bit-packed along W (`finish_labels`, which
+runs in numpy after `preprocess`).
 """
+import numpy as np
+
 from segjax.data.info import IGNORE_LABEL
 from segjax.data.tf_env import tf
 
@@ -20,41 +27,27 @@ def _decode_masks(encoded, height, width):
       lambda: tf.zeros([0, height, width], tf.uint8))
 
 
-def _resize(image, labels, size):
-  """Image bilinear -> float32 (antialiased when shrinking), labels nearest; identity if same size."""
+def _resize_image(image, size):
+  """Image bilinear -> float32 (antialiased when shrinking); identity if same size."""
   shape = tf.shape(image)[:2]
   return tf.case(
-      [(tf.reduce_all(shape == size), lambda: (tf.cast(image, tf.float32), labels)),
-       (tf.reduce_any(size < shape), lambda: (tf.image.resize(image, size, antialias=True),
-                                              tf.image.resize(labels, size, "nearest")))],
-      default=lambda: (tf.image.resize(image, size), tf.image.resize(labels, size, "nearest")))
+      [(tf.reduce_all(shape == size), lambda: tf.cast(image, tf.float32)),
+       (tf.reduce_any(size < shape), lambda: tf.image.resize(image, size, antialias=True))],
+      default=lambda: tf.image.resize(image, size))
 
 
-def _boxes_from_masks(masks):
-  """Tight boxes (x1, y1, x2, y2) in pixel edges of masks [M, H, W]; zeros for empty masks."""
-  def extent(any_along):  # bool [M, L] -> (first, one past last) index
-    length = tf.shape(any_along)[1]
-    first = tf.argmax(tf.cast(any_along, tf.int32), axis=1, output_type=tf.int32)
-    last = length - tf.argmax(tf.cast(any_along[:, ::-1], tf.int32), axis=1, output_type=tf.int32)
-    return first, last
-  on = masks > 0
-  y1, y2 = extent(tf.reduce_any(on, axis=2))
-  x1, x2 = extent(tf.reduce_any(on, axis=1))
-  boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=-1), tf.float32)
-  return tf.where(tf.reduce_any(on, axis=[1, 2])[:, None], boxes, 0.0)
+def _nearest_index(length, size):
+  """Source index int32 [size] of each output pixel of a nearest resize along one axis, by TensorFlow's own
+  rule (resizing an index ramp: nearest resizes each axis independently)."""
+  ramp = tf.reshape(tf.range(length), [length, 1, 1])
+  return tf.image.resize(ramp, tf.stack([size, 1]), "nearest")[:, 0, 0]
 
 
-def output_signature(image_size, max_instances):
-  """TensorSpecs of one `preprocess` output."""
-  h, w = image_size
-  m = max_instances
-  spec = tf.TensorSpec
-  return {"image": spec([h, w, 3], tf.float32), "semantic": spec([h, w], tf.int32),
-          "boxes": spec([m, 4], tf.float32), "classes": spec([m], tf.int32),
-          "masks": spec([m, h, w], tf.uint8), "is_crowd": spec([m], tf.bool),
-          "instance_valid": spec([m], tf.bool), "image_id": spec([], tf.int32),
-          "valid_image": spec([], tf.bool), "orig_size": spec([2], tf.int32),
-          "scale": spec([], tf.float32), "num_dropped": spec([], tf.int32)}
+def _window(index, offset, out, sentinel, multiple=1):
+  """index[offset:offset + out], padded with `sentinel` to `out` rounded up to `multiple`."""
+  index = index[offset:offset + out]
+  padded = -(-out // multiple) * multiple
+  return tf.pad(index, [[0, padded - tf.shape(index)[0]]], constant_values=sentinel)
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
@@ -67,10 +60,13 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     seed: int64 [2], the stateless seed of this example's augmentation.
     valid: bool scalar; False gives a padding row (image 0, semantic 255, no instances).
   Returns:
-    image float32 [H, W, 3] in [0, 1], semantic int32 [H, W], boxes float32 [M, 4],
-    classes int32 [M], masks uint8 [M, H, W], is_crowd bool [M], instance_valid bool [M],
-    image_id int32, valid_image bool, orig_size int32 [2] (h, w), scale float32 (resize factor
-    applied to the source image), num_dropped int32 (instances beyond M).
+    image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] and mask_rows uint8 [n, H, w + 1] (the
+    semantic labels and the first n = min(N, M) masks at the output rows, source columns plus a
+    padding one: 255 and 0), mask_columns int32
+    [8 ceil(W / 8)] (the source column of each output column, w for padding), classes int32 [n],
+    is_crowd bool [n], image_id int32, valid_image bool, orig_size int32 [2] (h, w), scale float32
+    (resize factor applied to the source image), num_dropped int32 (instances beyond M).
+    `finish_labels` turns the label and instance entries into the batch row's.
   """
   out_h, out_w = image_size
   m = max_instances
@@ -80,7 +76,6 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   n_all = tf.shape(instances["label"])[0]
   n = tf.minimum(n_all, m)
   masks = _decode_masks(instances["mask"][:n], height, width)
-  labels = tf.concat([example["semantic"], tf.transpose(masks, [1, 2, 0])], axis=-1)
 
   u = tf.random.stateless_uniform([4], seed=seed)
   hw = tf.cast(tf.stack([height, width]), tf.float32)
@@ -89,43 +84,84 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     lo, hi = scale_range
     scale *= lo + (hi - lo) * u[0]
   size = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
-  image, labels = _resize(image, labels, size)
+  flipped = tf.constant(False)
   if train and flip:
-    image, labels = tf.cond(u[1] < 0.5, lambda: (image[:, ::-1], labels[:, ::-1]),
-                            lambda: (image, labels))
+    flipped = u[1] < 0.5
+  offset = tf.zeros([2], tf.int32)
   if train:  # random crop offset within the part that exceeds the output size
     slack = tf.maximum(size - tf.constant([out_h, out_w]), 0)
     offset = tf.minimum(tf.cast(u[2:] * tf.cast(slack + 1, tf.float32), tf.int32), slack)
-    image = image[offset[0]:offset[0] + out_h, offset[1]:offset[1] + out_w]
-    labels = labels[offset[0]:offset[0] + out_h, offset[1]:offset[1] + out_w]
-  image = image[:out_h, :out_w]
-  labels = labels[:out_h, :out_w]
-  pad = [[0, out_h - tf.shape(image)[0]], [0, out_w - tf.shape(image)[1]], [0, 0]]
-  image = tf.pad(image, pad)
-  semantic = tf.pad(labels[..., :1], pad, constant_values=IGNORE_LABEL)[..., 0]
-  masks = tf.transpose(tf.pad(labels[..., 1:], pad), [2, 0, 1])
-  masks = tf.pad(masks, [[0, m - n], [0, 0], [0, 0]])
-  masks.set_shape([m, out_h, out_w])
 
-  instance_valid = tf.reduce_any(masks > 0, axis=[1, 2]) & valid
-  masks *= tf.cast(instance_valid, tf.uint8)[:, None, None]
-  classes = tf.pad(instances["label"][:n], [[0, m - n]])
-  is_crowd = tf.pad(instances["is_crowd"][:n], [[0, m - n]])
-  image = tf.where(valid, image / 255.0, 0.0)
-  image.set_shape([out_h, out_w, 3])
-  semantic = tf.where(valid, tf.cast(semantic, tf.int32), IGNORE_LABEL)
-  semantic.set_shape([out_h, out_w])
+  # The image: resize, rounded to uint8, flip, crop, pad (bottom/right with 0).
+  image = tf.cast(tf.clip_by_value(tf.round(_resize_image(image, size)), 0, 255), tf.uint8)
+  image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
+  image = image[offset[0]:offset[0] + out_h, offset[1]:offset[1] + out_w]
+  image = tf.pad(image, [[0, out_h - tf.shape(image)[0]], [0, out_w - tf.shape(image)[1]], [0, 0]])
+  image = tf.where(valid, image, tf.zeros([], tf.uint8))
+
+  # Labels: nearest resize, flip, crop and pad are one gather of source rows and columns; the index one past
+  # the source (`height`, `width`) picks the padding row/column. Columns run to a multiple of 8 for packing.
+  rows = _window(_nearest_index(height, size[0]), offset[0], out_h, height)
+  cols = _nearest_index(width, size[1])
+  cols = tf.cond(flipped, lambda: tf.reverse(cols, [0]), lambda: cols)
+  cols = _window(cols, offset[1], out_w, width, multiple=8)
+  semantic = tf.pad(example["semantic"][..., 0], [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
+  semantic_rows = tf.gather(semantic, rows, axis=0)  # [H, width + 1]
+  mask_rows = tf.gather(tf.pad(masks, [[0, 0], [0, 1], [0, 1]]), rows, axis=1)  # [n, H, width + 1]
   return {
-      "image": image,
-      "semantic": semantic,
-      "boxes": _boxes_from_masks(masks),
-      "classes": tf.where(instance_valid, tf.cast(classes, tf.int32), 0),
-      "masks": masks,
-      "is_crowd": is_crowd & instance_valid,
-      "instance_valid": instance_valid,
+      "image": tf.ensure_shape(image, [out_h, out_w, 3]),
+      "semantic_rows": semantic_rows,
+      "mask_rows": mask_rows,
+      "mask_columns": cols,
+      "classes": tf.cast(instances["label"][:n], tf.int32),
+      "is_crowd": instances["is_crowd"][:n],
       "image_id": tf.where(valid, tf.cast(example["image_id"], tf.int32), -1),
       "valid_image": valid,
       "orig_size": tf.stack([height, width]),
       "scale": scale,
       "num_dropped": tf.where(valid, n_all - n, 0),
   }
+
+
+def _span(hit):
+  """(first, one past last) index of the True values of bool [L] (which has some)."""
+  where = np.flatnonzero(hit)
+  return where[0], where[-1] + 1
+
+
+def finish_labels(example, max_instances, width):
+  """`preprocess`'s output (numpy) -> the batch row: semantic [H, W] and the instance targets (the masks
+  gathered along columns and bit-packed, validity (a pixel left), tight boxes), padded to max_instances.
+
+  Each mask is gathered and packed only over the rows and (byte-aligned) columns its source pixels reach:
+  instances are mostly small, and np.take along the innermost axis costs per element. Numpy releases the GIL.
+  """
+  example = dict(example)
+  rows, columns = example.pop("mask_rows"), example.pop("mask_columns")  # [n, H, w + 1], [8 Wp]
+  semantic = np.take(example.pop("semantic_rows"), columns[:width], axis=1)
+  example["semantic"] = np.where(example["valid_image"], semantic, np.uint8(IGNORE_LABEL))
+  n, height = rows.shape[:2]
+  packed = np.zeros((n, height, len(columns) // 8), np.uint8)
+  boxes = np.zeros((n, 4), np.float32)
+  valid = np.zeros(n, bool)
+  if example["valid_image"]:
+    row_hit, column_hit = rows.any(axis=2), rows.any(axis=1)
+    for i in range(n):
+      reached = column_hit[i][columns[:width]]
+      if not row_hit[i].any() or not reached.any():
+        continue
+      (r0, r1), (c0, c1) = _span(row_hit[i]), _span(reached)
+      c0, c1 = c0 // 8 * 8, -(-c1 // 8) * 8
+      window = np.take(rows[i, r0:r1], columns[c0:c1], axis=1)
+      if not window.any():
+        continue
+      packed[i, r0:r1, c0 // 8:c1 // 8] = np.packbits(window, axis=-1)
+      (y1, y2), (x1, x2) = _span(window.any(axis=1)), _span(window.any(axis=0))
+      boxes[i] = c0 + x1, r0 + y1, c0 + x2, r0 + y2
+      valid[i] = True
+  pad = max_instances - n
+  padded = lambda x: np.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  example.update(masks_packed=packed, boxes=padded(boxes), instance_valid=padded(valid),
+                 classes=padded(np.where(valid, example["classes"], 0).astype(np.int32)),
+                 is_crowd=padded(example["is_crowd"] & valid))
+  return example

@@ -25,6 +25,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.eval_split = "val2017"
   config.image_size = (128, 128)  # (H, W) of every batch; also the synthetic images' size
   config.max_instances = 16
+  config.num_workers = 0  # threads decoding and augmenting examples; 0: segjax.data.tf_env.THREADS
   config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True})
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only

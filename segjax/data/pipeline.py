@@ -6,11 +6,16 @@ host p of P takes the p-th contiguous chunk of B / P of them. Each example's aug
 seeded by (seed, epoch, example index). So `make_train_iterator(config, start_step=k)` yields
 exactly what the iterator from step 0 yields after k batches, without reading those k batches.
 
+Examples are decoded, resized and augmented by `config.dataset.num_workers` threads (default: half the
+cores, at most 8; TensorFlow releases the GIL), several batches ahead, and assembled in stream order.
+
 Batch dict (B = config.batch_size // process_count, M = config.dataset.max_instances, (H, W) =
-config.dataset.image_size), all numpy:
-  image float32 [B, H, W, 3] in [0, 1]      semantic int32 [B, H, W] (255 ignore)
+config.dataset.image_size), all numpy, compact as it crosses to the devices (compact.py; `compact.expand`
+gives the model batch: image float32 in [0, 1], semantic int32, masks uint8 [B, M, H, W]):
+  image uint8 [B, H, W, 3]                  semantic uint8 [B, H, W] (255 ignore)
   boxes float32 [B, M, 4] (x1, y1, x2, y2)  classes int32 [B, M] thing labels 1..K (0 padding)
-  masks uint8 [B, M, H, W]                  is_crowd bool [B, M]     instance_valid bool [B, M]
+  masks_packed uint8 [B, k, H, ceil(W / 8)] slots 0..k-1 bit-packed along W, k = compact.bucket
+  is_crowd bool [B, M]                      instance_valid bool [B, M]
   image_id int32 [B] (-1 padding)           valid_image bool [B]
   orig_size int32 [B, 2] source (h, w)      scale float32 [B] resize factor source -> batch
 """
@@ -30,6 +35,7 @@ from segjax.data import camvid
 from segjax.data import isbi_cells
 from segjax.data import cityscapes
 from segjax.data import coco
+from segjax.data import compact
 from segjax.data import info as info_lib
 from segjax.data import semantic
 from segjax.data import synthetic
@@ -130,45 +136,54 @@ def _eval_source(records, batch, local_batch, process_index):
 
 
 @functools.lru_cache(maxsize=16)
-def _batch_processor(features, local_batch, image_size, max_instances, train, scale_range, flip):
-  """tf.function (records [b], seeds [b, 2], valid [b]) -> batch dict, examples in parallel.
+def _example_processor(features, image_size, max_instances, train, scale_range, flip):
+  """tf.function (record, seed [2], valid) -> one example's arrays (augment.preprocess).
 
   Cached, so a new iterator over the same dataset and shapes does not trace again.
   """
   kwargs = dict(image_size=image_size, max_instances=max_instances, train=train,
                 scale_range=scale_range, flip=flip)
-
   decoders = {"panoptic": tfds.decode.SkipDecoding()} if "panoptic" in features else None
 
-  def one(args):
-    raw, seed, valid = args
+  @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64),
+                                tf.TensorSpec([], tf.bool)])
+  def process(raw, seed, valid):
     example = features.deserialize_example(raw, decoders=decoders)
     if "instances" not in example:  # a semantic-only data set (semantic.py)
       example["instances"] = {"label": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
                               "mask": tf.zeros([0], tf.string)}
     return augment.preprocess(example, seed, valid, **kwargs)
 
-  @tf.function(input_signature=[tf.TensorSpec([local_batch], tf.string),
-                                tf.TensorSpec([local_batch, 2], tf.int64),
-                                tf.TensorSpec([local_batch], tf.bool)])
-  def process(raws, seeds, valid):
-    return tf.map_fn(one, (raws, seeds, valid), parallel_iterations=THREADS,
-                     fn_output_signature=augment.output_signature(image_size, max_instances))
-
   return process
 
 
+def _run(process, max_instances, width, raw, seed, valid):
+  """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
+  example = {k: v.numpy() for k, v in process(tf.constant(raw), seed, valid).items()}
+  return augment.finish_labels(example, max_instances, width)
+
+
+def _assemble(examples):
+  """Per-example dicts -> one batch dict, packed masks stacked to the batch's bucket."""
+  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "masks_packed"}
+  batch["masks_packed"] = compact.stack_packed([e["masks_packed"] for e in examples], batch["instance_valid"])
+  return batch
+
+
 class _Batches:
-  """Iterator over produce(step) for each of `steps`, computed `depth` ahead on a worker thread.
+  """Iterator over the batches of `steps`: each example of a step is one job for a pool of `workers` threads,
+  submitted `depth` batches ahead; batches come out in stream order.
 
   TensorFlow never calls back into Python here (unlike tf.data.Dataset.from_generator, whose
   iterator can deadlock on the GIL when destroyed mid-stream, e.g. at interpreter exit). Logs
   the running count of instances dropped beyond max_instances.
   """
 
-  def __init__(self, produce, steps, max_instances, depth=2):
-    self._produce, self._steps, self._max_instances = produce, iter(steps), max_instances
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="segjax_data")
+  def __init__(self, source, process, steps, max_instances, width, workers, depth):
+    self._source, self._process, self._steps = source, process, iter(steps)
+    self._width = width
+    self._max_instances = max_instances
+    self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="segjax_data")
     self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
     self._pending = collections.deque()
     self._submit(depth)
@@ -176,7 +191,8 @@ class _Batches:
 
   def _submit(self, count):
     for step in itertools.islice(self._steps, count):
-      self._pending.append(self._pool.submit(self._produce, step))
+      raws, seeds, valid = self._source(step)
+      self._pending.append([self._pool.submit(_run, self._process, self._max_instances, self._width, *args) for args in zip(raws, seeds, valid)])
 
   def __iter__(self):
     return self
@@ -185,7 +201,7 @@ class _Batches:
     if not self._pending:
       self._close()
       raise StopIteration
-    batch = self._pending.popleft().result()
+    batch = _assemble([future.result() for future in self._pending.popleft()])
     self._submit(1)
     per_image = batch.pop("num_dropped")
     if per_image.any():
@@ -198,17 +214,14 @@ class _Batches:
 
 
 def _batches(builder, source, steps, config, local_batch, train):
-  """Numpy batches of `steps`: records from `source`, processed by TensorFlow, prefetched."""
+  """Numpy batches of `steps`: records from `source`, processed by TensorFlow on worker threads."""
   ds = config.dataset
-  process = _batch_processor(
-      builder.info.features, local_batch, tuple(ds.image_size), ds.max_instances, train,
+  process = _example_processor(
+      builder.info.features, tuple(ds.image_size), ds.max_instances, train,
       tuple(ds.augment.scale_range), bool(ds.augment.flip))
-
-  def produce(step):
-    raws, seeds, valid = source(step)
-    return {k: v.numpy() for k, v in process(tf.constant(raws), seeds, valid).items()}
-
-  return _Batches(produce, steps, config.dataset.max_instances)
+  workers = ds.get("num_workers") or THREADS
+  depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
+  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth)
 
 
 def _records(builder, split):

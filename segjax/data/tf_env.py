@@ -1,14 +1,14 @@
 """TensorFlow for input processing only: no GPU (JAX owns the accelerators) and few threads.
 
-`THREADS` inter-op threads (half the cores, at most 8) run examples in parallel; each op runs on
-one thread, so TensorFlow leaves the remaining cores to JAX.
+`THREADS` inter-op threads (half the cores, at most 8, or the environment's SEGJAX_DATA_THREADS) run
+examples in parallel; each op runs on one thread, so TensorFlow leaves the remaining cores to JAX.
 """
 import os
 
 from absl import logging
 import tensorflow as tf
 
-THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))
+THREADS = int(os.environ.get("SEGJAX_DATA_THREADS", 0)) or max(1, min(8, (os.cpu_count() or 2) // 2))
 
 try:
   tf.config.set_visible_devices([], "GPU")

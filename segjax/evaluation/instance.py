@@ -13,11 +13,11 @@ import json
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
 from segjax import paths
 from segjax.evaluation import coco
+from segjax.train import multihost
 
 
 
@@ -77,7 +77,7 @@ class InstanceEvaluator:
     folder = self.workdir / "eval_results_parts"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"process{jax.process_index()}.json").write_text(json.dumps(self.results))
-    multihost_utils.sync_global_devices("segjax: eval results written")
+    multihost.barrier("eval_results_written")
     merged = None
     if jax.process_index() == 0:
       merged = {"bbox": [], "segm": []}
@@ -85,7 +85,7 @@ class InstanceEvaluator:
         part = json.loads((folder / f"process{p}.json").read_text())
         for iou_type in merged:
           merged[iou_type] += part[iou_type]
-    multihost_utils.sync_global_devices("segjax: eval results read")
+    multihost.barrier("eval_results_read")
     return merged
 
   def result(self):

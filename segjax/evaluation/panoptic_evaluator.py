@@ -12,13 +12,13 @@ import os
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
 from segjax import paths
 from segjax.evaluation import panoptic, panoptic_io
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.pq_accumulator import PQAccumulator
+from segjax.train import multihost
 
 _SPLITS = (("All", ""), ("Things", "_th"), ("Stuff", "_st"))  # metric suffixes as detectron2's PQ, SQ, RQ
 
@@ -37,7 +37,8 @@ def to_source_map(id_map, scale, orig_size):
 def segment_category_ids(segment_category, segment_is_thing, info):
   """Segment rows' category ids: a thing row's label 1..K is info.thing_category_ids[label - 1], a stuff row's class
   1..S info.stuff_category_ids[class - 1] (0 for rows out of range, padding)."""
-  thing_ids, stuff_ids = np.array((0,) + tuple(info.thing_category_ids)), np.array((0,) + tuple(info.stuff_category_ids))
+  thing_ids = np.array((0,) + tuple(info.thing_category_ids))
+  stuff_ids = np.array((0,) + tuple(info.stuff_category_ids))
   label = np.asarray(segment_category)
   return np.where(segment_is_thing, thing_ids[np.clip(label, 0, len(thing_ids) - 1)],
                   stuff_ids[np.clip(label, 0, len(stuff_ids) - 1)])
@@ -100,14 +101,14 @@ class PanopticEvaluator:
     with (folder / f"process{jax.process_index()}.npz").open("wb") as f:
       np.savez(f, tp=stats.tp, fp=stats.fp, fn=stats.fn, tp_category=matches(stats.tp_category).astype(np.int64),
                tp_iou=matches(stats.tp_iou))
-    multihost_utils.sync_global_devices("segjax: PQ statistics written")
+    multihost.barrier("PQ_statistics_written")
     merged = None
     if jax.process_index() == 0:
       merged = panoptic.PQStats.zeros(len(self.accumulator.categories))
       for index in range(jax.process_count()):
         with (folder / f"process{index}.npz").open("rb") as f, np.load(f) as part:
           merged += panoptic.PQStats(part["tp"], part["fp"], part["fn"], [part["tp_category"]], [part["tp_iou"]])
-    multihost_utils.sync_global_devices("segjax: PQ statistics read")
+    multihost.barrier("PQ_statistics_read")
     return merged
 
   def result(self):

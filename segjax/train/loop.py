@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax import paths, visualize
+from segjax.data import compact
 from segjax.data import pipeline
 from segjax.evaluation import tta
 from segjax.evaluation.instance import InstanceEvaluator
@@ -17,6 +18,7 @@ from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.models import get_model, inference_keys
 from segjax.ops import platform
 from segjax.train import mesh as mesh_lib
+from segjax.train import multihost
 from segjax.train import pretrained
 from segjax.train.checkpoint import Checkpointer
 from segjax.train.optim import learning_rate_schedule, make_optimizer
@@ -102,19 +104,29 @@ def save_pictures(task, path, local_batch, predictions, count):
                                      predictions["masks"], predictions["scores"], predictions["valid"])
 
 
+def host_keys(keys):
+  """The compact host batch's keys that carry the model batch's `keys` (compact.COMPACT_KEYS)."""
+  return {compact.COMPACT_KEYS.get(k, k) for k in keys}
+
+
 def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_path=None):
   """One pass over the eval split; returns the evaluator's metrics and writes pictures of the first batch."""
   evaluator.reset()
+  width = config.dataset.image_size[1]
+  inputs = host_keys(keys)
   for index, local_batch in enumerate(pipeline.make_eval_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count())):
-    inputs = {k: v for k, v in local_batch.items() if k in keys}
-    predictions, stats = eval_step(variables, mesh_lib.global_batch(inputs, mesh))
+    predictions, stats = eval_step(variables, mesh_lib.global_batch(
+        {k: v for k, v in local_batch.items() if k in inputs}, mesh))
     picture = bool(index == 0 and picture_path)
     wanted = set(evaluator.PREDICTION_KEYS) | (set(_PICTURE_KEYS[task]) if picture else set())
     local_predictions = {k: local_rows(predictions[k]) for k in wanted}
+    if "masks" in local_predictions:
+      local_predictions["masks"] = compact.unpack_masks(local_predictions["masks"], width)
     evaluator.update(jax.device_get(stats), local_predictions, local_batch)
     if picture:
-      save_pictures(task, picture_path, local_batch, local_predictions, config.num_pictures)
+      first = {k: v[:config.num_pictures] for k, v in local_batch.items()}
+      save_pictures(task, picture_path, compact.expand(first), local_predictions, config.num_pictures)
   return evaluator.result()
 
 
@@ -129,7 +141,7 @@ def _prepare_data(config):
   if jax.process_count() > 1:
     if jax.process_index() == 0:
       pipeline.prepare(config)
-    multihost_utils.sync_global_devices("segjax: data prepared")
+    multihost.barrier("data_prepared")
   return pipeline.dataset_info(config)
 
 
@@ -187,12 +199,16 @@ def _train_and_evaluate(config, workdir, devices):
 
   writer = MetricWriter(workdir, primary=primary, resume_step=start_step)
   progress = Progress(config.total_steps, start_step, primary=primary)
-  train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
+  train_step = multihost.CompiledOnce(
+      make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings), "train_step")
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings.variables, scales, flip)
+  eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh,
+                                                    shardings.variables, scales, flip), "eval_step")
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)
+  train_batches = mesh_lib.prefetch_to_device(
+      ({k: v for k, v in b.items() if k in host_keys(keys)} for b in train_iter), mesh)
   base_key = jax.random.key(config.seed)
   preemption = _Preemption()
   pending, eval_metrics = [], {}
@@ -204,9 +220,7 @@ def _train_and_evaluate(config, workdir, devices):
                                 model_lib.TASK)
         writer.write(start_step, "eval", eval_metrics)
     for step in range(start_step + 1, config.total_steps + 1):
-      local_batch = {k: v for k, v in next(train_iter).items() if k in keys}
-      state, metrics = train_step(state, mesh_lib.global_batch(local_batch, mesh),
-                                  jax.random.fold_in(base_key, step))
+      state, metrics = train_step(state, next(train_batches), jax.random.fold_in(base_key, step))
       pending.append(metrics)
       if step % config.log_every_steps == 0 or step == config.total_steps:
         means = jax.tree.map(lambda *x: np.mean(x), *jax.device_get(pending))
@@ -267,7 +281,8 @@ def _evaluate_checkpoint(config, workdir, step, devices):
   finally:
     checkpointer.close()
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings, scales, flip)
+  eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings,
+                                                    scales, flip), "eval_step")
   pictures = (workdir / "pictures" / f"evaluate_step{step:06d}.png"
               if primary and config.num_pictures else None)
   metrics = evaluate(eval_step, variables, config, evaluator, mesh, set(model_lib.BATCH_KEYS) | {"valid_image"},

@@ -4,6 +4,7 @@ import functools
 import jax
 import optax
 
+from segjax.data import compact
 from segjax.evaluation import tta
 from segjax.train import mesh as mesh_lib
 
@@ -37,7 +38,8 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
 
 def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_shardings, scales=(1.0,), flip=False):
   """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`; a semantic model with `scales`
-  other than (1.0,) or `flip` predicts the labels of segjax.evaluation.tta (multi-scale and flipped inputs)."""
+  other than (1.0,) or `flip` predicts the labels of segjax.evaluation.tta (multi-scale and flipped inputs);
+  predicted instance masks come back thresholded and bit-packed (compact.pack_masks)."""
 
   def eval_step(variables, batch):
     forward = functools.partial(module.apply, variables, train=False)
@@ -45,7 +47,10 @@ def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_s
       predictions = {"labels": tta.semantic_tta(forward, batch["image"], scales, flip)["labels"]}
     else:
       predictions = model_lib.predict(forward(batch["image"]), model_config)
-    return predictions, evaluator.device_stats(predictions, batch)
+    stats = evaluator.device_stats(predictions, batch)
+    if "masks" in predictions:
+      predictions = {**predictions, "masks": compact.pack_masks(predictions["masks"], jax.numpy)}
+    return predictions, stats
 
   return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
                  out_shardings=(mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)))
