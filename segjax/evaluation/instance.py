@@ -20,7 +20,6 @@ from segjax.evaluation import coco
 from segjax.train import multihost
 
 
-
 def to_source_image(boxes, masks, scale, orig_size):
   """Batch-input detections -> source-image ones: boxes [K, 4] / scale, masks [K, H, W] -> [K, h, w]."""
   h, w = (int(s) for s in orig_size)
