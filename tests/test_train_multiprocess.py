@@ -31,7 +31,7 @@ def run_two_processes(workdir, data_root, **overrides):
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   processes = [run_cli(workdir, data_root, extra=(f"--coordinator_address=127.0.0.1:{port}",
-                                                  "--num_processes=2", f"--process_id={i}"), env=env,
+                                                  "--num_processes=2", f"--process_id={i}", "--verbose"), env=env,
                        **{**RUN, **overrides}) for i in range(2)]
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   for process, output in zip(processes, outputs):

@@ -1,5 +1,4 @@
 """The main job: train, evaluate, checkpoint, write metrics and pictures."""
-import json
 import os
 import signal
 
@@ -135,6 +134,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                               every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
+  if primary and start_step:
+    print(f"Restored step {start_step} from {os.path.join(workdir, 'checkpoints')}", flush=True)
   if start_step == 0 and config.get("init_from"):
     variables = pretrained.merge_pretrained(state.variables, pretrained.load_variables(config.init_from))
     state = jax.device_put(state.replace(params=variables["params"],
@@ -173,7 +174,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                                 keys | {"valid_image"}, model_lib.TASK, pictures)
         writer.write(step, "eval", eval_metrics)
         if primary:
-          logging.info("eval at step %d: %s", step, json.dumps(eval_metrics))
+          print(f"eval at step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
       stop = preemption.should_stop(step, config.log_every_steps)
       checkpointer.maybe_save(step, state, force=stop or step == config.total_steps)
       if stop:
@@ -183,6 +184,5 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     checkpointer.wait()
     checkpointer.close()
     preemption.restore()
-    progress.close()
     writer.close()
   return eval_metrics
