@@ -11,10 +11,9 @@ import pytest
 
 from segjax.models import deeplab
 from segjax.weights import torchvision as tv_weights
+from references import optional, requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-segmentation = pytest.importorskip("torchvision.models.segmentation")
+segmentation = getattr(optional("torchvision.models"), "segmentation", None)
 
 NUM_CLASSES = 5
 
@@ -41,6 +40,7 @@ def converted(request):
   return request.param, model, deeplab.build(config, info), variables
 
 
+@requires_torch
 def test_logits_match_torchvision(converted):
   """segjax on the [0, 1] image; torchvision on it normalised by its weights' own transforms (resize left out)."""
   name, model, module, variables = converted
@@ -55,6 +55,7 @@ def test_logits_match_torchvision(converted):
     np.testing.assert_allclose(outputs[key], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
 
 
+@requires_torch
 def test_parameter_count_matches_torchvision(converted):
   _, model, _, variables = converted
   torch_count = sum(p.numel() for p in model.parameters())
@@ -69,6 +70,7 @@ def test_bad_pixel_normalization_is_named():
       deeplab.build(ml_collections.ConfigDict({**TINY.to_dict(), **bad}), info)
 
 
+@requires_torch
 def test_converter_names_missing_keys():
   model = _random_torch_model("deeplabv3_resnet50")
   state = {k: v.numpy() for k, v in model.state_dict().items() if k != "classifier.0.project.0.weight"}
@@ -122,6 +124,7 @@ def test_unknown_head_is_named():
     module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
+@requires_torch
 def test_paper_config_has_torchvision_r101_parameter_count():
   """The VOC config's model (21 classes, no aux head) is torchvision's deeplabv3_resnet101 to the parameter."""
   from train_util import REPO  # pylint: disable=g-import-not-at-top

@@ -13,9 +13,9 @@ import pytest
 
 from segjax.data import coco
 from segjax.models import panoptic_fpn
+from references import requires_torch, torch
 from test_models_mask_rcnn import _batch, tiny_config as tiny_mask_rcnn_config
 
-torch = pytest.importorskip("torch")
 
 # Synthetic-like classes by semantic train id: 4 things, then 3 stuff (the synthetic set's order).
 IS_THING = (True, True, True, True, False, False, False)
@@ -34,7 +34,7 @@ def tiny_config():
   return config
 
 
-class TorchSemanticFPN(torch.nn.Module):
+class TorchSemanticFPN(torch.nn.Module if torch else object):
   """Kirillov et al. 2019, Fig. 3 in torch: per level [conv3x3, GN(32), ReLU, 2x bilinear] to 1/4, sum, 1x1, 4x."""
 
   def __init__(self, in_channels, channels, num_classes):
@@ -55,6 +55,7 @@ class TorchSemanticFPN(torch.nn.Module):
     return torch.nn.functional.interpolate(self.predictor(x), scale_factor=4, mode="bilinear", align_corners=False)
 
 
+@requires_torch
 def test_semantic_head_shapes_and_parity_with_torch():
   rng = np.random.default_rng(0)
   levels = [rng.standard_normal((2, 24 // 2**k, 16 // 2**k, 16)).astype(np.float32) for k in range(4)]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from segjax.ops import adaptive_avg_pool2d, resize_align_corners
+from references import requires_torch, torch
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+F = torch.nn.functional if torch else None
 
 
 def _compare(ours, reference, x, out_hw):
@@ -26,6 +26,7 @@ def _compare(ours, reference, x, out_hw):
   assert np.isfinite(value)
 
 
+@requires_torch
 @pytest.mark.parametrize("bins", [1, 2, 3, 6])
 @pytest.mark.parametrize("hw", [(13, 17), (7, 9), (60, 60)])
 def test_adaptive_avg_pool_matches_torch(bins, hw):
@@ -35,6 +36,7 @@ def test_adaptive_avg_pool_matches_torch(bins, hw):
            (bins, bins))
 
 
+@requires_torch
 @pytest.mark.parametrize("in_hw,out_hw", [((1, 1), (7, 9)), ((2, 3), (13, 17)), ((6, 6), (60, 60)),
                                           ((60, 60), (473, 473)), ((13, 17), (5, 4)), ((5, 7), (1, 1))])
 def test_resize_align_corners_matches_torch(in_hw, out_hw):
