@@ -4,7 +4,7 @@ import os
 import numpy as np
 from PIL import Image
 
-IGNORE_LABEL = 255
+from segjax.constants import IGNORE_LABEL
 
 
 def palette(num_colors: int = 256) -> np.ndarray:

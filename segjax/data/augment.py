@@ -7,7 +7,7 @@ Randomness is stateless (`seed` [2] per example), so an example's augmentation i
 Boxes are the tight extent of each transformed mask, so box and mask agree exactly; instances
 with no pixel left are invalid. Padding: image 0, semantic 255, masks 0.
 """
-from segjax.data.info import IGNORE_LABEL
+from segjax.constants import IGNORE_LABEL
 from segjax.data.tf_env import tf
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segjax.data import coco
-from segjax.data.info import IGNORE_LABEL
+from segjax.constants import IGNORE_LABEL
 
 
 def _open(path, image_id, what, height, width):

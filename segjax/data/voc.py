@@ -20,7 +20,7 @@ import scipy.io
 
 from segjax.data import coco
 from segjax.data import semantic
-from segjax.data.info import IGNORE_LABEL
+from segjax.constants import IGNORE_LABEL
 
 CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

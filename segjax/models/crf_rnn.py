@@ -8,6 +8,7 @@ image in 0..255 (the pipeline's [0, 1] images times 255). Its outputs: logits (t
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.crf_rnn import CRFasRNN
 from segjax.models import get_model
 from segjax.ops.losses import softmax_cross_entropy
@@ -44,7 +45,7 @@ def loss(outputs, batch, model_config):
   """Per-pixel softmax cross entropy of the CRF's logits over the pixels not labelled 255; crf_overflow is the
   fraction of images whose lattice overflowed (NaN logits: raise config.model.crf.lattice_capacity)."""
   overflow = jnp.isnan(outputs["logits"]).any((1, 2, 3)).mean()
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {"crf_overflow": overflow}
+  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=IGNORE_LABEL), {"crf_overflow": overflow}
 
 
 def predict(outputs):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.models import pixel_normalization
@@ -141,10 +142,10 @@ def build(model_config, info):
 
 def loss(outputs, batch, model_config):
   """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision 0.5)."""
-  main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
+  main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=IGNORE_LABEL)
   if "aux_logits" not in outputs:
     return main, {}
-  aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=255)
+  aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=IGNORE_LABEL)
   return main + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
 
 

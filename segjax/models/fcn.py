@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import pixel_normalization
@@ -116,7 +117,7 @@ def build(model_config, info):
 
 def loss(outputs, batch, model_config):
   """Per-pixel softmax cross entropy averaged over the pixels not labelled 255 (Sec. 3)."""
-  value = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
+  value = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=IGNORE_LABEL)
   return value, {}
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.models import mask_rcnn
@@ -25,7 +26,6 @@ from segjax.ops.panoptic import panoptic_merge
 TASK = "panoptic"
 BATCH_KEYS = mask_rcnn.BATCH_KEYS + ("semantic",)
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS + ("semantic",)
-IGNORE_LABEL = 255
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
 _MSRA_FILL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # detectron2's c2_msra_fill
 

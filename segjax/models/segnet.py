@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.backbones.vgg import STAGES
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
 from segjax.ops.losses import softmax_cross_entropy
@@ -67,7 +68,7 @@ def loss(outputs, batch, model_config):
   num_classes = outputs["logits"].shape[-1]
   if weights is not None and len(weights) != num_classes:
     raise ValueError(f"config.model.class_weights: {len(weights)} weights for {num_classes} classes")
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255, weights=weights), {}
+  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=IGNORE_LABEL, weights=weights), {}
 
 
 def predict(outputs):
