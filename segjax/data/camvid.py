@@ -6,8 +6,8 @@ config.dataset.root is the CamVid folder:
 """
 import os
 
-from segjax.data import semantic
 from segjax.constants import IGNORE_LABEL
+from segjax.data import semantic
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car", "pedestrian",
                "bicyclist")
