@@ -27,7 +27,7 @@ def run_notebook(name, env):
 
 @pytest.mark.slow
 def test_roialign_ablation(tmp_path):
-  """Three short Mask R-CNN trainings (32 min on the 2 cores here at load 5-10, 2026-12-03): every pooler evaluated,
+  """Three short Mask R-CNN trainings (about 30 min on 2 CPU cores): every pooler evaluated,
   table and picture written, and RoIAlign ahead of RoIPool at AP75, where the paper's gap is largest (measured:
   AP75 pool 0.288, warp 0.314, align 0.392)."""
   namespace = run_notebook("roialign_ablation.ipynb", {"SEGJAX_ABLATION_STEPS": "400",
