@@ -2,7 +2,13 @@
 resizing by torch in float64), kernel fusion and the stuff kernels against NumPy ports of the official
 kernel_fusion / inference_single_level, the weighted Dice against NumPy, a tiny model's loss falls without
 recompiling for 0 and max_instances instances, its predictions follow the contract, the experiment configs build and
-follow the official schedule, and a tiny run through train_and_evaluate writes PQ."""
+follow the official schedule, and a tiny run through train_and_evaluate writes PQ.
+
+References ported, all from dvlab-research/PanopticFCN at commit 9201b06d871df128547ce36b80f6caceb105465d:
+panopticfcn/gt_generate.py (GenerateGT: the centre heatmaps, draw_gaussian and the region targets of sem_assign),
+panopticfcn/head.py (ThingGenerator's kernel fusion) and panopticfcn/panoptic_seg.py (inference_single_level, the
+losses).
+"""
 import importlib
 import os
 

@@ -1,7 +1,11 @@
 """Panoptic FPN: the semantic branch against a torch version of Fig. 3 written here (outputs, parameter count), the
 thing -> "other" labels against NumPy, a tiny model's loss falls without recompiling for 0 and max_instances
 instances, its merged output has the contract's shapes (slow), the experiment configs build and follow detectron2's
-schedule."""
+schedule.
+
+The torch semantic branch follows detectron2's SemSegFPNHead: facebookresearch/detectron2,
+detectron2/modeling/meta_arch/semantic_seg.py, commit 21b8d10c3dfa238fbaded7d5c4922d379d037f0b.
+"""
 import importlib
 import types
 

@@ -1,6 +1,11 @@
 """PSPNet: the pyramid pooling module against a torch version written here, output shapes at odd sizes, the
 ResNet-50 / ADE20K parameter count against a torch count, a tiny model that trains with the auxiliary loss in one
-compile, and the configs."""
+compile, and the configs.
+
+The torch pyramid pooling module follows the released Caffe model's layers and their order: hszhao/PSPNet,
+evaluation/prototxt/pspnet50_ADE20K_473.prototxt (conv5_3_pool{1,2,3,6} and the conv5_3_concat order), commit
+c479f4fe941ea207cbd3ec7b6ab0de72d493e4ca.
+"""
 import sys
 
 import jax

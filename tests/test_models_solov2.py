@@ -1,6 +1,10 @@
 """SOLOv2: target assignment against a NumPy port of the reference's loop (WXinlong/SOLO solov2_target_single),
 loss and inference against torch ports of its loss and get_seg_single, the head against its forward in torch,
-parameter counts from its layer shapes, training steps, no recompiles, the predict contract."""
+parameter counts from its layer shapes, training steps, no recompiles, the predict contract.
+
+Reference ported: WXinlong/SOLO, mmdet/models/anchor_heads/solov2_head.py (solov2_target_single, loss,
+get_seg_single, points_nms), commit a14e63cc6cbd74c1138e82b1b1e8d39d73337040.
+"""
 import jax
 import jax.numpy as jnp
 import ml_collections
