@@ -16,14 +16,13 @@ import jax.numpy as jnp
 
 from segjax.backbones.vgg import STAGES
 from segjax.constants import IGNORE_LABEL
-from segjax.layers.conv import Conv
+from segjax.layers.conv import HE_NORMAL, Conv
 from segjax.layers.norms import BatchNorm
 from segjax.ops.losses import softmax_cross_entropy
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
-HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # Caffe's "msra" filler
 
 
 class SegNet(nn.Module):
