@@ -4,11 +4,8 @@
 
 Not a paper row: a smoke-sized run that shows the whole pipeline (data -> model -> train -> eval -> pictures)
 on 2 CPU cores. Target: mIoU >= 0.80 on the synthetic validation split in under 10 minutes.
-Measured here (2-core CPU, `make demo` from an empty ~/.cache/segjax, 2026-11-22): 4 min 20 s in all
-(data written and built, 1200 steps at 5.6 steps/s, two evaluations); eval mIoU 0.920, pixel_acc 0.982,
-mean_acc 0.959, fwIoU 0.966 on the 200 validation images. Again with the input normalised by ImageNet's pixel_mean /
-pixel_std (2026-12-03, data already built, under `nice -n 10` at load ~5 from other jobs): 5 min 5 s, 5.4-7.4 steps/s;
-eval mIoU 0.920, pixel_acc 0.982, mean_acc 0.961, fwIoU 0.966 (0.911 mIoU at step 600).
+Measured here (`make demo`, 2-core CPU, 1200 steps at 5.4-7.4 steps/s, about 5 min): eval mIoU 0.920, pixel_acc
+0.982, mean_acc 0.961, fwIoU 0.966 on the 200 validation images (0.911 mIoU at step 600).
 """
 from segjax.config import base_config
 

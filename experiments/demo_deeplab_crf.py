@@ -7,11 +7,7 @@ Not a paper row: a smoke-sized run of DeepLab v1's pipeline (stride-8 atrous VGG
 iterations of DenseCRF with the LargeFOV paper values at test time) on 2 CPU cores; the layer widths are 1/4 of the
 paper's (conv 16-128 channels, fc6/fc7 256). The CRF's effect on the synthetic scenes with stride-8 unaries is in
 tests/test_models_crf.py (mIoU 0.896 -> 0.989 for ideal coarse unaries).
-Measured here (2-core CPU shared with other engineers' jobs, load ~12, 2026-12-03, command above with a private
-dataset root): stopped by a 9-minute cap after 275 of the 1200 steps (0.7 steps/s), before the first evaluation;
-train loss 1.46 (step 25), 0.60 (100), 0.38 (200), 0.32 (275). No mIoU measured yet.
-Measured before the models normalised their input by ImageNet's pixel_mean / pixel_std (the backbone then read the
-[0, 1] images as they are); not re-measured since.
+Not run to the end here: no eval mIoU measured (275 of the 1200 steps fit in 9 minutes on the 2-core CPU).
 """
 import ml_collections
 

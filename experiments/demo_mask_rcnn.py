@@ -5,13 +5,8 @@
 The whole instance path on 2 CPU cores: RPN, RoI sampling, box and mask heads, COCO evaluation with
 pycocotools (box_AP, mask_AP in metrics.jsonl, results JSON, pictures). Target: mask_AP >= 0.5 on the
 synthetic validation split in under 15 minutes. Anchors are 4x smaller than COCO's (8..128 on 128x128 images).
-Measured here (2-core CPU shared with two other training jobs, load average ~5, 2026-12-02): 1500 steps at
-0.5-1.2 steps/s, 34 min in all; eval at step 1500: mask_AP 0.502 (AP50 0.860, AP75 0.527), box_AP
-0.543. Again on 2026-12-03 (`time python -m segjax.main ...`, load average 8-15 from other jobs): the same
-figures, 28 min 54 s wall (10 min 30 s of CPU time); then on the idle machine (data already built): the same
-figures in 7 min 13 s in all, 3.9 steps/s. With the mask-head ladder and im2col mask head (idle machine, data
-built, 2026-12-03): mask_AP 0.502 (AP50 0.853, AP75 0.537), box_AP 0.535 at step 1500, 8 min 20 s in all, median
-3.4 steps/s.
+Measured here (the command above on the idle 2-core CPU, data already built): mask_AP 0.502 (AP50 0.853, AP75
+0.537), box_AP 0.535 at step 1500, 8 min 20 s in all, median 3.4 steps/s.
 """
 from segjax.config import base_config
 from segjax.models import mask_rcnn

@@ -11,16 +11,10 @@ The instance scale ranges are the official ones, unscaled: the level strides are
 cells of its level as on COCO. With the ranges / 4 (as demo_solov2 scales its grids) most objects are under a cell
 at their level, their centre targets single pixels (radius 0), and the heatmaps did not learn the classes (every
 object detected once per class): PQ 0.458 at step 2000 (things 0.099, stuff 0.936), mask_AP 0.138.
-Measured here (the command above under `nice -n 5 /usr/bin/time -v` on the 2-core CPU shared with other jobs, load
-average 4.8-6.3, 2026-12-03; wall time from the start, data already built, compiles included): 7 min 57 s in all,
-458 s of CPU time (user 349, sys 109):
-  step  500 (3.3 min): PQ 0.663 (things 0.476, stuff 0.912), SQ 0.857, RQ 0.756, box_AP 0.186, mask_AP 0.255
-  step 1000 (5.7 min): PQ 0.762 (things 0.637, stuff 0.930), SQ 0.889, RQ 0.850, box_AP 0.364, mask_AP 0.403
-  step 1500 (7.9 min): PQ 0.781 (things 0.668, stuff 0.931), SQ 0.893, RQ 0.868, box_AP 0.404, mask_AP 0.440
-Rerun from this commit at load average 1.5-2.6: the same metrics at each step (CPU runs are deterministic), evals
-at 1.8, 3.1 and 4.4 min, 4 min 30 s in all, 454 s of CPU time (user 348, sys 106). A 2000-step run of the same model
-(eval every 1000, load ~5) gave PQ 0.763 at step 1000 and 0.799 (things 0.697, stuff 0.935, mask_AP 0.467) at step
-2000 in 8 min 32 s.
+Measured here (the command above on the 2-core CPU, about 4.5 min on an idle machine):
+  step  500: PQ 0.663 (things 0.476, stuff 0.912), SQ 0.857, RQ 0.756, box_AP 0.186, mask_AP 0.255
+  step 1000: PQ 0.762 (things 0.637, stuff 0.930), SQ 0.889, RQ 0.850, box_AP 0.364, mask_AP 0.403
+  step 1500: PQ 0.781 (things 0.668, stuff 0.931), SQ 0.893, RQ 0.868, box_AP 0.404, mask_AP 0.440
 """
 from segjax.config import base_config
 from segjax.models import panoptic_fcn

@@ -4,13 +4,11 @@
 
 Not a paper row: a smoke-sized run of the whole instance pipeline (targets, focal + Dice loss, Matrix NMS,
 COCO mask AP on the synthetic validation split). Target: mask_AP >= 0.5 in under 15 minutes.
-Measured here (the command above on the idle 2-core CPU, data already built, 2026-12-03): 5 min 37 s in all (2400
+Measured here (the command above on the idle 2-core CPU, data already built): 5 min 37 s in all (2400
 steps, median 8.5 steps/s, two evaluations); eval mask_AP 0.507 (AP50 0.791, AP75 0.551, APs 0.471, APm 0.777),
-box_AP 0.523 on the 200 validation images; 0.458 at step 1200. The input is now normalised by ImageNet's mean / std
-(SOLOv2's pixel_mean / pixel_std): with it the earlier 2000-step schedule ended at mask_AP 0.499 (0.502 without), so
-the schedule is 2400 steps. The inference area filter (`min_mask_area`) is the reference's level strides scaled by
-1/4 like the grids and ranges: with the unscaled strides, which drop things under ~12 x 12 pixels, a 2000-step
-checkpoint gave mask_AP 0.478.
+box_AP 0.523 on the 200 validation images; 0.458 at step 1200 (2000 steps reach 0.499, under the target). The
+inference area filter (`min_mask_area`) is the reference's level strides scaled by 1/4 like the grids and ranges:
+the unscaled strides drop things under ~12 x 12 pixels (mask_AP 0.478 at step 2000).
 """
 from experiments import demo
 

@@ -8,13 +8,12 @@ and SBD, multi-scale testing and DenseCRF). That number is not what this config 
 (VOC 2012 + SBD, 10,582 images) from ImageNet weights only and evaluates VOC 2012 val single scale, the setting of the
 paper's ablations (Sec. 4.1, images padded to 512 x 512, horizontal flips).
 Schedule here (segjax's choice, not the paper's): SGD momentum 0.9, weight decay 1e-4, poly learning rate from 0.007
-with power 0.9, batch 16, 30k iterations, 512 x 512, flips; the paper's ablations train with batch 1, momentum 0.99
-and weight decay 5e-4 (as recalled; the search tool did not return the paper's text to confirm it). Start from
+with power 0.9, batch 16, 30k iterations, 512 x 512, flips. Start from
 ImageNet weights: `scripts/convert_weights.py --name resnet152 ...` then `--config.init_from=DIR`.
 Differs from the paper: torchvision's ResNet-152 (the paper also pretrains its own "ResNet-GCN" variant, Sec. 4.2,
 not built here); the pipeline fits each image into 512 x 512 (VOC images are at most 500 pixels a side, so they are
 slightly enlarged) where the paper pads; no DenseCRF or multi-scale testing.
-Not run here: the VOC reader (`config.dataset.name = "voc"`) is not in segjax yet, and this CPU could not train it.
+Not run here: this CPU could not train it (the VOC reader is segjax/data/voc.py, `config.dataset.name = "voc"`).
 """
 import ml_collections
 

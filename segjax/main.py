@@ -3,8 +3,13 @@
 --mode=train (default) trains to config.total_steps, evaluating every config.eval_every_steps and at the end;
 --mode=evaluate evaluates the workdir's latest checkpoint (or --step, or the weights of --config.init_from where the
 workdir has no checkpoint) on config.dataset.eval_split with config.eval's options, without training.
+The console shows one line per log step, the eval metrics and where the outputs are; the INFO logs of absl,
+orbax, JAX, TensorFlow and TFDS come back with --verbose. metrics.jsonl and TensorBoard get the same in both.
 """
+import contextlib
+import logging as std_logging
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,7 +18,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from segjax import paths
-from segjax.train.loop import evaluate_checkpoint, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                           lock_config=True)
@@ -32,6 +36,8 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 _PLATFORM = flags.DEFINE_enum("platform", None, ["tpu", "gpu", "cpu"],
                               "Refuse to start unless JAX runs on this backend (a TPU VM or GPU node whose jaxlib is the "
                               "CPU one would otherwise train on its CPU: install requirements-tpu.txt / -gpu.txt).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the INFO logs of absl, orbax, JAX, TensorFlow and TFDS "
+                             "(by default: warnings, the progress lines and the results only).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,8 +52,29 @@ def check_platform(platform):
                      f"(make venv-{platform}).")
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """File descriptor 2 to /dev/null: TensorFlow's C++ start-up lines are written before its log level is read."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def parse_flags(argv):
-  """absl's parser, with an override of a config key that does not exist reported by its full name."""
+  """absl's parser, with an override of a config key that does not exist reported by its full name. Loading the
+  config imports TensorFlow, whose C++ start-up lines are dropped unless --verbose is given."""
+  verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1") for a in argv[1:])
+  with contextlib.nullcontext() if verbose else native_stderr_silenced():
+    return _parse_flags(argv)
+
+
+def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as error:
@@ -64,9 +91,30 @@ def argv_config(argv):
   return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the config")
 
 
+def quiet_libraries():
+  """Library logging at WARNING and above: absl (which orbax and TFDS log through), JAX, TensorFlow; no TFDS
+  progress bars."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  for name in ("jax", "orbax", "tensorflow", "tensorflow_datasets"):
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+  tfds.disable_progress_bar()
+  logging.get_absl_handler().addFilter(_DropExpectedWarnings())
+
+
+class _DropExpectedWarnings(std_logging.Filter):
+  """TFDS warns "Using custom data configuration" for every builder config made from a folder, i.e. always here."""
+
+  def filter(self, record):
+    return not record.getMessage().startswith("Using custom data configuration")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from segjax.train.loop import evaluate_checkpoint, train_and_evaluate  # pylint: disable=g-import-not-at-top
+  if not _VERBOSE.value:
+    quiet_libraries()
   if _COORDINATOR.value or _DISTRIBUTED.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Only used where devices are CPUs.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -83,8 +131,9 @@ def main(argv):
     summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"{'eval' if _MODE.value == 'evaluate' else 'final eval'}: {summary}")
     workdir = paths.resolve(_WORKDIR.value)
-    print(f"metrics: {workdir / 'metrics.jsonl'}")
-    print(f"pictures: {workdir / 'pictures'}")
+    for name, path in (("metrics", "metrics.jsonl"), ("tensorboard", "tensorboard"),
+                       ("checkpoints", "checkpoints"), ("pictures", "pictures")):
+      print(f"{name}: {workdir / path}")
 
 
 if __name__ == "__main__":

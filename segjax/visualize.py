@@ -3,8 +3,7 @@ import numpy as np
 from PIL import Image
 
 from segjax import paths
-
-IGNORE_LABEL = 255
+from segjax.constants import IGNORE_LABEL
 
 
 def palette(num_colors: int = 256) -> np.ndarray:

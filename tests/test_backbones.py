@@ -14,9 +14,8 @@ from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16, max_pool_ceil
 from segjax.layers.norms import BatchNorm, FrozenBatchNorm, norm_layer
 from segjax.weights.torchvision import abstract_variables, convert, convert_resnet_backbone, fill_variables, vgg16_torch_key
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
 
 RTOL = 1e-4
 STAGES = {"layer1": "C2", "layer2": "C3", "layer3": "C4", "layer4": "C5"}
@@ -87,6 +86,7 @@ def resnet_parity(tmodel, x, **kwargs):
 X64 = np.random.RandomState(0).randn(1, 64, 64, 3).astype(np.float32)
 
 
+@requires_torch
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_resnet50_matches_torchvision(output_stride):
   torch.manual_seed(0)
@@ -97,6 +97,7 @@ def test_resnet50_matches_torchvision(output_stride):
   assert {k: v.shape[1] for k, v in ours.items()} == sizes
 
 
+@requires_torch
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_resnet18_matches_torchvision(output_stride):
   """Stride 32 is torchvision as is; 16 and 8 dilate its BasicBlocks by `dilate_in_place`."""
@@ -105,6 +106,7 @@ def test_resnet18_matches_torchvision(output_stride):
   resnet_parity(tmodel, X64, depth=18, output_stride=output_stride)
 
 
+@requires_torch
 def test_dilate_in_place_reproduces_torchvision_dilation():
   """The rule used for the ResNet-18 references gives torchvision's own dilated ResNet-50."""
   with torch.device("meta"):
@@ -115,6 +117,7 @@ def test_dilate_in_place_reproduces_torchvision_dilation():
       assert (a.stride, a.dilation, a.padding) == (b.stride, b.dilation, b.padding), name
 
 
+@requires_torch
 def test_multi_grid_matches_dilated_reference():
   """DeepLab v3 multi-grid (1, 2) at output stride 8: last-stage rates (2 * 1, 4 * 2)."""
   torch.manual_seed(1)
@@ -124,12 +127,14 @@ def test_multi_grid_matches_dilated_reference():
   resnet_parity(tmodel, x, depth=18, output_stride=8, multi_grid=(1, 2))
 
 
+@requires_torch
 def test_frozen_norm_resnet_matches_torchvision():
   torch.manual_seed(2)
   tmodel = randomize_bn(torchvision.models.resnet18(weights=None))
   resnet_parity(tmodel, X64, depth=18, norm="frozen")
 
 
+@requires_torch
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_resnet_parameter_count_matches_torchvision(depth):
   with torch.device("meta"):
@@ -139,6 +144,7 @@ def test_resnet_parameter_count_matches_torchvision(depth):
   assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == expected
 
 
+@requires_torch
 def test_resnet_train_mode_matches_torch_forward_stats_and_gradients():
   """Train mode: batch statistics for the output; running_var updated with torch's unbiased
   variance; gradients of sum(C5 * w) w.r.t. input and every parameter equal torch autograd's."""
@@ -263,6 +269,7 @@ def test_resnet_bad_arguments():
 # ---------------------------------------------------------------- norms
 
 
+@requires_torch
 def test_batch_norm_matches_torch_train_eval_and_gradient():
   rng = np.random.RandomState(6)
   x = rng.randn(2, 5, 5, 8).astype(np.float32) * 3 + 1
@@ -296,6 +303,7 @@ def test_batch_norm_matches_torch_train_eval_and_gradient():
     BatchNorm(use_running_average=False).init(jax.random.key(0), jnp.zeros((1, 1, 1, 8)))
 
 
+@requires_torch
 def test_frozen_and_group_norm_match_torch():
   rng = np.random.RandomState(7)
   x = rng.randn(2, 4, 4, 64).astype(np.float32)
@@ -320,6 +328,7 @@ def test_frozen_and_group_norm_match_torch():
 # ---------------------------------------------------------------- VGG-16
 
 
+@requires_torch
 def test_max_pool_ceil_matches_torch():
   x = np.random.RandomState(8).randn(1, 7, 10, 2).astype(np.float32)
   for window, stride, pad in [(2, 2, 0), (3, 2, 1), (3, 1, 1)]:
@@ -344,6 +353,7 @@ def run_features(features, x):
   return pools
 
 
+@requires_torch
 def test_vgg16_fcn_matches_torchvision(torch_vgg16):
   """FCN trunk = torchvision vgg16 with Caffe's conv1_1 pad 100 and ceil-mode pools; fc6/fc7 = its
   classifier Linear layers slid over pool5 (FCN's convolutionalisation)."""
@@ -370,6 +380,7 @@ def test_vgg16_fcn_matches_torchvision(torch_vgg16):
       assert_close(ours["fc7"][:, i, j], ref.numpy())
 
 
+@requires_torch
 def test_vgg16_deeplab_largefov_matches_torch_reference(torch_vgg16):
   """DeepLab-LargeFOV prototxt rebuilt from torchvision's modules: pools 3x3 (stride 2, 2, 2, 1, 1,
   pad 1, ceil), conv5 dilation 2, pool5a 3x3 average, fc6 3x3 dilation 12 -> 1024, fc7 1x1."""

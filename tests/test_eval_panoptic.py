@@ -8,6 +8,7 @@ import pytest
 from segjax.evaluation import panoptic
 from segjax.evaluation import panoptic_io
 from segjax.evaluation import pq_accumulator
+from references import optional, requires_panopticapi
 
 CATEGORIES = [
     {"id": 1, "name": "person", "isthing": 1},
@@ -159,8 +160,9 @@ def _assert_results_close(got, want, tol):
       assert abs(got["per_class"][c][m] - r[m]) <= tol, (c, m)
 
 
+@requires_panopticapi
 def test_pq_compute_matches_panopticapi(random_split, monkeypatch):
-  evaluation = pytest.importorskip("panopticapi.evaluation")
+  evaluation = optional("panopticapi.evaluation")
   gt_json, pred_json, _ = random_split
   # panopticapi's own per-image loop and averaging, run in this process instead of a forked pool
   # (forking a process that may hold JAX threads risks a deadlock).
@@ -342,8 +344,9 @@ def test_accumulator_hand_computed_and_errors():
                [True])
 
 
+@requires_panopticapi
 def test_rgb_id_conversion_matches_panopticapi():
-  utils = pytest.importorskip("panopticapi.utils")
+  utils = optional("panopticapi.utils")
   rng = np.random.default_rng(1)
   ids = rng.integers(0, 256**3, size=(5, 7))
   rgb = panoptic_io.id_to_rgb(ids)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from segjax.layers.deform_conv import ModulatedDeformConv
-
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+from references import requires_torch, torch, torchvision
 
 
+
+@requires_torch
 @pytest.mark.parametrize("use_bias", [False, True])
 def test_modulated_deform_conv_matches_torchvision(use_bias):
   rng = np.random.default_rng(0)

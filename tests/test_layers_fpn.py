@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from segjax.layers.fpn import FPN, nearest_resize
+from references import optional, requires_torch, torch
 
-torch = pytest.importorskip("torch")
-tv_fpn = pytest.importorskip("torchvision.ops.feature_pyramid_network")
+tv_fpn = optional("torchvision.ops.feature_pyramid_network")
 
 CHANNELS = (8, 16, 24, 32)
 # Odd sizes: the top-down path then resizes 3 -> 5, 5 -> 9, 9 -> 17 (not a plain 2x), as with 513-px inputs.
@@ -33,6 +33,7 @@ def _convert(model):
   return {"params": params}
 
 
+@requires_torch
 def test_fpn_matches_torchvision():
   model = _torch_fpn()
   rng = np.random.default_rng(0)
@@ -56,6 +57,7 @@ def test_fpn_init_is_kaiming_uniform_a1():
   assert not np.any(params["layer_0"]["bias"])
 
 
+@requires_torch
 def test_nearest_resize_matches_torch():
   x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3)
   ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)), size=(9, 13), mode="nearest")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from segjax.layers.upsample import BilinearUpsample, bilinear_kernel
+from references import requires_torch, torch
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
@@ -18,9 +19,9 @@ def test_equals_bilinear_resize_away_from_border(factor):
                              atol=1e-5)
 
 
+@requires_torch
 @pytest.mark.parametrize("factor", [2, 8])
 def test_equals_torch_conv_transpose(factor):
-  torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 4, 6, 3)).astype(np.float32)
   kernel = rng.normal(size=(2 * factor, 2 * factor, 3, 3)).astype(np.float32)  # Learned: not symmetric.

@@ -13,10 +13,9 @@ import pytest
 from segjax.inference import Predictor
 from segjax.models import deeplab
 from segjax.weights import torchvision as tv_weights
+from references import optional, requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-segmentation = pytest.importorskip("torchvision.models.segmentation")
+segmentation = getattr(optional("torchvision.models"), "segmentation", None)
 
 NUM_CLASSES = 5
 
@@ -42,6 +41,7 @@ def converted(request):
   return request.param, model, config, variables
 
 
+@requires_torch
 def test_logits_match_torchvision(converted):
   """segjax on the [0, 1] image; torchvision on it normalised by its weights' own transforms (resize left out). The
   converter's config builds the model without a data set; the Predictor made of it alone gives the same logits."""
@@ -62,6 +62,7 @@ def test_logits_match_torchvision(converted):
   np.testing.assert_array_equal(result["labels"], result["logits"].argmax(-1))
 
 
+@requires_torch
 def test_parameter_count_matches_torchvision(converted):
   _, model, _, variables = converted
   torch_count = sum(p.numel() for p in model.parameters())
@@ -76,6 +77,7 @@ def test_bad_pixel_normalization_is_named():
       deeplab.build(ml_collections.ConfigDict({**TINY.to_dict(), **bad}), info)
 
 
+@requires_torch
 def test_converter_names_missing_keys():
   model = _random_torch_model("deeplabv3_resnet50")
   state = {k: v.numpy() for k, v in model.state_dict().items() if k != "classifier.0.project.0.weight"}
@@ -129,6 +131,7 @@ def test_unknown_head_is_named():
     module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 
+@requires_torch
 def test_paper_config_has_torchvision_r101_parameter_count():
   """The VOC config's model (21 classes, no aux head) is torchvision's deeplabv3_resnet101 to the parameter."""
   from train_util import REPO  # pylint: disable=g-import-not-at-top

@@ -18,9 +18,8 @@ from segjax.layers.upsample import interp_zoom
 from segjax.models import deeplab_v1, deeplab_v2, get_model
 from segjax.train import pretrained
 from segjax.weights.torchvision import abstract_variables, convert
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOC = ml_collections.ConfigDict({"num_semantic_classes": 21})
@@ -51,6 +50,7 @@ def _bilinear_reference(x, factor, height, width):
   return top * (1 - fy) + bottom * fy
 
 
+@requires_torch
 def test_interp_zoom_is_caffe_interp_on_aligned_sizes_and_clamps_past_the_last_score():
   x = np.random.default_rng(0).normal(size=(2, 5, 4, 3)).astype(np.float32)
   aligned = interp_zoom(x, 8, 33, 25)  # 8 (h - 1) + 1: Caffe Interp zoom_factor 8 = align_corners=True
@@ -83,6 +83,7 @@ def _torch_trunk(variant, width):
   return torch.nn.Sequential(*layers).eval()
 
 
+@requires_torch
 @pytest.mark.parametrize("variant", ["deeplab", "deeplab_largefov"])
 def test_vgg16_deeplab_trunks_match_torch(variant):
   reference = _torch_trunk(variant, 8)
@@ -118,6 +119,7 @@ def test_v1_parameter_counts_are_table2s():
     assert f"{ours / 1e6:.1f}" == published, (variant, ours)
 
 
+@requires_torch
 def test_v2_parameter_count_is_torchvision_resnet101_plus_aspp():
   module = deeplab_v2.DeepLabV2(num_classes=21)  # frozen BN: scale and bias live in batch_stats
   variables = abstract_variables(module, (65, 65))
@@ -129,6 +131,7 @@ def test_v2_parameter_count_is_torchvision_resnet101_plus_aspp():
   assert _count(variables["params"]) + frozen_affine == reference + aspp == 44_048_532
 
 
+@requires_torch
 def test_imagenet_fc6_is_decimated_and_fits_the_models():
   with torch.device("meta"):  # torchvision vgg16's state dict shapes, without its slow initialisation
     shapes = {k: tuple(v.shape) for k, v in torchvision.models.vgg16(weights=None).state_dict().items()}
@@ -153,6 +156,7 @@ def test_imagenet_fc6_is_decimated_and_fits_the_models():
   np.testing.assert_array_equal(merged["params"]["base"]["backbone"]["fc7"]["bias"], state["classifier.3.bias"][::4])
 
 
+@requires_torch
 def test_frozen_norm_model_starts_from_torchvision_resnet():
   """DeepLab v2's frozen BN keeps scale and bias as batch_stats; converted ImageNet BN weights are params."""
   torch.manual_seed(0)

@@ -14,9 +14,8 @@ from segjax.models import fcn, get_model
 from segjax.train import pretrained
 from segjax.weights import torchvision as tv_weights
 from train_util import blocky_batch
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
 
 VGG = [("conv1_1", 3, 64), ("conv1_2", 64, 64), "pool", ("conv2_1", 64, 128), ("conv2_2", 128, 128), "pool",
        ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), "pool3",
@@ -33,7 +32,7 @@ def build(config, num_classes):
   return fcn.build(config, ml_collections.ConfigDict({"num_semantic_classes": num_classes}))
 
 
-class CaffeFCN8s(torch.nn.Module):
+class CaffeFCN8s(torch.nn.Module if torch else object):
   """voc-fcn8s(-atonce)/train.prototxt in torch, layer by layer (eval mode: the Dropout layers are identities)."""
 
   def __init__(self, num_classes, scales=(1.0, 1.0)):
@@ -83,6 +82,7 @@ def to_jax_variables(model):
                      "upscore_pool4": deconv(model.upscore_pool4), "upscore8": deconv(model.upscore8)}}
 
 
+@requires_torch
 @pytest.mark.parametrize("hw, scales", [((37, 45), (1.0, 1.0)), ((45, 33), (0.01, 0.0001))])
 def test_vgg_fcn8s_matches_caffe_prototxt(hw, scales):
   """Staged voc-fcn8s at one odd size, at-once (pool4 x 0.01, pool3 x 0.0001) at another: random weights, score

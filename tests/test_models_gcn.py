@@ -12,15 +12,14 @@ import pytest
 from segjax.layers.gcn import BoundaryRefinement, GlobalConv
 from segjax.models import gcn
 from train_util import REPO, blocky_batch, fit_semantic
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-nn = torch.nn
+nn = torch.nn if torch else None
 sys.path.insert(0, REPO)
 from experiments import demo_gcn, gcn_r152_voc  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-class TorchGCN(nn.Module):
+class TorchGCN(torch.nn.Module if torch else object):
   """Fig. 2b in torch: Conv2d((k, 1)) then Conv2d((1, k)), plus Conv2d((1, k)) then Conv2d((k, 1)), summed."""
 
   def __init__(self, cin, cout, k):
@@ -35,7 +34,7 @@ class TorchGCN(nn.Module):
     return self.left(x) + self.right(x)
 
 
-class TorchBR(nn.Module):
+class TorchBR(torch.nn.Module if torch else object):
   """Fig. 2c in torch: x + conv3x3(relu(conv3x3(x)))."""
 
   def __init__(self, channels):
@@ -55,6 +54,7 @@ def _run_torch(module, x):
     return module(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
 
 
+@requires_torch
 @pytest.mark.parametrize("k", [7, 15])
 def test_global_conv_matches_torch(k):
   """k = 15 on a 13 x 11 map: the kernel is wider than the map, all of it in the zero padding but one row."""
@@ -68,6 +68,7 @@ def test_global_conv_matches_torch(k):
   np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@requires_torch
 def test_boundary_refinement_matches_torch():
   torch.manual_seed(0)
   reference = TorchBR(5)
@@ -81,6 +82,7 @@ def _count(variables):
   return sum(np.size(p) for p in jax.tree.leaves(variables["params"]))
 
 
+@requires_torch
 def test_parameter_advantage_over_a_k_by_k_conv():
   """Sec. 3.1 / Table 2: the GCN on res5 (2048 channels -> 21 scores) has 2k (2048 + 21) 21 weights where a k x k
   conv has k^2 2048 x 21; Table 2 lists 608K vs 2107K at k = 7 (the biases, 84 vs 21, do not show)."""
@@ -115,6 +117,7 @@ def _torch_decoder_count(backbone, num_classes, k, channels=(256, 512, 1024, 204
   return count + sum(p.numel() for m in modules for p in m.parameters())
 
 
+@requires_torch
 def test_r152_voc_parameter_count():
   config = gcn_r152_voc.get_config()
   module = gcn.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": 21}))

@@ -16,9 +16,10 @@ from segjax.inference import Predictor
 from segjax.models import mask_rcnn
 from segjax.weights import torchvision as tv_weights
 from segjax.weights import torchvision_detection
+import references
+from references import optional, requires_torch, torch
 
-torch = pytest.importorskip("torch")
-detection = pytest.importorskip("torchvision.models.detection")
+detection = getattr(optional("torchvision.models"), "detection", None)
 
 SIZE = 160  # a multiple of 32 that torchvision leaves unresized with min_size = max_size = SIZE
 TOP = 20  # detections compared, by rank
@@ -74,6 +75,7 @@ def parity(request):
   return request.param, model, config, variables, {k: v.numpy() for k, v in reference.items()}, ours
 
 
+@requires_torch
 def test_detections_equal_torchvision(parity):
   name, _, _, _, reference, ours = parity
   _assert_same_detections(ours, reference, masks=name.startswith("mask"))
@@ -93,6 +95,7 @@ def _assert_same_detections(ours, reference, masks=True, top=TOP):
     assert np.abs(ours["masks"][:top] - reference["masks"][:top, 0]).max() < 1e-2
 
 
+@requires_torch
 def test_parameter_count_equals_torchvision(parity):
   _, model, _, variables, _, _ = parity
   # torchvision's BatchNorm weight and bias are parameters; a frozen norm keeps them in batch_stats here.
@@ -108,7 +111,7 @@ C4_OVERRIDES = {"rpn_post_nms_top_n_test": 50, "detections_per_image": 20}  # re
 def _torch_c4_model():
   """torchvision's MaskRCNN class on a random ResNet-50 C4 trunk, with layer4 (res5) as its box and mask heads:
   14x14 RoIAlign on C4, res5, average pool -> predictor; res5 -> deconv -> 14x14 masks (He et al. 2017, Fig. 4)."""
-  torchvision = pytest.importorskip("torchvision")
+  torchvision = references.torchvision
   torch.manual_seed(0)
   resnet = torchvision.models.resnet50(weights=None)
   trunk = torch.nn.Sequential(collections.OrderedDict(
@@ -167,6 +170,7 @@ def _c4_variables(model, module):
   return variables
 
 
+@requires_torch
 def test_c4_detections_equal_torchvision_maskrcnn_assembled_on_c4():
   model = _torch_c4_model()
   image = _image()
@@ -305,9 +309,10 @@ def test_eight_device_training_gives_the_losses_of_one_device():
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
 
 
+@requires_torch
 @pytest.mark.parametrize("pooler", ["align", "warp", "pool"])
 def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
-  ops = pytest.importorskip("torchvision.ops")
+  ops = optional("torchvision.ops")
   config = tiny_config()
   config.roi_pooler = pooler
   module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))

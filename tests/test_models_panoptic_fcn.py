@@ -2,7 +2,13 @@
 resizing by torch in float64), kernel fusion and the stuff kernels against NumPy ports of the official
 kernel_fusion / inference_single_level, the weighted Dice against NumPy, a tiny model's loss falls without
 recompiling for 0 and max_instances instances, its predictions follow the contract, the experiment configs build and
-follow the official schedule, and a tiny run through train_and_evaluate writes PQ."""
+follow the official schedule, and a tiny run through train_and_evaluate writes PQ.
+
+References ported, all from dvlab-research/PanopticFCN at commit 9201b06d871df128547ce36b80f6caceb105465d:
+panopticfcn/gt_generate.py (GenerateGT: the centre heatmaps, draw_gaussian and the region targets of sem_assign),
+panopticfcn/head.py (ThingGenerator's kernel fusion) and panopticfcn/panoptic_seg.py (inference_single_level, the
+losses).
+"""
 import importlib
 import os
 
@@ -16,9 +22,9 @@ from segjax.models import panoptic_fcn
 from segjax.ops.losses import weighted_dice_loss
 from test_models_panoptic_fpn import IS_THING, _info, _panoptic_batch
 from train_util import read_metrics, tiny_config as tiny_loop_config
+from references import requires_torch, torch
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+F = torch.nn.functional if torch else None
 
 SCALES = ((1, 16), (8, 32), (16, 64), (32, 128), (64, 2048))  # the official ranges / 4, for 64..128-pixel images
 
@@ -104,6 +110,7 @@ def _random_things(rng, m=8, size=(64, 96), num_things=4):
   return boxes, masks, rng.integers(1, num_things + 1, m).astype(np.int32), valid
 
 
+@requires_torch
 def test_thing_targets_equal_the_official_generate_gt():
   rng = np.random.default_rng(0)
   shapes = _level_shapes(64, 96)
@@ -122,6 +129,7 @@ def test_thing_targets_equal_the_official_generate_gt():
   assert drawn >= 20  # the draws put instances on several levels
 
 
+@requires_torch
 def test_region_targets_equal_the_official_sem_assign():
   rng = np.random.default_rng(1)
   semantic = rng.choice([0, 2, 4, 5, 6, 255], size=(64, 96)).astype(np.int32)

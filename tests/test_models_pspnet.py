@@ -1,6 +1,11 @@
 """PSPNet: the pyramid pooling module against a torch version written here, output shapes at odd sizes, the
 ResNet-50 / ADE20K parameter count against a torch count, a tiny model that trains with the auxiliary loss in one
-compile, and the configs."""
+compile, and the configs.
+
+The torch pyramid pooling module follows the released Caffe model's layers and their order: hszhao/PSPNet,
+evaluation/prototxt/pspnet50_ADE20K_473.prototxt (conv5_3_pool{1,2,3,6} and the conv5_3_concat order), commit
+c479f4fe941ea207cbd3ec7b6ab0de72d493e4ca.
+"""
 import sys
 
 import jax
@@ -12,17 +17,16 @@ import pytest
 from segjax.layers.ppm import PyramidPooling
 from segjax.models import pspnet
 from train_util import REPO, blocky_batch, fit_semantic
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-nn = torch.nn
+nn = torch.nn if torch else None
 sys.path.insert(0, REPO)
 from experiments import demo_pspnet, pspnet_r50_ade20k  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BINS = (1, 2, 3, 6)
 
 
-class TorchPPM(nn.Module):
+class TorchPPM(torch.nn.Module if torch else object):
   """The paper's module in torch: per bin adaptive average pooling, 1x1 conv to C/4 (no bias), BN, ReLU, bilinear
   upsampling with aligned corners; concatenated after the input, finest bin first (the Caffe model's order)."""
 
@@ -49,6 +53,7 @@ def _torch_head(num_classes, channels=2048, aux_channels=1024, aux=True):
   return nn.ModuleList(head)
 
 
+@requires_torch
 @pytest.mark.parametrize("train", [False, True])
 def test_pyramid_pooling_matches_torch(train):
   """Weights copied into a torch PPM; eval mode with random running statistics, train mode with batch statistics."""
@@ -99,6 +104,7 @@ def _r50_ade20k_count(aux):
     return count + sum(p.numel() for p in _torch_head(150, aux=aux).parameters())
 
 
+@requires_torch
 @pytest.mark.parametrize("aux", [True, False])
 def test_r50_ade20k_parameter_count(aux):
   config = ml_collections.ConfigDict({**pspnet_r50_ade20k.get_config().model.to_dict(), "aux": aux})

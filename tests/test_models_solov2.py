@@ -1,17 +1,21 @@
 """SOLOv2: target assignment against a NumPy port of the reference's loop (WXinlong/SOLO solov2_target_single),
 loss and inference against torch ports of its loss and get_seg_single, the head against its forward in torch,
-parameter counts from its layer shapes, training steps, no recompiles, the predict contract."""
+parameter counts from its layer shapes, training steps, no recompiles, the predict contract.
+
+Reference ported: WXinlong/SOLO, mmdet/models/anchor_heads/solov2_head.py (solov2_target_single, loss,
+get_seg_single, points_nms), commit a14e63cc6cbd74c1138e82b1b1e8d39d73337040.
+"""
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
-import torch
-import torch.nn.functional as F
-import torchvision
 
 from segjax.models import solov2
+from references import requires_torch, torch, torchvision
+
+F = torch.nn.functional if torch else None
 
 IMAGE = (96, 128)
 GRIDS = (40, 36, 24, 16, 12)  # the reference's
@@ -206,6 +210,7 @@ def _reference_loss(outputs, images, num_grids, ranges):
   return float(loss_ins), float(loss_cate)
 
 
+@requires_torch
 def test_loss_equals_reference_loss_and_ignores_crowds():
   rng = np.random.default_rng(2)
   images = [_random_image(rng, 10) for _ in range(3)]
@@ -285,6 +290,7 @@ def _reference_get_seg_single(cate_logits, kernels, features, num_grids, strides
   return seg_preds.numpy(), cate_scores.numpy(), cate_labels.numpy()
 
 
+@requires_torch
 @pytest.mark.parametrize("min_mask_area", [solov2.STRIDES, (2, 2, 4, 8, 8)])  # the reference's; a demo's
 def test_predict_equals_reference_get_seg_single(min_mask_area):
   rng = np.random.default_rng(3)
@@ -349,6 +355,7 @@ def _torch_coord(x):
   return torch.cat([x, xx.expand(x.shape[0], 1, -1, -1), y.expand(x.shape[0], 1, -1, -1)], 1)
 
 
+@requires_torch
 def test_head_and_mask_features_equal_reference_forward():
   rng = np.random.default_rng(5)
   p = {f"P{i}": jnp.asarray(rng.normal(size=(2, 64 // 2 ** (i - 2), 96 // 2 ** (i - 2), 32)), jnp.float32)

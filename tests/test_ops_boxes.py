@@ -8,12 +8,11 @@ import pytest
 
 from segjax.ops import anchors as anchors_lib
 from segjax.ops import boxes as boxes_lib
+from references import optional, requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-from torchvision.models.detection import _utils as det_utils  # noqa: E402
-from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
+det_utils = optional("torchvision.models.detection._utils")
+AnchorGenerator = getattr(optional("torchvision.models.detection.anchor_utils"), "AnchorGenerator", None)
+ImageList = getattr(optional("torchvision.models.detection.image_list"), "ImageList", None)
 
 
 def random_boxes(rng, n, size=100.0, degenerate=0):
@@ -28,6 +27,7 @@ box_iou_jit = jax.jit(boxes_lib.box_iou)
 giou_jit = jax.jit(boxes_lib.generalized_box_iou)
 
 
+@requires_torch
 @pytest.mark.parametrize("n,m", [(5, 7), (33, 12)])
 def test_box_iou_and_area_equal_torchvision_bitwise(n, m):
   rng = np.random.default_rng(n)
@@ -51,6 +51,7 @@ def test_box_iou_leading_batch_dims():
     np.testing.assert_array_equal(ours[i], np.asarray(box_iou_jit(a[i], b[i])))
 
 
+@requires_torch
 def test_generalized_box_iou_and_gradient_match_torchvision():
   rng = np.random.default_rng(1)
   a, b = random_boxes(rng, 9), random_boxes(rng, 6)
@@ -66,6 +67,7 @@ def test_generalized_box_iou_and_gradient_match_torchvision():
   np.testing.assert_allclose(np.asarray(gb), tb.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
+@requires_torch
 @pytest.mark.parametrize("in_fmt", boxes_lib.BOX_FORMATS)
 @pytest.mark.parametrize("out_fmt", boxes_lib.BOX_FORMATS)
 def test_box_convert_matches_torchvision(in_fmt, out_fmt):
@@ -75,6 +77,7 @@ def test_box_convert_matches_torchvision(in_fmt, out_fmt):
   np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-5)
 
 
+@requires_torch
 def test_clip_boxes_matches_torchvision():
   boxes = random_boxes(np.random.default_rng(3), 20, size=140.0) - 20
   ours = np.asarray(boxes_lib.clip_boxes(boxes, 90, 110))
@@ -82,6 +85,7 @@ def test_clip_boxes_matches_torchvision():
   np.testing.assert_array_equal(ours, ref)
 
 
+@requires_torch
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
 def test_encode_decode_match_torchvision_box_coder(weights):
   rng = np.random.default_rng(4)
@@ -100,6 +104,7 @@ def test_encode_decode_match_torchvision_box_coder(weights):
   np.testing.assert_allclose(np.asarray(roundtrip), gt, rtol=1e-5, atol=1e-3)
 
 
+@requires_torch
 def test_encode_and_decode_gradients_match_torch_autograd():
   rng = np.random.default_rng(5)
   proposals, gt = random_boxes(rng, 6), random_boxes(rng, 6)
@@ -143,6 +148,7 @@ def test_bad_box_shapes_raise_value_error():
 FPN_SIZES = ((32,), (64,), (128,), (256,), (512,))
 
 
+@requires_torch
 @pytest.mark.parametrize("sizes,ratios", [
     (FPN_SIZES, ((0.5, 1.0, 2.0),) * 5),
     (((16, 24, 40), (48, 60, 100)), ((0.3, 1.0, 1.7), (0.5, 2.0))),

@@ -13,8 +13,8 @@ import pytest
 from segjax.ops import conv as conv_module
 from segjax.ops import platform
 from segjax.ops.conv import conv_as_matmul, conv_general_dilated
+from references import requires_torch, torch
 
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +70,7 @@ def _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding,
   return conv, variables, x
 
 
+@requires_torch
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
 def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path, monkeypatch):
   monkeypatch.setattr(conv_module, "_MIN_TAP_GRADIENT_ROWS", 0)  # small maps here; the threshold is tested below
@@ -88,6 +89,7 @@ def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, 
   assert primitives.count("dot_general") == taps, primitives
 
 
+@requires_torch
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
 def test_conv_as_matmul_matches_torch_conv2d_without_a_convolution(h, w, kernel, stride, dilation, padding, path):
   conv, variables, x = _assert_matches_torch(conv_as_matmul, h, w, kernel, stride, dilation, padding, 5, 6)

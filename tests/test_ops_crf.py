@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from segjax.ops.crf import dense_crf
+from references import densecrf, requires_densecrf
 
 
 def _reference(unary, image, iterations, ta, tb, tg, wb, ws, compat, normalization):
@@ -81,9 +82,10 @@ def test_one_compile_for_new_images_and_clear_errors():
     dense_crf(jnp.zeros((1, 4, 4, 2)), jnp.zeros((1, 4, 5, 3)))
 
 
+@requires_densecrf
 def test_agrees_with_pydensecrf():
   """The C++ permutohedral lattice (approximate) against the exact filter: >= 97% of labels, mean |dQ| < 0.01."""
-  dcrf = pytest.importorskip("pydensecrf.densecrf")
+  dcrf = densecrf
   rng = np.random.default_rng(3)
   h, w, num_labels = 30, 40, 5
   regions = np.kron(rng.integers(0, num_labels, size=(3, 4)), np.ones((10, 10), np.int64))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from segjax.ops.crf import dense, dense_crf, dense_gaussian_filter, permutohedral
+from references import densecrf, requires_densecrf
 
 
 def _scene(h, w, num_labels, seed, signal=1.0, noise=1.0, colours=None):
@@ -53,11 +54,12 @@ def test_filter_approximates_exact(theta):
   assert relative < 0.012
 
 
+@requires_densecrf
 @pytest.mark.parametrize("dim, spread", [(2, 3.0), (5, 3.0), (5, 10.0)])
 def test_filter_matches_pydensecrf_lattice(dim, spread):
   """pydensecrf's C++ lattice read through one mean-field step of a DenseCRF with Potts weight -1 and "after"
   normalisation: log Q_1 - log Q_0 = -(K Q_0 / K 1) + a per-pixel constant, compared label minus label 0."""
-  dcrf = pytest.importorskip("pydensecrf.densecrf")
+  dcrf = densecrf
   rng = np.random.default_rng(dim)
   num_points, num_labels = 1200, 5  # the shapes of test_filter_approximates_exact: no new compile
   features = rng.uniform(0, spread, (num_points, dim)).astype(np.float32)
@@ -114,13 +116,14 @@ def _key_range(image, theta_alpha, theta_beta):
 CUBE_CORNERS = ((0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))
 
 
+@requires_densecrf
 @pytest.mark.parametrize("h, w, theta_alpha, theta_beta, w_bilateral, colours", [
     (40, 50, 80, 13, 10, None),  # pydensecrf's example parameters
     (100, 120, 160, 3, 5, CUBE_CORNERS),  # CRF-as-RNN's (Zheng et al. 2015) on saturated colours: keys beyond int32
 ])
 def test_agrees_with_pydensecrf(h, w, theta_alpha, theta_beta, w_bilateral, colours):
   """Same lattice as the C++ one, so the marginals agree to float32 rounding: labels >= 98%, mean |dQ| < 0.01."""
-  dcrf = pytest.importorskip("pydensecrf.densecrf")
+  dcrf = densecrf
   num_labels = 5
   image, logits = _scene(h, w, num_labels, 6, signal=0.8, noise=1.2, colours=colours)
   if colours is not None:

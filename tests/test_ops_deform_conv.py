@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from segjax.ops.deform_conv import deform_conv2d
+import references
+from references import requires_torch
 
 _deform_conv2d = jax.jit(deform_conv2d, static_argnames=("stride", "padding", "dilation"))
 
@@ -43,8 +45,7 @@ def _inputs(case, rng, dtype):
 
 def _torch_reference(case, arrays, cotangent):
   """torchvision output and gradients, returned in segjax layouts."""
-  torch = pytest.importorskip("torch")
-  tv = pytest.importorskip("torchvision")
+  torch, tv = references.torch, references.torchvision
   *_, stride, pad, dil, use_mask = case
   x, offset, weight, bias, mask = (torch.tensor(a, requires_grad=True) for a in arrays)
   out = tv.ops.deform_conv2d(x, offset, weight, bias, _pair(stride), _pair(pad), _pair(dil),
@@ -67,6 +68,7 @@ def _segjax(case, arrays, cotangent):
   return np.asarray(out), [np.asarray(g) for g in vjp(jnp.asarray(cotangent, out.dtype))]
 
 
+@requires_torch
 @pytest.mark.parametrize("name", list(CASES))
 def test_deform_conv2d_matches_torchvision_float64(name):
   case = CASES[name]
@@ -81,6 +83,7 @@ def test_deform_conv2d_matches_torchvision_float64(name):
     np.testing.assert_allclose(g, e, rtol=0, atol=1e-10)
 
 
+@requires_torch
 def test_deform_conv2d_matches_torchvision_float32():
   case = CASES["v2_offset_groups"]
   rng = np.random.default_rng(1)

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from segjax.ops import losses
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-F = torch.nn.functional
+F = torch.nn.functional if torch else None
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -33,6 +32,7 @@ def assert_close(ours, ref):
     np.testing.assert_allclose(o, r, rtol=RTOL, atol=ATOL)
 
 
+@requires_torch
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (-1, 1.5), (0.6, 0.0)])
 def test_sigmoid_focal_loss_matches_torchvision(reduction, alpha, gamma):
@@ -56,6 +56,7 @@ def solov2_dice_loss_torch(logits, target):
   return (1 - 2 * a / (b + c)).mean()
 
 
+@requires_torch
 def test_dice_loss_matches_solov2_and_ignores_padding():
   rng = np.random.default_rng(1)
   logits = rng.normal(0, 2, (5, 12, 12)).astype(np.float32)
@@ -73,6 +74,7 @@ def test_dice_loss_matches_solov2_and_ignores_padding():
   assert float(dice(padded_logits, padded_targets, np.zeros(7, bool))) == 0.0
 
 
+@requires_torch
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("beta", [0.0, 1.0 / 9, 1.0])
 def test_smooth_l1_loss_matches_torch(reduction, beta):
@@ -90,6 +92,7 @@ def cross_entropy_jit(logits, labels, weights, reduction, ignore_index=255):
   return losses.softmax_cross_entropy(logits, labels, ignore_index, reduction, weights)
 
 
+@requires_torch
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_softmax_cross_entropy_matches_torch(reduction, weighted):
@@ -108,6 +111,7 @@ def test_softmax_cross_entropy_matches_torch(reduction, weighted):
   assert_close(ours, ref)
 
 
+@requires_torch
 def test_softmax_cross_entropy_all_ignored_mean_is_zero_and_compiles_once():
   rng = np.random.default_rng(4)
   logits = rng.normal(size=(3, 5)).astype(np.float32)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from segjax.ops import masks as masks_lib
+from references import optional, requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-from torchvision.models.detection import roi_heads  # noqa: E402
+roi_heads = getattr(optional("torchvision.models.detection"), "roi_heads", None)
 
 HEIGHT, WIDTH = 37, 45
 
@@ -31,6 +30,7 @@ def paste_jit(masks, boxes, height, width, padding=1, style="torchvision"):
   return masks_lib.paste_masks_in_image(masks, boxes, height, width, padding, style)
 
 
+@requires_torch
 @pytest.mark.parametrize("padding", [0, 1, 2])
 def test_paste_masks_equals_torchvision(padding):
   rng = np.random.default_rng(padding)
@@ -50,6 +50,7 @@ def test_paste_masks_outside_the_image_are_empty():
   assert not np.asarray(out).any()
 
 
+@requires_torch
 def test_paste_masks_gradient_equals_torch_autograd_and_compiles_once():
   rng = np.random.default_rng(3)
   masks = rng.uniform(0, 1, (4, 10, 10)).astype(np.float32)
@@ -107,6 +108,7 @@ def test_paste_masks_detectron2_matches_its_formula():
   np.testing.assert_allclose(ours, detectron2_paste_float64(masks, boxes, HEIGHT, WIDTH), rtol=0, atol=1e-5)
 
 
+@requires_torch
 def test_masks_to_boxes_equals_torchvision():
   rng = np.random.default_rng(5)
   masks = rng.uniform(0, 1, (5, 20, 30)) > 0.97
@@ -128,8 +130,8 @@ def test_mask_ops_reject_bad_shapes():
     masks_lib.masks_to_boxes(np.zeros((4, 4)))
 
 
+@requires_torch
 def test_roi_mask_targets_equal_torchvision_project_masks_on_boxes():
-  pytest.importorskip("segjax.ops.roi")  # roi_align lands in a separate change
   rng = np.random.default_rng(6)
   m = 7
   gt_masks = rng.uniform(0, 1, (3, 40, 48)) > 0.5

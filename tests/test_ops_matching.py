@@ -7,10 +7,9 @@ import pytest
 from scipy import stats
 
 from segjax.ops import matching
+from references import optional, requires_torch, torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
-from torchvision.models.detection import _utils as det_utils  # noqa: E402
+det_utils = optional("torchvision.models.detection._utils")
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -23,6 +22,7 @@ def quantised_iou(rng, m, n):
   return (rng.integers(0, 21, (m, n)) / 20).astype(np.float32)
 
 
+@requires_torch
 @pytest.mark.parametrize("allow_low_quality", [False, True])
 @pytest.mark.parametrize("high,low", [(0.7, 0.3), (0.5, 0.5)])
 def test_match_boxes_equals_torchvision_matcher_with_padded_gt(allow_low_quality, high, low):
@@ -44,6 +44,7 @@ def test_match_boxes_without_valid_gt_is_all_below_low():
   np.testing.assert_array_equal(out, np.full(8, -1))
 
 
+@requires_torch
 def test_match_boxes_compiles_once_and_rejects_bad_arguments():
   traces = []
 

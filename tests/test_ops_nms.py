@@ -9,9 +9,8 @@ import pytest
 from segjax.ops import mask_nms as matrix_nms_lib
 from segjax.ops.boxes import box_area
 from segjax.ops import box_nms as nms_lib
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
 
 
 def clustered_boxes(rng, n, num_objects=12, size=300.0, integer=False):
@@ -47,6 +46,7 @@ def assert_same_kept(ours, ref, max_output_size):
   assert (ours[len(ref):] == -1).all()
 
 
+@requires_torch
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
 def test_nms_equals_torchvision(seed, iou_threshold):
@@ -59,6 +59,7 @@ def test_nms_equals_torchvision(seed, iou_threshold):
   assert_same_kept(nms_jit(boxes, scores, iou_threshold, 17), ref, 17)
 
 
+@requires_torch
 def test_nms_small_inputs_and_empty():
   rng = np.random.default_rng(3)
   for n in (1, 9):
@@ -69,6 +70,7 @@ def test_nms_small_inputs_and_empty():
   np.testing.assert_array_equal(np.asarray(out), [-1, -1, -1, -1])
 
 
+@requires_torch
 def test_nms_exact_ties_equal_torchvision():
   # torchvision sorts scores with an unstable sort; up to 16 entries it is an insertion sort, which
   # keeps tied scores in input order as ours does. Groups of identical and overlapping tied boxes.
@@ -84,6 +86,7 @@ def test_nms_exact_ties_equal_torchvision():
   assert_same_kept(nms_lib.nms(boxes, scores, 0.5, 16), ref, 16)
 
 
+@requires_torch
 def test_nms_many_ties_keep_input_order():
   # Beyond 16 boxes torchvision's tie order is unspecified; ours is the stable order, which equals
   # torchvision run on scores with the ties broken by input index.
@@ -96,6 +99,7 @@ def test_nms_many_ties_keep_input_order():
   assert_same_kept(nms_jit(boxes, scores, 0.5, 300), ref, 300)
 
 
+@requires_torch
 def test_nms_zero_area_boxes_as_torchvision():
   rng = np.random.default_rng(6)
   boxes, scores = clustered_boxes(rng, 40, num_objects=3), distinct_scores(rng, 40)
@@ -106,6 +110,7 @@ def test_nms_zero_area_boxes_as_torchvision():
   assert_same_kept(nms_lib.nms(boxes, scores, 0.5, 40), ref, 40)
 
 
+@requires_torch
 def test_suppression_at_the_threshold_is_strict_and_bitwise():
   # Thresholds at torchvision's float32 IoU or a quarter step above: not suppressed (IoU > t is false);
   # a quarter or a whole float32 step below: suppressed (torchvision compares with t as a double).
@@ -130,6 +135,7 @@ def test_suppression_at_the_threshold_is_strict_and_bitwise():
       assert bool(got[0]) == expected == (len(ref) == 1)
 
 
+@requires_torch
 def test_batched_nms_equals_torchvision_both_code_paths():
   rng = np.random.default_rng(8)
   # <= 1000 boxes: torchvision offsets each class by (max coordinate + 1); integer boxes keep that exact.
@@ -144,6 +150,7 @@ def test_batched_nms_equals_torchvision_both_code_paths():
   assert_same_kept(batched_nms_jit(boxes, scores, classes, 0.6, 300), ref, 300)
 
 
+@requires_torch
 def test_nms_compiles_once_for_new_values_and_vmaps():
   traces = []
 

@@ -1,5 +1,9 @@
 """panoptic_merge against a NumPy port of detectron2's combine_semantic_and_instance_outputs (its Python loop over
-instances sorted by score, then over the stuff labels), on random overlapping instances; one compile."""
+instances sorted by score, then over the stuff labels), on random overlapping instances; one compile.
+
+Reference ported: facebookresearch/detectron2, detectron2/modeling/meta_arch/panoptic_fpn.py,
+combine_semantic_and_instance_outputs, commit 706f3b9ddf69f330e939d1c8a1c728d72ac1bc6a.
+"""
 import jax
 import numpy as np
 import pytest

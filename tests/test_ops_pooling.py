@@ -1,13 +1,14 @@
-"""adaptive_avg_pool2d and resize_align_corners against torch (values and gradients), one compile per shape."""
+"""adaptive_avg_pool2d, resize_align_corners and resize_bilinear against torch (values and gradients), one compile
+per shape."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.ops import adaptive_avg_pool2d, resize_align_corners
+from segjax.ops import adaptive_avg_pool2d, resize_align_corners, resize_bilinear
+from references import requires_torch, torch
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+F = torch.nn.functional if torch else None
 
 
 def _compare(ours, reference, x, out_hw):
@@ -26,6 +27,7 @@ def _compare(ours, reference, x, out_hw):
   assert np.isfinite(value)
 
 
+@requires_torch
 @pytest.mark.parametrize("bins", [1, 2, 3, 6])
 @pytest.mark.parametrize("hw", [(13, 17), (7, 9), (60, 60)])
 def test_adaptive_avg_pool_matches_torch(bins, hw):
@@ -35,6 +37,7 @@ def test_adaptive_avg_pool_matches_torch(bins, hw):
            (bins, bins))
 
 
+@requires_torch
 @pytest.mark.parametrize("in_hw,out_hw", [((1, 1), (7, 9)), ((2, 3), (13, 17)), ((6, 6), (60, 60)),
                                           ((60, 60), (473, 473)), ((13, 17), (5, 4)), ((5, 7), (1, 1))])
 def test_resize_align_corners_matches_torch(in_hw, out_hw):
@@ -42,6 +45,22 @@ def test_resize_align_corners_matches_torch(in_hw, out_hw):
   x = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
   _compare(lambda x: resize_align_corners(x, out_hw),
            lambda x: F.interpolate(x, size=out_hw, mode="bilinear", align_corners=True), x, out_hw)
+
+
+@requires_torch
+@pytest.mark.parametrize("in_hw,out_hw", [((6, 8), (24, 32)), ((5, 7), (13, 17)), ((24, 32), (12, 16)),
+                                          ((13, 17), (5, 4)), ((1, 1), (3, 3))])
+def test_resize_bilinear_matches_torch(in_hw, out_hw):
+  """torch's default F.interpolate(mode="bilinear", align_corners=False), up (feature maps to logits) and down
+  (SOLOv2's P2 at half size, where torch does not antialias)."""
+  x = np.random.default_rng(1).normal(size=(2, *in_hw, 3)).astype(np.float32)
+  _compare(lambda x: resize_bilinear(x, *out_hw),
+           lambda x: F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False), x, out_hw)
+
+
+def test_resize_bilinear_keeps_the_dtype():
+  x = jnp.ones((1, 4, 4, 2), jnp.bfloat16)
+  assert resize_bilinear(x, 8, 8).dtype == jnp.bfloat16
 
 
 def test_rows_average_what_they_cover():

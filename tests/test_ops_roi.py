@@ -13,13 +13,13 @@ import pytest
 
 from segjax.ops import roi
 from segjax.ops.gather import weighted_gather
+from references import requires_torch, torchvision
 
 N, H, W, C = 2, 13, 17, 8
 
 
 def _torchvision():
-  pytest.importorskip("torch")
-  return pytest.importorskip("torchvision")
+  return torchvision
 
 
 def _rois(rng, num, scale):
@@ -89,6 +89,7 @@ def test_weighted_gather_matches_loops(rows):
 _roi_align = jax.jit(roi.roi_align, static_argnums=(2, 3, 4, 5))
 
 
+@requires_torch
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [1, 2, 3])
 def test_roi_align_matches_torchvision_float64(aligned, sampling_ratio):
@@ -108,6 +109,7 @@ def test_roi_align_matches_torchvision_float64(aligned, sampling_ratio):
     _assert_close(a, e, 1e-10)
 
 
+@requires_torch
 def test_roi_align_matches_torchvision_float32():
   tv = _torchvision()
   rng = np.random.default_rng(7)
@@ -123,6 +125,7 @@ def test_roi_align_matches_torchvision_float32():
     _assert_close(a, e, 1e-5)
 
 
+@requires_torch
 @pytest.mark.parametrize("shape", [(1, 1, 5, 3), (1, 4, 1, 3), (1, 1, 1, 2)])
 def test_roi_align_one_pixel_maps(shape):
   """Maps one pixel high or wide: RoIAlign's taps clamp to the single row/column, RoIPool's
@@ -207,6 +210,7 @@ def _detectron2_levels(boxes, k_min, k_max):
   return np.array(out)
 
 
+@requires_torch
 def test_assign_fpn_levels_torchvision():
   tv = _torchvision()
   import torch  # pylint: disable=import-outside-toplevel
@@ -249,6 +253,7 @@ def _pyramid_rois(rng, num):
 _multilevel = jax.jit(roi.multilevel_roi_align, static_argnums=(2, 3, 4, 5, 6))
 
 
+@requires_torch
 def test_multilevel_roi_align_matches_multiscale_roi_align():
   tv = _torchvision()
   import torch  # pylint: disable=import-outside-toplevel
@@ -272,6 +277,7 @@ def test_multilevel_roi_align_matches_multiscale_roi_align():
     _assert_close(np.asarray(g), _nhwc(level.grad), 1e-10)
 
 
+@requires_torch
 def test_multilevel_roi_align_detectron2_aligned():
   """detectron2 ROIPooler (ROIAlignV2): detectron2 levels, aligned=True, per-level torchvision."""
   tv = _torchvision()
@@ -306,6 +312,7 @@ def test_multilevel_roi_align_bad_inputs():
 _roi_pool = jax.jit(roi.roi_pool, static_argnums=(2, 3))
 
 
+@requires_torch
 @pytest.mark.parametrize("scale", [0.25, 0.5])
 def test_roi_pool_matches_torchvision(scale):
   """Integer-valued features make ties, so the gradient checks torchvision's first-argmax rule;
@@ -333,6 +340,7 @@ _ps_roi_align = jax.jit(roi.ps_roi_align, static_argnums=(2, 3, 4))
 _ps_roi_pool = jax.jit(roi.ps_roi_pool, static_argnums=(2, 3))
 
 
+@requires_torch
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
 def test_ps_roi_align_matches_torchvision(sampling_ratio):
   tv = _torchvision()
@@ -388,6 +396,7 @@ def _ps_roi_pool_reference(features, rois, scale):
   return out, jac
 
 
+@requires_torch
 def test_ps_roi_pool_matches_torchvision_forward_and_its_gradient():
   tv = _torchvision()
   rng = np.random.default_rng(8)
@@ -453,6 +462,7 @@ def test_no_recompile_for_new_rois(op):
   assert len(traces) == 1
 
 
+@requires_torch
 def test_roi_pool_bins_are_exact_for_any_roi_count():
   """Bin edges ceil((i + 1) * size / bins) in exact arithmetic: a 12-wide RoI in 7 bins ends its last bin at 12,
   whether it is pooled alone or with others (float (12 / 7) * 7 once gave 13 under XLA's vectorisation)."""

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
+from references import requires_torch, torch
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+F = torch.nn.functional if torch else None
 
 # (H, W, window, stride, ceil_mode): even and odd sizes, overlapping windows, Caffe's ceil rounding.
 CASES = [(8, 8, 2, 2, False), (7, 9, 2, 2, False), (7, 9, 2, 2, True), (11, 10, 3, 2, False), (11, 10, 3, 2, True),
@@ -29,6 +29,7 @@ def _nhwc(t):
   return np.moveaxis(t.detach().numpy(), 1, -1)
 
 
+@requires_torch
 @pytest.mark.parametrize("h,w,window,stride,ceil_mode", CASES)
 def test_pool_values_indices_and_gradient_match_torch(h, w, window, stride, ceil_mode):
   x = _inputs(h, w, seed=h * w)
@@ -43,6 +44,7 @@ def test_pool_values_indices_and_gradient_match_torch(h, w, window, stride, ceil
   np.testing.assert_allclose(pool_vjp(jnp.asarray(cotangent))[0], _nhwc(xt.grad), rtol=0, atol=1e-6)
 
 
+@requires_torch
 @pytest.mark.parametrize("h,w,window,stride,ceil_mode", CASES)
 def test_unpool_and_its_gradient_match_torch(h, w, window, stride, ceil_mode):
   x = _inputs(h, w, seed=h + w)

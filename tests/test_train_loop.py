@@ -34,7 +34,7 @@ def uninterrupted_run(data_root, tmp_path_factory):
   process = run_cli(workdir, data_root, **RESUME)
   output, _ = process.communicate(timeout=600)
   assert process.returncode == 0, output
-  return read_metrics(workdir)
+  return read_metrics(workdir), output
 
 
 def test_writes_metrics_pictures_and_checkpoints(eight_device_run):
@@ -101,8 +101,29 @@ def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
   assert f"Restored step {saved}" in output
   resumed = read_metrics(tmp_path)
   assert [r["step"] for r in resumed] == list(range(1, RESUME["total_steps"] + 1))
-  for got, expected in zip(resumed, uninterrupted_run):
+  for got, expected in zip(resumed, uninterrupted_run[0]):
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6), got["step"]
+
+
+def test_console_shows_progress_results_and_paths_only(uninterrupted_run):
+  """Without --verbose: one line per log step (with ETA), the eval metrics and the output paths; no INFO logs
+  of orbax, TFDS or TensorFlow's start-up, and a handful of other lines at most (e.g. a TensorFlow warning about
+  the CPU)."""
+  rows, output = uninterrupted_run
+  lines = output.splitlines()
+  steps = [line for line in lines if line.startswith("step ")]
+  assert len(steps) == len(rows) == RESUME["total_steps"], output
+  assert all(" loss " in line and " steps/s " in line and " ETA " in line for line in steps), output
+  assert sum(line.startswith("final eval: mIoU ") for line in lines) == 1, output
+  for name in ("metrics", "tensorboard", "checkpoints", "pictures"):
+    assert sum(line.startswith(f"{name}: ") for line in lines) == 1, output
+  for noise in ("orbax", "CheckpointManager", "Downloading and preparing", "oneDNN custom operations",
+                "Using custom data configuration", "libtpu"):
+    assert noise not in output
+  others = [line for line in lines if not line.startswith(("step ", "eval at step ", "final eval: ", "data: ",
+                                                             "metrics: ", "tensorboard: ", "checkpoints: ",
+                                                             "pictures: "))]
+  assert len(others) <= 8, others
 
 
 def test_refuses_a_workdir_of_another_model(eight_device_run, data_root):

@@ -37,7 +37,7 @@ def start_two_processes(workdir, data_root, **overrides):
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   return [run_cli(workdir, data_root, extra=(f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                             f"--process_id={i}"), env=env, **{**RUN, **overrides})
+                                             f"--process_id={i}", "--verbose"), env=env, **{**RUN, **overrides})
           for i in range(2)]
 
 

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 from segjax.train.optim import learning_rate_schedule, make_optimizer
+from references import requires_torch, torch
 
 
 def _config(**optimizer):
@@ -31,8 +32,8 @@ def test_step_schedule_with_linear_warmup():
   assert float(schedule(85)) == pytest.approx(0.001, rel=1e-6)
 
 
+@requires_torch
 def test_sgd_equals_torch_sgd_with_weight_decay():
-  torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)
   w0 = rng.normal(size=(5,)).astype(np.float32)
   grads = [rng.normal(size=(5,)).astype(np.float32) for _ in range(4)]

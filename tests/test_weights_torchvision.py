@@ -10,9 +10,8 @@ import pytest
 
 from segjax.backbones.resnet import ResNet
 from segjax.weights.torchvision import CONVERTERS, convert, convert_resnet_backbone, register, resnet_torch_key
+from references import requires_torch, torch, torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
 
 CLI = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_weights.py"
 
@@ -37,6 +36,7 @@ def test_registry_names_and_unknown_name():
     register("resnet50")(lambda sd: None)
 
 
+@requires_torch
 def test_resnet18_layout(resnet18):
   state = resnet18.state_dict()
   config, variables = convert("resnet18", state)
@@ -54,6 +54,7 @@ def test_resnet18_layout(resnet18):
   state["bn1.running_mean"].sub_(1.0)
 
 
+@requires_torch
 def test_missing_key_is_named_with_shape(resnet18):
   state = dict(resnet18.state_dict())
   del state["layer1.0.conv1.weight"]
@@ -61,12 +62,14 @@ def test_missing_key_is_named_with_shape(resnet18):
     convert("resnet18", state)
 
 
+@requires_torch
 def test_unexpected_key_is_named_with_shape(resnet18):
   state = {**resnet18.state_dict(), "layer5.0.conv1.weight": torch.zeros(3, 4)}
   with pytest.raises(ValueError, match=r"unexpected keys: \['layer5.0.conv1.weight \(shape \(3, 4\)\)'\]"):
     convert("resnet18", state)
 
 
+@requires_torch
 def test_misshaped_key_is_named_with_both_shapes(resnet18):
   state = {**resnet18.state_dict(), "conv1.weight": torch.zeros(32, 3, 7, 7)}
   with pytest.raises(ValueError, match=r"conv1.weight: got shape \(32, 3, 7, 7\), expected \(64, 3, 7, 7\)"):
@@ -76,6 +79,7 @@ def test_misshaped_key_is_named_with_both_shapes(resnet18):
     convert("resnet34", resnet18.state_dict())
 
 
+@requires_torch
 def test_prefix_frozen_norm_and_keys_outside_prefix(resnet18):
   """A detection-style dict: trunk under backbone.body. (no fc), other heads beside it."""
   state = {f"backbone.body.{k}": v for k, v in resnet18.state_dict().items()
@@ -101,6 +105,7 @@ def load_cli():
   return module
 
 
+@requires_torch
 def test_cli_round_trip(resnet18, tmp_path, capsys):
   cli = load_cli()
   torch.save(resnet18.state_dict(), tmp_path / "resnet18.pth")

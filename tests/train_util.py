@@ -98,3 +98,16 @@ def blocky_batch(num_classes, blocks=6, block=8, batch=2, seed=0):
   images = (np.eye(3)[labels % 3] * 0.6 + rng.uniform(0, 0.4, size=(batch, size, size, 3))).astype(np.float32)
   labels[:, :4] = 255
   return images, labels
+
+
+def majority_pixel_share(data_root, split="val2017"):
+  """The share of labelled eval pixels in the most frequent class: the pixel accuracy of predicting that class
+  everywhere, the chance level a trained model must beat."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from segjax.constants import IGNORE_LABEL  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(str(data_root), f"semantic_{split}")
+  labels = np.concatenate([np.asarray(Image.open(os.path.join(folder, name))).ravel()
+                           for name in sorted(os.listdir(folder))])
+  counts = np.bincount(labels[labels != IGNORE_LABEL])
+  return counts.max() / counts.sum()

@@ -7,8 +7,8 @@ Train ids are the annotation values minus 1 (0 -> 255), as the benchmark scores 
 """
 import os
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import semantic
-from segjax.data.info import IGNORE_LABEL
 
 # The first name of each row of objectInfo150.txt (the benchmark's class list), in its order (values 1..150).
 CLASS_NAMES = (

@@ -14,7 +14,7 @@ runs in numpy after `preprocess`).
 """
 import numpy as np
 
-from segjax.data.info import IGNORE_LABEL
+from segjax.constants import IGNORE_LABEL
 from segjax.data.tf_env import tf
 
 

@@ -6,8 +6,8 @@ config.dataset.root is the CamVid folder:
 """
 import os
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import semantic
-from segjax.data.info import IGNORE_LABEL
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence", "car", "pedestrian",
                "bicyclist")

@@ -9,6 +9,7 @@ ignored. 'license plate' (id -1) is never drawn into labelIds images (json2label
 import glob
 import os
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import semantic
 
 # (name, id, trainId) of cityscapesScripts' labels.py.
@@ -22,7 +23,7 @@ LABELS = (
     ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16), ("motorcycle", 32, 17), ("bicycle", 33, 18),
     ("license plate", -1, -1),
 )
-_EVALUATED = tuple((name, label_id) for name, label_id, train_id in LABELS if 0 <= train_id < 255)
+_EVALUATED = tuple((name, label_id) for name, label_id, train_id in LABELS if 0 <= train_id < IGNORE_LABEL)
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import coco
-from segjax.data.info import IGNORE_LABEL
 
 
 def _open(path, image_id, what, height, width):

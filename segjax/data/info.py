@@ -7,9 +7,8 @@ background / padding (torchvision detection convention).
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import coco
-
-IGNORE_LABEL = 255
 
 
 def category_to_semantic(categories: Sequence[coco.Category]) -> dict[int, int]:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from segjax.data import coco
 from segjax.data.coco_example import encode_png
+from segjax.data.tf_env import OneLineBuildNotice
 
 NOT_IN_TABLE = -1
 
@@ -128,7 +129,7 @@ class SemanticFolderConfig(tfds.core.BuilderConfig):
   splits: tuple[tuple[str, tuple[Example, ...]], ...] = ()
 
 
-class SemanticFolder(tfds.core.GeneratorBasedBuilder):
+class SemanticFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
   """(image, label) pairs -> TFDS; one builder config per data set and file list, made by `prepare()`."""
 
   VERSION = tfds.core.Version("1.0.0")

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import config as config_lib
 
 # (category id, name, colour family centre RGB)
@@ -43,7 +44,6 @@ STUFF = ((101, "sky", (95, 160, 235)), (102, "grass", (70, 150, 55)), (103, "roa
 CATEGORIES = tuple(
     [{"id": i, "name": n, "supercategory": "shape", "isthing": 1} for i, n, _ in THINGS]
     + [{"id": i, "name": n, "supercategory": "outdoor", "isthing": 0} for i, n, _ in STUFF])
-IGNORE_LABEL = 255
 SPLITS = ("train2017", "val2017")
 MARKER = ".segjax_synthetic.json"  # written last: its presence means the folder is complete
 _VERSION = 1

@@ -16,3 +16,14 @@ try:
   tf.config.threading.set_intra_op_parallelism_threads(1)
 except RuntimeError as e:  # TensorFlow ran ops before this import: its settings stand
   logging.warning("TensorFlow was initialized before segjax.data: %s", e)
+
+
+class OneLineBuildNotice:
+  """Mixin for TFDS builders: one line when a data set is built (once), instead of TFDS's two unconditional prints
+  of sizes it does not know for a local folder."""
+
+  def _log_download_bytes(self):
+    print(f"data: building {self.name}/{self.builder_config.name} in {self.data_dir} (once)", flush=True)
+
+  def _log_download_done(self):
+    pass

@@ -24,6 +24,7 @@ from segjax.data import coco
 from segjax.data import config as config_lib
 from segjax.data import coco_example
 from segjax.data import info as info_lib
+from segjax.data.tf_env import OneLineBuildNotice
 from segjax.data.tf_env import tf
 
 
@@ -53,7 +54,7 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
   layout: tuple[tuple[str, str], ...] = ()
 
 
-class CocoFolder(tfds.core.GeneratorBasedBuilder):
+class CocoFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
   """COCO-format folder -> TFDS; one builder config per folder, made by `builder()`."""
 
   VERSION = tfds.core.Version("1.0.0")

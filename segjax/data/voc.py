@@ -18,9 +18,9 @@ import os
 import numpy as np
 import scipy.io
 
+from segjax.constants import IGNORE_LABEL
 from segjax.data import coco
 from segjax.data import semantic
-from segjax.data.info import IGNORE_LABEL
 
 CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

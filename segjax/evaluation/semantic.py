@@ -11,8 +11,10 @@ devkit and mmseg do.
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.constants import IGNORE_LABEL
 
-def confusion_matrix(labels, predictions, num_classes, ignore_label=255, valid=None):
+
+def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL, valid=None):
   """Counts [L, L] (rows ground truth, columns prediction) of the pixels whose label is not ignored.
 
   Args:
@@ -57,7 +59,7 @@ class SemanticEvaluator:
   """Accumulates one confusion matrix over a split from padded, possibly sharded eval batches."""
   PREDICTION_KEYS = ()  # everything it needs is reduced on device
 
-  def __init__(self, num_classes: int, ignore_label: int = 255):
+  def __init__(self, num_classes: int, ignore_label: int = IGNORE_LABEL):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.reset()

@@ -21,6 +21,8 @@
 Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
+A project outside segjax adds a model with `register(name, module)` (the module object or its import path) before
+it calls train_and_evaluate, or names the module's import path in config.model.name.
 Images are NHWC floats in [0, 1]. Models that run an ImageNet-pretrained backbone (ResNet, VGG-16) normalise them
 first by config.model.pixel_mean / pixel_std (torchvision's ImageNet statistics by default; `pixel_normalization`);
 a CRF on top still sees the [0, 1] image.
@@ -51,10 +53,38 @@ _MODELS = {
 }
 
 
+_CONTRACT = ("TASK", "BATCH_KEYS", "build", "loss", "predict")
+
+
+def register(name: str, module: types.ModuleType | str) -> None:
+  """Adds model `name`: a module that follows the contract above, or its import path (imported on first use)."""
+  if name in _MODELS and _MODELS[name] is not module and _MODELS[name] != module:
+    raise ValueError(f"model {name!r} is already registered (as {_MODELS[name]!r})")
+  if isinstance(module, types.ModuleType):
+    _check_contract(module)
+  _MODELS[name] = module
+
+
+def _check_contract(module: types.ModuleType) -> types.ModuleType:
+  missing = [attr for attr in _CONTRACT if not hasattr(module, attr)]
+  if missing:
+    raise ValueError(f"model module {module.__name__} lacks {', '.join(missing)} (see segjax/models/__init__.py)")
+  return module
+
+
 def get_model(name: str) -> types.ModuleType:
-  if name not in _MODELS:
-    raise ValueError(f"config.model.name: unknown model {name!r}; known: {sorted(_MODELS)}")
-  return importlib.import_module(_MODELS[name])
+  """The module of model `name`: a registered name, or the import path of a module that follows the contract."""
+  if name in _MODELS:
+    entry = _MODELS[name]
+    return _check_contract(importlib.import_module(entry) if isinstance(entry, str) else entry)
+  if "." in name:
+    try:
+      module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+      raise ValueError(f"config.model.name: {name!r} is neither a registered model nor an importable module "
+                       f"({error})") from None
+    return _check_contract(module)
+  raise ValueError(f"config.model.name: unknown model {name!r}; known: {sorted(_MODELS)}, or a module path")
 
 
 def thing_label_map(model_config, info) -> tuple[int, ...] | None:

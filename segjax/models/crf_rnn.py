@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.crf_rnn import CRFasRNN
 from segjax.models import get_model, per_pixel
 from segjax.models.validation import validated

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.vgg import STAGES
-from segjax.layers.conv import Conv
+from segjax.layers.conv import HE_NORMAL, Conv
 from segjax.layers.norms import BatchNorm
 from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.models.segnet import HE_NORMAL

@@ -11,7 +11,6 @@ stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at output 
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -21,6 +20,7 @@ from segjax.layers.norms import norm_layer
 from segjax.models import get_model, per_pixel, pixel_normalization
 from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+from segjax.ops.pooling import resize_bilinear
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -71,7 +71,7 @@ class DecoderHead(nn.Module):
   @nn.compact
   def __call__(self, x, low_level, train: bool):
     y = aspp(x, self.rates, self.features, train, self.dtype)
-    y = upsample_to(y, *low_level.shape[1:3]).astype(self.dtype)
+    y = resize_bilinear(y, *low_level.shape[1:3])
     skip = _conv_bn_relu(low_level, 48, 1, train, self.dtype, "low_level")
     y = jnp.concatenate([y, skip], axis=-1)
     y = _conv_bn_relu(y, self.features, 3, train, self.dtype, "decoder1")
@@ -89,12 +89,6 @@ class FCNHead(nn.Module):
     y = _conv_bn_relu(x, x.shape[-1] // 4, 3, train, self.dtype, "head")
     y = nn.Dropout(0.1, deterministic=not train)(y)
     return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
-
-
-def upsample_to(x, height, width):
-  """Bilinear resize of [N,h,w,C] to [N,height,width,C] as torch F.interpolate(align_corners=False)."""
-  return jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear",
-                          antialias=False)
 
 
 class DeepLabV3(nn.Module):
@@ -126,10 +120,10 @@ class DeepLabV3(nn.Module):
           features["C5"], features["C2"], train)
     else:
       scores = FCNHead(self.num_classes, dtype=self.dtype, name="classifier")(features["C5"], train)
-    outputs = {"logits": upsample_to(scores, height, width)}
+    outputs = {"logits": resize_bilinear(scores.astype(jnp.float32), height, width)}
     if self.aux:
       aux = FCNHead(self.num_classes, dtype=self.dtype, name="aux_classifier")(features["C4"], train)
-      outputs["aux_logits"] = upsample_to(aux, height, width)
+      outputs["aux_logits"] = resize_bilinear(aux.astype(jnp.float32), height, width)
     return outputs
 
 

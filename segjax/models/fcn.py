@@ -14,6 +14,7 @@ import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import per_pixel, pixel_normalization

@@ -70,4 +70,4 @@ def build(config, info):
              **pixel_normalization(c))
 
 
-loss, predict = per_pixel.loss, per_pixel.predict  # pixel-wise cross entropy, 255 ignored (no auxiliary head); argmax
+loss, predict = per_pixel.loss, per_pixel.predict  # pixel-wise cross entropy, 255 ignored (no aux head); argmax

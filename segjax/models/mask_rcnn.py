@@ -24,6 +24,7 @@ import ml_collections
 
 from segjax.backbones.resnet import ResNet
 from segjax.layers import platform as layers_platform
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn, thing_label_map
 from segjax.models.validation import validated
@@ -316,8 +317,8 @@ def loss(outputs, batch, model_config):
                                          outputs["rpn_negative"], outputs["rpn_targets"])
   sampled = outputs["roi_valid"]
   count = jnp.maximum(sampled.sum(), 1)
-  labels = jnp.where(sampled, outputs["roi_labels"], 255)
-  classifier = softmax_cross_entropy(outputs["class_logits"], labels, ignore_index=255, reduction="sum") / count
+  labels = jnp.where(sampled, outputs["roi_labels"], IGNORE_LABEL)
+  classifier = softmax_cross_entropy(outputs["class_logits"], labels, ignore_index=IGNORE_LABEL, reduction="sum") / count
   box = smooth_l1_loss(outputs["box_deltas"], outputs["box_targets"], beta=1 / 9, reduction="none").sum(-1)
   box_reg = jnp.sum(jnp.where(outputs["roi_positive"], box, 0.0)) / count
   metrics = {"loss_objectness": rpn_objectness, "loss_rpn_box_reg": rpn_box, "loss_classifier": classifier,

@@ -47,13 +47,13 @@ from segjax.layers.conv import Conv
 from segjax.layers.deform_conv import ModulatedDeformConv
 from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
-from segjax.models.panoptic_fpn import semantic_fpn_features, semantic_targets
-from segjax.models.solov2 import coord_features, resize
+from segjax.layers.semantic_fpn import semantic_fpn_features
 from segjax.models.validation import validated
-from segjax.ops.image import normalize_images
+from segjax.ops.image import coord_features, normalize_images
 from segjax.ops.losses import sigmoid_focal_loss, weighted_dice_loss
 from segjax.ops.masks import masks_to_boxes
-from segjax.ops.panoptic import panoptic_merge
+from segjax.ops.panoptic import panoptic_merge, semantic_targets
+from segjax.ops.pooling import resize_bilinear as resize
 
 TASK = "panoptic"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid", "semantic")

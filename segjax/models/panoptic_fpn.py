@@ -14,13 +14,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import Conv
-from segjax.layers.norms import norm_layer
+from segjax.layers.semantic_fpn import MSRA_FILL, semantic_fpn_features
 from segjax.models import mask_rcnn
 from segjax.ops.losses import softmax_cross_entropy
-from segjax.ops.panoptic import panoptic_merge
+from segjax.ops.panoptic import panoptic_merge, semantic_targets
+from segjax.ops.pooling import resize_bilinear
 
 TASK = "panoptic"
 BATCH_KEYS = mask_rcnn.BATCH_KEYS + ("semantic",)
@@ -28,9 +29,7 @@ BATCH_KEYS = mask_rcnn.BATCH_KEYS + ("semantic",)
 INFERENCE_KEYS = mask_rcnn.INFERENCE_KEYS | {"overlap_threshold", "instance_score_threshold", "stuff_area_threshold"}
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS + ("semantic",)
 SIZE_DIVISIBILITY = mask_rcnn.SIZE_DIVISIBILITY
-IGNORE_LABEL = 255
 SEGMENT_KEYS = ("id", "category", "is_thing", "score", "area", "valid")
-_MSRA_FILL = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # detectron2's c2_msra_fill
 
 
 def model_config():
@@ -39,21 +38,6 @@ def model_config():
   config.update({"name": "panoptic_fpn", "semantic_channels": 128, "semantic_loss_weight": 0.5,
                  "overlap_threshold": 0.5, "instance_score_threshold": 0.5, "stuff_area_threshold": 4096})
   return config
-
-
-def semantic_targets(semantic, is_thing):
-  """Semantic train ids [...] (255 ignore) -> the branch's labels: 0 for things, 1..S for the stuff classes in
-  train-id order, 255 for ignore. is_thing: bool per train id."""
-  table = np.full(256, IGNORE_LABEL, np.int32)
-  is_thing = np.asarray(is_thing, bool)
-  table[:len(is_thing)] = np.where(is_thing, 0, np.cumsum(~is_thing))
-  return jnp.asarray(table)[jnp.clip(semantic, 0, 255)]
-
-
-def _upsample(x, factor):
-  """Bilinear upsampling by an integer factor, torch's F.interpolate(align_corners=False)."""
-  n, h, w, c = x.shape
-  return jax.image.resize(x.astype(jnp.float32), (n, factor * h, factor * w, c), "linear").astype(x.dtype)
 
 
 class SemanticFPNHead(nn.Module):
@@ -65,21 +49,7 @@ class SemanticFPNHead(nn.Module):
   @nn.compact
   def __call__(self, levels):
     total = semantic_fpn_features(levels, self.channels, self.dtype)
-    return Conv(self.num_classes, (1, 1), kernel_init=_MSRA_FILL, dtype=self.dtype, name="predictor")(total)
-
-
-def semantic_fpn_features(levels, channels, dtype):
-  """Fig. 3's scale heads summed: [P2, P3, P4, P5] -> [N, H/4, W/4, channels]; called inside a compact module,
-  whose parameters p{level}_conv{stage} and p{level}_norm{stage} it creates."""
-  total = 0.0
-  for k, x in enumerate(levels):  # P_{k+2}: k stages of [conv, GN, ReLU, 2x up], P2 one conv
-    for stage in range(max(k, 1)):
-      x = Conv(channels, (3, 3), use_bias=False, kernel_init=_MSRA_FILL, dtype=dtype, name=f"p{k + 2}_conv{stage}")(x)
-      x = nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"p{k + 2}_norm{stage}")(x))
-      if k:
-        x = _upsample(x, 2)
-    total = total + x
-  return total
+    return Conv(self.num_classes, (1, 1), kernel_init=MSRA_FILL, dtype=self.dtype, name="predictor")(total)
 
 
 class PanopticFPN(mask_rcnn.MaskRCNN):
@@ -94,7 +64,8 @@ class PanopticFPN(mask_rcnn.MaskRCNN):
     outputs = self.detect(backbone, levels, images.shape[1:3], train, targets)
     num_stuff = len(self.is_thing) - sum(self.is_thing)
     head = SemanticFPNHead(num_stuff + 1, c.semantic_channels, dtype=jnp.dtype(c.dtype), name="semantic_head")
-    logits = _upsample(head(levels[:4]).astype(jnp.float32), 4)
+    logits = head(levels[:4]).astype(jnp.float32)
+    logits = resize_bilinear(logits, 4 * logits.shape[1], 4 * logits.shape[2])
     if train:
       return {**outputs, "semantic_logits": logits, "semantic_targets": semantic_targets(targets["semantic"],
                                                                                         self.is_thing)}

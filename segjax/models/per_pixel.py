@@ -9,9 +9,8 @@ predict: the argmax of the logits.
 """
 import jax.numpy as jnp
 
+from segjax.constants import IGNORE_LABEL
 from segjax.ops.losses import softmax_cross_entropy
-
-IGNORE_LABEL = 255
 
 
 def loss(outputs, batch, model_config):

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.vgg import STAGES
-from segjax.layers.conv import Conv
+from segjax.constants import IGNORE_LABEL
+from segjax.layers.conv import HE_NORMAL, Conv
 from segjax.layers.norms import BatchNorm
 from segjax.models import per_pixel
 from segjax.models.validation import validated

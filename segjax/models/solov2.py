@@ -29,10 +29,11 @@ from segjax.layers.fpn import FPN
 from segjax.layers.norms import norm_layer
 from segjax.models import pixel_normalization
 from segjax.models.validation import validated
-from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, coord_features, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss
 from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.masks import masks_to_boxes
+from segjax.ops.pooling import resize_bilinear as resize
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid")
@@ -59,20 +60,6 @@ def _conv_gn_relu(x, features, kernel, dtype, name):
   y = Conv(features, (kernel, kernel), padding=kernel // 2, use_bias=False, kernel_init=_HEAD_INIT,
            dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
   return nn.relu(norm_layer("group", train=False, dtype=dtype)(name=f"{name}_gn")(y))
-
-
-def resize(x, height, width):
-  """Bilinear resize of [N,h,w,C] as torch F.interpolate(align_corners=False), in x's dtype."""
-  y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
-  return y.astype(x.dtype)
-
-
-def coord_features(x):
-  """[N,h,w,C] -> [N,h,w,C+2]: x then y coordinates, linspace(-1, 1) over the map (CoordConv)."""
-  n, h, w, _ = x.shape
-  xs = jnp.broadcast_to(jnp.linspace(-1, 1, w, dtype=x.dtype)[None, None, :, None], (n, h, w, 1))
-  ys = jnp.broadcast_to(jnp.linspace(-1, 1, h, dtype=x.dtype)[None, :, None, None], (n, h, w, 1))
-  return jnp.concatenate([x, xs, ys], axis=-1)
 
 
 class SOLOv2Head(nn.Module):

@@ -12,7 +12,7 @@ from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targ
 from segjax.ops.matching import match_boxes, sample_balanced
 from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.soft_nms import soft_nms, soft_nms_boxes, soft_nms_masks
-from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners
+from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners, resize_bilinear
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)

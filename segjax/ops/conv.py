@@ -29,7 +29,7 @@ _CHANNELS_LAST = (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)  # NHWC, HWIO, NHWC as
 _MAX_IN_BOUNDS_SHARE = 2 / 3
 # The weight gradient tap by tap from 256 channels and 2^14 output pixels (N * H * W); bench_conv, 3x3 256 -> 256,
 # forward + backward: 256 RoIs of 14x14 1.27x, 2 x 128x128 1.57x faster than lax; below these bounds (2 x 64x64 maps,
-# 64 channels) it was no faster when the bounds were chosen.
+# 64 channels) it is not faster than lax.
 _MIN_TAP_GRADIENT_CHANNELS = 256
 _MIN_TAP_GRADIENT_ROWS = 2 ** 14
 

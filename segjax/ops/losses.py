@@ -7,6 +7,8 @@ cross_entropy); the Dice losses follow the official implementations (WXinlong/SO
 import jax
 import jax.numpy as jnp
 
+from segjax.constants import IGNORE_LABEL
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -90,7 +92,7 @@ def smooth_l1_loss(inputs, targets, beta=1.0, reduction="mean"):
   return _reduce(loss, reduction)
 
 
-def softmax_cross_entropy(logits, labels, ignore_index=255, reduction="mean", weights=None):
+def softmax_cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="mean", weights=None):
   """Softmax cross-entropy over the last axis, as F.cross_entropy(ignore_index=..., weight=...).
 
   Args:

@@ -9,6 +9,9 @@ takes its still-free pixels if they are at least `stuff_area_threshold`. Segment
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from segjax.constants import IGNORE_LABEL
 
 
 def panoptic_merge(masks, scores, labels, valid, semantic, num_stuff, *, overlap_threshold=0.5,
@@ -49,3 +52,12 @@ def panoptic_merge(masks, scores, labels, valid, semantic, num_stuff, *, overlap
   segments = {"id": ids, "category": categories.astype(jnp.int32), "is_thing": is_thing, "score": segment_scores,
               "area": area, "valid": keep}
   return panoptic, {name: value[rows] for name, value in segments.items()}
+
+
+def semantic_targets(semantic, is_thing):
+  """Semantic train ids [...] (IGNORE_LABEL ignored) -> Panoptic FPN's semantic-branch labels: 0 for every thing
+  class ("other"), 1..S for the stuff classes in train-id order, IGNORE_LABEL kept. is_thing: bool per train id."""
+  table = np.full(256, IGNORE_LABEL, np.int32)
+  is_thing = np.asarray(is_thing, bool)
+  table[:len(is_thing)] = np.where(is_thing, 0, np.cumsum(~is_thing))
+  return jnp.asarray(table)[jnp.clip(semantic, 0, 255)]

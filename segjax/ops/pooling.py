@@ -1,6 +1,7 @@
-"""Separable resampling of NHWC maps by fixed [out, in] matrices: adaptive average pooling and corner-aligned
-bilinear resizing (PSPNet's pyramid pooling and Caffe Interp layer). Shapes are static, so the matrices are NumPy
-constants and both ops are one einsum, differentiable and exact in float32."""
+"""Resampling of NHWC maps. Adaptive average pooling and corner-aligned bilinear resizing (PSPNet's pyramid
+pooling and Caffe Interp layer) are separable products with fixed [out, in] matrices: shapes are static, so the
+matrices are NumPy constants and both ops are one einsum, differentiable and exact in float32. `resize_bilinear` is
+torch's default bilinear interpolation (half-pixel centres), through jax.image.resize."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,3 +54,11 @@ def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
   and Caffe's Interp layer: the corner pixels of input and output coincide."""
   h, w = _check(x, size, "resize_align_corners")
   return _separable(x, _align_corners_taps(x.shape[1], h), _align_corners_taps(x.shape[2], w))
+
+
+def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Bilinear resize x [N,h,w,C] -> [N,height,width,C] as torch F.interpolate(mode="bilinear",
+  align_corners=False): half-pixel centres, no antialiasing when shrinking. Computed in float32, returned in x's
+  dtype."""
+  y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
+  return y.astype(x.dtype)

@@ -191,6 +191,8 @@ def _train_and_evaluate(config, workdir, devices):
   checkpointer = _checkpointer(config, info, workdir)
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
+  if primary and start_step:
+    print(f"Restored step {start_step} from {os.path.join(workdir, 'checkpoints')}", flush=True)
   if start_step == 0 and config.get("init_from"):
     state = _init_from(state, shardings, config)
   if primary:
@@ -234,7 +236,7 @@ def _train_and_evaluate(config, workdir, devices):
                                 keys | {"valid_image"}, model_lib.TASK, pictures)
         writer.write(step, "eval", eval_metrics)
         if primary:
-          logging.info("eval at step %d: %s", step, json.dumps(eval_metrics))
+          print(f"eval at step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
       stop = preemption.should_stop(step, config.log_every_steps)
       checkpointer.maybe_save(step, state, force=stop or step == config.total_steps)
       if stop:
@@ -244,7 +246,6 @@ def _train_and_evaluate(config, workdir, devices):
     checkpointer.wait()
     checkpointer.close()
     preemption.restore()
-    progress.close()
     writer.close()
   return eval_metrics
 

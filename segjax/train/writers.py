@@ -86,13 +86,20 @@ class MetricWriter:
       self._summary.close()
 
 
-class Progress:
-  """A progress bar (step, loss, steps/s) on an interactive terminal; plain log lines otherwise."""
+def format_duration(seconds: float) -> str:
+  """Seconds -> "H:MM:SS" ("?" while unknown)."""
+  if not np.isfinite(seconds):
+    return "?"
+  minutes, secs = divmod(int(round(seconds)), 60)
+  return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
-  def __init__(self, total_steps: int, start_step: int, *, primary: bool, stream=sys.stderr):
+
+class Progress:
+  """One console line per log step on the primary process: step, loss, steps/s and the time left (ETA)."""
+
+  def __init__(self, total_steps: int, start_step: int, *, primary: bool, stream=None):
     self.total = total_steps
-    self.stream = stream
-    self.interactive = primary and stream.isatty()
+    self.stream = stream or sys.stdout
     self.primary = primary
     self._mark = (start_step, time.perf_counter())
     self.steps_per_second = float("nan")
@@ -106,15 +113,9 @@ class Progress:
     self._mark = (step, now)
     if not self.primary:
       return self.steps_per_second
-    text = f"step {step}/{self.total}  loss {loss:.4f}  {self.steps_per_second:.2f} steps/s"
-    if self.interactive:
-      done = int(30 * step / self.total)
-      self.stream.write(f"\r[{'#' * done}{'.' * (30 - done)}] {text}")
-      self.stream.flush()
-    else:
-      logging.info(text)
+    eta = format_duration((self.total - step) / self.steps_per_second)
+    text = f"step {step}/{self.total}  loss {loss:.4f}  {self.steps_per_second:.2f} steps/s  ETA {eta}"
+    self.stream.write(text + "\n")
+    self.stream.flush()
     return self.steps_per_second
 
-  def close(self):
-    if self.interactive:
-      self.stream.write("\n")

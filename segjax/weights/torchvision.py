@@ -27,14 +27,15 @@ CONVERTERS: dict[str, Converter] = {}
 TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 
 
-def register(name: str) -> Callable[[Converter], Converter]:
-  """Decorator adding `fn(state_dict) -> (config, variables)` to `CONVERTERS` under `name`."""
+def register(name: str, converter: Converter | None = None):
+  """Adds `converter(state_dict) -> (config, variables)` to `CONVERTERS` under `name`; without `converter`, a
+  decorator that does. A project outside segjax registers its converters this way."""
   def add(fn: Converter) -> Converter:
     if name in CONVERTERS:
       raise ValueError(f"converter {name!r} is already registered")
     CONVERTERS[name] = fn
     return fn
-  return add
+  return add if converter is None else add(converter)
 
 
 def convert(name: str, state_dict: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, dict]:
