@@ -108,7 +108,7 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_
     predictions, stats = eval_step(variables, mesh_lib.global_batch(inputs, mesh))
     picture = bool(index == 0 and picture_path)
     wanted = set(evaluator.PREDICTION_KEYS) | (set(_PICTURE_KEYS[task]) if picture else set())
-    local_predictions = {k: local_rows(predictions[k]) for k in wanted}
+    local_predictions = {k: local_rows(predictions[k]) for k in wanted if k in predictions}
     evaluator.update(jax.device_get(stats), local_predictions, local_batch)
     if picture:
       save_pictures(task, picture_path, local_batch, local_predictions, config.num_pictures)
