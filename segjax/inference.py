@@ -13,7 +13,8 @@ CRF-as-RNN labels come after the CRF), mapped back to the source image as the ev
     softmax probabilities of every pass are resized back and averaged, as DeepLab's reference code does, and
     "logits" is their log (segjax.evaluation.tta, which the training loop's evaluation runs too).
   instance: {"boxes" [K, 4] (x1, y1, x2, y2), "scores" [K], "labels" [K], "masks" [K, h, w] probabilities} of the
-    valid detections only (boxes / scale, masks cropped and resized bilinearly).
+    valid detections only (boxes / scale; masks: the mask head's M x M masks pasted at the source size where the
+    model gives them, as torchvision does, else cropped and resized bilinearly).
   panoptic: the instance entries plus "panoptic" [h, w] int32 segment ids (0 VOID; crop, nearest resize) and
     "segments_info", panopticapi's per-segment dicts {"id", "category_id", "iscrowd": 0, "bbox" [x, y, w, h], "area"}
     with "isthing" and "score", for the ids the map still holds.
@@ -163,7 +164,8 @@ class Predictor:
       logits = to_source_map_float(outputs["logits"], scale, size)
       return {"labels": labels, "logits": logits}
     keep = outputs["valid"]
-    boxes, masks = to_source_image(outputs["boxes"][keep], outputs["masks"][keep], scale, size)
+    roi_masks = outputs["mask_probabilities"][keep] if "mask_probabilities" in outputs else None
+    boxes, masks = to_source_image(outputs["boxes"][keep], outputs["masks"][keep], scale, size, roi_masks)
     result = {"boxes": boxes, "scores": outputs["scores"][keep], "labels": outputs["labels"][keep], "masks": masks}
     if self.task == "panoptic":
       result["panoptic"] = to_source_map(outputs["panoptic"], scale, size)

@@ -1,6 +1,7 @@
 """A converted torchvision Mask R-CNN, whose labels are COCO's category ids, evaluated by the loop's eval step and
 InstanceEvaluator on a COCO-format folder with COCO-id categories gives the box and mask AP that pycocotools gives
-on torchvision's own detections of the same images."""
+on torchvision's own detections of the same images (masks pasted at the source size from the mask head's 28 x 28
+masks, as torchvision pastes them)."""
 import json
 import os
 
@@ -92,6 +93,7 @@ def _write_folder(root, images, detections):
   return sorted(categories)
 
 
+@pytest.mark.slow  # two ResNet-50 Mask R-CNNs (torchvision's, segjax's compile): minutes on 2 cores
 def test_converted_mask_rcnn_gets_the_ap_of_torchvisions_own_detections(tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
   from test_models_mask_rcnn import _random_torch_model  # pylint: disable=g-import-not-at-top
@@ -131,10 +133,6 @@ def test_converted_mask_rcnn_gets_the_ap_of_torchvisions_own_detections(tmp_path
   for iou_type in ("bbox", "segm"):
     expected.update(coco.evaluate_results(ground_truth, coco.coco_results(detections, identity, iou_type), iou_type))
   assert expected["box_AP"] > 0.5 and expected["mask_AP"] > 0.5  # the comparison has something to compare
-  print({k: (metrics[k], expected[k]) for k in sorted(expected)})
-  assert metrics["box_AP"] == pytest.approx(expected["box_AP"], abs=0.01)
-  assert metrics["box_AP50"] == pytest.approx(expected["box_AP50"], abs=0.01)
-  # Masks: torchvision pastes each 28 x 28 mask at the source size, the segjax evaluator resizes the mask pasted at
-  # the network input (here 1.68x the source) bilinearly; the ground truth being torchvision's own masks, only
-  # torchvision's overlap them exactly, and the stricter IoU thresholds (0.75..0.95) tell the two apart.
-  assert metrics["mask_AP50"] == pytest.approx(expected["mask_AP50"], abs=0.01)
+  for name in ("AP", "AP50", "AP75"):
+    assert metrics[f"box_{name}"] == pytest.approx(expected[f"box_{name}"], abs=0.01), name
+    assert metrics[f"mask_{name}"] == pytest.approx(expected[f"mask_{name}"], abs=0.01), name

@@ -217,8 +217,9 @@ class MaskRCNN(nn.Module):
 
       def masks_of(mdl, k, levels, boxes, labels, res5):
         probabilities = jax.nn.sigmoid(mdl._mask_logits(k, levels, boxes, labels, res5))
-        return jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes[:, :k])
-      masks = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5, zero_rung=True)
+        return jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes[:, :k]), probabilities
+      masks, mask_probabilities = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
+                                                        zero_rung=True)
     else:
       ys, xs = jnp.arange(h) + 0.5, jnp.arange(w) + 0.5
       inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
@@ -228,7 +229,10 @@ class MaskRCNN(nn.Module):
       labels = jnp.asarray(self.label_map, jnp.int32)[labels]
       valid &= labels > 0
     masks = jnp.where(valid[..., None, None], masks, 0.0)
-    return {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
+    outputs = {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
+    if c.mask:  # the M x M masks themselves: evaluators paste them at the source image's size, as torchvision does
+      outputs["mask_probabilities"] = jnp.where(valid[..., None, None], mask_probabilities, 0.0)
+    return outputs
 
   def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, heads_input,
                      levels):
@@ -332,6 +336,8 @@ def loss(outputs, batch, model_config):
 
 
 def predict(outputs, model_config):
-  """The detections of the forward pass (its score and NMS thresholds are config.model's)."""
+  """The detections of the forward pass (its score and NMS thresholds are config.model's), with the mask head's
+  M x M "mask_probabilities" [B, K, M, M] where it has one."""
   del model_config
-  return {k: outputs[k] for k in ("boxes", "scores", "labels", "masks", "valid")}
+  keys = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities")
+  return {k: outputs[k] for k in keys if k in outputs}

@@ -120,7 +120,7 @@ def evaluate(eval_step, variables, config, evaluator, mesh, keys, task, picture_
         {k: v for k, v in local_batch.items() if k in inputs}, mesh))
     picture = bool(index == 0 and picture_path)
     wanted = set(evaluator.PREDICTION_KEYS) | (set(_PICTURE_KEYS[task]) if picture else set())
-    local_predictions = {k: local_rows(predictions[k]) for k in wanted}
+    local_predictions = {k: local_rows(predictions[k]) for k in wanted if k in predictions}
     if "masks" in local_predictions:
       local_predictions["masks"] = compact.unpack_masks(local_predictions["masks"], width)
     evaluator.update(jax.device_get(stats), local_predictions, local_batch)
