@@ -1,6 +1,7 @@
 """The main job end to end on a tiny synthetic set: sharding, resume, preemption, recompilation, refusals."""
 import logging
 import os
+import re
 import signal
 import time
 
@@ -10,7 +11,7 @@ import pytest
 
 from segjax.train.checkpoint import CheckpointMismatchError
 from segjax.train.loop import train_and_evaluate
-from train_util import read_metrics, run_cli, tiny_config
+from train_util import majority_pixel_share, read_metrics, run_cli, tiny_config
 
 RESUME = {"total_steps": 30, "eval_every_steps": 30, "checkpoint_every_steps": 3}
 
@@ -34,7 +35,7 @@ def uninterrupted_run(data_root, tmp_path_factory):
   process = run_cli(workdir, data_root, **RESUME)
   output, _ = process.communicate(timeout=600)
   assert process.returncode == 0, output
-  return read_metrics(workdir), output
+  return read_metrics(workdir), output, workdir
 
 
 def test_writes_metrics_pictures_and_checkpoints(eight_device_run):
@@ -106,10 +107,9 @@ def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
 
 
 def test_console_shows_progress_results_and_paths_only(uninterrupted_run):
-  """Without --verbose: one line per log step (with ETA), the eval metrics and the output paths; no INFO logs
-  of orbax, TFDS or TensorFlow's start-up, and a handful of other lines at most (e.g. a TensorFlow warning about
-  the CPU)."""
-  rows, output = uninterrupted_run
+  """Without --verbose: one line per log step (with ETA), the eval metrics and the output paths; no INFO logs of
+  absl, orbax, TFDS or TensorFlow's start-up. Warnings and errors stay."""
+  rows, output, _ = uninterrupted_run
   lines = output.splitlines()
   steps = [line for line in lines if line.startswith("step ")]
   assert len(steps) == len(rows) == RESUME["total_steps"], output
@@ -120,10 +120,20 @@ def test_console_shows_progress_results_and_paths_only(uninterrupted_run):
   for noise in ("orbax", "CheckpointManager", "Downloading and preparing", "oneDNN custom operations",
                 "Using custom data configuration", "libtpu"):
     assert noise not in output
+  assert not [line for line in lines if re.match(r"I\d{4} ", line)], output  # absl's INFO format
   others = [line for line in lines if not line.startswith(("step ", "eval at step ", "final eval: ", "data: ",
                                                              "metrics: ", "tensorboard: ", "checkpoints: ",
-                                                             "pictures: "))]
-  assert len(others) <= 8, others
+                                                             "pictures: "))
+            and not re.match(r"[WE]\d{4} ", line)]  # warnings and errors stay (e.g. orbax waiting on a save)
+  assert len(others) <= 3, others
+
+
+def test_thirty_steps_beat_chance(uninterrupted_run, data_root):
+  """The tiny FCN (width 8, 24 training images) after RESUME's 30 steps predicts better than the most frequent class
+  everywhere. Measured with seeds 0, 1, 2: pixel_acc 0.625, 0.665, 0.642 against a chance level of 0.305 (0.079 after
+  4 steps); the 0.2 margin leaves 0.12 below the worst seed."""
+  (evaluation,) = read_metrics(uninterrupted_run[2], "eval")
+  assert evaluation["pixel_acc"] > majority_pixel_share(data_root) + 0.2, evaluation
 
 
 def test_refuses_a_workdir_of_another_model(eight_device_run, data_root):
