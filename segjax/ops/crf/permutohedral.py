@@ -1,12 +1,13 @@
 """Gaussian filtering on the permutohedral lattice (Adams, Baek & Davis 2010) with static shapes, in the conventions
-of Krähenbühl's densecrf (pydensecrf): the lattice is built once per image (embed, sort, dedupe, neighbour search)
+of Krähenbühl's densecrf (pydensecrf): the lattice is built once per image (embed, hash, neighbour search)
 and applied to any number of value arrays (splat, blur, slice), as mean field does once per iteration.
 
 Lattice points are packed into a key of two int32 words in mixed radix, where every coordinate of a point of the
 (d+1)-scaled A*_d lattice is (d+1) q_i + r and the radices span this image's range of q: the high word holds r and
 the leading q_i whose radix product fits, the low word the others (small colour bandwidths such as CRF-as-RNN's
-theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated by sorting the keys into at
-most `capacity` rows per image; `overflow` flags an image with more lattice points than that or a key range beyond
+theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated in an open-addressing hash
+table of static size (every key inserted at once, round by round: no sort, which XLA:CPU runs slowly on several
+operands) into at most `capacity` rows per image, numbered in pixel order; `overflow` flags an image with more lattice points than that or a key range beyond
 two words (its filtered values are then wrong and must not be used). The neighbour search and
 the blur loop over blocks of rows that hold points, so their cost follows the image's point count, not the capacity;
 splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _MAX_KEYS = 2.0**31 * 0.999  # radix products are computed in float32: keep clear of int32 wrap-around
-_PAD = jnp.iinfo(jnp.int32).max  # the key of unused lattice rows, sorting after every point
+_PAD = jnp.iinfo(jnp.int32).max  # the key of unused lattice rows (their neighbour searches are masked out)
 BLOCK = 4096  # lattice rows per block
 PIXEL_BLOCK = 4096  # points per block of splat and slice
 
@@ -56,7 +57,8 @@ def _elevation(dim):
 
 def _build(features, capacity):
   """The lattice points of one image, features [P, d]: vertex rows [P, d+1] (capacity: dropped), barycentric weights
-  [P, d+1], sorted keys [capacity] (int32 max past the last point), point count, key volume and strides [d]."""
+  [P, d+1], the hash table (owner, vertex keys, vertex rows) for _lookup, the keys of the rows [2, capacity] (int32
+  max past the last point), point count, key volume and strides [d]."""
   num_points, dim = features.shape
   d1 = dim + 1
   elevated = features @ jnp.asarray(_elevation(dim).T, features.dtype)  # [P, d+1], coordinates sum to 0
@@ -71,9 +73,10 @@ def _build(features, capacity):
   wrap = (rank < 0).astype(jnp.int32) - (rank > dim).astype(jnp.int32)  # back onto the plane sum(x) = 0
   rank, rem0 = rank + d1 * wrap, rem0 + d1 * wrap
   # Barycentric weights: b[d - rank_i] += u_i, b[d - rank_i + 1] -= u_i, b[0] += 1 + b[d+1]; with u sorted by
-  # rank that is b[s] = u_(d - s) - u_(d + 1 - s).
+  # rank that is b[s] = u_(d - s) - u_(d + 1 - s). by_rank [P, d+1]: u_(d), ..., u_(0) (a scatter: rank is a
+  # permutation of 0..d).
   u = (elevated - rem0) / d1
-  by_rank = jnp.sum(u[:, :, None] * (rank[:, :, None] == jnp.arange(d1)), 1)[:, ::-1]  # u_(d), ..., u_(0)
+  by_rank = jnp.zeros_like(u).at[jnp.arange(num_points)[:, None], dim - rank].set(u, unique_indices=True)
   weights = by_rank - jnp.pad(by_rank[:, :-1], ((0, 0), (1, 0)))
   weights = weights.at[:, 0].add(1.0 - by_rank[:, -1])
   # Vertex r of the simplex: rem0 + canonical[r, rank], i.e. coordinates (d+1) q_i + r with q below.
@@ -91,39 +94,79 @@ def _build(features, capacity):
   key_range_overflow = jnp.prod(radix_low.astype(jnp.float32)) > _MAX_KEYS
   packed = lambda word: jnp.sum((q - low) * strides[word], -1, dtype=jnp.int32)  # [P, d+1]
   keys = ((r * volume + packed(0)).reshape(-1), packed(1).reshape(-1))  # [P (d+1)] each
-  # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last);
-  # each vertex's row comes back through the sort's permutation.
-  high_keys, low_keys, order = jax.lax.sort(keys + (jnp.arange(num_points * d1, dtype=jnp.int32),), num_keys=2)
-  first = jnp.concatenate([jnp.ones((1,), bool), (high_keys[1:] != high_keys[:-1]) | (low_keys[1:] != low_keys[:-1])])
-  row = jnp.cumsum(first, dtype=jnp.int32) - 1
+  # Dedupe in a hash table (no sort): each distinct key's first vertex owns a slot; rows number the owners in
+  # vertex order, the first `capacity` of them kept.
+  items = jnp.arange(num_points * d1, dtype=jnp.int32)
+  owner, slot = _insert(keys, _table_size(num_points * d1))
+  first = owner[slot] == items
+  row = jax.lax.associative_scan(jnp.add, first.astype(jnp.int32)) - 1  # a cumsum (XLA:CPU's is serial, slower)
   count = row[-1] + 1
-  compact = lambda k: jnp.full((capacity,), _PAD, jnp.int32).at[jnp.where(first, row, capacity)].set(k, mode="drop")
-  lattice_keys = jnp.stack([compact(high_keys), compact(low_keys)])
-  offsets = jnp.zeros_like(row).at[order].set(jnp.minimum(row, capacity)).reshape(num_points, d1)
-  return offsets, weights, lattice_keys, count, volume, strides, (count > capacity) | key_range_overflow
+  offsets = jnp.minimum(row[owner[slot]], capacity).reshape(num_points, d1)
+  row_keys = jnp.full((2, capacity), _PAD, jnp.int32).at[:, jnp.where(first, row, capacity)].set(
+      jnp.stack(keys), mode="drop")
+  table = (owner, jnp.stack(keys), row)
+  return offsets, weights, table, row_keys, count, volume, strides, (count > capacity) | key_range_overflow
 
 
-def search_pairs(keys, query):
-  """Index of the first of the lexicographically sorted pairs keys [2, C] that is >= each query [2, ...] (C if
-  none), by binary search: jnp.searchsorted for two-word keys."""
-  size = keys.shape[1]
-
-  def halve(_, bounds):
-    low, high = bounds
-    mid = (low + high) // 2
-    at = jnp.minimum(mid, size - 1)
-    key_high, key_low = keys[0][at], keys[1][at]
-    less = (key_high < query[0]) | ((key_high == query[0]) & (key_low < query[1]))
-    return jnp.where(less, mid + 1, low), jnp.where(less, high, mid)
-
-  start = (jnp.zeros(query.shape[1:], jnp.int32), jnp.full(query.shape[1:], size, jnp.int32))
-  return jax.lax.fori_loop(0, int(np.ceil(np.log2(size + 1))), halve, start)[0]
+_EMPTY = jnp.iinfo(jnp.int32).max  # an unowned slot of the hash table
 
 
-def _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks):
+def _table_size(num_keys):
+  """A power of two at least twice the number of keys: linear probing at load <= 1/2, and always a free slot."""
+  return 1 << int(np.ceil(np.log2(2 * num_keys)))
+
+
+def _hash(high, low, size):
+  """Slot of a key pair in a table of `size` (a power of two): murmur3's 32-bit finaliser of a mix of both words."""
+  h = high.astype(jnp.uint32) * jnp.uint32(0x9E3779B1) ^ low.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return ((h ^ (h >> 16)) & jnp.uint32(size - 1)).astype(jnp.int32)
+
+
+def _insert(keys, size):
+  """(owner [size], slot [M]) of key pairs keys ([M], [M]) in an open-addressing table with linear probing, all
+  keys at once: each round the unplaced keys that reach a free slot claim it (the lowest index wins), and those that
+  then find another key there move on one slot. owner holds the first index of each distinct key (_EMPTY where
+  free), slot the slot of every key."""
+  items = jnp.arange(keys[0].shape[0], dtype=jnp.int32)
+
+  def probe(state):
+    owner, slot, placed = state
+    owner = owner.at[jnp.where(~placed & (owner[slot] == _EMPTY), slot, size)].min(items, mode="drop")
+    holder = owner[slot]
+    placed = (keys[0][holder] == keys[0]) & (keys[1][holder] == keys[1])
+    return owner, jnp.where(placed, slot, (slot + 1) & (size - 1)), placed
+
+  start = (jnp.full((size,), _EMPTY, jnp.int32), _hash(*keys, size), jnp.zeros(items.shape, bool))
+  owner, slot, _ = jax.lax.while_loop(lambda state: ~jnp.all(state[2]), probe, start)
+  return owner, slot
+
+
+def _lookup(table, query):
+  """Rows [...] of the key pairs query [2, ...] in a table (owner, keys [2, M], row [M]) of _insert; the missing row
+  (row[...] == capacity) or -1 where a key is absent."""
+  owner, keys, row = table
+  size = owner.shape[0]
+
+  def probe(state):
+    slot, found, pending = state
+    holder = owner[slot]
+    empty = holder == _EMPTY
+    at = jnp.where(empty, 0, holder)
+    hit = pending & ~empty & (keys[0][at] == query[0]) & (keys[1][at] == query[1])
+    found = jnp.where(hit, row[at], found)
+    pending = pending & ~empty & ~hit
+    return jnp.where(pending, (slot + 1) & (size - 1), slot), found, pending
+
+  start = (_hash(query[0], query[1], size), jnp.full(query.shape[1:], -1, jnp.int32), jnp.ones(query.shape[1:], bool))
+  return jax.lax.while_loop(lambda state: jnp.any(state[2]), probe, start)[1]
+
+
+def _neighbours(tables, row_keys, count, volume, strides, blocks, num_blocks):
   """[d+1, 2, N C + 1] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1
   (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
-  n, _, capacity = lattice_keys.shape
+  n, _, capacity = row_keys.shape
   dim = strides.shape[-1]
   block = n * capacity // blocks.shape[0]
   missing = n * capacity
@@ -132,15 +175,13 @@ def _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks):
   def search(i, neighbours):
     start = blocks[i] * block
     image = start // capacity
-    own = lattice_keys[image]
-    keys = jax.lax.dynamic_slice_in_dim(own, start - image * capacity, block, 1)  # [2, block]
+    keys = jax.lax.dynamic_slice_in_dim(row_keys[image], start - image * capacity, block, 1)  # [2, block]
     wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
     step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
                       jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
     query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
-    found = jnp.minimum(search_pairs(own, query), capacity - 1)
-    hit = ((own[0][found] == query[0]) & (own[1][found] == query[1])
-           & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image]))
+    found = _lookup(jax.tree.map(lambda x: x[image], tables), query)
+    hit = (found >= 0) & (found < capacity) & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image])
     n1 = jnp.where(hit, found + image * capacity, missing)
     neighbours = jax.lax.dynamic_update_slice_in_dim(neighbours, n1[:, None], start, 2)
     return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
@@ -156,7 +197,8 @@ def build_lattice(features, capacity):
   n = features.shape[0]
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
-  offsets, weights, lattice_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
+  offsets, weights, tables, row_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(
+      features)
   first_row = capacity * jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1)
   offsets = jnp.where(offsets == capacity, n * capacity, offsets + first_row)
   # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
@@ -165,7 +207,7 @@ def build_lattice(features, capacity):
   used = ids % per_image < (count[ids // per_image] + block - 1) // block
   blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
   num_blocks = jnp.sum(used, dtype=jnp.int32)
-  neighbours = _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks)
+  neighbours = _neighbours(tables, row_keys, count, volume, strides, blocks, num_blocks)
   alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
   return Lattice(offsets, weights, alpha * weights, neighbours, blocks, num_blocks, overflow)
 
