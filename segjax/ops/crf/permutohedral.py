@@ -8,9 +8,10 @@ the leading q_i whose radix product fits, the low word the others (small colour 
 theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated in an open-addressing hash
 table of static size (every key inserted at once, round by round: no sort, which XLA:CPU runs slowly on several
 operands) into at most `capacity` rows per image, numbered in pixel order; `overflow` flags an image with more lattice points than that or a key range beyond
-two words (its filtered values are then wrong and must not be used). The neighbour search and
-the blur loop over blocks of rows that hold points, so their cost follows the image's point count, not the capacity;
-splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
+two words (its filtered values are then wrong and must not be used). The images' points fill whole blocks of rows
+one image after the other; the neighbour search and the blur loop over those blocks, and apply_lattice allocates a
+grid of a few static sizes that holds them, so that their cost follows the point count, not the capacity (a few
+percent of it on photos at densecrf's bandwidths); splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
 the values and reverse-mode differentiable in them (the blur by a custom VJP: forward mode is not supported); the
 features get no gradient.
 """
@@ -27,15 +28,17 @@ PIXEL_BLOCK = 4096  # points per block of splat and slice
 
 
 class Lattice(NamedTuple):
-  """The lattices of a batch in one grid of N * C rows (C: the capacity rounded up to whole blocks), image n owning
-  rows n C ... n C + C - 1; row N C is the missing row, always zero."""
+  """The lattices of a batch in one grid of rows: image n's points in the rows of its ceil(points / block) blocks,
+  the images one after the other; the row after the last used block is the missing row, always zero. Its static
+  size, N C (C: the capacity rounded up to whole blocks), only bounds it: apply_lattice allocates the smallest of a
+  few grid sizes that holds the used blocks."""
   offsets: jax.Array  # [N, P, d+1] int32 row of each enclosing-simplex vertex (missing if dropped at overflow)
   weights: jax.Array  # [N, P, d+1] barycentric weights of the vertices, for the splat
   slice_weights: jax.Array  # [N, P, d+1] the same times densecrf's scale 1 / (1 + 2^-d); scaling them (or the splat
                             # weights) point by point normalises the filter without a pass over the values
-  neighbours: jax.Array  # [d+1, 2, N C + 1] int32 rows of the two blur neighbours along each lattice axis
-  blocks: jax.Array  # [N C / block] int32 block indices, the num_blocks holding lattice points first
-  num_blocks: jax.Array  # int32 scalar
+  neighbours: jax.Array  # [d+1, 2, N C / block, block] int32 rows of the two blur neighbours along each lattice axis
+  num_blocks: jax.Array  # int32 scalar: blocks in use, rows 0 ... num_blocks * block - 1; the next row is missing
+  count: jax.Array  # [N] int32 lattice points of each image
   overflow: jax.Array  # [N] bool: more than C lattice points, or keys beyond int32
 
 
@@ -163,31 +166,34 @@ def _lookup(table, query):
   return jax.lax.while_loop(lambda state: jnp.any(state[2]), probe, start)[1]
 
 
-def _neighbours(tables, row_keys, count, volume, strides, blocks, num_blocks):
-  """[d+1, 2, N C + 1] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1
-  (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
+def _neighbours(tables, row_keys, count, volume, strides, image_blocks, num_blocks, max_blocks):
+  """[d+1, 2, max_blocks, block] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1),
+  q_j + 1 (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
   n, _, capacity = row_keys.shape
   dim = strides.shape[-1]
-  block = n * capacity // blocks.shape[0]
-  missing = n * capacity
+  block = n * capacity // max_blocks
+  missing = num_blocks * block
+  ends = jnp.cumsum(image_blocks)
   unit = jnp.concatenate([strides, jnp.zeros((n, 2, 1), jnp.int32)], 2)  # axis d moves no packed coordinate
+  within = jnp.arange(block, dtype=jnp.int32)
 
   def search(i, neighbours):
-    start = blocks[i] * block
-    image = start // capacity
-    keys = jax.lax.dynamic_slice_in_dim(row_keys[image], start - image * capacity, block, 1)  # [2, block]
+    image = jnp.sum(ends <= i, dtype=jnp.int32)
+    first = ends[image] - image_blocks[image]  # the image's first block
+    local = (i - first) * block  # the block's first row among the image's points
+    keys = jax.lax.dynamic_slice_in_dim(row_keys[image], local, block, 1)  # [2, block]
     wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
     step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
                       jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
     query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
     found = _lookup(jax.tree.map(lambda x: x[image], tables), query)
-    hit = (found >= 0) & (found < capacity) & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image])
-    n1 = jnp.where(hit, found + image * capacity, missing)
-    neighbours = jax.lax.dynamic_update_slice_in_dim(neighbours, n1[:, None], start, 2)
-    return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
-        start + jnp.arange(block, dtype=jnp.int32), mode="drop")
+    hit = (found >= 0) & (found < capacity) & (local + within < count[image])
+    n1 = jnp.where(hit, found + first * block, missing)
+    neighbours = jax.lax.dynamic_update_index_in_dim(neighbours, n1[:, None], i, 2)
+    return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1 // block, max_blocks), n1 % block].set(
+        i * block + within, mode="drop")
 
-  return jax.lax.fori_loop(0, num_blocks, search, jnp.full((dim + 1, 2, missing + 1), missing, jnp.int32))
+  return jax.lax.fori_loop(0, num_blocks, search, jnp.full((dim + 1, 2, max_blocks, block), missing, jnp.int32))
 
 
 def build_lattice(features, capacity):
@@ -199,27 +205,23 @@ def build_lattice(features, capacity):
   capacity = -(-capacity // block) * block
   offsets, weights, tables, row_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(
       features)
-  first_row = capacity * jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1)
-  offsets = jnp.where(offsets == capacity, n * capacity, offsets + first_row)
-  # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
-  per_image = capacity // block
-  ids = jnp.arange(n * per_image, dtype=jnp.int32)
-  used = ids % per_image < (count[ids // per_image] + block - 1) // block
-  blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
-  num_blocks = jnp.sum(used, dtype=jnp.int32)
-  neighbours = _neighbours(tables, row_keys, count, volume, strides, blocks, num_blocks)
+  image_blocks = (jnp.minimum(count, capacity) + block - 1) // block
+  num_blocks = jnp.sum(image_blocks, dtype=jnp.int32)
+  first_row = (jnp.cumsum(image_blocks) - image_blocks) * block
+  offsets = jnp.where(offsets == capacity, num_blocks * block, offsets + first_row[:, None, None])
+  neighbours = _neighbours(tables, row_keys, count, volume, strides, image_blocks, num_blocks, n * capacity // block)
   alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
-  return Lattice(offsets, weights, alpha * weights, neighbours, blocks, num_blocks, overflow)
+  return Lattice(offsets, weights, alpha * weights, neighbours, num_blocks, count, overflow)
 
 
-def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
+def _blur_axes(grid, neighbours, num_blocks, axes):
   """[1/2, 1, 1/2] along each lattice axis in turn, on the rows of the used blocks (the others stay zero)."""
-  block = (grid.shape[0] - 1) // blocks.shape[0]
+  block = neighbours.shape[-1]
   spare = jnp.zeros_like(grid)
   for j in axes:
     def blur(i, out, j=j, grid=grid):
-      start = blocks[i] * block
-      pair = jax.lax.dynamic_slice_in_dim(neighbours[j], start, block, 1)
+      start = i * block
+      pair = neighbours[j, :, i]
       near = jnp.take(grid, pair[0], axis=0, mode="clip") + jnp.take(grid, pair[1], axis=0, mode="clip")
       return jax.lax.dynamic_update_slice_in_dim(out, jax.lax.dynamic_slice_in_dim(grid, start, block) + 0.5 * near,
                                                  start, 0)
@@ -228,18 +230,18 @@ def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
 
 
 @jax.custom_vjp
-def _blur(grid, neighbours, blocks, num_blocks):
-  return _blur_axes(grid, neighbours, blocks, num_blocks, range(neighbours.shape[0]))
+def _blur(grid, neighbours, num_blocks):
+  return _blur_axes(grid, neighbours, num_blocks, range(neighbours.shape[0]))
 
 
-def _blur_forward(grid, neighbours, blocks, num_blocks):
-  return _blur(grid, neighbours, blocks, num_blocks), (neighbours, blocks, num_blocks)
+def _blur_forward(grid, neighbours, num_blocks):
+  return _blur(grid, neighbours, num_blocks), (neighbours, num_blocks)
 
 
 def _blur_backward(residuals, cotangent):
   """Each axis blur is symmetric (n2 inverts n1), so the transpose blurs the axes in reverse order."""
-  neighbours, blocks, num_blocks = residuals
-  return _blur_axes(cotangent, neighbours, blocks, num_blocks, reversed(range(neighbours.shape[0]))), None, None, None
+  neighbours, num_blocks = residuals
+  return _blur_axes(cotangent, neighbours, num_blocks, reversed(range(neighbours.shape[0]))), None, None
 
 
 _blur.defvjp(_blur_forward, _blur_backward)
@@ -254,32 +256,46 @@ def _pixel_blocks(fn, num_points, carry):
   return fn(full * PIXEL_BLOCK, num_points % PIXEL_BLOCK, carry) if num_points % PIXEL_BLOCK else carry
 
 
+def grid_sizes(max_blocks):
+  """Block counts of the grids apply_lattice chooses from: max_blocks / 8^k, k = 0, 1, 2 (distinct, ascending)."""
+  return sorted({-(-max_blocks // 8**k) for k in range(3)})
+
+
 def apply_lattice(lattice, values):
-  """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale)."""
+  """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale).
+
+  The grid is the smallest of grid_sizes that holds the used blocks (a switch: under vmap every size runs), so that
+  allocating and clearing it follows the lattice's point count rather than its capacity."""
   d1 = lattice.offsets.shape[-1]
-  missing = lattice.neighbours.shape[-1] - 1
+  max_blocks, block = lattice.neighbours.shape[2:]
+  missing = lattice.num_blocks * block
   num_labels = values.shape[-1]
   weights = lattice.weights.astype(values.dtype).reshape(-1, d1)
   slice_weights = lattice.slice_weights.astype(values.dtype).reshape(-1, d1)
   offsets = lattice.offsets.reshape(-1, d1)
   flat = values.reshape(-1, num_labels)
-  block = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
+  part = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
 
-  def splat(start, size, grid):  # dropped vertices (the missing row) fall out
-    rows = block(offsets, start, size)
-    updates = block(weights, start, size)[..., None] * block(flat, start, size)[:, None]
-    return grid.at[jnp.where(rows == missing, missing + 1, rows).reshape(-1)].add(
-        updates.reshape(-1, num_labels), mode="drop")
+  def apply(num_rows):
+    def splat(start, size, grid):  # dropped vertices (the missing row) fall out
+      rows = part(offsets, start, size)
+      updates = part(weights, start, size)[..., None] * part(flat, start, size)[:, None]
+      return grid.at[jnp.where(rows == missing, num_rows, rows).reshape(-1)].add(
+          updates.reshape(-1, num_labels), mode="drop")
 
-  grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((missing + 1, num_labels), values.dtype))
-  grid = _blur(grid, lattice.neighbours, lattice.blocks, lattice.num_blocks)
+    grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((num_rows, num_labels), values.dtype))
+    grid = _blur(grid, lattice.neighbours, lattice.num_blocks)
 
-  def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
-    rows, w = block(offsets, start, size), block(slice_weights, start, size)
-    sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
-    return jax.lax.dynamic_update_slice_in_dim(out, sliced, start, 0)
+    def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
+      rows, w = part(offsets, start, size), part(slice_weights, start, size)
+      sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
+      return jax.lax.dynamic_update_slice_in_dim(out, sliced, start, 0)
 
-  return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
+    return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
+
+  sizes = grid_sizes(max_blocks)
+  branches = [lambda size=size: apply(size * block + 1) for size in sizes]  # + 1: the missing row
+  return jax.lax.switch(jnp.sum(jnp.asarray(sizes) < lattice.num_blocks), branches)
 
 
 def permutohedral_filter(features, values, capacity):
