@@ -58,10 +58,9 @@ def _elevation(dim):
   return e / np.sqrt((np.arange(dim) + 1.0) * (np.arange(dim) + 2.0)) * np.sqrt(2.0 / 3.0) * (dim + 1)
 
 
-def _build(features, capacity):
-  """The lattice points of one image, features [P, d]: vertex rows [P, d+1] (capacity: dropped), barycentric weights
-  [P, d+1], the hash table (owner, vertex keys, vertex rows) for _lookup, the keys of the rows [2, capacity] (int32
-  max past the last point), point count, key volume and strides [d]."""
+def _embed(features):
+  """The lattice vertices of one image, features [P, d]: barycentric weights [P, d+1], keys ([P (d+1)], [P (d+1)]) of
+  the enclosing simplices' vertices, key volume and strides [2, d], and whether the keys overflow two words."""
   num_points, dim = features.shape
   d1 = dim + 1
   elevated = features @ jnp.asarray(_elevation(dim).T, features.dtype)  # [P, d+1], coordinates sum to 0
@@ -97,18 +96,28 @@ def _build(features, capacity):
   key_range_overflow = jnp.prod(radix_low.astype(jnp.float32)) > _MAX_KEYS
   packed = lambda word: jnp.sum((q - low) * strides[word], -1, dtype=jnp.int32)  # [P, d+1]
   keys = ((r * volume + packed(0)).reshape(-1), packed(1).reshape(-1))  # [P (d+1)] each
-  # Dedupe in a hash table (no sort): each distinct key's first vertex owns a slot; rows number the owners in
-  # vertex order, the first `capacity` of them kept.
-  items = jnp.arange(num_points * d1, dtype=jnp.int32)
-  owner, slot = _insert(keys, _table_size(num_points * d1))
-  first = owner[slot] == items
-  row = jax.lax.associative_scan(jnp.add, first.astype(jnp.int32)) - 1  # a cumsum (XLA:CPU's is serial, slower)
-  count = row[-1] + 1
-  offsets = jnp.minimum(row[owner[slot]], capacity).reshape(num_points, d1)
-  row_keys = jnp.full((2, capacity), _PAD, jnp.int32).at[:, jnp.where(first, row, capacity)].set(
-      jnp.stack(keys), mode="drop")
-  table = (owner, jnp.stack(keys), row)
-  return offsets, weights, table, row_keys, count, volume, strides, (count > capacity) | key_range_overflow
+  return weights, keys, volume, strides, key_range_overflow
+
+
+def _dedupe(keys, capacity):
+  """Rows of the vertex keys ([N, M], [N, M]) of N images: each distinct key's first vertex owns a slot of its
+  image's part of a hash table; rows number the owners of an image in vertex order, the first `capacity` of them
+  kept. Returns the rows [N, M] (capacity: dropped), the keys of the rows [N, 2, capacity] (_PAD past the last),
+  the point counts [N], and the table (owner, keys, rows, size) for _lookup."""
+  n, m = keys[0].shape
+  size = _table_size(m)
+  flat = tuple(k.reshape(-1) for k in keys)
+  base = jnp.repeat(jnp.arange(n, dtype=jnp.int32) * size, m)
+  owner, slot = _insert(flat, base, size, n)
+  holder = owner[base + slot]
+  first = (holder == jnp.arange(n * m, dtype=jnp.int32)).reshape(n, m)
+  row = jax.lax.associative_scan(jnp.add, first.astype(jnp.int32), axis=1) - 1  # a cumsum (XLA:CPU's is serial)
+  count = row[:, -1] + 1
+  vertex_rows = jnp.minimum(row.reshape(-1)[holder], capacity).reshape(n, m)
+  compact = lambda f, r, k: jnp.full((2, capacity), _PAD, jnp.int32).at[:, jnp.where(f, r, capacity)].set(
+      k, mode="drop")
+  row_keys = jax.vmap(compact)(first, row, jnp.stack(keys, 1))
+  return vertex_rows, row_keys, count, (owner, jnp.stack(flat), row.reshape(-1), size)
 
 
 _EMPTY = jnp.iinfo(jnp.int32).max  # an unowned slot of the hash table
@@ -127,34 +136,34 @@ def _hash(high, low, size):
   return ((h ^ (h >> 16)) & jnp.uint32(size - 1)).astype(jnp.int32)
 
 
-def _insert(keys, size):
-  """(owner [size], slot [M]) of key pairs keys ([M], [M]) in an open-addressing table with linear probing, all
-  keys at once: each round the unplaced keys that reach a free slot claim it (the lowest index wins), and those that
-  then find another key there move on one slot. owner holds the first index of each distinct key (_EMPTY where
-  free), slot the slot of every key."""
+def _insert(keys, base, size, num_tables):
+  """(owner [num_tables size], slot [K]) of key pairs keys ([K], [K]) in open-addressing tables of `size` slots with linear
+  probing, key k in the table starting at base[k], all keys at once: each round the unplaced keys that reach a free
+  slot claim it (the lowest index wins), and those that then find another key there move on one slot. owner holds
+  the first index of each distinct key (_EMPTY where free), slot the slot of every key in its table."""
   items = jnp.arange(keys[0].shape[0], dtype=jnp.int32)
 
   def probe(state):
     owner, slot, placed = state
-    owner = owner.at[jnp.where(~placed & (owner[slot] == _EMPTY), slot, size)].min(items, mode="drop")
-    holder = owner[slot]
+    at = base + slot
+    owner = owner.at[jnp.where(~placed & (owner[at] == _EMPTY), at, owner.shape[0])].min(items, mode="drop")
+    holder = owner[at]
     placed = (keys[0][holder] == keys[0]) & (keys[1][holder] == keys[1])
     return owner, jnp.where(placed, slot, (slot + 1) & (size - 1)), placed
 
-  start = (jnp.full((size,), _EMPTY, jnp.int32), _hash(*keys, size), jnp.zeros(items.shape, bool))
+  start = (jnp.full((num_tables * size,), _EMPTY, jnp.int32), _hash(*keys, size), jnp.zeros(items.shape, bool))
   owner, slot, _ = jax.lax.while_loop(lambda state: ~jnp.all(state[2]), probe, start)
   return owner, slot
 
 
-def _lookup(table, query):
-  """Rows [...] of the key pairs query [2, ...] in a table (owner, keys [2, M], row [M]) of _insert; the missing row
-  (row[...] == capacity) or -1 where a key is absent."""
-  owner, keys, row = table
-  size = owner.shape[0]
+def _lookup(table, query, base):
+  """Rows [...] of the key pairs query [2, ...] in the table (owner, keys [2, K], rows [K], size) of _dedupe starting
+  at base; capacity (dropped) or -1 where a key is absent."""
+  owner, keys, row, size = table
 
   def probe(state):
     slot, found, pending = state
-    holder = owner[slot]
+    holder = owner[base + slot]
     empty = holder == _EMPTY
     at = jnp.where(empty, 0, holder)
     hit = pending & ~empty & (keys[0][at] == query[0]) & (keys[1][at] == query[1])
@@ -166,7 +175,7 @@ def _lookup(table, query):
   return jax.lax.while_loop(lambda state: jnp.any(state[2]), probe, start)[1]
 
 
-def _neighbours(tables, row_keys, count, volume, strides, image_blocks, num_blocks, max_blocks):
+def _neighbours(table, row_keys, count, volume, strides, image_blocks, num_blocks, max_blocks):
   """[d+1, 2, max_blocks, block] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1),
   q_j + 1 (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
   n, _, capacity = row_keys.shape
@@ -181,12 +190,12 @@ def _neighbours(tables, row_keys, count, volume, strides, image_blocks, num_bloc
     image = jnp.sum(ends <= i, dtype=jnp.int32)
     first = ends[image] - image_blocks[image]  # the image's first block
     local = (i - first) * block  # the block's first row among the image's points
-    keys = jax.lax.dynamic_slice_in_dim(row_keys[image], local, block, 1)  # [2, block]
+    keys = jax.lax.dynamic_slice(row_keys, (image, 0, local), (1, 2, block))[0]  # [2, block]
     wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
     step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
                       jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
     query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
-    found = _lookup(jax.tree.map(lambda x: x[image], tables), query)
+    found = _lookup(table, query, image * table[-1])
     hit = (found >= 0) & (found < capacity) & (local + within < count[image])
     n1 = jnp.where(hit, found + first * block, missing)
     neighbours = jax.lax.dynamic_update_index_in_dim(neighbours, n1[:, None], i, 2)
@@ -203,13 +212,14 @@ def build_lattice(features, capacity):
   n = features.shape[0]
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
-  offsets, weights, tables, row_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(
-      features)
+  weights, keys, volume, strides, key_range_overflow = jax.vmap(_embed)(features)
+  rows, row_keys, count, table = _dedupe(keys, capacity)
+  overflow = (count > capacity) | key_range_overflow
   image_blocks = (jnp.minimum(count, capacity) + block - 1) // block
   num_blocks = jnp.sum(image_blocks, dtype=jnp.int32)
   first_row = (jnp.cumsum(image_blocks) - image_blocks) * block
-  offsets = jnp.where(offsets == capacity, num_blocks * block, offsets + first_row[:, None, None])
-  neighbours = _neighbours(tables, row_keys, count, volume, strides, image_blocks, num_blocks, n * capacity // block)
+  offsets = jnp.where(rows == capacity, num_blocks * block, rows + first_row[:, None]).reshape(weights.shape)
+  neighbours = _neighbours(table, row_keys, count, volume, strides, image_blocks, num_blocks, n * capacity // block)
   alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
   return Lattice(offsets, weights, alpha * weights, neighbours, num_blocks, count, overflow)
 
