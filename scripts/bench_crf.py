@@ -1,15 +1,17 @@
 """Dense CRF mean field (10 iterations, 21 labels) with segjax's permutohedral lattice against pydensecrf2, in the
 same run, on a natural-looking synthetic scene (smooth colour regions with sharp edges, noisy unaries).
 
-  PYTHONPATH=. python scripts/bench_crf.py [--repeats 3]
+  PYTHONPATH=. python scripts/bench_crf.py [--repeats 3] [--cases 250x1,250x4,500x1,500x4,1000x1,1000x2]
 
 Each case runs in its own subprocess, which loads the scene from a file, so that its peak memory can be read: "rss" is
 the process's maximum resident set at the end (resource.getrusage ru_maxrss) less its resident set just before the
-first call (/proc/self/statm), so for segjax it includes XLA compilation; "xla" is XLA's own buffer estimate for the compiled call (arguments + outputs + temporaries,
-Compiled.memory_analysis()). Times are the best of --repeats calls after a warm-up (compile excluded; segjax's
-compile time is printed apart); segjax's include building both lattices, as pydensecrf's include its
-addPairwise* calls. "agree" is the fraction of pixels where both give the same label; "points" the bilateral and
-spatial lattice sizes of image 0 and the capacity used (the default).
+first call (/proc/self/statm), so for segjax it includes XLA compilation; "xla" is XLA's own buffer estimate for the
+compiled call (arguments + outputs + temporaries, Compiled.memory_analysis()). Times are per image, the best of
+--repeats calls after a warm-up (compile excluded; segjax's compile time is printed apart); segjax's include building
+both lattices, as pydensecrf's include its addPairwise* calls. pydensecrf runs the images of a batch one after the
+other, segjax in one call with a leading batch axis; "vs 1" is segjax's time per image in the batch over its time on
+the first image alone (each timed in the same subprocess). "agree" is the fraction of pixels where both give the
+same label; "points" the bilateral and spatial lattice sizes of image 0 and the capacity used (the default).
 """
 import argparse
 import json
@@ -24,7 +26,7 @@ import numpy as np
 
 from bench_util import best_seconds, xla_peak_mb  # scripts/, on sys.path as the script's folder
 
-CASES = ((125, 1), (250, 1), (500, 1), (250, 4))
+CASES = ((250, 1), (250, 4), (500, 1), (500, 4), (1000, 1), (1000, 2))
 PARAMS = dict(theta_alpha=80.0, theta_beta=13.0, theta_gamma=3.0, w_bilateral=10.0, w_spatial=3.0)
 
 
@@ -79,7 +81,7 @@ def run_pydensecrf(folder, repeats):
   labels = infer()
   seconds = best_seconds(infer, repeats)
   np.save(os.path.join(folder, "pydensecrf.npy"), labels)
-  return {"s": seconds, "rss_mb": _peak_growth_mb(resident)}
+  return {"s": seconds / len(images), "rss_mb": _peak_growth_mb(resident)}
 
 
 def run_segjax(folder, repeats):
@@ -97,16 +99,20 @@ def run_segjax(folder, repeats):
   labels = np.asarray(compiled(*args))
   seconds = best_seconds(lambda: compiled(*args).block_until_ready(), repeats)
   rss_mb = _peak_growth_mb(resident)
+  single = seconds
+  if len(images) > 1:
+    one = fn.lower(*(a[:1] for a in args)).compile()
+    one(*(a[:1] for a in args)).block_until_ready()
+    single = best_seconds(lambda: one(*(a[:1] for a in args)).block_until_ready(), repeats)
   points = []
   for theta in ((PARAMS["theta_alpha"], PARAMS["theta_beta"]), (PARAMS["theta_gamma"],)):
     features = dense._features(args[1][:1], *theta)  # pylint: disable=protected-access
     capacity = permutohedral.default_capacity(*features.shape[1:])
     lattice = jax.jit(permutohedral.build_lattice, static_argnums=1)(features, capacity)
-    used = np.unique(np.asarray(lattice.offsets))
-    points.append(f"{int(np.sum(used < capacity))}/{capacity}")
+    points.append(f"{int(lattice.count[0])}/{capacity}")
   reference = np.load(os.path.join(folder, "pydensecrf.npy"))
-  return {"s": seconds, "compile_s": compile_s, "rss_mb": rss_mb, "xla_mb": xla_mb,
-          "agree": float(np.mean(labels == reference)), "points": points}
+  return {"s": seconds / len(images), "vs_single": seconds / len(images) / single, "compile_s": compile_s,
+          "rss_mb": rss_mb, "xla_mb": xla_mb, "agree": float(np.mean(labels == reference)), "points": points}
 
 
 def run_case(library, folder, repeats):
@@ -120,21 +126,24 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--case", nargs=2, metavar=("LIBRARY", "FOLDER"))
+  parser.add_argument("--cases", default=",".join(f"{size}x{batch}" for size, batch in CASES),
+                      help="comma-separated SIZExBATCH, e.g. 500x1,250x4")
   args = parser.parse_args()
   if args.case:
     print(json.dumps((run_segjax if args.case[0] == "segjax" else run_pydensecrf)(args.case[1], args.repeats)))
     return
-  print(f"{'case':>10} {'pydensecrf s':>12} {'segjax s':>9} {'ratio':>6} {'compile s':>9} {'pd rss MB':>9} "
+  print(f"{'case':>12} {'pd s/img':>8} {'sj s/img':>8} {'ratio':>6} {'vs 1':>5} {'compile s':>9} {'pd rss MB':>9} "
         f"{'sj rss MB':>9} {'sj xla MB':>9} {'agree':>6}  lattice points (bilateral, spatial)")
-  for size, batch in CASES:
+  for case in args.cases.split(","):
+    size, batch = map(int, case.split("x"))
     folder = tempfile.mkdtemp(prefix="bench_crf_")
     images, log_probabilities = scene(size, batch)
     np.savez(os.path.join(folder, "scene.npz"), images=images, log_probabilities=log_probabilities)
     reference = run_case("pydensecrf", folder, args.repeats)
     ours = run_case("segjax", folder, args.repeats)
-    print(f"{size}x{size}x{batch:<2} {reference['s']:12.3f} {ours['s']:9.3f} {ours['s'] / reference['s']:6.2f} "
-          f"{ours['compile_s']:9.1f} {reference['rss_mb']:9.0f} {ours['rss_mb']:9.0f} {ours['xla_mb']:9.0f} "
-          f"{ours['agree']:6.3f}  {', '.join(ours['points'])}", flush=True)
+    print(f"{size:>4}x{size:<4}x{batch:<2} {reference['s']:8.3f} {ours['s']:8.3f} {ours['s'] / reference['s']:6.2f} "
+          f"{ours['vs_single']:5.2f} {ours['compile_s']:9.1f} {reference['rss_mb']:9.0f} {ours['rss_mb']:9.0f} "
+          f"{ours['xla_mb']:9.0f} {ours['agree']:6.3f}  {', '.join(ours['points'])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Gaussian filtering on the permutohedral lattice (Adams, Baek & Davis 2010) with static shapes, in the conventions
-of Krähenbühl's densecrf (pydensecrf): the lattice is built once per image (embed, sort, dedupe, neighbour search)
+of Krähenbühl's densecrf (pydensecrf): the lattice is built once per image (embed, hash, neighbour search)
 and applied to any number of value arrays (splat, blur, slice), as mean field does once per iteration.
 
 Lattice points are packed into a key of two int32 words in mixed radix, where every coordinate of a point of the
 (d+1)-scaled A*_d lattice is (d+1) q_i + r and the radices span this image's range of q: the high word holds r and
 the leading q_i whose radix product fits, the low word the others (small colour bandwidths such as CRF-as-RNN's
-theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated by sorting the keys into at
-most `capacity` rows per image; `overflow` flags an image with more lattice points than that or a key range beyond
-two words (its filtered values are then wrong and must not be used). The neighbour search and
-the blur loop over blocks of rows that hold points, so their cost follows the image's point count, not the capacity;
-splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
+theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated in an open-addressing hash
+table of static size (every key inserted at once, round by round: no sort, which XLA:CPU runs slowly on several
+operands) into at most `capacity` rows per image, numbered in pixel order; `overflow` flags an image with more lattice points than that or a key range beyond
+two words (its filtered values are then wrong and must not be used). The images' points fill whole blocks of rows
+one image after the other; the neighbour search and the blur loop over those blocks, and apply_lattice allocates a
+grid of a few static sizes that holds them, so that their cost follows the point count, not the capacity (a few
+percent of it on photos at densecrf's bandwidths); splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
 the values and reverse-mode differentiable in them (the blur by a custom VJP: forward mode is not supported); the
 features get no gradient.
 """
@@ -20,21 +22,23 @@ import jax.numpy as jnp
 import numpy as np
 
 _MAX_KEYS = 2.0**31 * 0.999  # radix products are computed in float32: keep clear of int32 wrap-around
-_PAD = jnp.iinfo(jnp.int32).max  # the key of unused lattice rows, sorting after every point
+_PAD = jnp.iinfo(jnp.int32).max  # the key of unused lattice rows (their neighbour searches are masked out)
 BLOCK = 4096  # lattice rows per block
 PIXEL_BLOCK = 4096  # points per block of splat and slice
 
 
 class Lattice(NamedTuple):
-  """The lattices of a batch in one grid of N * C rows (C: the capacity rounded up to whole blocks), image n owning
-  rows n C ... n C + C - 1; row N C is the missing row, always zero."""
+  """The lattices of a batch in one grid of rows: image n's points in the rows of its ceil(points / block) blocks,
+  the images one after the other; the row after the last used block is the missing row, always zero. Its static
+  size, N C (C: the capacity rounded up to whole blocks), only bounds it: apply_lattice allocates the smallest of a
+  few grid sizes that holds the used blocks."""
   offsets: jax.Array  # [N, P, d+1] int32 row of each enclosing-simplex vertex (missing if dropped at overflow)
   weights: jax.Array  # [N, P, d+1] barycentric weights of the vertices, for the splat
   slice_weights: jax.Array  # [N, P, d+1] the same times densecrf's scale 1 / (1 + 2^-d); scaling them (or the splat
                             # weights) point by point normalises the filter without a pass over the values
-  neighbours: jax.Array  # [d+1, 2, N C + 1] int32 rows of the two blur neighbours along each lattice axis
-  blocks: jax.Array  # [N C / block] int32 block indices, the num_blocks holding lattice points first
-  num_blocks: jax.Array  # int32 scalar
+  neighbours: jax.Array  # [d+1, 2, N C / block, block] int32 rows of the two blur neighbours along each lattice axis
+  num_blocks: jax.Array  # int32 scalar: blocks in use, rows 0 ... num_blocks * block - 1; the next row is missing
+  count: jax.Array  # [N] int32 lattice points of each image
   overflow: jax.Array  # [N] bool: more than C lattice points, or keys beyond int32
 
 
@@ -54,9 +58,9 @@ def _elevation(dim):
   return e / np.sqrt((np.arange(dim) + 1.0) * (np.arange(dim) + 2.0)) * np.sqrt(2.0 / 3.0) * (dim + 1)
 
 
-def _build(features, capacity):
-  """The lattice points of one image, features [P, d]: vertex rows [P, d+1] (capacity: dropped), barycentric weights
-  [P, d+1], sorted keys [capacity] (int32 max past the last point), point count, key volume and strides [d]."""
+def _embed(features):
+  """The lattice vertices of one image, features [P, d]: barycentric weights [P, d+1], keys ([P (d+1)], [P (d+1)]) of
+  the enclosing simplices' vertices, key volume and strides [2, d], and whether the keys overflow two words."""
   num_points, dim = features.shape
   d1 = dim + 1
   elevated = features @ jnp.asarray(_elevation(dim).T, features.dtype)  # [P, d+1], coordinates sum to 0
@@ -71,9 +75,10 @@ def _build(features, capacity):
   wrap = (rank < 0).astype(jnp.int32) - (rank > dim).astype(jnp.int32)  # back onto the plane sum(x) = 0
   rank, rem0 = rank + d1 * wrap, rem0 + d1 * wrap
   # Barycentric weights: b[d - rank_i] += u_i, b[d - rank_i + 1] -= u_i, b[0] += 1 + b[d+1]; with u sorted by
-  # rank that is b[s] = u_(d - s) - u_(d + 1 - s).
+  # rank that is b[s] = u_(d - s) - u_(d + 1 - s). by_rank [P, d+1]: u_(d), ..., u_(0) (a scatter: rank is a
+  # permutation of 0..d).
   u = (elevated - rem0) / d1
-  by_rank = jnp.sum(u[:, :, None] * (rank[:, :, None] == jnp.arange(d1)), 1)[:, ::-1]  # u_(d), ..., u_(0)
+  by_rank = jnp.zeros_like(u).at[jnp.arange(num_points)[:, None], dim - rank].set(u, unique_indices=True)
   weights = by_rank - jnp.pad(by_rank[:, :-1], ((0, 0), (1, 0)))
   weights = weights.at[:, 0].add(1.0 - by_rank[:, -1])
   # Vertex r of the simplex: rem0 + canonical[r, rank], i.e. coordinates (d+1) q_i + r with q below.
@@ -91,62 +96,113 @@ def _build(features, capacity):
   key_range_overflow = jnp.prod(radix_low.astype(jnp.float32)) > _MAX_KEYS
   packed = lambda word: jnp.sum((q - low) * strides[word], -1, dtype=jnp.int32)  # [P, d+1]
   keys = ((r * volume + packed(0)).reshape(-1), packed(1).reshape(-1))  # [P (d+1)] each
-  # Dedupe: sort, flag the first of each run, compact the first `capacity` distinct keys (padding sorts last);
-  # each vertex's row comes back through the sort's permutation.
-  high_keys, low_keys, order = jax.lax.sort(keys + (jnp.arange(num_points * d1, dtype=jnp.int32),), num_keys=2)
-  first = jnp.concatenate([jnp.ones((1,), bool), (high_keys[1:] != high_keys[:-1]) | (low_keys[1:] != low_keys[:-1])])
-  row = jnp.cumsum(first, dtype=jnp.int32) - 1
-  count = row[-1] + 1
-  compact = lambda k: jnp.full((capacity,), _PAD, jnp.int32).at[jnp.where(first, row, capacity)].set(k, mode="drop")
-  lattice_keys = jnp.stack([compact(high_keys), compact(low_keys)])
-  offsets = jnp.zeros_like(row).at[order].set(jnp.minimum(row, capacity)).reshape(num_points, d1)
-  return offsets, weights, lattice_keys, count, volume, strides, (count > capacity) | key_range_overflow
+  return weights, keys, volume, strides, key_range_overflow
 
 
-def search_pairs(keys, query):
-  """Index of the first of the lexicographically sorted pairs keys [2, C] that is >= each query [2, ...] (C if
-  none), by binary search: jnp.searchsorted for two-word keys."""
-  size = keys.shape[1]
+def _dedupe(keys, capacity):
+  """Rows of the vertex keys ([N, M], [N, M]) of N images: each distinct key's first vertex owns a slot of its
+  image's part of a hash table; rows number the owners of an image in vertex order, the first `capacity` of them
+  kept. Returns the rows [N, M] (capacity: dropped), the keys of the rows [N, 2, capacity] (_PAD past the last),
+  the point counts [N], and the table (owner, keys, rows, size) for _lookup."""
+  n, m = keys[0].shape
+  size = _table_size(m)
+  flat = tuple(k.reshape(-1) for k in keys)
+  base = jnp.repeat(jnp.arange(n, dtype=jnp.int32) * size, m)
+  owner, slot = _insert(flat, base, size, n)
+  holder = owner[base + slot]
+  first = (holder == jnp.arange(n * m, dtype=jnp.int32)).reshape(n, m)
+  row = jax.lax.associative_scan(jnp.add, first.astype(jnp.int32), axis=1) - 1  # a cumsum (XLA:CPU's is serial)
+  count = row[:, -1] + 1
+  vertex_rows = jnp.minimum(row.reshape(-1)[holder], capacity).reshape(n, m)
+  compact = lambda f, r, k: jnp.full((2, capacity), _PAD, jnp.int32).at[:, jnp.where(f, r, capacity)].set(
+      k, mode="drop")
+  row_keys = jax.vmap(compact)(first, row, jnp.stack(keys, 1))
+  return vertex_rows, row_keys, count, (owner, jnp.stack(flat), row.reshape(-1), size)
 
-  def halve(_, bounds):
-    low, high = bounds
-    mid = (low + high) // 2
-    at = jnp.minimum(mid, size - 1)
-    key_high, key_low = keys[0][at], keys[1][at]
-    less = (key_high < query[0]) | ((key_high == query[0]) & (key_low < query[1]))
-    return jnp.where(less, mid + 1, low), jnp.where(less, high, mid)
 
-  start = (jnp.zeros(query.shape[1:], jnp.int32), jnp.full(query.shape[1:], size, jnp.int32))
-  return jax.lax.fori_loop(0, int(np.ceil(np.log2(size + 1))), halve, start)[0]
+_EMPTY = jnp.iinfo(jnp.int32).max  # an unowned slot of the hash table
 
 
-def _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks):
-  """[d+1, 2, N C + 1] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1), q_j + 1
-  (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
-  n, _, capacity = lattice_keys.shape
+def _table_size(num_keys):
+  """A power of two at least twice the number of keys: linear probing at load <= 1/2, and always a free slot."""
+  return 1 << int(np.ceil(np.log2(2 * num_keys)))
+
+
+def _hash(high, low, size):
+  """Slot of a key pair in a table of `size` (a power of two): murmur3's 32-bit finaliser of a mix of both words."""
+  h = high.astype(jnp.uint32) * jnp.uint32(0x9E3779B1) ^ low.astype(jnp.uint32) * jnp.uint32(0x85EBCA77)
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return ((h ^ (h >> 16)) & jnp.uint32(size - 1)).astype(jnp.int32)
+
+
+def _insert(keys, base, size, num_tables):
+  """(owner [num_tables size], slot [K]) of key pairs keys ([K], [K]) in open-addressing tables of `size` slots with linear
+  probing, key k in the table starting at base[k], all keys at once: each round the unplaced keys that reach a free
+  slot claim it (the lowest index wins), and those that then find another key there move on one slot. owner holds
+  the first index of each distinct key (_EMPTY where free), slot the slot of every key in its table."""
+  items = jnp.arange(keys[0].shape[0], dtype=jnp.int32)
+
+  def probe(state):
+    owner, slot, placed = state
+    at = base + slot
+    owner = owner.at[jnp.where(~placed & (owner[at] == _EMPTY), at, owner.shape[0])].min(items, mode="drop")
+    holder = owner[at]
+    placed = (keys[0][holder] == keys[0]) & (keys[1][holder] == keys[1])
+    return owner, jnp.where(placed, slot, (slot + 1) & (size - 1)), placed
+
+  start = (jnp.full((num_tables * size,), _EMPTY, jnp.int32), _hash(*keys, size), jnp.zeros(items.shape, bool))
+  owner, slot, _ = jax.lax.while_loop(lambda state: ~jnp.all(state[2]), probe, start)
+  return owner, slot
+
+
+def _lookup(table, query, base):
+  """Rows [...] of the key pairs query [2, ...] in the table (owner, keys [2, K], rows [K], size) of _dedupe starting
+  at base; capacity (dropped) or -1 where a key is absent."""
+  owner, keys, row, size = table
+
+  def probe(state):
+    slot, found, pending = state
+    holder = owner[base + slot]
+    empty = holder == _EMPTY
+    at = jnp.where(empty, 0, holder)
+    hit = pending & ~empty & (keys[0][at] == query[0]) & (keys[1][at] == query[1])
+    found = jnp.where(hit, row[at], found)
+    pending = pending & ~empty & ~hit
+    return jnp.where(pending, (slot + 1) & (size - 1), slot), found, pending
+
+  start = (_hash(query[0], query[1], size), jnp.full(query.shape[1:], -1, jnp.int32), jnp.ones(query.shape[1:], bool))
+  return jax.lax.while_loop(lambda state: jnp.any(state[2]), probe, start)[1]
+
+
+def _neighbours(table, row_keys, count, volume, strides, image_blocks, num_blocks, max_blocks):
+  """[d+1, 2, max_blocks, block] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1),
+  q_j + 1 (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
+  n, _, capacity = row_keys.shape
   dim = strides.shape[-1]
-  block = n * capacity // blocks.shape[0]
-  missing = n * capacity
+  block = n * capacity // max_blocks
+  missing = num_blocks * block
+  ends = jnp.cumsum(image_blocks)
   unit = jnp.concatenate([strides, jnp.zeros((n, 2, 1), jnp.int32)], 2)  # axis d moves no packed coordinate
+  within = jnp.arange(block, dtype=jnp.int32)
 
   def search(i, neighbours):
-    start = blocks[i] * block
-    image = start // capacity
-    own = lattice_keys[image]
-    keys = jax.lax.dynamic_slice_in_dim(own, start - image * capacity, block, 1)  # [2, block]
+    image = jnp.sum(ends <= i, dtype=jnp.int32)
+    first = ends[image] - image_blocks[image]  # the image's first block
+    local = (i - first) * block  # the block's first row among the image's points
+    keys = jax.lax.dynamic_slice(row_keys, (image, 0, local), (1, 2, block))[0]  # [2, block]
     wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
     step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
                       jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
     query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
-    found = jnp.minimum(search_pairs(own, query), capacity - 1)
-    hit = ((own[0][found] == query[0]) & (own[1][found] == query[1])
-           & (start - image * capacity + jnp.arange(block, dtype=jnp.int32) < count[image]))
-    n1 = jnp.where(hit, found + image * capacity, missing)
-    neighbours = jax.lax.dynamic_update_slice_in_dim(neighbours, n1[:, None], start, 2)
-    return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1, missing + 1)].set(
-        start + jnp.arange(block, dtype=jnp.int32), mode="drop")
+    found = _lookup(table, query, image * table[-1])
+    hit = (found >= 0) & (found < capacity) & (local + within < count[image])
+    n1 = jnp.where(hit, found + first * block, missing)
+    neighbours = jax.lax.dynamic_update_index_in_dim(neighbours, n1[:, None], i, 2)
+    return neighbours.at[jnp.arange(dim + 1)[:, None], 1, jnp.where(hit, n1 // block, max_blocks), n1 % block].set(
+        i * block + within, mode="drop")
 
-  return jax.lax.fori_loop(0, num_blocks, search, jnp.full((dim + 1, 2, missing + 1), missing, jnp.int32))
+  return jax.lax.fori_loop(0, num_blocks, search, jnp.full((dim + 1, 2, max_blocks, block), missing, jnp.int32))
 
 
 def build_lattice(features, capacity):
@@ -156,28 +212,26 @@ def build_lattice(features, capacity):
   n = features.shape[0]
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
-  offsets, weights, lattice_keys, count, volume, strides, overflow = jax.vmap(lambda f: _build(f, capacity))(features)
-  first_row = capacity * jnp.arange(n, dtype=jnp.int32).reshape(n, 1, 1)
-  offsets = jnp.where(offsets == capacity, n * capacity, offsets + first_row)
-  # The blocks holding points: the first ceil(count / block) of each image's capacity / block.
-  per_image = capacity // block
-  ids = jnp.arange(n * per_image, dtype=jnp.int32)
-  used = ids % per_image < (count[ids // per_image] + block - 1) // block
-  blocks = jnp.argsort(jnp.where(used, 0, 1), stable=True).astype(jnp.int32)
-  num_blocks = jnp.sum(used, dtype=jnp.int32)
-  neighbours = _neighbours(lattice_keys, count, volume, strides, blocks, num_blocks)
+  weights, keys, volume, strides, key_range_overflow = jax.vmap(_embed)(features)
+  rows, row_keys, count, table = _dedupe(keys, capacity)
+  overflow = (count > capacity) | key_range_overflow
+  image_blocks = (jnp.minimum(count, capacity) + block - 1) // block
+  num_blocks = jnp.sum(image_blocks, dtype=jnp.int32)
+  first_row = (jnp.cumsum(image_blocks) - image_blocks) * block
+  offsets = jnp.where(rows == capacity, num_blocks * block, rows + first_row[:, None]).reshape(weights.shape)
+  neighbours = _neighbours(table, row_keys, count, volume, strides, image_blocks, num_blocks, n * capacity // block)
   alpha = 1.0 / (1.0 + 2.0**-features.shape[-1])
-  return Lattice(offsets, weights, alpha * weights, neighbours, blocks, num_blocks, overflow)
+  return Lattice(offsets, weights, alpha * weights, neighbours, num_blocks, count, overflow)
 
 
-def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
+def _blur_axes(grid, neighbours, num_blocks, axes):
   """[1/2, 1, 1/2] along each lattice axis in turn, on the rows of the used blocks (the others stay zero)."""
-  block = (grid.shape[0] - 1) // blocks.shape[0]
+  block = neighbours.shape[-1]
   spare = jnp.zeros_like(grid)
   for j in axes:
     def blur(i, out, j=j, grid=grid):
-      start = blocks[i] * block
-      pair = jax.lax.dynamic_slice_in_dim(neighbours[j], start, block, 1)
+      start = i * block
+      pair = neighbours[j, :, i]
       near = jnp.take(grid, pair[0], axis=0, mode="clip") + jnp.take(grid, pair[1], axis=0, mode="clip")
       return jax.lax.dynamic_update_slice_in_dim(out, jax.lax.dynamic_slice_in_dim(grid, start, block) + 0.5 * near,
                                                  start, 0)
@@ -186,18 +240,18 @@ def _blur_axes(grid, neighbours, blocks, num_blocks, axes):
 
 
 @jax.custom_vjp
-def _blur(grid, neighbours, blocks, num_blocks):
-  return _blur_axes(grid, neighbours, blocks, num_blocks, range(neighbours.shape[0]))
+def _blur(grid, neighbours, num_blocks):
+  return _blur_axes(grid, neighbours, num_blocks, range(neighbours.shape[0]))
 
 
-def _blur_forward(grid, neighbours, blocks, num_blocks):
-  return _blur(grid, neighbours, blocks, num_blocks), (neighbours, blocks, num_blocks)
+def _blur_forward(grid, neighbours, num_blocks):
+  return _blur(grid, neighbours, num_blocks), (neighbours, num_blocks)
 
 
 def _blur_backward(residuals, cotangent):
   """Each axis blur is symmetric (n2 inverts n1), so the transpose blurs the axes in reverse order."""
-  neighbours, blocks, num_blocks = residuals
-  return _blur_axes(cotangent, neighbours, blocks, num_blocks, reversed(range(neighbours.shape[0]))), None, None, None
+  neighbours, num_blocks = residuals
+  return _blur_axes(cotangent, neighbours, num_blocks, reversed(range(neighbours.shape[0]))), None, None
 
 
 _blur.defvjp(_blur_forward, _blur_backward)
@@ -212,32 +266,46 @@ def _pixel_blocks(fn, num_points, carry):
   return fn(full * PIXEL_BLOCK, num_points % PIXEL_BLOCK, carry) if num_points % PIXEL_BLOCK else carry
 
 
+def grid_sizes(max_blocks):
+  """Block counts of the grids apply_lattice chooses from: max_blocks / 8^k, k = 0, 1, 2 (distinct, ascending)."""
+  return sorted({-(-max_blocks // 8**k) for k in range(3)})
+
+
 def apply_lattice(lattice, values):
-  """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale)."""
+  """sum_j k(f_i, f_j) v_j approximated on the lattice, for values [N, P, L]: splat, blur, slice (densecrf scale).
+
+  The grid is the smallest of grid_sizes that holds the used blocks (a switch: under vmap every size runs), so that
+  allocating and clearing it follows the lattice's point count rather than its capacity."""
   d1 = lattice.offsets.shape[-1]
-  missing = lattice.neighbours.shape[-1] - 1
+  max_blocks, block = lattice.neighbours.shape[2:]
+  missing = lattice.num_blocks * block
   num_labels = values.shape[-1]
   weights = lattice.weights.astype(values.dtype).reshape(-1, d1)
   slice_weights = lattice.slice_weights.astype(values.dtype).reshape(-1, d1)
   offsets = lattice.offsets.reshape(-1, d1)
   flat = values.reshape(-1, num_labels)
-  block = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
+  part = lambda x, start, size: jax.lax.dynamic_slice_in_dim(x, start, size)
 
-  def splat(start, size, grid):  # dropped vertices (the missing row) fall out
-    rows = block(offsets, start, size)
-    updates = block(weights, start, size)[..., None] * block(flat, start, size)[:, None]
-    return grid.at[jnp.where(rows == missing, missing + 1, rows).reshape(-1)].add(
-        updates.reshape(-1, num_labels), mode="drop")
+  def apply(num_rows):
+    def splat(start, size, grid):  # dropped vertices (the missing row) fall out
+      rows = part(offsets, start, size)
+      updates = part(weights, start, size)[..., None] * part(flat, start, size)[:, None]
+      return grid.at[jnp.where(rows == missing, num_rows, rows).reshape(-1)].add(
+          updates.reshape(-1, num_labels), mode="drop")
 
-  grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((missing + 1, num_labels), values.dtype))
-  grid = _blur(grid, lattice.neighbours, lattice.blocks, lattice.num_blocks)
+    grid = _pixel_blocks(splat, flat.shape[0], jnp.zeros((num_rows, num_labels), values.dtype))
+    grid = _blur(grid, lattice.neighbours, lattice.num_blocks)
 
-  def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
-    rows, w = block(offsets, start, size), block(slice_weights, start, size)
-    sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
-    return jax.lax.dynamic_update_slice_in_dim(out, sliced, start, 0)
+    def slice_(start, size, out):  # "clip": the rows are in range, and XLA:CPU gathers fastest without a bounds mask
+      rows, w = part(offsets, start, size), part(slice_weights, start, size)
+      sliced = sum(w[:, r, None] * jnp.take(grid, rows[:, r], axis=0, mode="clip") for r in range(d1))
+      return jax.lax.dynamic_update_slice_in_dim(out, sliced, start, 0)
 
-  return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
+    return _pixel_blocks(slice_, flat.shape[0], jnp.zeros_like(flat)).reshape(values.shape)
+
+  sizes = grid_sizes(max_blocks)
+  branches = [lambda size=size: apply(size * block + 1) for size in sizes]  # + 1: the missing row
+  return jax.lax.switch(jnp.sum(jnp.asarray(sizes) < lattice.num_blocks), branches)
 
 
 def permutohedral_filter(features, values, capacity):
