@@ -173,7 +173,7 @@ def bench_mask_rcnn(size, batch, iters, instances):
   train_compile = time.perf_counter() - start
   ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
 
-  infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), config))
   start = time.perf_counter()
   infer = infer.lower(variables, images).compile()
   infer_compile = time.perf_counter() - start

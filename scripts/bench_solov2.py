@@ -55,7 +55,7 @@ def bench_solov2(size, batch, iters):
   variables = module.init(jax.random.key(0), data["image"][:1])
   print(f"parameters: {sum(x.size for x in jax.tree.leaves(variables['params'])) / 1e6:.2f} M")
 
-  infer = jax.jit(lambda v, x: solov2.predict(module.apply(v, x)))
+  infer = jax.jit(lambda v, x: solov2.predict(module.apply(v, x), config))
   start = time.perf_counter()
   infer = infer.lower(variables, data["image"]).compile()
   infer_compile = time.perf_counter() - start
@@ -94,7 +94,7 @@ def main():
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads")
   bench_solov2(args.size, args.batch, args.iters)
-  m = bench_nms.bench_matrix_nms(num_masks=solov2.NMS_PRE, size=args.size // solov2.MASK_STRIDE)
+  m = bench_nms.bench_matrix_nms(num_masks=solov2.PREDICT_DEFAULTS["nms_pre"], size=args.size // solov2.MASK_STRIDE)
   print(f"Matrix NMS on {m['num_masks']} masks of {m['mask_size']}x{m['mask_size']}: segjax matrix_nms (jit) "
         f"{m['segjax_matrix_nms_ms']:.2f} ms, torch hard mask NMS {m['torch_hard_mask_nms_ms']:.2f} ms, "
         f"hard/matrix = {m['speedup']:.2f}")

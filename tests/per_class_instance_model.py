@@ -42,7 +42,8 @@ def loss(outputs, batch, model_config):
   return value, {"num_targets": outputs["num_targets"].astype(jnp.float32), "sample": outputs["sample"]}
 
 
-def predict(outputs):
+def predict(outputs, model_config):
+  del model_config
   masks = jax.nn.sigmoid(outputs["mask_logits"])
   binary = masks > 0.5
   area = binary.sum((2, 3))

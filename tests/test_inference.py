@@ -54,7 +54,7 @@ def test_instance_predictor_returns_valid_detections_only(monkeypatch):
   images = np.random.default_rng(1).uniform(size=(2, 24, 32, 3)).astype(np.float32)
   variables = module.init(jax.random.key(3), images[:1])
   results = Predictor(config, variables, INFO)(images)
-  expected = models.get_model("per_class_masks").predict(module.apply(variables, images))
+  expected = models.get_model("per_class_masks").predict(module.apply(variables, images), config)
   for i, result in enumerate(results):
     keep = np.asarray(expected["valid"][i])
     assert result["masks"].shape == (keep.sum(), 24, 32) and result["boxes"].shape == (keep.sum(), 4)

@@ -80,7 +80,7 @@ def test_crf_rnn_trains_end_to_end_without_recompiling():
   assert outputs["logits"].shape == outputs["unary_logits"].shape == (2, 64, 64, 3)
   # The base normalises its input by ImageNet's mean and std; the CRF's bilateral kernel reads the image in 0..255.
   np.testing.assert_allclose(crf_images[0], 255 * batch["image"], rtol=1e-6)
-  assert crf_rnn.predict(outputs)["labels"].dtype == jnp.int32
+  assert crf_rnn.predict(outputs, config)["labels"].dtype == jnp.int32
   # Uniform colour noise holds more lattice points than the default capacity: the loss says so.
   noise = dict(batch, image=np.random.default_rng(2).uniform(0, 1, batch["image"].shape).astype(np.float32))
   assert float(step(params, batch_stats, opt_state, noise)[4]["crf_overflow"]) == 1
@@ -101,7 +101,7 @@ def test_dense_crf_postprocessing_trains_the_base_and_labels_from_the_marginals(
   outputs = jax.jit(lambda v, x: module.apply(v, x))(variables, batch["image"])
   expected = dense_crf(outputs["logits"], 255 * batch["image"], **DEEPLAB_CRF)
   np.testing.assert_allclose(outputs["crf_probabilities"], expected, atol=1e-5)
-  np.testing.assert_array_equal(dense_crf_model.predict(outputs)["labels"], np.argmax(expected, -1))
+  np.testing.assert_array_equal(dense_crf_model.predict(outputs, config)["labels"], np.argmax(expected, -1))
 
 
 def _coarse_unaries(labels, num_classes, factor):

@@ -217,7 +217,7 @@ def test_tiny_model_trains_without_recompiling(name):
   assert len(traces) == 1  # the second batch reused the compiled step
   outputs = module.apply(variables, batch["image"], train=False)
   assert outputs["logits"].shape == (2, 41, 41, 3)
-  assert model.predict(outputs)["labels"].dtype == jnp.int32
+  assert model.predict(outputs, config)["labels"].dtype == jnp.int32
 
 
 def test_bad_variant_is_named():

@@ -254,7 +254,7 @@ def test_tiny_model_trains_without_recompiling(backbone):
     assert np.isfinite(float(value))
   assert step._cache_size() == 1
 
-  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
   assert outputs["masks"].shape == (2, 10, 64, 64) and outputs["boxes"].shape == (2, 10, 4)
   assert np.isfinite(outputs["masks"]).all() and outputs["valid"].any()
@@ -436,7 +436,7 @@ def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, mon
   background = "['params']['box_head']['cls_score']['bias']"
   no_detections = jax.tree_util.tree_map_with_path(  # the background logit raised: no score passes 0.05
       lambda path, x: x.at[0].add(50.0) if jax.tree_util.keystr(path) == background else x, variables)
-  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   rows = _mask_head_rows(predict.trace(variables, image).jaxpr.jaxpr, 2)
   assert rows == [[{2 * k} for k in (0, 8, 16, 32, 64, 100)]], rows  # the first on 0 rows: no mask work
   ours = [predict(v, image) for v in (variables, no_detections)]
@@ -445,7 +445,7 @@ def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, mon
   assert 0 < some["valid"].sum(1).max() <= 64 and not none["valid"].any()  # a middle rung, and the empty one
   assert (some["masks"][some["valid"]].max((1, 2)) > 0.1).all()  # the compared masks are not empty
   _on_all_slots(monkeypatch)
-  reference = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False)))
+  reference = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   for v, outputs in zip((variables, no_detections), ours):
     expected = reference(v, image)
     for k in ("boxes", "scores", "labels", "valid"):

@@ -290,7 +290,7 @@ def test_tiny_model_trains_without_recompiling(trained):
 
 def test_predict_gives_the_contract_in_static_shapes(trained):
   module, _, state, _, batch, _, _ = trained
-  predict = jax.jit(lambda v, x: panoptic_fcn.predict(module.apply(v, x, train=False)))
+  predict = jax.jit(lambda v, x: panoptic_fcn.predict(module.apply(v, x, train=False), tiny_config()))
   outputs = jax.device_get(predict({"params": state[0], "batch_stats": state[1]}, batch["image"]))
   k = 50 + 16 + 4 + 1 + 1  # min(h w, 100 / 2) centres of P3..P7 on a 64 x 64 input
   assert outputs["panoptic"].shape == (2, 64, 64) and outputs["panoptic"].dtype == np.int32

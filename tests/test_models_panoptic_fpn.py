@@ -161,7 +161,7 @@ def test_tiny_model_trains_without_recompiling(trained):
 @pytest.mark.slow
 def test_predict_gives_the_panoptic_map_and_segments_in_static_shapes(trained):
   module, _, state, _, batch = trained
-  predict = jax.jit(lambda v, x: panoptic_fpn.predict(module.apply(v, x, train=False)))
+  predict = jax.jit(lambda v, x: panoptic_fpn.predict(module.apply(v, x, train=False), tiny_config()))
   outputs = jax.device_get(predict({"params": state[0], "batch_stats": state[1]}, batch["image"]))
   assert outputs["panoptic"].shape == (2, 64, 64) and outputs["panoptic"].dtype == np.int32
   assert outputs["masks"].shape == (2, 10, 64, 64)

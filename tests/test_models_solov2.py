@@ -176,8 +176,7 @@ def test_targets_beyond_max_positives_keep_the_reference_order():
 def _random_outputs(rng, batch, num_grids, classes, channels, size, scale=1.0):
   return {"cate_logits": tuple(jnp.asarray(rng.normal(-2, 2, (batch, s, s, classes)), jnp.float32) for s in num_grids),
           "kernels": tuple(jnp.asarray(rng.normal(0, scale, (batch, s, s, channels)), jnp.float32) for s in num_grids),
-          "mask_features": jnp.asarray(rng.normal(0, 1, (batch, size[0] // 4, size[1] // 4, channels)), jnp.float32),
-          "min_mask_area": jnp.asarray(solov2.STRIDES, jnp.float32)}
+          "mask_features": jnp.asarray(rng.normal(0, 1, (batch, size[0] // 4, size[1] // 4, channels)), jnp.float32)}
 
 
 def _reference_loss(outputs, images, num_grids, ranges):
@@ -291,10 +290,10 @@ def test_predict_equals_reference_get_seg_single(min_mask_area):
   rng = np.random.default_rng(3)
   grids = (12, 10, 8, 6, 4)
   outputs = _random_outputs(rng, 2, grids, 4, 8, (64, 96))
-  outputs["min_mask_area"] = jnp.asarray(min_mask_area, jnp.float32)
   # Image 0 fills the 100 detections; image 1 has fewer, cut by the update threshold.
   outputs["cate_logits"] = tuple(x - jnp.array([1.5, 3.5])[:, None, None, None] for x in outputs["cate_logits"])
-  predictions = jax.device_get(jax.jit(solov2.predict)(outputs))
+  config = ml_collections.ConfigDict({"min_mask_area": min_mask_area})  # the other settings: the reference's
+  predictions = jax.device_get(jax.jit(lambda o: solov2.predict(o, config))(outputs))
   assert predictions["masks"].shape == (2, 100, 64, 96) and predictions["boxes"].shape == (2, 100, 4)
   for b in range(2):
     masks, scores, labels = _reference_get_seg_single([x[b] for x in outputs["cate_logits"]],
@@ -313,7 +312,8 @@ def test_predict_contract():
   rng = np.random.default_rng(4)
   outputs = _random_outputs(rng, 2, (12, 10, 8, 6, 4), 4, 8, (64, 64))
   outputs["cate_logits"] = tuple(x - 1.5 for x in outputs["cate_logits"])
-  p = jax.device_get(jax.jit(solov2.predict)(outputs))
+  predict = jax.jit(lambda o: solov2.predict(o, ml_collections.ConfigDict()))
+  p = jax.device_get(predict(outputs))
   assert p["boxes"].dtype == np.float32 and p["labels"].dtype == np.int32 and p["valid"].dtype == bool
   assert p["masks"].dtype == np.float32 and 0 <= p["masks"].min() and p["masks"].max() <= 1
   for b in range(2):
@@ -324,7 +324,7 @@ def test_predict_contract():
       yy, xx = np.nonzero(mask)
       np.testing.assert_array_equal(box, [xx.min(), yy.min(), xx.max() + 1, yy.max() + 1])
   empty = dict(outputs, cate_logits=tuple(x - 100 for x in outputs["cate_logits"]))
-  p = jax.device_get(jax.jit(solov2.predict)(empty))
+  p = jax.device_get(predict(empty))
   assert not p["valid"].any() and not p["boxes"].any() and not p["masks"].any()
 
 
@@ -450,7 +450,7 @@ def tiny_steps():
   @jax.jit
   def predict(variables, images):
     traces["predict"] += 1
-    return solov2.predict(model.apply(variables, images))
+    return solov2.predict(model.apply(variables, images), config)
 
   return variables, optimizer.init(variables["params"]), train_step, predict, traces
 

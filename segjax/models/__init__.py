@@ -4,7 +4,7 @@
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
-  predict(outputs) -> dict of predictions:
+  predict(outputs, model_config) -> dict of predictions (post-processing; its thresholds are config.model's):
     "semantic": labels int32 [B, H, W];
     "instance": padded to K detections: boxes float32 [B, K, 4] (x1, y1, x2, y2, input pixels), scores
       [B, K], labels int32 [B, K] (thing labels 1..num_thing_classes), masks float32 [B, K, H, W]

@@ -9,8 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segjax.layers.crf_rnn import CRFasRNN
-from segjax.models import get_model
-from segjax.ops.losses import softmax_cross_entropy
+from segjax.models import get_model, per_pixel
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -44,8 +43,8 @@ def loss(outputs, batch, model_config):
   """Per-pixel softmax cross entropy of the CRF's logits over the pixels not labelled 255; crf_overflow is the
   fraction of images whose lattice overflowed (NaN logits: raise config.model.crf.lattice_capacity)."""
   overflow = jnp.isnan(outputs["logits"]).any((1, 2, 3)).mean()
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255), {"crf_overflow": overflow}
+  value, metrics = per_pixel.loss({"logits": outputs["logits"]}, batch, model_config)
+  return value, {**metrics, "crf_overflow": overflow}
 
 
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
+predict = per_pixel.predict  # the argmax of the CRF's logits

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from segjax.backbones.vgg import STAGES
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
-from segjax.models.fcn import loss, predict  # noqa: F401  FCN's per-pixel cross entropy and argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.models.segnet import HE_NORMAL
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 

@@ -17,9 +17,8 @@ import jax.numpy as jnp
 from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
-from segjax.models import pixel_normalization
+from segjax.models import per_pixel, pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -139,14 +138,5 @@ def build(model_config, info):
                    dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
-def loss(outputs, batch, model_config):
-  """Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision 0.5)."""
-  main = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
-  if "aux_logits" not in outputs:
-    return main, {}
-  aux = softmax_cross_entropy(outputs["aux_logits"], batch["semantic"], ignore_index=255)
-  return main + model_config.aux_weight * aux, {"main_loss": main, "aux_loss": aux}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
+# Pixel-wise cross entropy (255 ignored), plus `aux_weight` times the auxiliary head's (torchvision: 0.5); argmax.
+loss, predict = per_pixel.loss, per_pixel.predict

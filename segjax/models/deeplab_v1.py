@@ -21,7 +21,7 @@ from segjax.backbones.vgg import VGG16
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
-from segjax.models.fcn import loss, predict  # noqa: F401  FCN's per-pixel cross entropy and argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"

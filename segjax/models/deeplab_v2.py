@@ -19,7 +19,7 @@ from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import interp_zoom
 from segjax.models import pixel_normalization
-from segjax.models.deeplab_v1 import loss, predict  # noqa: F401  the same per-pixel cross entropy and argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  per-pixel cross entropy and argmax
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"

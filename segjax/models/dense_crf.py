@@ -41,5 +41,7 @@ def loss(outputs, batch, model_config):
   return get_model(model_config.base.name).loss(outputs, batch, model_config.base)
 
 
-def predict(outputs):
+def predict(outputs, model_config):
+  """The argmax of the CRF's marginals (not of the base's unaries)."""
+  del model_config
   return {"labels": jnp.argmax(outputs["crf_probabilities"], axis=-1).astype(jnp.int32)}

@@ -15,9 +15,8 @@ from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
 from segjax.layers.conv import Conv
 from segjax.layers.upsample import BilinearUpsample
-from segjax.models import pixel_normalization
+from segjax.models import per_pixel, pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.losses import softmax_cross_entropy
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -114,11 +113,4 @@ def build(model_config, info):
              dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
-def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy averaged over the pixels not labelled 255 (Sec. 3)."""
-  value = softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255)
-  return value, {}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
+loss, predict = per_pixel.loss, per_pixel.predict  # Sec. 3: per-pixel cross entropy, 255 ignored; argmax

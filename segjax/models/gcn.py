@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from segjax.backbones.resnet import ResNet
 from segjax.layers.gcn import BoundaryRefinement, GlobalConv
 from segjax.layers.upsample import BilinearUpsample
-from segjax.models import deeplab, pixel_normalization
+from segjax.models import per_pixel, pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 TASK = "semantic"
@@ -59,5 +59,4 @@ def build(model_config, info):
              **pixel_normalization(model_config))
 
 
-loss = deeplab.loss  # pixel-wise cross entropy, 255 ignored (no auxiliary head)
-predict = deeplab.predict
+loss, predict = per_pixel.loss, per_pixel.predict  # pixel-wise cross entropy, 255 ignored (no auxiliary head); argmax

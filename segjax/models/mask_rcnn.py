@@ -294,5 +294,7 @@ def loss(outputs, batch, model_config):
   return total, metrics
 
 
-def predict(outputs):
+def predict(outputs, model_config):
+  """The detections of the forward pass (its score and NMS thresholds are config.model's)."""
+  del model_config
   return {k: outputs[k] for k in ("boxes", "scores", "labels", "masks", "valid")}

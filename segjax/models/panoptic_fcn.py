@@ -441,7 +441,9 @@ def _things(c, kernels, scores, classes, keep, features, image_hw):
           "masks": masks, "valid": keep}
 
 
-def predict(outputs):
-  """The detections and the panoptic map with its K + S segment rows (see segjax.models' contract)."""
+def predict(outputs, model_config):
+  """The detections and the panoptic map with its K + S segment rows (see segjax.models' contract), made in the
+  forward pass (its thresholds are config.model's), which needs the kernel generators' embeddings."""
+  del model_config
   keys = ("boxes", "scores", "labels", "masks", "valid", "panoptic", *(f"segment_{k}" for k in SEGMENT_KEYS))
   return {k: outputs[k] for k in keys}

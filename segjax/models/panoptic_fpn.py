@@ -130,7 +130,7 @@ def loss(outputs, batch, model_config):
   return total + semantic, {**metrics, "loss_sem_seg": semantic}
 
 
-def predict(outputs):
+def predict(outputs, model_config):
   """Mask R-CNN's detections plus the panoptic map and its K + S segment rows (see segjax.models' contract)."""
   panoptic_keys = ("panoptic", *(f"segment_{k}" for k in SEGMENT_KEYS))
-  return {**mask_rcnn.predict(outputs), **{k: outputs[k] for k in panoptic_keys}}
+  return {**mask_rcnn.predict(outputs, model_config), **{k: outputs[k] for k in panoptic_keys}}

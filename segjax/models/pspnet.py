@@ -21,7 +21,7 @@ from segjax.backbones.resnet import ResNet
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.layers.ppm import PyramidPooling
-from segjax.models import deeplab, pixel_normalization
+from segjax.models import deeplab, per_pixel, pixel_normalization
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.pooling import resize_align_corners
 
@@ -79,5 +79,4 @@ def build(model_config, info):
                 dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
-loss = deeplab.loss  # Sec. 3.4: cross entropy (255 ignored) + aux_weight x the auxiliary head's.
-predict = deeplab.predict
+loss, predict = per_pixel.loss, per_pixel.predict  # Sec. 3.4: cross entropy (255 ignored) + aux_weight x the aux head's

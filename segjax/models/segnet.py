@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from segjax.backbones.vgg import STAGES
 from segjax.layers.conv import Conv
 from segjax.layers.norms import BatchNorm
-from segjax.ops.losses import softmax_cross_entropy
+from segjax.models import per_pixel
 from segjax.ops.unpool import max_pool_with_argmax, max_unpool
 
 TASK = "semantic"
@@ -60,15 +60,6 @@ def build(model_config, info):
   return SegNet(num_classes=info.num_semantic_classes, width=model_config.width, dtype=jnp.dtype(model_config.dtype))
 
 
-def loss(outputs, batch, model_config):
-  """Per-pixel softmax cross entropy; `class_weights` (one per class, or empty) is median frequency balancing
-  (Sec. 3.2: median class frequency over each class's frequency, computed on the training set)."""
-  weights = tuple(model_config.get("class_weights", ())) or None
-  num_classes = outputs["logits"].shape[-1]
-  if weights is not None and len(weights) != num_classes:
-    raise ValueError(f"config.model.class_weights: {len(weights)} weights for {num_classes} classes")
-  return softmax_cross_entropy(outputs["logits"], batch["semantic"], ignore_index=255, weights=weights), {}
-
-
-def predict(outputs):
-  return {"labels": jnp.argmax(outputs["logits"], axis=-1).astype(jnp.int32)}
+# Per-pixel softmax cross entropy; `class_weights` (one per class, or empty) is median frequency balancing (Sec. 3.2:
+# median class frequency over each class's frequency, computed on the training set). Labels: the argmax.
+loss, predict = per_pixel.loss, per_pixel.predict

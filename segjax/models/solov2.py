@@ -39,8 +39,12 @@ SIGMA = 0.2  # centre region: the box scaled by sigma about the mass centre (Sec
 MASK_STRIDE = 4  # mask features and mask targets at 1/4 of the input
 DICE_WEIGHT = 3.0  # lambda of Eqn. 1
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
-# The reference's test_cfg.
-SCORE_THR, MASK_THR, NMS_PRE, UPDATE_THR, MAX_PER_IMG, NMS_SIGMA = 0.1, 0.5, 500, 0.05, 100, 2.0
+# `predict`'s config.model keys and their defaults: the reference's test_cfg (score_thr, mask_thr, nms_pre,
+# update_thr, sigma of the Gaussian Matrix NMS, max_per_img) and the area a mask must exceed per level, in 1/4-scale
+# pixels (the reference uses the level strides, sized for COCO's ~800-pixel inputs; a config scaled to smaller
+# images scales them too).
+PREDICT_DEFAULTS = {"score_threshold": 0.1, "mask_threshold": 0.5, "nms_pre": 500, "update_threshold": 0.05,
+                    "nms_sigma": 2.0, "detections_per_image": 100, "min_mask_area": STRIDES}
 
 _HEAD_INIT = nn.initializers.normal(0.01)  # the reference's normal_init(std=0.01) of every head conv
 _CATE_PRIOR = float(-np.log((1 - 0.01) / 0.01))  # bias_init_with_prob(0.01)
@@ -116,10 +120,7 @@ def split_feats(p):
 
 class SOLOv2(nn.Module):
   """images [N,H,W,3] (H, W multiples of 32) -> {"cate_logits": per level [N,S,S,classes], "kernels": per level
-  [N,S,S,E], "mask_features": [N,H/4,W/4,E], "min_mask_area": [5]}, all float32.
-
-  min_mask_area: per level, the area (in 1/4-scale pixels) a mask must exceed at inference; the reference uses
-  the level strides, sized for COCO's ~800-pixel inputs (a config scaled to smaller images scales them too)."""
+  [N,S,S,E], "mask_features": [N,H/4,W/4,E]}, all float32."""
   num_classes: int
   depth: int = 50
   width: int = 64
@@ -130,7 +131,6 @@ class SOLOv2(nn.Module):
   ins_out_channels: int = 256
   mask_feat_channels: int = 128
   num_grids: tuple[int, ...] = (40, 36, 24, 16, 12)
-  min_mask_area: tuple[float, ...] = STRIDES
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
   pixel_std: tuple[float, ...] = IMAGENET_STD
   dtype: Any = jnp.float32
@@ -139,9 +139,8 @@ class SOLOv2(nn.Module):
   def __call__(self, images, train: bool = False):
     if images.shape[1] % 32 or images.shape[2] % 32:
       raise ValueError(f"SOLOv2 needs an input size divisible by 32 (the reference pads to it); got {images.shape}")
-    if len(self.num_grids) != len(STRIDES) or len(self.min_mask_area) != len(STRIDES):
-      raise ValueError(f"num_grids and min_mask_area need one value per level P2..P6; got {self.num_grids} and "
-                       f"{self.min_mask_area}")
+    if len(self.num_grids) != len(STRIDES):
+      raise ValueError(f"config.model.num_grids: one value per level P2..P6; got {self.num_grids}")
     features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
                       name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
@@ -152,8 +151,7 @@ class SOLOv2(nn.Module):
     mask_features = MaskFeatHead(self.mask_feat_channels, self.ins_out_channels, self.dtype,
                                  name="mask_feat_head")([p["P2"], p["P3"], p["P4"], p["P5"]])
     f32 = lambda xs: tuple(x.astype(jnp.float32) for x in xs)
-    return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32),
-            "min_mask_area": jnp.asarray(self.min_mask_area, jnp.float32)}
+    return {"cate_logits": f32(cate), "kernels": f32(kernels), "mask_features": mask_features.astype(jnp.float32)}
 
 
 def build(model_config, info):
@@ -161,7 +159,7 @@ def build(model_config, info):
                 norm=model_config.norm, fpn_channels=model_config.fpn_channels,
                 seg_feat_channels=model_config.seg_feat_channels, stacked_convs=model_config.stacked_convs,
                 ins_out_channels=model_config.ins_out_channels, mask_feat_channels=model_config.mask_feat_channels,
-                num_grids=tuple(model_config.num_grids), min_mask_area=tuple(model_config.min_mask_area),
+                num_grids=tuple(model_config.num_grids),
                 dtype=jnp.dtype(model_config.dtype), **pixel_normalization(model_config))
 
 
@@ -289,40 +287,51 @@ def points_nms(heat):
   return heat * (hmax == heat)
 
 
-def _predict_single(cate_scores, kernels, features, min_area, height, width):
-  """get_seg_single on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features [h, w, E]."""
-  n, c = cate_scores.shape
-  scores, index = jax.lax.top_k(cate_scores.reshape(-1), min(NMS_PRE, n * c))
-  cells, labels = index // c, index % c
+def predict_config(model_config) -> dict:
+  """`predict`'s settings: PREDICT_DEFAULTS updated with those config.model sets."""
+  settings = {k: model_config.get(k, default) for k, default in PREDICT_DEFAULTS.items()}
+  settings["min_mask_area"] = tuple(float(a) for a in settings["min_mask_area"])
+  if len(settings["min_mask_area"]) != len(STRIDES):
+    raise ValueError(f"config.model.min_mask_area: one value per level P2..P6; got {settings['min_mask_area']}")
+  return settings
+
+
+def _predict_single(cate_scores, kernels, features, min_area, height, width, c):
+  """get_seg_single on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features [h, w, E]; c the
+  settings of `predict_config`."""
+  n, num_classes = cate_scores.shape
+  scores, index = jax.lax.top_k(cate_scores.reshape(-1), min(int(c["nms_pre"]), n * num_classes))
+  cells, labels = index // num_classes, index % num_classes
   masks = jax.nn.sigmoid(jnp.einsum("ke,hwe->khw", kernels[cells], features))
-  binary = masks > MASK_THR
+  binary = masks > c["mask_threshold"]
   area = binary.sum((1, 2)).astype(jnp.float32)
-  keep = (scores > SCORE_THR) & (area > min_area[cells])
+  keep = (scores > c["score_threshold"]) & (area > min_area[cells])
   maskness = (masks * binary).sum((1, 2)) / jnp.maximum(area, 1)
   scores = jnp.where(keep, scores * maskness, 0)
   order = jnp.argsort(-scores)
   masks, binary, area, labels, keep = masks[order], binary[order], area[order], labels[order], keep[order]
-  decayed = matrix_nms(binary, labels, scores[order], "gaussian", NMS_SIGMA, mask_area=area)
-  keep &= decayed >= UPDATE_THR
-  top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(MAX_PER_IMG, order.shape[0]))
+  decayed = matrix_nms(binary, labels, scores[order], "gaussian", c["nms_sigma"], mask_area=area)
+  keep &= decayed >= c["update_threshold"]
+  top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(int(c["detections_per_image"]), order.shape[0]))
   keep = keep[pick]
   masks = resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
-  binary = masks > MASK_THR
+  binary = masks > c["mask_threshold"]
   # Pixel edges (x2, y2 one past the last pixel), as the pipeline's ground-truth boxes.
   boxes = jnp.where(binary.any((1, 2))[:, None], masks_to_boxes(binary) + jnp.array([0, 0, 1, 1], jnp.float32), 0)
   return {"boxes": boxes, "scores": jnp.where(keep, top, 0), "labels": (labels[pick] + 1).astype(jnp.int32),
           "masks": masks, "valid": keep}
 
 
-def predict(outputs):
-  """Score threshold, top 500, dynamic masks, mask threshold, area > min_mask_area, maskness rescoring, Matrix NMS
-  (Gaussian, sigma 2), update threshold 0.05, top 100; masks at the input size (4x bilinear)."""
+def predict(outputs, model_config):
+  """Top nms_pre (500) scores, dynamic masks, mask_threshold (0.5), score_threshold (0.1), area > min_mask_area,
+  maskness rescoring, Matrix NMS (Gaussian, nms_sigma 2), update_threshold (0.05), top detections_per_image (100);
+  masks at the input size (4x bilinear). Settings: config.model's, else PREDICT_DEFAULTS."""
+  c = predict_config(model_config)
   levels = outputs["cate_logits"]
   cate = jnp.concatenate([jax.vmap(points_nms)(jax.nn.sigmoid(x)).reshape(x.shape[0], -1, x.shape[-1])
                           for x in levels], axis=1)
-  min_area = jnp.repeat(outputs["min_mask_area"], np.array([x.shape[1] * x.shape[2] for x in levels]),
-                        total_repeat_length=sum(x.shape[1] * x.shape[2] for x in levels))
+  min_area = jnp.asarray(np.repeat(c["min_mask_area"], [x.shape[1] * x.shape[2] for x in levels]), jnp.float32)
   features = outputs["mask_features"]
   height, width = MASK_STRIDE * features.shape[1], MASK_STRIDE * features.shape[2]
-  return jax.vmap(lambda s, k, f: _predict_single(s, k, f, min_area, height, width))(
+  return jax.vmap(lambda s, k, f: _predict_single(s, k, f, min_area, height, width, c))(
       cate, _flat(outputs["kernels"]), features)

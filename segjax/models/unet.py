@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segjax.layers.conv import Conv
-from segjax.models.fcn import loss, predict  # noqa: F401  FCN's cross entropy (Eq. 1 without the weight map), argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  cross entropy (Eq. 1 without the weight map), argmax
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")

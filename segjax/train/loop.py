@@ -148,7 +148,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, evaluator, mesh, shardings.variables)
+  eval_step = make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings.variables)
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)

@@ -32,11 +32,11 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(module, model_lib, evaluator, mesh, variables_shardings):
+def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_shardings):
   """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`."""
 
   def eval_step(variables, batch):
-    predictions = model_lib.predict(module.apply(variables, batch["image"], train=False))
+    predictions = model_lib.predict(module.apply(variables, batch["image"], train=False), model_config)
     return predictions, evaluator.device_stats(predictions, batch)
 
   return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
