@@ -103,4 +103,7 @@ class InstanceEvaluator:
     metrics = {}
     for iou_type, entries in results.items():
       metrics.update(coco.evaluate_results(ground_truth, entries, iou_type))
+    # Class-agnostic mask AP (all categories merged): what bottom-up, class-agnostic models are scored by.
+    agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
+    metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
     return metrics
