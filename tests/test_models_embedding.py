@@ -2,6 +2,7 @@
 recovers instances from ideal embeddings, training compiles once for any instance counts, 8 devices train as 1, and
 the configs build."""
 import importlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -150,3 +151,15 @@ def test_experiment_configs_build(name):
                                                                                             jnp.float32))
   out = jax.eval_shape(lambda v, x: module.apply(v, x), shapes, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   assert out["embeddings"].shape == (1, 64, 64, config.model.embedding_dim)
+
+
+def test_runs_through_the_training_loop(tmp_path):
+  """The loop trains the model and evaluates it with the instance evaluator: mask_AP_agnostic in metrics.jsonl."""
+  from train_util import read_metrics, train_through_loop  # pylint: disable=g-import-not-at-top
+  model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
+  metrics, train_rows = train_through_loop(tmp_path, model, steps=2)
+  assert {"mask_AP_agnostic", "mask_AP50_agnostic", "mask_AP", "box_AP"} <= set(metrics)
+  assert {"loss_var", "loss_dist", "loss_reg", "loss_foreground"} <= set(train_rows[-1])
+  (row,) = read_metrics(tmp_path / "workdir", "eval")
+  assert row["mask_AP_agnostic"] == metrics["mask_AP_agnostic"]
+  assert os.listdir(tmp_path / "workdir" / "pictures")
