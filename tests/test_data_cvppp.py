@@ -28,6 +28,7 @@ def write_cvppp(root, count=3, size=(30, 34)):
     for leaf in range(1, n + 2):
       y, x = rng.integers(0, size[0] - 8), rng.integers(0, size[1] - 8)
       labels[y:y + 6, x:x + 7] = leaf
+    labels = np.unique(labels, return_inverse=True)[1].reshape(size).astype(np.uint8)  # leaves 1..n, none hidden
     label_image = Image.fromarray(labels, "P")
     label_image.putpalette(rng.integers(0, 255, 768).astype(np.uint8).tolist())
     label_image.save(root / "A1" / f"{name}_label.png")
@@ -103,3 +104,35 @@ def test_bad_files_are_named(tmp_path):
   with pytest.raises(DatasetError, match="split 'test' is neither a subset folder"):
     cvppp.to_coco(root, ("test",), str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_instance_evaluator_reports_sbd_and_dic(tmp_path):
+  """The eval batches' own leaves fed back as detections score SBD 1 and |DiC| 0; dropping one leaf of every plant
+  gives DiC -1 and the SBD of the LSC program on those label images."""
+  from segjax.evaluation import leaf  # pylint: disable=g-import-not-at-top
+  from segjax.evaluation.instance import InstanceEvaluator  # pylint: disable=g-import-not-at-top
+  truth = write_cvppp(tmp_path / "cvppp")
+  config = _config(tmp_path / "cvppp", tmp_path / "tfds")
+  config.dataset.image_size = (30, 34)  # the plants' size: masks come back unchanged
+  info = pipeline.dataset_info(config)
+  for drop in (False, True):
+    evaluator = InstanceEvaluator(info, str(tmp_path / f"work{drop}"))
+    expected = []
+    for batch in pipeline.make_eval_iterator(config):
+      keep = batch["instance_valid"].copy()
+      if drop:
+        keep[np.arange(len(keep)), 0] = False
+      for i in np.flatnonzero(batch["valid_image"]):
+        _, labels = list(truth.values())[batch["image_id"][i] - 1]
+        prediction = np.zeros_like(labels, np.int32)
+        for rank, k in enumerate(np.flatnonzero(keep[i])):  # consecutive labels, as a submission's
+          prediction[batch["masks"][i, k] > 0] = rank + 1
+        expected.append((prediction, labels))
+      predictions = {"boxes": batch["boxes"], "scores": np.ones(keep.shape, np.float32), "labels": batch["classes"],
+                     "masks": batch["masks"].astype(np.float32), "valid": keep}
+      evaluator.update((), predictions, batch)
+    metrics = evaluator.result()
+    want = leaf.leaf_metrics(expected)
+    assert metrics["DiC"] == want["DiC"] == (-1.0 if drop else 0.0)
+    assert metrics["SBD"] == pytest.approx(want["SBD"]) and metrics["abs_DiC"] == want["abs_DiC"]
+    assert (metrics["SBD"] == 1.0) != drop

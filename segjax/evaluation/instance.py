@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from segjax.evaluation import coco
+from segjax.evaluation import leaf
 
 
 
@@ -106,4 +107,6 @@ class InstanceEvaluator:
     # Class-agnostic mask AP (all categories merged): what bottom-up, class-agnostic models are scored by.
     agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
+    if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)
+      metrics.update(leaf.coco_leaf_metrics(ground_truth, results["segm"]))
     return metrics

@@ -74,3 +74,28 @@ def leaf_metrics(pairs) -> dict:
     return {}
   return {"SBD": float(np.mean(sbd)), "abs_DiC": float(np.mean(np.abs(dic))), "DiC": float(np.mean(dic)),
           "FBD": float(np.mean(fbd))}
+
+
+def coco_leaf_metrics(coco_gt, segm_results) -> dict:
+  """`leaf_metrics` over every image of a pycocotools COCO ground truth: its non-crowd annotations painted as objects
+  1..n, against the label image of the COCO segm results (RLE masks at the image's size) painted by `label_image`;
+  an image without results is all background, as the challenge's program scores a missing answer."""
+  from pycocotools import mask as mask_util  # pylint: disable=g-import-not-at-top
+  by_image = {}
+  for r in segm_results:
+    by_image.setdefault(int(r["image_id"]), []).append(r)
+  pairs = []
+  for image_id, image in sorted(coco_gt.imgs.items()):
+    truth = np.zeros((image["height"], image["width"]), np.int32)
+    anns = [a for a in coco_gt.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+    for k, a in enumerate(sorted(anns, key=lambda a: a["id"])):
+      truth[coco_gt.annToMask(a) > 0] = k + 1
+    found = by_image.get(image_id, [])
+    if found:
+      masks = mask_util.decode([r["segmentation"] for r in found]).transpose(2, 0, 1).astype(np.float32)
+      scores = np.array([r["score"] for r in found])
+      prediction = label_image(masks, scores, np.ones(len(found), bool))
+    else:
+      prediction = np.zeros_like(truth)
+    pairs.append((prediction, truth))
+  return leaf_metrics(pairs)
