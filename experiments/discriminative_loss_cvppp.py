@@ -9,8 +9,9 @@ gamma = 0.001; 16-dimensional embeddings; images at 512 x 512; Adam, lr 1e-4; th
 challenge's (or a separate segmentation network's); clustering by mean shift around the foreground embeddings.
 Differences, stated: the trunk is segjax's U-Net ("same" padding, width 32), trained from scratch, and predicts the
 foreground itself; the split "A1" is all 128 training plants (the challenge's test labels are withheld: hold out a
-list file root/NAME.txt of "A1/plantNNN" lines as eval_split to validate). segjax.evaluation.leaf computes SBD and
-|DiC| from predicted label images (leaf.label_image). Not run here: no CVPPP copy on this machine.
+list file root/NAME.txt of "A1/plantNNN" lines as eval_split to validate). Evaluation writes the challenge's SBD and
+abs_DiC (segjax.evaluation.leaf, the LSC program's semantics) next to mask_AP_agnostic in metrics.jsonl.
+Not run here: no CVPPP copy on this machine.
 """
 import ml_collections
 

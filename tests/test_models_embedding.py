@@ -153,6 +153,7 @@ def test_experiment_configs_build(name):
   assert out["embeddings"].shape == (1, 64, 64, config.model.embedding_dim)
 
 
+@pytest.mark.slow
 def test_runs_through_the_training_loop(tmp_path):
   """The loop trains the model and evaluates it with the instance evaluator: mask_AP_agnostic in metrics.jsonl."""
   from train_util import read_metrics, train_through_loop  # pylint: disable=g-import-not-at-top
