@@ -171,3 +171,32 @@ def test_bad_input_errors(gt_file):
   with pytest.raises(ValueError, match=r"lacks field\(s\) \['masks'\]"):
     coco.coco_evaluate(gt_file, [{k: v for k, v in good[0].items() if k != "masks"}],
                        LABEL_TO_CATEGORY)
+
+
+def test_class_agnostic_merges_categories(gt_file):
+  """Perfect masks under wrong labels: class-aware mask AP falls, class-agnostic AP stays 1; the agnostic AP of
+  noisy detections equals COCOeval on a ground-truth file whose categories were merged by hand."""
+  detections = _perfect_detections()
+  for d in detections:
+    d["labels"] = (d["labels"] + 1) % 3
+  results = coco.coco_results(detections, LABEL_TO_CATEGORY, "segm")
+  assert coco.evaluate_results(gt_file, results, "segm")["mask_AP"] < 0.5
+  agnostic = coco.evaluate_results(*coco.class_agnostic(gt_file, results), "segm")
+  assert agnostic["mask_AP"] == pytest.approx(1.0, abs=1e-12)
+
+  noisy = coco.coco_results(_noisy_detections(1), LABEL_TO_CATEGORY, "segm")
+  with open(gt_file) as f:
+    data = json.load(f)
+  for a in data["annotations"]:
+    a["category_id"] = 7
+  data["categories"] = [{"id": 7, "name": "thing"}]
+  with contextlib.redirect_stdout(io.StringIO()):
+    merged = pycoco.COCO()
+    merged.dataset = data
+    merged.createIndex()
+    evaluator = cocoeval.COCOeval(merged, merged.loadRes([dict(r, category_id=7) for r in noisy]), "segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+  got = coco.evaluate_results(*coco.class_agnostic(gt_file, noisy), "segm")
+  np.testing.assert_allclose([got[f"mask_{m}"] for m in coco.METRICS], evaluator.stats[:6], rtol=0, atol=1e-12)

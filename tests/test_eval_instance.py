@@ -28,12 +28,14 @@ def _config(root, image_size):
   return config
 
 
-def _ground_truth_as_detections(evaluator, config):
-  """Feeds each eval batch's own ground-truth masks (non-crowd) back as score-1 detections."""
+def _ground_truth_as_detections(evaluator, config, class_agnostic=False):
+  """Feeds each eval batch's own ground-truth masks (non-crowd) back as score-1 detections (all labelled 1 when
+  class_agnostic)."""
   for batch in map(compact.expand, pipeline.make_eval_iterator(config)):
     keep = batch["instance_valid"] & ~batch["is_crowd"]
+    labels = np.ones_like(batch["classes"]) if class_agnostic else batch["classes"]
     predictions = {"boxes": batch["boxes"], "scores": np.ones(keep.shape, np.float32),
-                   "labels": batch["classes"], "masks": batch["masks"].astype(np.float32), "valid": keep}
+                   "labels": labels, "masks": batch["masks"].astype(np.float32), "valid": keep}
     evaluator.update((), predictions, batch)
 
 
@@ -47,6 +49,17 @@ def test_ground_truth_at_source_size_scores_one(coco_root, tmp_path):
   with open(os.path.join(tmp_path, "coco_results_segm.json")) as f:
     results = json.load(f)
   assert results and {"image_id", "category_id", "segmentation", "score"} <= set(results[0])
+  assert metrics["mask_AP_agnostic"] == pytest.approx(1.0)
+
+
+def test_class_agnostic_mask_ap(coco_root, tmp_path):
+  """Every detection labelled 1: the class-aware mask AP drops, the class-agnostic one (categories merged) is 1."""
+  config = _config(coco_root, (64, 64))
+  evaluator = InstanceEvaluator(pipeline.dataset_info(config), str(tmp_path))
+  _ground_truth_as_detections(evaluator, config, class_agnostic=True)
+  metrics = evaluator.result()
+  assert metrics["mask_AP"] < 0.9
+  assert metrics["mask_AP_agnostic"] == pytest.approx(1.0) and metrics["mask_AP50_agnostic"] == pytest.approx(1.0)
 
 
 def test_ground_truth_from_a_smaller_padded_batch(coco_root, tmp_path):

@@ -32,11 +32,12 @@ from absl import logging
 from segjax.data import ade20k
 from segjax.data import augment
 from segjax.data import camvid
-from segjax.data import isbi_cells
 from segjax.data import cityscapes
 from segjax.data import coco
 from segjax.data import compact
+from segjax.data import cvppp
 from segjax.data import info as info_lib
+from segjax.data import isbi_cells
 from segjax.data import semantic
 from segjax.data import synthetic
 from segjax.data import tfds_coco
@@ -46,13 +47,21 @@ from segjax.data.tf_env import tf
 
 
 def _layout(config):
+  if config.dataset.name == "cvppp":  # written by cvppp.to_coco in the COCO 2017 layout
+    return {}
   layout = config.dataset.get("layout")
   return layout.to_dict() if hasattr(layout, "to_dict") else dict(layout or {})
 
 
 SEMANTIC_READERS = {reader.name: reader for reader in (voc.READER, cityscapes.READER, ade20k.READER, camvid.READER,
                                                        isbi_cells.READER)}
-NAMES = ("synthetic", "coco", *SEMANTIC_READERS)
+NAMES = ("synthetic", "coco", "cvppp", *SEMANTIC_READERS)
+
+
+def _coco_root(config):
+  """The COCO-format folder read for config.dataset: its root, or the one CVPPP is converted into."""
+  ds = config.dataset
+  return cvppp.coco_folder(ds) if ds.name == "cvppp" else ds.root
 
 
 def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder:
@@ -63,9 +72,11 @@ def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder:
   if ds.name == "synthetic":
     synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
                                image_size=tuple(ds.image_size))
+  elif ds.name == "cvppp":
+    cvppp.to_coco(ds.root, (ds.train_split, ds.eval_split), _coco_root(config))
   elif ds.name != "coco":
     raise ValueError(f"config.dataset.name must be one of {', '.join(map(repr, NAMES))}; got {ds.name!r}")
-  return tfds_coco.prepare(ds.root, (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))
+  return tfds_coco.prepare(_coco_root(config), (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))
 
 
 def dataset_info(config) -> info_lib.DatasetInfo:
@@ -84,7 +95,7 @@ def dataset_info(config) -> info_lib.DatasetInfo:
       num_train=splits[ds.train_split].num_examples,
       num_eval=splits[ds.eval_split].num_examples,
       image_size=ds.image_size,
-      eval_paths=coco.split_paths(ds.root, ds.eval_split, _layout(config)),
+      eval_paths=coco.split_paths(_coco_root(config), ds.eval_split, _layout(config)),
       has_instances=meta[ds.eval_split]["has_instances"],
       has_panoptic=meta[ds.eval_split]["has_panoptic"])
 

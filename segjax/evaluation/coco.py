@@ -136,6 +136,22 @@ def coco_evaluate(coco_gt, detections, label_to_category_id, iou_types=("bbox", 
   return metrics
 
 
+def class_agnostic(coco_gt, results):
+  """(ground truth, results) with every category merged into one (id 1): COCOeval then matches detections to any
+  object whatever its class, the class-agnostic AP of bottom-up instance segmentation."""
+  coco_gt = load_ground_truth(coco_gt)
+  dataset = dict(coco_gt.dataset, categories=[{"id": 1, "name": "object", "supercategory": "object"}],
+                 annotations=[dict(a, category_id=1) for a in coco_gt.dataset["annotations"]])
+  merged = pycoco.COCO()
+  merged.dataset = dataset
+  with contextlib.redirect_stdout(io.StringIO()):
+    merged.createIndex()
+  # Only a result's own fields: COCO.loadRes adds id, area and bbox to the dicts it is given.
+  fields = ("image_id", "segmentation", "bbox", "score")
+  own = lambda r: {k: r[k] for k in fields if k in r and not (k == "bbox" and "segmentation" in r)}
+  return merged, [dict(own(r), category_id=1) for r in results]
+
+
 def evaluate_results(coco_gt, results, iou_type):
   """COCOeval of a COCO results list (`coco_results` output) -> {"box_AP", ...} or {"mask_AP", ...}."""
   coco_gt = load_ground_truth(coco_gt)

@@ -17,8 +17,10 @@ from PIL import Image
 
 from segjax import paths
 from segjax.evaluation import coco
+from segjax.evaluation import leaf
 from segjax.ops.masks import paste_masks_in_image
 from segjax.train import multihost
+
 
 
 
@@ -110,4 +112,9 @@ class InstanceEvaluator:
     metrics = {}
     for iou_type, entries in results.items():
       metrics.update(coco.evaluate_results(ground_truth, entries, iou_type))
+    # Class-agnostic mask AP (all categories merged): what bottom-up, class-agnostic models are scored by.
+    agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
+    metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
+    if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)
+      metrics.update(leaf.coco_leaf_metrics(ground_truth, results["segm"]))
     return metrics

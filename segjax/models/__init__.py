@@ -41,6 +41,7 @@ _MODELS = {
     "deeplab_v2": "segjax.models.deeplab_v2",
     "deeplab_v3": "segjax.models.deeplab",
     "dense_crf": "segjax.models.dense_crf",
+    "discriminative_embedding": "segjax.models.embedding",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
     "gcn": "segjax.models.gcn",

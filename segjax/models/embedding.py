@@ -1,0 +1,116 @@
+"""Bottom-up instance segmentation with per-pixel embeddings (De Brabandere et al. 2017, "Semantic Instance
+Segmentation with a Discriminative Loss Function").
+
+A semantic trunk (a U-Net with "same" padding, `segjax.models.unet.UNet`) predicts at every pixel an embedding of
+`embedding_dim` channels and a foreground logit. Training: the discriminative loss (Eqs. 1-4, delta_v 0.5, delta_d
+1.5, alpha = beta = 1, gamma = 0.001) over the ground-truth instances of each image, plus a sigmoid cross entropy
+for the foreground (the paper takes its foreground from a separate semantic segmentation, Sec. 4.2; here one trunk
+predicts both, a class-agnostic thing/background mask).
+
+Inference (`predict`), per image with static shapes (Sec. 3.3, mean-shift clustering of the foreground embeddings):
+`num_seeds` seeds by the sequential rule of Fathi et al. 2017 (p_t = argmax log S_p + alpha log D(p, p_1:t-1), with
+the foreground probability as S_p, so that seeds spread over the embedding space of the foreground), mean shift from
+them (`kernel`, `bandwidth`, `mean_shift_iterations`), the modes merged as scikit-learn's MeanShift does, every
+foreground pixel assigned to its nearest mode; a cluster of at least `min_area` pixels is an instance, scored by its
+mean foreground probability. Instances are class-agnostic: label 1; evaluate with mask_AP_agnostic.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from segjax.models.unet import UNet
+from segjax.models.validation import validated
+from segjax.ops import embedding_losses
+from segjax.ops import grouping
+from segjax.ops.masks import masks_to_boxes
+
+TASK = "instance"
+BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid")
+CLASS_AGNOSTIC = True  # predicted labels are all 1 (one "object" class); the evaluator scores mask_AP_agnostic
+PREDICT_DEFAULTS = {"num_seeds": 32, "seed_alpha": 1.0, "kernel": "flat", "bandwidth": 0.5, "kappa": 10.0,
+                    "mean_shift_iterations": 10, "foreground_threshold": 0.5, "min_area": 4}
+LOSS_DEFAULTS = {"delta_v": embedding_losses.DELTA_V, "delta_d": embedding_losses.DELTA_D,
+                 "alpha": embedding_losses.ALPHA, "beta": embedding_losses.BETA, "gamma": embedding_losses.GAMMA,
+                 "foreground_weight": 1.0}
+INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)
+
+
+class EmbeddingNet(nn.Module):
+  """The trunk's last 1x1 convolution gives embedding_dim + 1 channels: embeddings and the foreground logit."""
+  embedding_dim: int
+  width: int = 16
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    out = UNet(num_classes=self.embedding_dim + 1, width=self.width, padding="same", dtype=self.dtype,
+               name="trunk")(images, train)["logits"]
+    return {"embeddings": out[..., :self.embedding_dim], "foreground_logits": out[..., self.embedding_dim]}
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """8-dimensional embeddings on a width-16 U-Net, the paper's loss settings, flat-kernel mean shift."""
+  return ml_collections.ConfigDict({"name": "discriminative_embedding", "width": 16, "embedding_dim": 8,
+                                    "dtype": "float32", **LOSS_DEFAULTS, **PREDICT_DEFAULTS})
+
+
+def build(config, info):
+  del info  # class-agnostic
+  c = validated(config, model_config())
+  return EmbeddingNet(embedding_dim=c.embedding_dim, width=c.width, dtype=jnp.dtype(c.dtype))
+
+
+def _settings(model_config, defaults):
+  return {k: model_config.get(k, default) for k, default in defaults.items()}
+
+
+def loss(outputs, batch, model_config):
+  """Discriminative loss over the non-crowd instances + foreground sigmoid cross entropy (crowd pixels ignored)."""
+  s = _settings(model_config, LOSS_DEFAULTS)
+  valid = batch["instance_valid"] & ~batch["is_crowd"]
+  masks = batch["masks"].astype(bool)
+  embeddings = outputs["embeddings"].astype(jnp.float32)
+  disc, terms = embedding_losses.batched(embedding_losses.discriminative_loss, embeddings, masks, valid,
+                                         delta_v=s["delta_v"], delta_d=s["delta_d"], alpha=s["alpha"],
+                                         beta=s["beta"], gamma=s["gamma"])
+  foreground = jnp.any(masks & valid[..., None, None], axis=1).astype(jnp.float32)
+  crowd = jnp.any(masks & (batch["instance_valid"] & batch["is_crowd"])[..., None, None], axis=1)
+  weight = jnp.where(crowd & (foreground == 0), 0.0, 1.0)
+  z = outputs["foreground_logits"].astype(jnp.float32)
+  ce = jnp.maximum(z, 0) - z * foreground + jnp.log1p(jnp.exp(-jnp.abs(z)))
+  loss_fg = jnp.sum(weight * ce) / jnp.maximum(weight.sum(), 1.0)
+  total = disc + s["foreground_weight"] * loss_fg
+  return total, {"loss_discriminative": disc, "loss_foreground": loss_fg, **terms}
+
+
+def _predict_single(embeddings, foreground_logits, s):
+  h, w, e = embeddings.shape
+  x = embeddings.reshape(-1, e).astype(jnp.float32)
+  probability = jax.nn.sigmoid(foreground_logits.reshape(-1).astype(jnp.float32))
+  foreground = probability > s["foreground_threshold"]
+  seeds, seed_valid = grouping.sequential_seeds(x, probability, foreground, s["num_seeds"], s["seed_alpha"])
+  points = x if s["kernel"] != "vmf" else x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  modes, counts = grouping.mean_shift(points, foreground, points[seeds], s["bandwidth"], s["mean_shift_iterations"],
+                                      s["kernel"], kappa=s["kappa"])
+  modes, keep = grouping.merge_modes(modes, jnp.where(seed_valid, counts, 0), s["bandwidth"])
+  cluster = grouping.nearest_mode(points, modes, keep)
+  masks = (cluster[None, :] == jnp.arange(modes.shape[0])[:, None]) & foreground[None, :]  # [T, N]
+  area = masks.sum(1)
+  valid = keep & (area >= s["min_area"])
+  scores = jnp.where(valid, (masks * probability[None, :]).sum(1) / jnp.maximum(area, 1), 0.0)
+  order = jnp.argsort(-scores)
+  masks, scores, valid = masks[order].reshape(-1, h, w), scores[order], valid[order]
+  masks = masks & valid[:, None, None]
+  boxes = jnp.where(valid[:, None], masks_to_boxes(masks) + jnp.array([0, 0, 1, 1], jnp.float32), 0.0)
+  return {"boxes": boxes, "scores": scores, "labels": valid.astype(jnp.int32), "masks": masks.astype(jnp.float32),
+          "valid": valid}
+
+
+def predict(outputs, model_config):
+  """Seeds, mean shift and nearest-mode assignment of the foreground pixels -> up to num_seeds instances per image
+  (settings: config.model's, else PREDICT_DEFAULTS)."""
+  s = _settings(model_config, PREDICT_DEFAULTS)
+  if s["kernel"] not in grouping.KERNELS:
+    raise ValueError(f"config.model.kernel must be one of {grouping.KERNELS}; got {s['kernel']!r}")
+  return jax.vmap(lambda e, f: _predict_single(e, f, s))(outputs["embeddings"], outputs["foreground_logits"])
