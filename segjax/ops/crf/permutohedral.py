@@ -7,12 +7,13 @@ Lattice points are packed into a key of two int32 words in mixed radix, where ev
 the leading q_i whose radix product fits, the low word the others (small colour bandwidths such as CRF-as-RNN's
 theta_beta = 3 need about 2^35 keys on a 500 x 500 photo). The points are deduplicated in an open-addressing hash
 table of static size (every key inserted at once, round by round: no sort, which XLA:CPU runs slowly on several
-operands) into at most `capacity` rows per image, numbered in pixel order; `overflow` flags an image with more lattice points than that or a key range beyond
-two words (its filtered values are then wrong and must not be used). The images' points fill whole blocks of rows
-one image after the other; the neighbour search and the blur loop over those blocks, and apply_lattice allocates a
-grid of a few static sizes that holds them, so that their cost follows the point count, not the capacity (a few
-percent of it on photos at densecrf's bandwidths); splat and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in
-the values and reverse-mode differentiable in them (the blur by a custom VJP: forward mode is not supported); the
+operands), one image at a time, into at most `capacity` rows per image, numbered in pixel order; `overflow` flags an
+image with more lattice points than that or a key range beyond two words (its filtered values are then wrong and
+must not be used). The images' points fill whole blocks of rows one image after the other; the neighbour search and
+the blur loop over those blocks, and apply_lattice allocates a grid of a few static sizes that holds them, so that
+their cost follows the point count, not the capacity (a few percent of it on photos at densecrf's bandwidths); splat
+and slice loop over blocks of points, so that no [N P (d+1), L] array is materialised. The filter is linear in the
+values and reverse-mode differentiable in them (the blur by a custom VJP: forward mode is not supported); the
 features get no gradient.
 """
 from typing import NamedTuple
@@ -58,9 +59,9 @@ def _elevation(dim):
   return e / np.sqrt((np.arange(dim) + 1.0) * (np.arange(dim) + 2.0)) * np.sqrt(2.0 / 3.0) * (dim + 1)
 
 
-def _embed(features):
-  """The lattice vertices of one image, features [P, d]: barycentric weights [P, d+1], keys ([P (d+1)], [P (d+1)]) of
-  the enclosing simplices' vertices, key volume and strides [2, d], and whether the keys overflow two words."""
+def _simplices(features):
+  """The enclosing simplices of points features [K, d]: the remainder-0 vertex [K, d+1] (int32), the permutation
+  rank [K, d+1] and the barycentric weights [K, d+1] (Adams et al. p. 10, in densecrf's tie order)."""
   num_points, dim = features.shape
   d1 = dim + 1
   elevated = features @ jnp.asarray(_elevation(dim).T, features.dtype)  # [P, d+1], coordinates sum to 0
@@ -81,6 +82,23 @@ def _embed(features):
   by_rank = jnp.zeros_like(u).at[jnp.arange(num_points)[:, None], dim - rank].set(u, unique_indices=True)
   weights = by_rank - jnp.pad(by_rank[:, :-1], ((0, 0), (1, 0)))
   weights = weights.at[:, 0].add(1.0 - by_rank[:, -1])
+  return rem0, rank, weights
+
+
+def _embed(features):
+  """The lattice vertices of a batch, features [N, P, d]: barycentric weights [N, P, d+1], keys ([N, P (d+1)],
+  [N, P (d+1)]) of the enclosing simplices' vertices, and per image the key volume, strides [2, d] and whether the
+  keys overflow two words."""
+  n, num_points, dim = features.shape
+  d1 = dim + 1
+  rem0, rank, weights = (x.reshape(n, num_points, d1) for x in _simplices(features.reshape(-1, dim)))
+  return (weights,) + jax.vmap(_keys)(rem0, rank)
+
+
+def _keys(rem0, rank):
+  """Keys of the vertices of one image's simplices (rem0, rank [P, d+1]), key volume, strides and overflow."""
+  d1 = rank.shape[-1]
+  dim = d1 - 1
   # Vertex r of the simplex: rem0 + canonical[r, rank], i.e. coordinates (d+1) q_i + r with q below.
   r = jnp.arange(d1, dtype=jnp.int32)
   q = rem0[:, None, :dim] // d1 - (rank[:, None, :dim] > dim - r[None, :, None]).astype(jnp.int32)  # [P, d+1, d]
@@ -96,13 +114,13 @@ def _embed(features):
   key_range_overflow = jnp.prod(radix_low.astype(jnp.float32)) > _MAX_KEYS
   packed = lambda word: jnp.sum((q - low) * strides[word], -1, dtype=jnp.int32)  # [P, d+1]
   keys = ((r * volume + packed(0)).reshape(-1), packed(1).reshape(-1))  # [P (d+1)] each
-  return weights, keys, volume, strides, key_range_overflow
+  return keys, volume, strides, key_range_overflow
 
 
 def _dedupe(keys, capacity):
   """Rows of the vertex keys ([N, M], [N, M]) of N images: each distinct key's first vertex owns a slot of its
   image's part of a hash table; rows number the owners of an image in vertex order, the first `capacity` of them
-  kept. Returns the rows [N, M] (capacity: dropped), the keys of the rows [N, 2, capacity] (_PAD past the last),
+  kept. Returns the rows [N, M] (capacity: dropped), the keys of the rows [2, N capacity] (_PAD past the last),
   the point counts [N], and the table (owner, keys, rows, size) for _lookup."""
   n, m = keys[0].shape
   size = _table_size(m)
@@ -114,9 +132,8 @@ def _dedupe(keys, capacity):
   row = jax.lax.associative_scan(jnp.add, first.astype(jnp.int32), axis=1) - 1  # a cumsum (XLA:CPU's is serial)
   count = row[:, -1] + 1
   vertex_rows = jnp.minimum(row.reshape(-1)[holder], capacity).reshape(n, m)
-  compact = lambda f, r, k: jnp.full((2, capacity), _PAD, jnp.int32).at[:, jnp.where(f, r, capacity)].set(
-      k, mode="drop")
-  row_keys = jax.vmap(compact)(first, row, jnp.stack(keys, 1))
+  at = jnp.where(first & (row < capacity), row + capacity * jnp.arange(n, dtype=jnp.int32)[:, None], n * capacity)
+  row_keys = jnp.full((2, n * capacity), _PAD, jnp.int32).at[:, at.reshape(-1)].set(jnp.stack(flat), mode="drop")
   return vertex_rows, row_keys, count, (owner, jnp.stack(flat), row.reshape(-1), size)
 
 
@@ -137,10 +154,10 @@ def _hash(high, low, size):
 
 
 def _insert(keys, base, size, num_tables):
-  """(owner [num_tables size], slot [K]) of key pairs keys ([K], [K]) in open-addressing tables of `size` slots with linear
-  probing, key k in the table starting at base[k], all keys at once: each round the unplaced keys that reach a free
-  slot claim it (the lowest index wins), and those that then find another key there move on one slot. owner holds
-  the first index of each distinct key (_EMPTY where free), slot the slot of every key in its table."""
+  """(owner [num_tables size], slot [K]) of key pairs keys ([K], [K]) in open-addressing tables of `size` slots with
+  linear probing, key k in the table starting at base[k], all keys at once: each round the unplaced keys that reach
+  a free slot claim it (the lowest index wins), and those that then find another key there move on one slot. owner
+  holds the first index of each distinct key (_EMPTY where free), slot the slot of every key in its table."""
   items = jnp.arange(keys[0].shape[0], dtype=jnp.int32)
 
   def probe(state):
@@ -156,16 +173,17 @@ def _insert(keys, base, size, num_tables):
   return owner, slot
 
 
-def _lookup(table, query, base):
-  """Rows [...] of the key pairs query [2, ...] in the table (owner, keys [2, K], rows [K], size) of _dedupe starting
-  at base; capacity (dropped) or -1 where a key is absent."""
+def _lookup(table, query, image):
+  """Rows [...] of the key pairs query [2, ...] in image's table of (owner [N size], keys [2, N M], rows [N M], size),
+  the single-image tables of _dedupe one after the other; capacity (dropped) or -1 where a key is absent."""
   owner, keys, row, size = table
+  base, first_item = image * size, image * (row.shape[0] // (owner.shape[0] // size))
 
   def probe(state):
     slot, found, pending = state
     holder = owner[base + slot]
     empty = holder == _EMPTY
-    at = jnp.where(empty, 0, holder)
+    at = jnp.where(empty, 0, holder) + first_item
     hit = pending & ~empty & (keys[0][at] == query[0]) & (keys[1][at] == query[1])
     found = jnp.where(hit, row[at], found)
     pending = pending & ~empty & ~hit
@@ -178,7 +196,8 @@ def _lookup(table, query, base):
 def _neighbours(table, row_keys, count, volume, strides, image_blocks, num_blocks, max_blocks):
   """[d+1, 2, max_blocks, block] blur neighbours. n1 along axis j, x - 1 + (d+1) e_j: remainder r - 1 (mod d+1),
   q_j + 1 (j < d), and every q_i - 1 when the remainder wraps; n2, x + 1 - (d+1) e_j, is n1 inverted."""
-  n, _, capacity = row_keys.shape
+  n = count.shape[0]
+  capacity = row_keys.shape[1] // n
   dim = strides.shape[-1]
   block = n * capacity // max_blocks
   missing = num_blocks * block
@@ -190,12 +209,12 @@ def _neighbours(table, row_keys, count, volume, strides, image_blocks, num_block
     image = jnp.sum(ends <= i, dtype=jnp.int32)
     first = ends[image] - image_blocks[image]  # the image's first block
     local = (i - first) * block  # the block's first row among the image's points
-    keys = jax.lax.dynamic_slice(row_keys, (image, 0, local), (1, 2, block))[0]  # [2, block]
+    keys = jax.lax.dynamic_slice_in_dim(row_keys, image * capacity + local, block, 1)  # [2, block]
     wraps = keys[0] < volume[image]  # remainder 0 -> d, every q_i - 1; else remainder - 1
     step = jnp.stack([jnp.where(wraps, dim * volume[image] - jnp.sum(strides[image, 0]), -volume[image]),
                       jnp.where(wraps, -jnp.sum(strides[image, 1]), 0)])
     query = (keys + step)[:, None, :] + unit[image][:, :, None]  # [2, d+1, block]
-    found = _lookup(table, query, image * table[-1])
+    found = _lookup(table, query, image)
     hit = (found >= 0) & (found < capacity) & (local + within < count[image])
     n1 = jnp.where(hit, found + first * block, missing)
     neighbours = jax.lax.dynamic_update_index_in_dim(neighbours, n1[:, None], i, 2)
@@ -212,8 +231,14 @@ def build_lattice(features, capacity):
   n = features.shape[0]
   block = min(BLOCK, capacity)
   capacity = -(-capacity // block) * block
-  weights, keys, volume, strides, key_range_overflow = jax.vmap(_embed)(features)
-  rows, row_keys, count, table = _dedupe(keys, capacity)
+  def points(f):  # one image at a time: its hash table stays in cache
+    weights, keys, volume, strides, key_range_overflow = jax.tree.map(lambda x: x[0], _embed(f[None]))
+    rows, row_keys, count, (owner, flat, row, _) = _dedupe(tuple(k[None] for k in keys), capacity)
+    return weights, rows[0], row_keys, count[0], owner, flat, row, volume, strides, key_range_overflow
+
+  weights, rows, row_keys, count, owner, flat, row, volume, strides, key_range_overflow = jax.lax.map(points, features)
+  table = (owner.reshape(-1), flat.transpose(1, 0, 2).reshape(2, -1), row.reshape(-1), owner.shape[1])
+  row_keys = row_keys.transpose(1, 0, 2).reshape(2, -1)
   overflow = (count > capacity) | key_range_overflow
   image_blocks = (jnp.minimum(count, capacity) + block - 1) // block
   num_blocks = jnp.sum(image_blocks, dtype=jnp.int32)
