@@ -95,8 +95,8 @@ def test_difficult_detection_is_neither_true_nor_false_positive():
   assert voc.voc_ap([image], 1)["voc"][0] == 1.0
   image.scores = np.array([0.9, 0.8])
   image.boxes = np.array([[50, 50, 60, 60], [100, 100, 110, 110]], np.float64)  # the second one misses
-  image.gt_difficult = np.array([True, False])
-  assert voc.voc_ap([image], 1)["voc"][0] == 0.0
+  image.gt_difficult = np.array([False, True])
+  assert voc.voc_ap([image], 1)["voc"][0] == 0.0  # the ignored hit does not make up for the miss
 
 
 def test_voc_metrics_names():
