@@ -1,6 +1,6 @@
 """Models by name. Each model module defines:
 
-  TASK: "semantic", "instance" or "panoptic" (the loop picks the evaluator and the pictures from it);
+  TASK: "semantic", "instance", "panoptic" or "detection" (the loop picks the evaluator and the pictures from it);
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
@@ -14,6 +14,7 @@
       in id order: segment_id int32 [B, T], segment_category int32 [B, T] (the thing label 1..K where
       segment_is_thing, else the stuff class 1..S, the S stuff categories in category-id order), segment_is_thing
       bool, segment_score float32 (0 for stuff), segment_area int32, segment_valid bool.
+    "detection": the "instance" entries without masks (scored by VOC AP, segjax/evaluation/voc.py).
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
@@ -35,6 +36,7 @@ _MODELS = {
     "dense_crf": "segjax.models.dense_crf",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
+    "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
@@ -43,6 +45,7 @@ _MODELS = {
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
+    "yolo_v1": "segjax.models.yolo",
 }
 
 
