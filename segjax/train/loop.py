@@ -14,6 +14,7 @@ from segjax.data import pipeline
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
+from segjax.evaluation.voc import VOCEvaluator
 from segjax.models import get_model
 from segjax.train import mesh as mesh_lib
 from segjax.train.checkpoint import Checkpointer
@@ -72,7 +73,8 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
-_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",)}
+_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",),
+                 "detection": ("boxes", "scores", "labels", "valid")}
 
 
 def make_evaluator(task, info, workdir):
@@ -82,7 +84,10 @@ def make_evaluator(task, info, workdir):
     return InstanceEvaluator(info, workdir)
   if task == "panoptic":
     return PanopticEvaluator(info, workdir)
-  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance' or 'panoptic'")
+  if task == "detection":
+    return VOCEvaluator(info)
+  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance', 'panoptic' or "
+                   "'detection'")
 
 
 def save_pictures(task, path, local_batch, predictions, count):
@@ -91,6 +96,10 @@ def save_pictures(task, path, local_batch, predictions, count):
   predictions = {k: v[:count] for k, v in predictions.items()}
   if task == "semantic":
     visualize.save_semantic_pictures(path, batch["image"], batch["semantic"], predictions["labels"])
+  elif task == "detection":
+    visualize.save_detection_pictures(path, batch["image"], batch["boxes"], batch["classes"], batch["instance_valid"],
+                                      predictions["boxes"], predictions["labels"], predictions["scores"],
+                                      predictions["valid"])
   elif task == "panoptic":
     visualize.save_panoptic_pictures(path, batch["image"], batch["semantic"], batch["masks"], batch["instance_valid"],
                                      predictions["panoptic"])
@@ -148,7 +157,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings)
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
-  eval_step = make_eval_step(module, model_lib, evaluator, mesh, shardings.variables)
+  eval_step = make_eval_step(module, model_lib, evaluator, mesh, shardings.variables, config.model)
   train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
                                             process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)

@@ -32,11 +32,14 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def make_eval_step(module, model_lib, evaluator, mesh, variables_shardings):
+def make_eval_step(module, model_lib, evaluator, mesh, variables_shardings, model_config=None):
   """Returns jitted `eval_step(variables, batch) -> (predictions, evaluator stats)`."""
 
   def eval_step(variables, batch):
-    predictions = model_lib.predict(module.apply(variables, batch["image"], train=False))
+    outputs = module.apply(variables, batch["image"], train=False)
+    # Detection models already take the inference keys: predict(outputs, model_config).
+    predictions = (model_lib.predict(outputs, model_config) if model_lib.TASK == "detection" else
+                   model_lib.predict(outputs))
     return predictions, evaluator.device_stats(predictions, batch)
 
   return jax.jit(eval_step, in_shardings=(variables_shardings, mesh_lib.batch_sharding(mesh)),
