@@ -199,3 +199,85 @@ def test_predict_class_specific_confidence_and_per_class_nms():
   np.testing.assert_allclose(scores, [0.9 * 0.7, 0.9 * 0.2], rtol=1e-6)
   np.testing.assert_array_equal(labels, [2, 3])
   np.testing.assert_allclose(np.asarray(out["boxes"][0, 0]), [8, 8, 24, 24], atol=1e-5)
+
+
+TINY = {"width_multiplier": 0.125, "hidden_units": 64, "batch_norm": True, "grid_size": 4, "dropout_rate": 0.0}
+
+
+def _tiny_batch(rng, counts, m=6, size=64):
+  """Images with a bright square per object (class = colour channel), boxes on the squares."""
+  n = len(counts)
+  image = np.full((n, size, size, 3), 0.2, np.float32)
+  boxes = np.zeros((n, m, 4), np.float32)
+  classes = np.zeros((n, m), np.int32)
+  valid = np.zeros((n, m), bool)
+  for i, count in enumerate(counts):
+    for j in range(count):
+      x, y = rng.integers(0, size - 16, 2)
+      w, h = rng.integers(8, 16, 2)
+      c = rng.integers(1, 4)
+      image[i, y:y + h, x:x + w, c - 1] = 1.0
+      boxes[i, j], classes[i, j], valid[i, j] = (x, y, x + w, y + h), c, True
+  return {"image": image, "boxes": boxes, "classes": classes, "instance_valid": valid}
+
+
+def _train_step(config, devices, variables, batch_size):
+  import optax  # pylint: disable=g-import-not-at-top
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
+  del batch_size
+  module = yolo.build(config, _info(3))
+  optimizer, schedule = optax.adam(1e-3), optax.constant_schedule(1e-3)
+  mesh = mesh_lib.make_mesh(devices)
+  state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
+  shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+  step = make_train_step(module, yolo, config, optimizer, schedule, mesh, shardings)
+  return state, lambda s, b, k: step(s, jax.device_put(b, mesh_lib.batch_sharding(mesh)), k), step
+
+
+def _tiny_config(name="fast_yolo"):
+  config = yolo.model_config(name)
+  config.update(TINY)
+  return config
+
+
+def test_yolo_trains_without_recompiling_across_box_counts():
+  config = _tiny_config()
+  rng = np.random.default_rng(3)
+  batch = _tiny_batch(rng, (3, 1))
+  module = yolo.build(config, _info(3))
+  variables = jax.device_get(jax.jit(lambda x: module.init(jax.random.key(0), x))(batch["image"]))
+  state, step, jitted = _train_step(config, jax.devices()[:1], variables, 2)
+  losses = []
+  for i in range(12):
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.5 * losses[0], losses
+  for counts in ((0, 0), (6, 6), (2, 0)):
+    state, metrics = step(state, _tiny_batch(rng, counts), jax.random.key(0))
+    assert np.isfinite(float(metrics["loss"]))
+  assert jitted._cache_size() == 1
+  predict = jax.jit(lambda v, x: yolo.predict(module.apply(v, x), config))
+  for counts in ((0, 0), (6, 6)):
+    out = predict(state.variables, _tiny_batch(rng, counts)["image"])
+    assert out["boxes"].shape == (2, 100, 4)
+  assert predict._cache_size() == 1
+
+
+def test_eight_device_training_gives_the_losses_of_one_device():
+  assert jax.device_count() == 8
+  config = _tiny_config()
+  config.dropout_rate = 0.5  # the dropout mask must not depend on how the batch is sharded
+  rng = np.random.default_rng(4)
+  batches = [_tiny_batch(rng, (3, 0, 6, 1, 2, 5, 4, 6)), _tiny_batch(rng, (1, 1, 0, 2, 6, 3, 0, 5))]
+  module = yolo.build(config, _info(3))
+  variables = jax.device_get(jax.jit(lambda x: module.init(jax.random.key(0), x))(batches[0]["image"]))
+  losses = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    state, step, _ = _train_step(config, devices, variables, 8)
+    losses[len(devices)] = []
+    for i, batch in enumerate(batches):
+      state, metrics = step(state, batch, jax.random.key(i))
+      losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_xy", "loss_class", "loss_noobj")])
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
