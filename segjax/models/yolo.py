@@ -52,6 +52,7 @@ def model_config(name="yolo_v1") -> ml_collections.ConfigDict:
       "num_classes": 0,  # C; 0 = the data set's thing classes
       "hidden_units": 4096,  # the first fully connected layer
       "width_multiplier": 1.0,  # scales every convolution's filters (small demo networks)
+      "skip_pools": 0,  # leaves out the first max-pooling layers: small images keep a final map near S x S
       "dropout_rate": 0.5,
       "batch_norm": False,  # the paper has none; Darknet's later yolov1.cfg normalises every convolution
       "dtype": "float32",
@@ -78,6 +79,7 @@ class YOLO(nn.Module):
   boxes_per_cell: int = 2
   hidden_units: int = 4096
   width_multiplier: float = 1.0
+  skip_pools: int = 0
   dropout_rate: float = 0.5
   batch_norm: bool = False
   dtype: str = "float32"
@@ -87,10 +89,12 @@ class YOLO(nn.Module):
     n, height, width, _ = images.shape
     s, b, c = self.grid_size, self.boxes_per_cell, self.num_classes
     x = images.astype(self.dtype)
-    conv_index = 0
+    conv_index = pool_index = 0
     for layer in self.layers:
       if layer == "M":
-        x = nn.max_pool(x, (2, 2), (2, 2))
+        if pool_index >= self.skip_pools:
+          x = nn.max_pool(x, (2, 2), (2, 2))
+        pool_index += 1
         continue
       filters, size, stride = layer
       x = nn.Conv(max(int(filters * self.width_multiplier), 1), (size, size), (stride, stride),
@@ -213,7 +217,8 @@ def image_loss(outputs, has_object, coords, class_one_hot, lambda_coord, lambda_
 def build(config, info):
   return YOLO(layers=ARCHITECTURES[config.name], num_classes=config.num_classes or info.num_thing_classes,
               grid_size=config.grid_size, boxes_per_cell=config.boxes_per_cell, hidden_units=config.hidden_units,
-              width_multiplier=config.width_multiplier, dropout_rate=config.dropout_rate,
+              width_multiplier=config.width_multiplier, skip_pools=config.get("skip_pools", 0),
+              dropout_rate=config.dropout_rate,
               batch_norm=config.batch_norm, dtype=config.dtype)
 
 
