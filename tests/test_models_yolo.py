@@ -281,3 +281,21 @@ def test_eight_device_training_gives_the_losses_of_one_device():
       state, metrics = step(state, batch, jax.random.key(i))
       losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_xy", "loss_class", "loss_noobj")])
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["yolo_v1_voc", "fast_yolo_voc", "demo_yolo"])
+def test_experiment_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import learning_rate_schedule, make_optimizer  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  module = get_model(config.model.name).build(config.model, _info(20))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x),
+                          jax.ShapeDtypeStruct((1, *config.dataset.image_size, 3), jnp.float32))
+  assert shapes["params"]["fc1"]["kernel"].shape[-1] == 7 * 7 * 30
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])
+  if name != "demo_yolo":  # the paper's schedule: 1e-3 rising to 1e-2, then 1e-3 at epoch 75, 1e-4 at 105 of 135
+    schedule = learning_rate_schedule(config)
+    epoch = 16551 / 64
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 10 * epoch, 80 * epoch, 110 * epoch)],
+                               [1e-3, 1e-2, 1e-3, 1e-4], rtol=1e-5)
+    assert config.total_steps == round(135 * epoch) and config.batch_size == 64

@@ -12,8 +12,12 @@ Boxes are (x1, y1, x2, y2) pixel edges, so IoU has no "+1": the VOC readers turn
 pixel indices into edges (x1 = xmin - 1, x2 = xmax), which gives exactly the devkit's "+1" IoU.
 """
 import dataclasses
+import os
+import pickle
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def iou_matrix(boxes1, boxes2) -> np.ndarray:
@@ -118,12 +122,14 @@ class VOCEvaluator:
 
   Detections and ground truth are both mapped back to the source image (boxes / `scale`, the eval pipeline's
   resize factor). Ground truth comes from the batch, so `config.dataset.max_instances` must hold every object
-  of an eval image (the pipeline logs any it drops).
+  of an eval image (the pipeline logs any it drops). With several processes, each writes its images to the
+  workdir and process 0 scores them all.
   """
   PREDICTION_KEYS = ("boxes", "scores", "labels", "valid")
 
-  def __init__(self, info):
+  def __init__(self, info, workdir: str | None = None):
     self.class_names = info.thing_class_names
+    self.workdir = workdir
     self.reset()
 
   def reset(self):
@@ -146,5 +152,25 @@ class VOCEvaluator:
           gt_labels=np.asarray(local_batch["classes"][i][gt]),
           gt_difficult=np.asarray(local_batch["difficult"][i][gt], bool)))
 
+  def _gathered(self):
+    """All processes' images on process 0 (None elsewhere)."""
+    if jax.process_count() == 1:
+      return self.images
+    folder = os.path.join(self.workdir, "eval_voc_parts")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"process{jax.process_index()}.pkl"), "wb") as f:
+      pickle.dump(self.images, f)
+    multihost_utils.sync_global_devices("segjax: voc eval parts written")
+    merged = None
+    if jax.process_index() == 0:
+      merged = []
+      for p in range(jax.process_count()):
+        with open(os.path.join(folder, f"process{p}.pkl"), "rb") as f:
+          merged += pickle.load(f)
+    multihost_utils.sync_global_devices("segjax: voc eval parts read")
+    return merged
+
   def result(self):
-    return voc_metrics(self.images, self.class_names)
+    """VOC metrics on process 0 ({} elsewhere)."""
+    images = self._gathered()
+    return {} if images is None else voc_metrics(images, self.class_names)

@@ -85,7 +85,7 @@ def make_evaluator(task, info, workdir):
   if task == "panoptic":
     return PanopticEvaluator(info, workdir)
   if task == "detection":
-    return VOCEvaluator(info)
+    return VOCEvaluator(info, workdir)
   raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance', 'panoptic' or "
                    "'detection'")
 
