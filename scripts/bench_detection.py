@@ -25,10 +25,17 @@ from segjax.models import yolo
 from segjax.train.state import TrainState
 
 
-def torch_forward(layers, variables, x):
-  """x NCHW -> [N, 1470]: the network of `variables` (flax HWIO kernels, numpy) in torch, inference."""
-  params = {k: {n: torch.from_numpy(np.asarray(a)) for n, a in v.items()} for k, v in variables["params"].items()}
-  return torch_forward_params(layers, {"params": params}, x, train=False)
+def torch_variables(variables, requires_grad=False):
+  """segjax's variables as torch tensors in torch's layout, made once: conv kernels OIHW (contiguous), fc kernels
+  [in, out] over segjax's NHWC flattening."""
+  params = {}
+  for name, leaves in variables["params"].items():
+    kernel = torch.from_numpy(np.array(leaves["kernel"]))
+    if name.startswith("conv"):
+      kernel = kernel.permute(3, 2, 0, 1).contiguous()
+    params[name] = {"kernel": kernel.requires_grad_(requires_grad),
+                    "bias": torch.from_numpy(np.array(leaves["bias"])).requires_grad_(requires_grad)}
+  return params
 
 
 def bench(name, size, batch, iters, train):
@@ -41,11 +48,11 @@ def bench(name, size, batch, iters, train):
   jax.block_until_ready(infer(variables, images))
   ours = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters) / batch
   layers = yolo.ARCHITECTURES[name]
-  tensor_variables = {"params": {k: {n: np.asarray(a) for n, a in v.items()} for k, v in variables["params"].items()}}
   x_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
   with torch.no_grad():
-    torch_forward(layers, tensor_variables, x_torch)
-    theirs = best_seconds(lambda: torch_forward(layers, tensor_variables, x_torch), iters) / batch
+    params = torch_variables(variables)
+    torch_forward(layers, params, x_torch, train=False)
+    theirs = best_seconds(lambda: torch_forward(layers, params, x_torch, train=False), iters) / batch
   print(f"{name:10s} inference  segjax {1000 * ours:8.1f} ms/image ({1 / ours:6.2f} FPS)   torch {1000 * theirs:8.1f} "
         f"ms/image   ratio segjax/torch {ours / theirs:5.2f}")
   if not train:
@@ -74,18 +81,13 @@ def bench(name, size, batch, iters, train):
     jax.block_until_ready(value)
     times.append(time.perf_counter() - start)
   ours = min(times) / batch
-  torch_params = [torch.from_numpy(np.array(a)).requires_grad_() for v in tensor_variables["params"].values()
-                  for a in v.values()]
-  names = [(k, n) for k, v in tensor_variables["params"].items() for n in v]
-  sgd = torch.optim.SGD(torch_params, lr=1e-3, momentum=0.9)
+  params = torch_variables(variables, requires_grad=True)
+  sgd = torch.optim.SGD([t for leaves in params.values() for t in leaves.values()], lr=1e-3, momentum=0.9)
   target = torch.zeros(batch, 1470)
 
   def torch_step():
-    current = {"params": {}}
-    for (k, n), p in zip(names, torch_params):
-      current["params"].setdefault(k, {})[n] = p
     sgd.zero_grad()
-    out = torch_forward_params(layers, current, x_torch)
+    out = torch_forward(layers, params, x_torch)
     ((out - target) ** 2).sum().backward()
     sgd.step()
 
@@ -95,18 +97,17 @@ def bench(name, size, batch, iters, train):
         f"ms/image   ratio segjax/torch {ours / theirs:5.2f}")
 
 
-def torch_forward_params(layers, variables, x, train=True):
-  """The network on torch tensors: NCHW convolutions padded size // 2, leaky ReLU 0.1, fc0 on segjax's NHWC
+def torch_forward(layers, params, x, train=True):
+  """The network on torch_variables: NCHW convolutions padded size // 2, leaky ReLU 0.1, fc0 on segjax's NHWC
   flattening (so its kernel is used as is), dropout 0.5 in training, fc1."""
   index = 0
-  params = variables["params"]
   for layer in layers:
     if layer == "M":
       x = F.max_pool2d(x, 2, 2)
       continue
     _, size, stride = layer
     p = params[f"conv{index}"]
-    x = F.leaky_relu(F.conv2d(x, p["kernel"].permute(3, 2, 0, 1), p["bias"], stride=stride, padding=size // 2), 0.1)
+    x = F.leaky_relu(F.conv2d(x, p["kernel"], p["bias"], stride=stride, padding=size // 2), 0.1)
     index += 1
   x = x.permute(0, 2, 3, 1).flatten(1)
   x = F.dropout(F.leaky_relu(x @ params["fc0"]["kernel"] + params["fc0"]["bias"], 0.1), 0.5, training=train)
