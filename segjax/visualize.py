@@ -147,3 +147,31 @@ def panoptic_picture(image, panoptic, segments_info, names_by_category=None) -> 
     text = f"{name} {segment['score']:.2f}" if segment.get("isthing") else name
     texts.append((int(np.median(xs)), int(np.median(ys)), text))
   return annotate(picture, texts)
+
+
+def draw_boxes(image, boxes, labels, keep) -> np.ndarray:
+  """image float [H, W, 3] in [0, 1] -> uint8 with the kept boxes (x1, y1, x2, y2 pixels) outlined 1 px wide in
+  their class's palette colour."""
+  picture = (255 * np.clip(image, 0, 1)).round().astype(np.uint8)
+  height, width = picture.shape[:2]
+  colours = palette()
+  for box, label in zip(np.asarray(boxes)[keep], np.asarray(labels)[keep]):
+    x1, y1 = (int(np.clip(np.floor(v), 0, n - 1)) for v, n in zip(box[:2], (width, height)))
+    x2, y2 = (int(np.clip(np.ceil(v) - 1, 0, n - 1)) for v, n in zip(box[2:], (width, height)))
+    colour = colours[int(label) % 255]
+    picture[y1:y2 + 1, [x1, x2]] = colour
+    picture[[y1, y2], x1:x2 + 1] = colour
+  return picture
+
+
+def save_detection_pictures(path: str, images, gt_boxes, gt_labels, gt_valid, boxes, labels, scores, valid,
+                            score_threshold: float = 0.3) -> str:
+  """One panel per image: input | ground-truth boxes | detections scoring >= `score_threshold`."""
+  rows = []
+  for i in range(len(images)):
+    gap = np.full((images[i].shape[0], 2, 3), 255, np.uint8)
+    rows.append(np.concatenate([
+        draw_boxes(images[i], [], [], np.zeros(0, bool)), gap, draw_boxes(images[i], gt_boxes[i], gt_labels[i],
+                                                                           gt_valid[i]),
+        gap, draw_boxes(images[i], boxes[i], labels[i], valid[i] & (scores[i] >= score_threshold))], axis=1))
+  return _save_rows(path, rows)

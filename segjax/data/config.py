@@ -26,7 +26,12 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.image_size = (128, 128)  # (H, W) of every batch; also the synthetic images' size
   config.max_instances = 16
   config.num_workers = 0  # threads decoding and augmenting examples; 0: segjax.data.tf_env.THREADS
-  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True})
+  # translate, exposure, saturation: box-only detection sets only (YOLO's augmentation, augment_detection.py).
+  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "translate": 0.0,
+                                             "exposure": 1.0, "saturation": 1.0})
+  # Read the set as box-only detection data (tfds_detection.py): "voc" from its devkit XML (splits like
+  # "2007_test", "0712_trainval"), "synthetic" / "coco" from the instances JSON.
+  config.detection = False
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only
   return config

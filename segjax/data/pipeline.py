@@ -31,6 +31,7 @@ from absl import logging
 
 from segjax.data import ade20k
 from segjax.data import augment
+from segjax.data import augment_detection
 from segjax.data import camvid
 from segjax.data import cityscapes
 from segjax.data import coco
@@ -41,6 +42,7 @@ from segjax.data import isbi_cells
 from segjax.data import semantic
 from segjax.data import synthetic
 from segjax.data import tfds_coco
+from segjax.data import tfds_detection
 from segjax.data import voc
 from segjax.data.tf_env import THREADS
 from segjax.data.tf_env import tf
@@ -64,9 +66,21 @@ def _coco_root(config):
   return cvppp.coco_folder(ds) if ds.name == "cvppp" else ds.root
 
 
-def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder:
-  """The TFDS builder of config.dataset, written (synthetic) and built on first use only."""
+def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_detection.DetectionFolder:
+  """The TFDS builder of config.dataset, written (synthetic) and built on first use only.
+
+  With config.dataset.detection, a box-only detection set: "voc" reads the devkit's detection layout
+  (voc_detection.py), "synthetic" and "coco" their instances JSON (tfds_detection.py).
+  """
   ds = config.dataset
+  if ds.get("detection"):
+    if ds.name not in ("voc", "synthetic", "coco"):
+      raise ValueError(f"config.dataset.detection: data set {ds.name!r} has no boxes; use voc, synthetic or coco")
+    if ds.name == "synthetic":
+      synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
+                                 image_size=tuple(ds.image_size))
+    return tfds_detection.prepare("voc" if ds.name == "voc" else "coco", ds.root, (ds.train_split, ds.eval_split),
+                                  ds.data_dir, _layout(config))
   if ds.name in SEMANTIC_READERS:
     return semantic.prepare(SEMANTIC_READERS[ds.name], ds)
   if ds.name == "synthetic":
@@ -84,6 +98,11 @@ def dataset_info(config) -> info_lib.DatasetInfo:
   ds = config.dataset
   builder = prepare(config)
   splits = builder.info.splits
+  if ds.get("detection"):  # boxes only: every category is a thing, no instances or panoptic files
+    return info_lib.make_info(
+        ds.name, [coco.Category(**c) for c in builder.info.metadata["categories"]],
+        num_train=splits[ds.train_split].num_examples, num_eval=splits[ds.eval_split].num_examples,
+        image_size=ds.image_size, eval_paths=None, has_instances=False, has_panoptic=False)
   if ds.name in SEMANTIC_READERS:  # semantic labels only: no thing classes, instances or panoptic files
     return info_lib.make_info(
         ds.name, SEMANTIC_READERS[ds.name].categories(), num_train=splits[ds.train_split].num_examples,
@@ -147,23 +166,25 @@ def _eval_source(records, batch, local_batch, process_index):
 
 
 @functools.lru_cache(maxsize=16)
-def _example_processor(features, image_size, max_instances, train, scale_range, flip):
-  """tf.function (record, seed [2], valid) -> one example's arrays (augment.preprocess).
+def _example_processor(features, image_size, max_instances, train, augment_kwargs):
+  """tf.function (record, seed [2], valid) -> one example's arrays (augment.preprocess; for a box-only detection set
+  augment_detection.preprocess, YOLO's augmentation).
 
   Cached, so a new iterator over the same dataset and shapes does not trace again.
   """
-  kwargs = dict(image_size=image_size, max_instances=max_instances, train=train,
-                scale_range=scale_range, flip=flip)
+  kwargs = dict(image_size=image_size, max_instances=max_instances, train=train, **dict(augment_kwargs))
+  detection = "objects" in features
+  preprocess = augment_detection.preprocess if detection else augment.preprocess
   decoders = {"panoptic": tfds.decode.SkipDecoding()} if "panoptic" in features else None
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64),
                                 tf.TensorSpec([], tf.bool)])
   def process(raw, seed, valid):
     example = features.deserialize_example(raw, decoders=decoders)
-    if "instances" not in example:  # a semantic-only data set (semantic.py)
+    if not detection and "instances" not in example:  # a semantic-only data set (semantic.py)
       example["instances"] = {"label": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
                               "mask": tf.zeros([0], tf.string)}
-    return augment.preprocess(example, seed, valid, **kwargs)
+    return preprocess(example, seed, valid, **kwargs)
 
   return process
 
@@ -171,13 +192,17 @@ def _example_processor(features, image_size, max_instances, train, scale_range, 
 def _run(process, max_instances, width, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
   example = {k: v.numpy() for k, v in process(tf.constant(raw), seed, valid).items()}
+  if "mask_rows" not in example:  # a box-only detection example: the image crosses as uint8 like the others
+    example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
+    return example
   return augment.finish_labels(example, max_instances, width)
 
 
 def _assemble(examples):
   """Per-example dicts -> one batch dict, packed masks stacked to the batch's bucket."""
   batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "masks_packed"}
-  batch["masks_packed"] = compact.stack_packed([e["masks_packed"] for e in examples], batch["instance_valid"])
+  if "masks_packed" in examples[0]:
+    batch["masks_packed"] = compact.stack_packed([e["masks_packed"] for e in examples], batch["instance_valid"])
   return batch
 
 
@@ -227,9 +252,12 @@ class _Batches:
 def _batches(builder, source, steps, config, local_batch, train):
   """Numpy batches of `steps`: records from `source`, processed by TensorFlow on worker threads."""
   ds = config.dataset
-  process = _example_processor(
-      builder.info.features, tuple(ds.image_size), ds.max_instances, train,
-      tuple(ds.augment.scale_range), bool(ds.augment.flip))
+  augment_kwargs = {"scale_range": tuple(ds.augment.scale_range), "flip": bool(ds.augment.flip)}
+  if ds.get("detection"):  # YOLO's translation and HSV jitter (augment_detection.py)
+    augment_kwargs.update({k: float(ds.augment.get(k, 1.0 if k != "translate" else 0.0))
+                           for k in ("translate", "exposure", "saturation")})
+  process = _example_processor(builder.info.features, tuple(ds.image_size), ds.max_instances, train,
+                               tuple(sorted(augment_kwargs.items())))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
   return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth)

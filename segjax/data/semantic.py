@@ -92,7 +92,7 @@ def read_png_label(path) -> np.ndarray:
   return np.asarray(image)
 
 
-def _read_image(path) -> tuple[bytes, tuple[int, int]]:
+def read_image(path) -> tuple[bytes, tuple[int, int]]:
   """The file's bytes when RGB JPEG/PNG, else the image converted to RGB as PNG; and its (H, W)."""
   data, image = _open(path, "image")
   if not (image.mode == "RGB" and image.format in ("JPEG", "PNG")):
@@ -102,7 +102,7 @@ def _read_image(path) -> tuple[bytes, tuple[int, int]]:
 
 def decode(reader: Reader, example: Example, image_id: int) -> dict:
   """The TFDS example of one (image, label) pair, labels mapped to train ids."""
-  image, size = _read_image(example.image_path)
+  image, size = read_image(example.image_path)
   values = reader.read_label(example.label_path)
   if values.shape != size:
     raise coco.DatasetError(f"{example.label_path}: label is {values.shape[0]}x{values.shape[1]}, its image "

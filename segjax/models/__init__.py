@@ -1,6 +1,6 @@
 """Models by name. Each model module defines:
 
-  TASK: "semantic", "instance" or "panoptic" (the loop picks the evaluator and the pictures from it);
+  TASK: "semantic", "instance", "panoptic" or "detection" (the loop picks the evaluator and the pictures from it);
   BATCH_KEYS: the batch entries the model's forward pass and loss read (only these go to the devices);
   build(model_config, info) -> flax.linen.Module, called as module(images, train=...) -> outputs dict;
   loss(outputs, batch, model_config) -> (scalar loss, dict of scalar metrics);
@@ -19,8 +19,9 @@
       in id order: segment_id int32 [B, T], segment_category int32 [B, T] (the thing label 1..K where
       segment_is_thing, else the stuff class 1..S, the S stuff categories in category-id order), segment_is_thing
       bool, segment_score float32 (0 for stuff), segment_area int32, segment_valid bool.
+    "detection": the "instance" entries without masks (scored by VOC AP, segjax/evaluation/voc.py).
   Optionally SIZE_DIVISIBILITY: what the input's height and width must be multiples of (segjax.inference pads to it).
-Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
+  Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
 A project outside segjax adds a model with `register(name, module)` (the module object or its import path) before
@@ -44,6 +45,7 @@ _MODELS = {
     "discriminative_embedding": "segjax.models.embedding",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
+    "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
     "ris": "segjax.models.ris",
@@ -53,6 +55,7 @@ _MODELS = {
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",
+    "yolo_v1": "segjax.models.yolo",
 }
 
 

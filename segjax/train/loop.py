@@ -15,6 +15,7 @@ from segjax.evaluation import tta
 from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
+from segjax.evaluation.voc import VOCEvaluator
 from segjax.models import get_model, inference_keys
 from segjax.ops import platform
 from segjax.train import mesh as mesh_lib
@@ -77,7 +78,8 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
-_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",)}
+_PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",),
+                 "detection": ("boxes", "scores", "labels", "valid")}
 
 
 def make_evaluator(task, info, workdir):
@@ -87,7 +89,10 @@ def make_evaluator(task, info, workdir):
     return InstanceEvaluator(info, workdir)
   if task == "panoptic":
     return PanopticEvaluator(info, workdir)
-  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance' or 'panoptic'")
+  if task == "detection":
+    return VOCEvaluator(info, workdir)
+  raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance', 'panoptic' or "
+                   "'detection'")
 
 
 def save_pictures(task, path, local_batch, predictions, count):
@@ -96,6 +101,10 @@ def save_pictures(task, path, local_batch, predictions, count):
   predictions = {k: v[:count] for k, v in predictions.items()}
   if task == "semantic":
     visualize.save_semantic_pictures(path, batch["image"], batch["semantic"], predictions["labels"])
+  elif task == "detection":
+    visualize.save_detection_pictures(path, batch["image"], batch["boxes"], batch["classes"], batch["instance_valid"],
+                                      predictions["boxes"], predictions["labels"], predictions["scores"],
+                                      predictions["valid"])
   elif task == "panoptic":
     visualize.save_panoptic_pictures(path, batch["image"], batch["semantic"], batch["masks"], batch["instance_valid"],
                                      predictions["panoptic"])
