@@ -186,14 +186,21 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     return _train_and_evaluate(config, paths.resolve(workdir), devices)
 
 
-def _train_and_evaluate(config, workdir, devices):
-  primary = jax.process_index() == 0
+def _job(config, devices):
+  """What training and evaluation both start from: (data set info, model module, its module, eval scales and flip,
+  the device mesh)."""
   info = _prepare_data(config)
   model_lib = get_model(config.model.name)
   module = model_lib.build(config.model, info)
   scales, flip = eval_options(config, model_lib.TASK)
   mesh = mesh_lib.make_mesh(devices)
   mesh_lib.check_batch_size(config.batch_size, mesh)
+  return info, model_lib, module, scales, flip, mesh
+
+
+def _train_and_evaluate(config, workdir, devices):
+  primary = jax.process_index() == 0
+  info, model_lib, module, scales, flip, mesh = _job(config, devices)
   optimizer = make_optimizer(config)
   schedule = learning_rate_schedule(config)
 
@@ -270,12 +277,7 @@ def evaluate_checkpoint(config, workdir, step=None, devices=None) -> dict:
 
 def _evaluate_checkpoint(config, workdir, step, devices):
   primary = jax.process_index() == 0
-  info = _prepare_data(config)
-  model_lib = get_model(config.model.name)
-  module = model_lib.build(config.model, info)
-  scales, flip = eval_options(config, model_lib.TASK)
-  mesh = mesh_lib.make_mesh(devices)
-  mesh_lib.check_batch_size(config.batch_size, mesh)
+  info, model_lib, module, scales, flip, mesh = _job(config, devices)
   checkpointer = _checkpointer(config, info, workdir, create=False)
   try:
     if checkpointer.latest_step() is not None or step is not None:
