@@ -134,6 +134,7 @@ class Predictor:
     size = tuple(max(int(np.round(np.float32(s) * np.float32(scale))), 1) for s in (h, w))  # float32 as the pipeline
     if size != (h, w):
       image = np.asarray(jax.image.resize(image, (*size, 3), "linear", antialias=True))
+      image = np.round(255 * np.clip(image, 0, 1)) / 255  # the eval pipeline rounds resized images to uint8
     target = self.image_size or size
     if size[0] > target[0] or size[1] > target[1]:
       raise ValueError(f"Predictor: image {index} resized to {size} exceeds the test size {target}")

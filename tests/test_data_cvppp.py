@@ -10,6 +10,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segjax.data import DatasetError
+from segjax.data import compact
 from segjax.data import config as config_lib
 from segjax.data import cvppp
 from segjax.data import pipeline
@@ -118,7 +119,7 @@ def test_instance_evaluator_reports_sbd_and_dic(tmp_path):
   for drop in (False, True):
     evaluator = InstanceEvaluator(info, str(tmp_path / f"work{drop}"))
     expected = []
-    for batch in pipeline.make_eval_iterator(config):
+    for batch in map(compact.expand, pipeline.make_eval_iterator(config)):
       keep = batch["instance_valid"].copy()
       if drop:
         keep[np.arange(len(keep)), 0] = False

@@ -267,7 +267,7 @@ def test_bad_arguments(config):
   other = _with_seed(config, 5)
   other.dataset.name = "kitti"
   with pytest.raises(ValueError, match="config.dataset.name must be one of 'synthetic', 'coco', 'cvppp', 'voc', "
-                     "'cityscapes', 'ade20k', 'camvid'; got 'kitti'"):
+                     "'cityscapes', 'ade20k', 'camvid', 'isbi_cells'; got 'kitti'"):
     pipeline.dataset_info(other)
 
 

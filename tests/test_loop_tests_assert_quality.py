@@ -1,7 +1,8 @@
 """Every test that trains a model through the loop asserts more than a range: a metric or loss against a threshold
 that is not 0 or 1, or a numerical comparison with another run (np.testing.assert_*). `0 <= mIoU <= 1` and a finite
-loss can only fail on a crash. The loop's own mechanics (resume, recompiles, refusals, the console) are tested in
-test_train_loop.py, test_train_multiprocess.py and test_train_fsdp.py, not checked here.
+loss can only fail on a crash. The loop's own mechanics (resume, recompiles, refusals, the console, evaluate-only
+runs, cloud workdirs) are tested in test_train_loop.py, test_train_multiprocess.py, test_train_fsdp.py,
+test_train_evaluate.py and test_train_workdir_url.py, not checked here.
 
 RANGE_ONLY lists the loop-run tests that still assert ranges only; each needs a quality threshold the tiny model
 reliably reaches (above chance by a stated margin, checked over 3 seeds). The test fails on a new range-only test
@@ -15,7 +16,8 @@ from train_util import REPO
 
 LOOP_CALLS = {"train_and_evaluate", "train_through_loop", "run_cli"}
 QUALITY_NAMES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU", "PQ", "SQ", "RQ", "AP", "loss")
-LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_train_fsdp.py")
+LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_train_fsdp.py", "test_train_evaluate.py",
+                  "test_train_workdir_url.py")
 RANGE_ONLY = {
     "test_data_semantic_sets.py::test_tiny_fcn_trains_and_evaluates_on_fake_voc",
     "test_models_deeplab.py::test_demo_config_trains_through_the_loop",

@@ -15,6 +15,7 @@ from segjax.ops.losses import softmax_cross_entropy
 
 def loss(outputs, batch, model_config):
   """(cross entropy [+ aux_weight x the auxiliary head's], {"main_loss", "aux_loss"} with an auxiliary head)."""
+  model_config = model_config or {}
   weights = tuple(model_config.get("class_weights", ())) or None
   num_classes = outputs["logits"].shape[-1]
   if weights is not None and len(weights) != num_classes:

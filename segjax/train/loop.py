@@ -208,7 +208,7 @@ def _train_and_evaluate(config, workdir, devices):
   state, shardings = _initial_state(module, optimizer, config, mesh)
   state, start_step = checkpointer.restore(state)
   if primary and start_step:
-    print(f"Restored step {start_step} from {os.path.join(workdir, 'checkpoints')}", flush=True)
+    print(f"Restored step {start_step} from {workdir / 'checkpoints'}", flush=True)
   if start_step == 0 and config.get("init_from"):
     state = _init_from(state, shardings, config)
   if primary:
