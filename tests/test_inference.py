@@ -126,7 +126,8 @@ def test_instance_results_are_in_source_pixels(monkeypatch):
   variables = module.init(jax.random.key(3), image[None] / 255.0)
   predictor = Predictor(config, variables, INFO, image_size=(24, 32))
   ours, as_float = predictor([image, image / 255.0])
-  enlarged = np.pad(jax.image.resize(image / 255.0, (24, 28, 3), "linear"), ((0, 0), (0, 4), (0, 0)))[None]
+  enlarged = np.round(255 * np.asarray(jax.image.resize(image / 255.0, (24, 28, 3), "linear"))) / 255  # uint8 levels
+  enlarged = np.pad(enlarged, ((0, 0), (0, 4), (0, 0)))[None]
   expected = jax.device_get(model_lib.predict(module.apply(variables, enlarged), config))
   keep = expected["valid"][0]
   assert keep.any() and ours["masks"].shape == (keep.sum(), 12, 14)
