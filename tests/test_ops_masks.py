@@ -142,3 +142,16 @@ def test_roi_mask_targets_equal_torchvision_project_masks_on_boxes():
   ref = roi_heads.project_masks_on_boxes(torch.tensor(gt_masks), torch.tensor(rois), torch.tensor(matched), m)
   ours = np.asarray(jax.jit(masks_lib.roi_mask_targets, static_argnums=3)(gt_masks, rois, matched, m))
   np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=1e-5)
+
+
+def test_mask_iou_equals_numpy_and_empty_pairs_give_zero():
+  from segjax.ops.masks import mask_iou  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  masks = (rng.random((5, 36)) < 0.3).astype(np.float32)
+  masks[4] = 0  # empty
+  got = np.asarray(mask_iou(masks))
+  for i in range(5):
+    for j in range(5):
+      union = np.logical_or(masks[i], masks[j]).sum()
+      want = np.logical_and(masks[i], masks[j]).sum() / union if union else 0.0
+      assert abs(got[i, j] - want) < 1e-6, (i, j)

@@ -6,6 +6,8 @@ taken as 0 (as mmdeploy's export of it), so zero-padded masks leave the other sc
 """
 import jax.numpy as jnp
 
+from segjax.ops.masks import mask_iou
+
 KERNELS = ("gaussian", "linear")
 
 
@@ -38,11 +40,9 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, mask_area=No
   flat = masks.reshape(num, -1).astype(jnp.float32)
   if mask_area is None:
     mask_area = flat.sum(axis=1)
-  inter = flat @ flat.T
-  union = mask_area[:, None] + mask_area[None, :] - inter
   upper = jnp.arange(num)[:, None] < jnp.arange(num)[None, :]
   same_label = (labels[:, None] == labels[None, :]) & upper
-  iou = jnp.where(same_label & (union > 0), inter / jnp.where(union > 0, union, 1), 0)
+  iou = jnp.where(same_label, mask_iou(flat, mask_area), 0)
   # Compensation: how much suppressor i is itself suppressed, its max IoU with a higher-scored mask.
   compensate = jnp.max(iou, axis=0)[:, None]
   if kernel == "gaussian":

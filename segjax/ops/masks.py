@@ -144,3 +144,13 @@ def roi_mask_targets(gt_masks, rois, matched_gt, m):
   features = gt_masks.astype(jnp.float32)[..., None]
   targets = roi_align(features, rois5, (m, m), spatial_scale=1.0, sampling_ratio=2, aligned=False)
   return targets[..., 0]
+
+
+def mask_iou(flat, area=None):
+  """Pairwise IoU [N, N] of masks flattened to [N, P] ({0, 1} floats); `area` [N] defaults to their sums. A pair
+  whose union is empty (two empty masks) has IoU 0, so zero-padded masks overlap nothing."""
+  if area is None:
+    area = flat.sum(axis=1)
+  inter = flat @ flat.T
+  union = area[:, None] + area[None, :] - inter
+  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.ops.boxes import box_iou
+from segjax.ops.masks import mask_iou
 
 METHODS = ("linear", "gaussian", "hard")
 
@@ -58,8 +59,4 @@ def soft_nms_boxes(boxes, scores, labels=None, method="gaussian", sigma=0.5, iou
 def soft_nms_masks(masks, scores, labels=None, method="gaussian", sigma=0.5, iou_threshold=0.3):
   """`soft_nms` on mask IoU; masks [N, H, W] binary."""
   flat = masks.reshape(masks.shape[0], -1).astype(jnp.float32)
-  inter = flat @ flat.T
-  area = flat.sum(-1)
-  union = area[:, None] + area[None, :] - inter
-  return soft_nms(jnp.where(union > 0, inter / jnp.maximum(union, 1), 0.0), scores, labels, method, sigma,
-                  iou_threshold)
+  return soft_nms(mask_iou(flat), scores, labels, method, sigma, iou_threshold)
