@@ -6,7 +6,7 @@ Both read the same COCO-like folder, written to a temp dir: JPEG images of 640x4
 with instance polygons, a mean of 7 instances per image and one image with 100 (COCO's maximum in
 Mask R-CNN's config). Both decode the image and the masks, resize to fit 800x1333 (shorter side 800),
 flip at random, and give the masks and boxes: segjax through segjax.data.pipeline (the Mask R-CNN COCO config:
-image_size (800, 1344), max_instances 100, no scale jitter), torch through a Dataset decoding the JPEG
+image_size (800, 1344), max_instances 100, no scale jitter, the batch keys Mask R-CNN reads), torch through a Dataset decoding the JPEG
 (torchvision.io) and the polygons (pycocotools), v2.RandomHorizontalFlip + v2.Resize(800, max_size=1333) on
 tv_tensors, in a DataLoader with the same number of workers (processes; segjax's are threads).
 
@@ -127,7 +127,7 @@ def bench_segjax(root, workers, batch, num_images, epochs=2):
                         max_instances=100, num_workers=workers, eval_split="train2017")
   config.dataset.augment.update(scale_range=(1.0, 1.0), flip=True)
   pipeline.prepare(config)
-  iterator = pipeline.make_train_iterator(config)
+  iterator = pipeline.make_train_iterator(config, keys=MASK_RCNN_KEYS)  # as the training loop asks for Mask R-CNN
   next(iterator)  # warm-up: traces the example function
   steps = epochs * num_images // batch
   start, bytes_before, bytes_after = time.perf_counter(), 0, 0

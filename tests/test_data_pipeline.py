@@ -285,3 +285,18 @@ def test_process_exits_with_a_live_train_iterator(config):
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.splitlines()[-1] == "done"
   assert "Exception ignored" not in result.stderr
+
+
+def test_train_batches_carry_only_the_labels_the_model_reads(config):
+  """`keys` (a model's BATCH_KEYS): the labels no key reads are not decoded, and the others are those of the full
+  batch, so an instance model's batches equal the full ones less "semantic" and a semantic model's have no masks."""
+  full = _take(pipeline.make_train_iterator(config), 2)
+  instance = _take(pipeline.make_train_iterator(config, keys=("image", "boxes", "classes", "masks", "is_crowd",
+                                                                  "instance_valid")), 2)
+  semantic = _take(pipeline.make_train_iterator(config, keys=("image", "semantic")), 2)
+  assert all(b["instance_valid"].any() for b in full)
+  _assert_same([{k: v for k, v in b.items() if k != "semantic"} for b in full], instance)
+  for f, s in zip(full, semantic):
+    assert not s["instance_valid"].any() and not s["masks"].any()
+    for key in ("image", "semantic", "image_id", "orig_size", "scale"):
+      np.testing.assert_array_equal(s[key], f[key], err_msg=key)

@@ -51,7 +51,7 @@ def _window(index, offset, out, sentinel, multiple=1):
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
-               flip=False):
+               flip=False, semantic=True):
   """A decoded TFDS example (see tfds_coco) -> fixed-shape tensors of one batch row.
 
   Args:
@@ -59,6 +59,7 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
       {label [N], is_crowd [N], mask: PNG strings [N]}.
     seed: int64 [2], the stateless seed of this example's augmentation.
     valid: bool scalar; False gives a padding row (image 0, semantic 255, no instances).
+    semantic: False leaves the semantic labels out (not read: no semantic_rows).
   Returns:
     image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] and mask_rows uint8 [n, H, w + 1] (the
     semantic labels and the first n = min(N, M) masks at the output rows, source columns plus a
@@ -105,12 +106,14 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   cols = _nearest_index(width, size[1])
   cols = tf.cond(flipped, lambda: tf.reverse(cols, [0]), lambda: cols)
   cols = _window(cols, offset[1], out_w, width, multiple=8)
-  semantic = tf.pad(example["semantic"][..., 0], [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
-  semantic_rows = tf.gather(semantic, rows, axis=0)  # [H, width + 1]
   mask_rows = tf.gather(tf.pad(masks, [[0, 0], [0, 1], [0, 1]]), rows, axis=1)  # [n, H, width + 1]
+  labels = {}
+  if semantic:
+    padded = tf.pad(example["semantic"][..., 0], [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
+    labels["semantic_rows"] = tf.gather(padded, rows, axis=0)  # [H, width + 1]
   return {
       "image": tf.ensure_shape(image, [out_h, out_w, 3]),
-      "semantic_rows": semantic_rows,
+      **labels,
       "mask_rows": mask_rows,
       "mask_columns": cols,
       "classes": tf.cast(instances["label"][:n], tf.int32),
@@ -138,8 +141,9 @@ def finish_labels(example, max_instances, width):
   """
   example = dict(example)
   rows, columns = example.pop("mask_rows"), example.pop("mask_columns")  # [n, H, w + 1], [8 Wp]
-  semantic = np.take(example.pop("semantic_rows"), columns[:width], axis=1)
-  example["semantic"] = np.where(example["valid_image"], semantic, np.uint8(IGNORE_LABEL))
+  if "semantic_rows" in example:
+    semantic = np.take(example.pop("semantic_rows"), columns[:width], axis=1)
+    example["semantic"] = np.where(example["valid_image"], semantic, np.uint8(IGNORE_LABEL))
   n, height = rows.shape[:2]
   packed = np.zeros((n, height, len(columns) // 8), np.uint8)
   boxes = np.zeros((n, 4), np.float32)

@@ -165,24 +165,40 @@ def _eval_source(records, batch, local_batch, process_index):
   return source
 
 
+INSTANCE_KEYS = frozenset({"boxes", "classes", "masks", "is_crowd", "instance_valid"})
+
+
+def _labels(keys):
+  """The label kinds ("semantic", "instances") that model batch `keys` read; all of them for None."""
+  if keys is None:
+    return ("semantic", "instances")
+  return tuple(kind for kind, wanted in (("semantic", {"semantic"}), ("instances", INSTANCE_KEYS))
+               if wanted & set(keys))
+
+
 @functools.lru_cache(maxsize=16)
-def _example_processor(features, image_size, max_instances, train, augment_kwargs):
+def _example_processor(features, image_size, max_instances, train, augment_kwargs, labels=("semantic", "instances")):
   """tf.function (record, seed [2], valid) -> one example's arrays (augment.preprocess; for a box-only detection set
   augment_detection.preprocess, YOLO's augmentation).
 
-  Cached, so a new iterator over the same dataset and shapes does not trace again.
+  Only the label kinds in `labels` are decoded: a semantic model's batches skip the instance masks and an instance
+  model's the semantic map (their PNG decoding and resampling are most of an example's work). Cached, so a new
+  iterator over the same dataset and shapes does not trace again.
   """
   kwargs = dict(image_size=image_size, max_instances=max_instances, train=train, **dict(augment_kwargs))
   detection = "objects" in features
   preprocess = augment_detection.preprocess if detection else augment.preprocess
-  decoders = {"panoptic": tfds.decode.SkipDecoding()} if "panoptic" in features else None
+  skip = [k for k in ("panoptic", "semantic") if k in features and k not in labels]
+  decoders = {k: tfds.decode.SkipDecoding() for k in skip} or None
+  if not detection:
+    kwargs["semantic"] = "semantic" in labels
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64),
                                 tf.TensorSpec([], tf.bool)])
   def process(raw, seed, valid):
     example = features.deserialize_example(raw, decoders=decoders)
-    if not detection and "instances" not in example:  # a semantic-only data set (semantic.py)
-      example["instances"] = {"label": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),
+    if not detection and ("instances" not in example or "instances" not in labels):  # a semantic-only data set
+      example["instances"] = {"label": tf.zeros([0], tf.int32), "is_crowd": tf.zeros([0], tf.bool),  # or model
                               "mask": tf.zeros([0], tf.string)}
     return preprocess(example, seed, valid, **kwargs)
 
@@ -191,7 +207,7 @@ def _example_processor(features, image_size, max_instances, train, augment_kwarg
 
 def _run(process, max_instances, width, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
-  example = {k: v.numpy() for k, v in process(tf.constant(raw), seed, valid).items()}
+  example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
   if "mask_rows" not in example:  # a box-only detection example: the image crosses as uint8 like the others
     example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
     return example
@@ -249,15 +265,16 @@ class _Batches:
     return batch
 
 
-def _batches(builder, source, steps, config, local_batch, train):
-  """Numpy batches of `steps`: records from `source`, processed by TensorFlow on worker threads."""
+def _batches(builder, source, steps, config, local_batch, train, keys=None):
+  """Numpy batches of `steps`: records from `source`, processed by TensorFlow on worker threads; with `keys` (model
+  batch keys), only the labels these read."""
   ds = config.dataset
   augment_kwargs = {"scale_range": tuple(ds.augment.scale_range), "flip": bool(ds.augment.flip)}
   if ds.get("detection"):  # YOLO's translation and HSV jitter (augment_detection.py)
     augment_kwargs.update({k: float(ds.augment.get(k, 1.0 if k != "translate" else 0.0))
                            for k in ("translate", "exposure", "saturation")})
   process = _example_processor(builder.info.features, tuple(ds.image_size), ds.max_instances, train,
-                               tuple(sorted(augment_kwargs.items())))
+                               tuple(sorted(augment_kwargs.items())), _labels(keys))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
   return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth)
@@ -267,8 +284,12 @@ def _records(builder, split):
   return builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
 
 
-def make_train_iterator(config, *, start_step=0, process_index=0, process_count=1):
-  """Endless iterator of this host's train batches (see the module docstring), from `start_step`."""
+def make_train_iterator(config, *, start_step=0, process_index=0, process_count=1, keys=None):
+  """Endless iterator of this host's train batches (see the module docstring), from `start_step`.
+
+  `keys`: the model batch keys the caller reads (a model's BATCH_KEYS); labels no key reads are neither decoded nor
+  in the batch (no "semantic" for an instance model, no instance masks for a semantic one). None: all.
+  """
   if config.seed < 0 or start_step < 0:
     raise ValueError(f"config.seed={config.seed} and start_step={start_step} must be >= 0")
   local_batch = _local_batch(config, process_index, process_count)
@@ -278,7 +299,7 @@ def make_train_iterator(config, *, start_step=0, process_index=0, process_count=
     raise coco.DatasetError(f"train split '{config.dataset.train_split}' of "
                             f"{config.dataset.root} has no examples")
   source = _train_source(records, config.seed, config.batch_size, local_batch, process_index)
-  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True)
+  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True, keys=keys)
 
 
 def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):

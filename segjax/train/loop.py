@@ -222,9 +222,9 @@ def _train_and_evaluate(config, workdir, devices):
   evaluator = make_evaluator(model_lib.TASK, info, workdir)
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh,
                                                     shardings.variables, scales, flip), "eval_step")
-  train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
-                                            process_count=jax.process_count())
   keys = set(model_lib.BATCH_KEYS)
+  train_iter = pipeline.make_train_iterator(config, start_step=start_step, process_index=jax.process_index(),
+                                            process_count=jax.process_count(), keys=keys)
   train_batches = mesh_lib.prefetch_to_device(
       ({k: v for k, v in b.items() if k in host_keys(keys)} for b in train_iter), mesh)
   base_key = jax.random.key(config.seed)
