@@ -10,10 +10,8 @@ add_gt_proposals appends to them again). Everything else (anchor and RoI matchin
 1/9 normalised by the sampled anchors or RoIs, cross-entropy, RoIAlign of the features, mask targets, per-class
 mask BCE) is each side's own; the replaced samplers check that torchvision's matching labels segjax's sample as
 segjax did. segjax's side is its training forward (module.apply, train=True) and `mask_rcnn.loss`.
-
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from segjax.models import mask_rcnn
@@ -93,11 +91,13 @@ def _segjax_losses(model, batch):
 def _rpn_sampler(positive, negative, checked):
   """torchvision's RPN fg_bg_sampler returning segjax's sampled anchors [N, A]; checks torchvision's anchor labels
   (1 foreground, 0 background, -1 between the thresholds) agree."""
+  positive, negative = [torch.tensor(np.asarray(p)) for p in positive], [torch.tensor(np.asarray(n)) for n in negative]
+
   def sample(labels):
     for label, p, n in zip(labels, positive, negative):
       assert (label[p] == 1).all() and (label[n] == 0).all()
       checked.append((int(p.sum()), int(n.sum())))
-    return [torch.from_numpy(p) for p in positive], [torch.from_numpy(n) for n in negative]
+    return positive, negative
   return sample
 
 

@@ -2,7 +2,8 @@
 
 Pasting uses static shapes: each mask is resampled over the whole image by two per-mask interpolation
 matrices (rows [K, H, S], columns [K, W, S]), image = Wy @ mask @ Wx^T, instead of a variable-size crop.
-Bilinear interpolation is separable, so this equals the reference's resize-then-crop.
+Bilinear interpolation is separable, so this equals the reference's resize-then-crop. RoI mask targets are built
+the same way: per-RoI row and column weights of RoIAlign's samples, target = Wy @ mask @ Wx^T.
 """
 import jax
 import jax.numpy as jnp
@@ -152,8 +153,8 @@ def roi_mask_targets(gt_masks, rois, matched_gt, m, chunk=8):
   torchvision's project_masks_on_boxes (torchvision/models/detection/roi_heads.py, v0.29.1): roi_align of the masks
   at scale 1, aligned=False, with its adaptive ceil(roi_side / m) samples per bin. Bilinear sampling is separable,
   so each target is Wy @ mask @ Wx^T with the per-axis weights of `_adaptive_align_weights` ([m, H], [m, W]):
-  static shapes, and the same value for every RoI size. The products run `chunk` RoIs at a time, so that only
-  chunk masks are gathered at once.
+  static shapes whatever the RoI's size, O(m H W) per RoI (matrix products). They run `chunk` RoIs at a time, so
+  that only chunk masks are gathered at once.
 
   Args:
     gt_masks: [M, H, W] ground-truth masks.
