@@ -147,7 +147,7 @@ def _adaptive_align_weights(start, end, m, extent):
   return weight / count
 
 
-def roi_mask_targets(gt_masks, rois, matched_gt, m, chunk=8):
+def roi_mask_targets(gt_masks, rois, matched_gt, m, chunk=4):
   """Mask R-CNN mask targets: each RoI's matched ground-truth mask cropped and resized to m x m.
 
   torchvision's project_masks_on_boxes (torchvision/models/detection/roi_heads.py, v0.29.1): roi_align of the masks
@@ -180,7 +180,8 @@ def roi_mask_targets(gt_masks, rois, matched_gt, m, chunk=8):
   def target(operands):
     wy, wx, index = operands
     mask = gt_masks[index].astype(jnp.float32)
-    return jnp.einsum("ih,hw,jw->ij", wy, mask, wx, precision=jax.lax.Precision.HIGHEST)
+    rows = jnp.matmul(wy, mask, precision=jax.lax.Precision.HIGHEST)  # [m, W]
+    return jnp.matmul(rows, jnp.swapaxes(wx, -1, -2), precision=jax.lax.Precision.HIGHEST)
 
   index = jnp.maximum(jnp.asarray(matched_gt), 0)
   return jax.lax.map(target, (wy, wx, index), batch_size=min(chunk, rois.shape[0]) or None)
