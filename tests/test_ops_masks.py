@@ -135,10 +135,12 @@ def test_roi_mask_targets_equal_torchvision_project_masks_on_boxes():
   rng = np.random.default_rng(6)
   m = 7
   gt_masks = rng.uniform(0, 1, (3, 40, 48)) > 0.5
-  # Sides in (m, 2m]: torchvision's adaptive sampling then also takes 2 x 2 samples per bin.
-  xy = rng.uniform(0, 25, (10, 2))
-  rois = np.concatenate([xy, xy + rng.uniform(m + 0.5, 2 * m, (10, 2))], axis=1).astype(np.float32)
-  matched = rng.integers(0, 3, 10).astype(np.int32)
+  # Sides from under 1 (read as 1) to 6m: 1 to 6 samples per bin along an axis, unequal on the two axes; some
+  # RoIs reach past the masks' edges, where samples in [-1, 0] and [side - 1, side] read the edge and the rest 0.
+  xy = rng.uniform(-6, 40, (40, 2))
+  rois = np.concatenate([xy, xy + rng.uniform(0.2, 6 * m, (40, 2))], axis=1).astype(np.float32)
+  rois[:4] = [[0, 0, 48, 40], [-3, -2, 51, 43], [10, 10, 10.5, 30], [2.25, 4.5, 16.25, 18.5]]
+  matched = rng.integers(0, 3, 40).astype(np.int32)
   ref = roi_heads.project_masks_on_boxes(torch.tensor(gt_masks), torch.tensor(rois), torch.tensor(matched), m)
   ours = np.asarray(jax.jit(masks_lib.roi_mask_targets, static_argnums=3)(gt_masks, rois, matched, m))
   np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=1e-5)

@@ -259,7 +259,7 @@ class MaskRCNN(nn.Module):
     outputs = {
         "rpn_objectness": objectness, "rpn_deltas": deltas, "rpn_positive": rpn_positive,
         "rpn_negative": rpn_negative, "rpn_targets": rpn_targets,
-        "class_logits": class_logits.reshape(n, s, -1), "roi_labels": labels, "roi_valid": sampled,
+        "rois": rois, "class_logits": class_logits.reshape(n, s, -1), "roi_labels": labels, "roi_valid": sampled,
         "roi_positive": positive, "box_deltas": box_deltas,
         "box_targets": jnp.where(positive[..., None], encode_boxes(matched_boxes, rois, roi_heads.BOX_CODER_WEIGHTS),
                                  0.0)}

@@ -2,7 +2,8 @@
 
 Pasting uses static shapes: each mask is resampled over the whole image by two per-mask interpolation
 matrices (rows [K, H, S], columns [K, W, S]), image = Wy @ mask @ Wx^T, instead of a variable-size crop.
-Bilinear interpolation is separable, so this equals the reference's resize-then-crop.
+Bilinear interpolation is separable, so this equals the reference's resize-then-crop. RoI mask targets are built
+the same way: per-RoI row and column weights of RoIAlign's samples, target = Wy @ mask @ Wx^T.
 """
 import jax
 import jax.numpy as jnp
@@ -114,12 +115,46 @@ def masks_to_boxes(masks):
   return jnp.where(jnp.any(rows, axis=1)[:, None], boxes, 0)
 
 
-def roi_mask_targets(gt_masks, rois, matched_gt, m):
+def _adaptive_align_weights(start, end, m, extent):
+  """[R, m, extent]: the weight of each mask row (or column) in each of the m bins of torchvision's roi_align along
+  one axis (aligned=False, spatial_scale 1, adaptive sampling), divided by the bin's sample count.
+
+  The RoI [start, end] (at least 1 long) has bins of size b = length / m, each sampled at n = ceil(b) points
+  y_k = start + i b + (k + 0.5) b / n, k < n, read by bilinear interpolation: row h gets y - (h - 1) from the
+  samples in (h - 1, h] and (h + 1) - y from those in (h, h + 1]; samples in [-1, 0] read row 0 and those in
+  (extent - 1, extent] the last row whole; samples outside [-1, extent] read 0. The samples of a bin form an
+  arithmetic progression, so each sum is closed-form: static shapes for any RoI size.
+  """
+  length = jnp.maximum(end - start, 1.0)
+  bin_size = length / m
+  count = jnp.ceil(bin_size)
+  step = (bin_size / count)[:, None, None]
+  first = (start[:, None] + jnp.arange(m, dtype=start.dtype) * bin_size[:, None])[..., None] + 0.5 * step
+  count = count[:, None, None]
+  h = jnp.arange(extent, dtype=start.dtype)
+
+  def samples_in(lo, hi, closed):
+    """(number, sum of y - lo) of a bin's samples in (lo, hi], [lo, hi] where closed: [R, m, extent]."""
+    u = (lo - first) / step
+    k0 = jnp.maximum(jnp.where(closed, jnp.ceil(u), jnp.floor(u) + 1), 0)
+    k1 = jnp.minimum(jnp.floor((hi - first) / step), count - 1)
+    number = jnp.maximum(k1 - k0 + 1, 0)
+    return number, number * (first - lo + 0.5 * (k0 + k1) * step)
+
+  below, below_sum = samples_in(jnp.where(h == 0, -1.0, h - 1), h, h == 0)
+  above, above_sum = samples_in(h, h + 1, False)
+  weight = (jnp.where(h == 0, below, below_sum) + jnp.where(h == extent - 1, above, above - above_sum))
+  return weight / count
+
+
+def roi_mask_targets(gt_masks, rois, matched_gt, m, chunk=4):
   """Mask R-CNN mask targets: each RoI's matched ground-truth mask cropped and resized to m x m.
 
-  As torchvision's project_masks_on_boxes, by RoIAlign (aligned=False) of the masks at scale 1, with a
-  fixed 2 x 2 samples per bin (torchvision samples ceil(roi_size / m) per bin; the two agree for RoIs of
-  side in (m, 2m]).
+  torchvision's project_masks_on_boxes (torchvision/models/detection/roi_heads.py, v0.29.1): roi_align of the masks
+  at scale 1, aligned=False, with its adaptive ceil(roi_side / m) samples per bin. Bilinear sampling is separable,
+  so each target is Wy @ mask @ Wx^T with the per-axis weights of `_adaptive_align_weights` ([m, H], [m, W]):
+  static shapes whatever the RoI's size, O(m H W) per RoI (matrix products). They run `chunk` RoIs at a time, so
+  that only chunk masks are gathered at once.
 
   Args:
     gt_masks: [M, H, W] ground-truth masks.
@@ -131,19 +166,25 @@ def roi_mask_targets(gt_masks, rois, matched_gt, m):
   Returns:
     [R, m, m] float32 soft targets in [0, 1].
   """
-  from segjax.ops.roi import roi_align  # pylint: disable=g-import-not-at-top  # roi.py lands separately.
-
   if jnp.ndim(gt_masks) != 3:
     raise ValueError(f"gt_masks must have shape [M, H, W], got {jnp.shape(gt_masks)}")
   check_boxes(rois, "rois", ndim=2)
   if jnp.shape(matched_gt) != rois.shape[:1]:
     raise ValueError(
         f"matched_gt must have shape ({rois.shape[0]},) to match rois, got {jnp.shape(matched_gt)}")
-  batch_index = jnp.maximum(matched_gt, 0).astype(rois.dtype)
-  rois5 = jnp.concatenate([batch_index[:, None], rois], axis=1)
-  features = gt_masks.astype(jnp.float32)[..., None]
-  targets = roi_align(features, rois5, (m, m), spatial_scale=1.0, sampling_ratio=2, aligned=False)
-  return targets[..., 0]
+  _, height, width = gt_masks.shape
+  rois = jnp.asarray(rois, jnp.float32)
+  wy = _adaptive_align_weights(rois[:, 1], rois[:, 3], m, height)
+  wx = _adaptive_align_weights(rois[:, 0], rois[:, 2], m, width)
+
+  def target(operands):
+    wy, wx, index = operands
+    mask = gt_masks[index].astype(jnp.float32)
+    rows = jnp.matmul(wy, mask, precision=jax.lax.Precision.HIGHEST)  # [m, W]
+    return jnp.matmul(rows, jnp.swapaxes(wx, -1, -2), precision=jax.lax.Precision.HIGHEST)
+
+  index = jnp.maximum(jnp.asarray(matched_gt), 0)
+  return jax.lax.map(target, (wy, wx, index), batch_size=min(chunk, rois.shape[0]) or None)
 
 
 def mask_iou(flat, area=None):
