@@ -51,9 +51,9 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 class CoarseMaskHead(nn.Module):
-  """detectron2's CoarseMaskHead: RoI features [R, 2S, 2S, C] -> 2x2 stride-2 conv + ReLU -> num_fc FC + ReLU ->
-  logits [R, S', S', K] (S' = resolution, K foreground classes). detectron2 adds a 1x1 conv first when C exceeds
-  conv_dim; here C must not (FPN's 256 = conv_dim in the paper's model)."""
+  """detectron2's CoarseMaskHead: RoI features [R, 2S, 2S, C] -> (1x1 conv + ReLU to conv_dim channels where C
+  exceeds it) -> 2x2 stride-2 conv + ReLU -> num_fc FC + ReLU -> logits [R, S', S', K] (S' = resolution, K
+  foreground classes). The convolutions are matrix products: the head runs inside the mask ladder's switch."""
   num_classes: int
   resolution: int = 7
   conv_dim: int = 256
@@ -63,6 +63,8 @@ class CoarseMaskHead(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    if x.shape[-1] > self.conv_dim:
+      x = nn.relu(nn.Dense(self.conv_dim, kernel_init=_MSRA_FILL, dtype=self.dtype, name="reduce_channel_dim_conv")(x))
     r, h, w, c = x.shape
     # The 2x2 stride-2 convolution as a matrix product over each 2x2 block (no convolution inside the mask ladder).
     x = x.reshape(r, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(r, h // 2, w // 2, 4 * c)
