@@ -4,7 +4,7 @@
       --config.dataset.root=~/data/coco --config.init_from=R50_DIR
 
 Published (detectron2 projects/PointRend README, pointrend_rcnn_R_50_FPN_1x_coco, 224 x 224 output): 36.2 mask AP
-on val2017 (39.7 AP* against LVIS annotations); the paper's Table 1 gives the same model and resolution.
+on val2017 (39.7 AP* against LVIS annotations).
 Recipe: Mask R-CNN R50-FPN 1x's (experiments/mask_rcnn_r50_fpn_1x_coco.py: batch 16, SGD lr 0.02, 90k iterations,
 steps at 60k and 80k) with PointRend's mask branch at detectron2's defaults (model_config of
 segjax/models/pointrend.py: coarse 7x7 head on P2, point head of 3 x 256, 14^2 training points with k = 3,
