@@ -71,7 +71,7 @@ class CoarseMaskHead(nn.Module):
     kernel = self.param("reduce_spatial_dim_conv_kernel", _MSRA_FILL, (2, 2, c, self.conv_dim))
     bias = self.param("reduce_spatial_dim_conv_bias", nn.initializers.zeros, (self.conv_dim,))
     x = nn.relu(jnp.dot(x, kernel.reshape(4 * c, self.conv_dim).astype(self.dtype)) + bias.astype(self.dtype))
-    x = x.reshape(r, -1)
+    x = x.reshape(r, x.shape[1] * x.shape[2] * x.shape[3])
     for i in range(1, self.num_fc + 1):
       x = nn.relu(nn.Dense(self.fc_dim, kernel_init=_XAVIER_FILL, dtype=self.dtype, name=f"coarse_mask_fc{i}")(x))
     s = self.resolution
@@ -115,7 +115,7 @@ class PointRend(mask_rcnn.MaskRCNN):
     n, r, p, _ = points.shape
     image_points = boxes_to_image_points(boxes.reshape(n * r, 4), points.reshape(n * r, p, 2))
     extent = jnp.asarray([p2.shape[2], p2.shape[1]], jnp.float32) / _P2_SCALE  # the map's extent in pixels
-    return point_sample(p2, (image_points / extent).reshape(n, r * p, 2)).reshape(n, r, p, -1)
+    return point_sample(p2, (image_points / extent).reshape(n, r * p, 2)).reshape(n, r, p, p2.shape[-1])
 
   def _heads(self):
     """The mask branch's submodules "coarse_mask_head" and "point_head" (created once per call)."""
@@ -131,7 +131,7 @@ class PointRend(mask_rcnn.MaskRCNN):
     n, r, _ = boxes.shape
     side = self.config.coarse_pooler_resolution
     grid = jnp.broadcast_to(regular_grid_points(side), (n, r, side * side, 2))
-    logits = coarse_head(self._p2_points(p2, boxes, grid).reshape(n * r, side, side, -1))
+    logits = coarse_head(self._p2_points(p2, boxes, grid).reshape(n * r, side, side, p2.shape[-1]))
     return logits.reshape(n, r, *logits.shape[1:])
 
   def _point_logits(self, point_head, p2, boxes, points, coarse, labels):
@@ -140,7 +140,7 @@ class PointRend(mask_rcnn.MaskRCNN):
     n, r, p, _ = points.shape
     fine = self._p2_points(p2, boxes, points)
     coarse_at_points = point_sample(coarse.reshape(n * r, *coarse.shape[2:]), points.reshape(n * r, p, 2))
-    return _of_class(point_head(fine, coarse_at_points.reshape(n, r, p, -1)), labels)
+    return _of_class(point_head(fine, coarse_at_points.reshape(n, r, p, coarse.shape[-1])), labels)
 
   def _mask_logits(self, k, levels, boxes, labels, res5):
     """Adaptive subdivision (detectron2's PointRendROIHeads._forward_mask_point at inference): the logits
@@ -162,8 +162,8 @@ class PointRend(mask_rcnn.MaskRCNN):
         continue  # every cell of the next step would be recomputed: detectron2 skips this one
       index, points = uncertain_points_on_grid(uncertainty(mask), c.subdivision_num_points)
       refined = self._point_logits(point_head, p2, boxes, points.reshape(n, k, *points.shape[1:]), coarse, labels)
-      flat = mask.reshape(n * k, -1)
-      mask = flat.at[jnp.arange(n * k)[:, None], index].set(refined.reshape(n * k, -1)).reshape(mask.shape)
+      flat = mask.reshape(n * k, mask.shape[1] * mask.shape[2])
+      mask = flat.at[jnp.arange(n * k)[:, None], index].set(refined.reshape(index.shape)).reshape(mask.shape)
     return mask.reshape(n, k, *mask.shape[1:])
 
   def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
@@ -189,10 +189,10 @@ class PointRend(mask_rcnn.MaskRCNN):
       points = points.reshape(n, k, c.train_num_points, 2)
       point_logits = mdl._point_logits(point_head, p2, rois, points, coarse, labels)
       # Point labels: each RoI's matched GT mask bilinearly sampled at the points' image positions.
-      image_points = boxes_to_image_points(rois.reshape(n * k, 4), points.reshape(n * k, -1, 2))
+      image_points = boxes_to_image_points(rois.reshape(n * k, 4), points.reshape(n * k, c.train_num_points, 2))
       extent = jnp.asarray([gt_masks.shape[2], gt_masks.shape[1]], jnp.float32)
-      at_points = point_sample(gt_masks, (image_points / extent).reshape(n, -1, 2))  # [N, k * P, M]
-      at_points = at_points.reshape(n, k, c.train_num_points, -1)
+      at_points = point_sample(gt_masks, (image_points / extent).reshape(n, k * c.train_num_points, 2))  # [N, k * P, M]
+      at_points = at_points.reshape(n, k, c.train_num_points, gt_masks.shape[-1])
       point_labels = jnp.take_along_axis(at_points, matched[..., None, None], -1)[..., 0]
       return coarse_of_class, point_logits, point_labels
 
