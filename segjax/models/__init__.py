@@ -51,6 +51,7 @@ _MODELS = {
     "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",
+    "pointrend": "segjax.models.pointrend",
     "pspnet": "segjax.models.pspnet",
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",

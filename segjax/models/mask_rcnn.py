@@ -268,14 +268,18 @@ class MaskRCNN(nn.Module):
       p = min(int(c.roi_batch_size_per_image * c.roi_positive_fraction), s)
       # C4: the positives' res5 features, already computed for the box head (detectron2).
       res5 = features.reshape(n, s, *features.shape[1:])[:, :p] if c.backbone == "c4" else None
-      logits = self._on_valid_prefix(MaskRCNN._mask_logits, positive[:, :p], levels, rois[:, :p], labels[:, :p], res5,
-                                     zero_rung=False)
-      resolution = logits.shape[2]
-      outputs["mask_logits"] = logits
-      outputs["mask_targets"] = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(
-          targets["masks"], rois[:, :p], matched[:, :p])
-      outputs["mask_valid"] = positive[:, :p]
+      outputs.update(self._mask_train_outputs(targets, levels, rois[:, :p], labels[:, :p], matched[:, :p],
+                                              positive[:, :p], res5))
     return outputs
+
+  def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
+    """The mask branch's training outputs on the first P slots of the RoI sample (rois [N, P, 4], labels, matched
+    GT index and positive [N, P]): "mask_logits" [N, P, M, M] of each RoI's class, "mask_targets" (its matched
+    mask resampled to M x M), "mask_valid" [N, P]. A model with another mask head overrides this."""
+    logits = self._on_valid_prefix(MaskRCNN._mask_logits, positive, levels, rois, labels, res5, zero_rung=False)
+    resolution = logits.shape[2]
+    targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(targets["masks"], rois, matched)
+    return {"mask_logits": logits, "mask_targets": targets, "mask_valid": positive}
 
 
 def mask_ladder(slots, zero_rung):

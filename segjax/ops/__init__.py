@@ -1,5 +1,6 @@
 """Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, max unpooling,
-deformable convolution, masks, losses, CRFs, image normalisation, linear sum assignment."""
+deformable convolution, masks, losses, CRFs, image normalisation, linear sum assignment,
+PointRend's point sampling."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
 from segjax.ops.assignment import linear_sum_assignment
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
@@ -12,6 +13,8 @@ from segjax.ops.masks import mask_iou, masks_to_boxes, paste_masks_in_image, roi
 from segjax.ops.matching import match_boxes, sample_balanced
 from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.soft_nms import soft_nms, soft_nms_boxes, soft_nms_masks
+from segjax.ops.points import (point_sample, regular_grid_points, uncertain_points_on_grid,
+                               uncertain_points_with_randomness)
 from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners, resize_bilinear
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
