@@ -9,6 +9,7 @@ exposure (V) and saturation (S) are multiplied in HSV by random factors up to `e
 clipped to the image; those with no area left, and in training the `difficult` ones (as Darknet's voc_label.py
 and py-faster-rcnn leave them out), are invalid. Randomness is stateless from the example's `seed` [2].
 """
+from segjax.data import augment
 from segjax.data.tf_env import tf
 
 
@@ -80,7 +81,7 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     keep &= ~difficult
   pad = [[0, m - n]]
   instance_valid = tf.pad(keep, pad)
-  image = tf.where(valid, image, 0.0)
+  image = augment.zero_unless(valid, image)
   image.set_shape([out_h, out_w, 3])
   boxes = tf.pad(tf.where(keep[:, None], boxes, 0.0), [[0, m - n], [0, 0]])
   boxes.set_shape([m, 4])
