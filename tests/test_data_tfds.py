@@ -19,6 +19,11 @@ def _png(data):
   return np.asarray(Image.open(io.BytesIO(data) if isinstance(data, bytes) else data))
 
 
+def _rle(counts, height, width):
+  """A stored instance mask: COCO compressed RLE counts of the [H, W] mask."""
+  return mask_utils.decode({"size": [height, width], "counts": counts})
+
+
 def _examples(builder, split):
   return {int(e["image_id"]): e for e in builder.as_data_source(split)}
 
@@ -60,7 +65,7 @@ def test_synthetic_examples_equal_the_files(synthetic_build):
       seg = ann["segmentation"]
       rle = (mask_utils.merge(mask_utils.frPyObjects(seg, 40, 48)) if isinstance(seg, list)
              else {"size": seg["size"], "counts": seg["counts"].encode()})
-      np.testing.assert_array_equal(_png(inst["mask"][k]), mask_utils.decode(rle))
+      np.testing.assert_array_equal(_rle(inst["mask"][k], 40, 48), mask_utils.decode(rle))
 
 
 def test_built_once_and_rebuilt_when_annotations_change(synthetic_build, monkeypatch):
@@ -128,8 +133,8 @@ def test_hand_written_instances_only_folder(tmp_path):
   np.testing.assert_array_equal(inst["label"], [2, 1])  # thing labels by category id: 3 -> 1, 7 -> 2
   np.testing.assert_array_equal(inst["is_crowd"], [False, True])
   np.testing.assert_array_equal(inst["bbox"], [[2, 1, 6, 4], [0, 6, 5, 12]])
-  np.testing.assert_array_equal(_png(inst["mask"][0]), _square(h, w, 1, 4, 2, 6))
-  np.testing.assert_array_equal(_png(inst["mask"][1]), crowd)
+  np.testing.assert_array_equal(_rle(inst["mask"][0], h, w), _square(h, w, 1, 4, 2, 6))
+  np.testing.assert_array_equal(_rle(inst["mask"][1], h, w), crowd)
   expected = np.full((h, w), 255)  # semantic from instances: train ids by category id (3 -> 0, 7 -> 1)
   expected[1:4, 2:6] = 1
   expected[crowd > 0] = 0
@@ -163,7 +168,7 @@ def test_hand_written_panoptic_only_folder(tmp_path):
   np.testing.assert_array_equal(inst["label"], [1, 1])
   np.testing.assert_array_equal(inst["is_crowd"], [False, True])
   np.testing.assert_array_equal(inst["bbox"], [[1, 1, 4, 3], [6, 4, 8, 6]])
-  np.testing.assert_array_equal(_png(inst["mask"][0]), ids == 300)
+  np.testing.assert_array_equal(_rle(inst["mask"][0], *ids.shape), ids == 300)
   expected = np.where(ids == 0, 255, np.where(ids < 1000, 0, 1))
   np.testing.assert_array_equal(ex["semantic"][..., 0], expected)
   np.testing.assert_array_equal(ex["panoptic_segments"]["id"], [5 * 65536 + 2 * 256 + 1, 300, 301])

@@ -10,21 +10,13 @@ with no pixel left are invalid. Padding: image 0, semantic 255, masks 0.
 What leaves here is compact, as it crosses to the accelerators (segjax/data/compact.py expands it there): the
 image as uint8 (rounded after resizing, as torchvision's and detectron2's uint8 transforms do), semantic as
 uint8, and only the first min(N, max_instances) instance masks, bit-packed along W (`finish_labels`, which
-runs in numpy after `preprocess`).
+runs in numpy after `preprocess` and decodes each mask's RLE there).
 """
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from segjax.constants import IGNORE_LABEL
 from segjax.data.tf_env import tf
-
-
-def _decode_masks(encoded, height, width):
-  """PNG-encoded masks [n] -> uint8 [n, H, W]."""
-  return tf.cond(
-      tf.size(encoded) > 0,
-      lambda: tf.map_fn(lambda s: tf.io.decode_png(s, channels=1)[..., 0], encoded,
-                        fn_output_signature=tf.TensorSpec([None, None], tf.uint8)),
-      lambda: tf.zeros([0, height, width], tf.uint8))
 
 
 def _resize_image(image, size):
@@ -64,15 +56,15 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
 
   Args:
     example: dict with image uint8 [h, w, 3], semantic uint8 [h, w, 1], image_id, and instances
-      {label [N], is_crowd [N], mask: PNG strings [N]}.
+      {label [N], is_crowd [N], mask: COCO compressed RLE counts [N] of the [h, w] masks}.
     seed: int64 [2], the stateless seed of this example's augmentation.
     valid: bool scalar; False gives a padding row (image 0, semantic 255, no instances).
     semantic: False leaves the semantic labels out (not read: no semantic_rows).
   Returns:
-    image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] and mask_rows uint8 [n, H, w + 1] (the
-    semantic labels and the first n = min(N, M) masks at the output rows, source columns plus a
-    padding one: 255 and 0), mask_columns int32
-    [8 ceil(W / 8)] (the source column of each output column, w for padding), classes int32 [n],
+    image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] (the semantic labels at the output rows, source
+    columns plus a padding one: 255), mask_rle [n] (the first n = min(N, M) masks' RLE counts), mask_source_rows
+    int32 [H] and mask_columns int32 [8 ceil(W / 8)] (the source row of each output row, h for padding, and
+    column of each output column, w for padding), classes int32 [n],
     is_crowd bool [n], image_id int32, valid_image bool, orig_size int32 [2] (h, w), scale float32
     (resize factor applied to the source image), num_dropped int32 (instances beyond M).
     `finish_labels` turns the label and instance entries into the batch row's.
@@ -84,7 +76,6 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   instances = example["instances"]
   n_all = tf.shape(instances["label"])[0]
   n = tf.minimum(n_all, m)
-  masks = _decode_masks(instances["mask"][:n], height, width)
 
   u = tf.random.stateless_uniform([4], seed=seed)
   hw = tf.cast(tf.stack([height, width]), tf.float32)
@@ -114,7 +105,6 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   cols = _nearest_index(width, size[1])
   cols = tf.cond(flipped, lambda: tf.reverse(cols, [0]), lambda: cols)
   cols = _window(cols, offset[1], out_w, width, multiple=8)
-  mask_rows = tf.gather(tf.pad(masks, [[0, 0], [0, 1], [0, 1]]), rows, axis=1)  # [n, H, width + 1]
   labels = {}
   if semantic:
     padded = tf.pad(example["semantic"][..., 0], [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
@@ -122,7 +112,8 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   return {
       "image": tf.ensure_shape(image, [out_h, out_w, 3]),
       **labels,
-      "mask_rows": mask_rows,
+      "mask_rle": instances["mask"][:n],
+      "mask_source_rows": rows,
       "mask_columns": cols,
       "classes": tf.cast(instances["label"][:n], tf.int32),
       "is_crowd": instances["is_crowd"][:n],
@@ -141,30 +132,35 @@ def _span(hit):
 
 
 def finish_labels(example, max_instances, width):
-  """`preprocess`'s output (numpy) -> the batch row: semantic [H, W] and the instance targets (the masks
-  gathered along columns and bit-packed, validity (a pixel left), tight boxes), padded to max_instances.
+  """`preprocess`'s output (numpy) -> the batch row: semantic [H, W] and the instance targets (the masks decoded,
+  gathered at the output rows and columns and bit-packed, validity (a pixel left), tight boxes), padded to
+  max_instances.
 
-  Each mask is gathered and packed only over the rows and (byte-aligned) columns its source pixels reach:
-  instances are mostly small, and np.take along the innermost axis costs per element. Numpy releases the GIL.
+  Each mask is gathered and packed only over the output rows and (byte-aligned) columns its source extent
+  reaches (pycocotools' toBbox of the RLE): instances are mostly small, and the gather costs per element.
   """
   example = dict(example)
-  rows, columns = example.pop("mask_rows"), example.pop("mask_columns")  # [n, H, w + 1], [8 Wp]
+  rles, rows, columns = example.pop("mask_rle"), example.pop("mask_source_rows"), example.pop("mask_columns")
   if "semantic_rows" in example:
     semantic = np.take(example.pop("semantic_rows"), columns[:width], axis=1)
     example["semantic"] = np.where(example["valid_image"], semantic, np.uint8(IGNORE_LABEL))
-  n, height = rows.shape[:2]
+  n, height = len(rles), len(rows)
   packed = np.zeros((n, height, len(columns) // 8), np.uint8)
   boxes = np.zeros((n, 4), np.float32)
   valid = np.zeros(n, bool)
-  if example["valid_image"]:
-    row_hit, column_hit = rows.any(axis=2), rows.any(axis=1)
-    for i in range(n):
-      reached = column_hit[i][columns[:width]]
-      if not row_hit[i].any() or not reached.any():
+  if example["valid_image"] and n:
+    h, w = (int(v) for v in example["orig_size"])
+    encoded = [{"size": [h, w], "counts": counts} for counts in rles]
+    for i, ((x, y, bw, bh), rle) in enumerate(zip(mask_utils.toBbox(encoded).astype(int), encoded)):
+      row_hit = (rows >= y) & (rows < y + bh)  # output rows whose source row is inside the mask's extent
+      column_hit = (columns[:width] >= x) & (columns[:width] < x + bw)
+      if not row_hit.any() or not column_hit.any():
         continue
-      (r0, r1), (c0, c1) = _span(row_hit[i]), _span(reached)
+      (r0, r1), (c0, c1) = _span(row_hit), _span(column_hit)
       c0, c1 = c0 // 8 * 8, -(-c1 // 8) * 8
-      window = np.take(rows[i, r0:r1], columns[c0:c1], axis=1)
+      source_columns = columns[c0:c1]  # w: a padding column, all 0
+      window = mask_utils.decode(rle)[np.ix_(rows[r0:r1], np.minimum(source_columns, w - 1))]
+      window &= (source_columns < w).astype(np.uint8)
       if not window.any():
         continue
       packed[i, r0:r1, c0 // 8:c1 // 8] = np.packbits(window, axis=-1)

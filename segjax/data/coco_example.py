@@ -36,6 +36,12 @@ def encode_png(array) -> bytes:
   return buffer.getvalue()
 
 
+def encode_rle(mask) -> bytes:
+  """COCO's compressed RLE counts of a uint8 [H, W] mask (pycocotools); the pipeline decodes them in C, several
+  times faster than a PNG of the same mask."""
+  return mask_utils.encode(np.asfortranarray(mask, np.uint8))["counts"]
+
+
 def read_image(record: coco.ImageRecord) -> bytes:
   """The image file's bytes when RGB JPEG/PNG, else the image converted to RGB as PNG."""
   data, image = _open(record.image_path, record.id, "image", record.height, record.width)
@@ -146,5 +152,5 @@ def decode_record(record: coco.ImageRecord, to_semantic, to_thing_label, skips) 
           "bbox": np.array([i[0] for i in kept], np.float32).reshape(-1, 4),
           "label": np.array([to_thing_label[i[1]] for i in kept], np.int32),
           "is_crowd": np.array([i[2] for i in kept], bool),
-          "mask": np.array([encode_png(i[3]) for i in kept], object)},
+          "mask": np.array([encode_rle(i[3]) for i in kept], object)},
   }

@@ -208,7 +208,7 @@ def _example_processor(features, image_size, max_instances, train, augment_kwarg
 def _run(process, max_instances, width, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
   example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
-  if "mask_rows" not in example:  # a box-only detection example: the image crosses as uint8 like the others
+  if "mask_rle" not in example:  # a box-only detection example: the image crosses as uint8 like the others
     example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
     return example
   return augment.finish_labels(example, max_instances, width)

@@ -7,7 +7,7 @@ Features of one example:
   panoptic           uint8 [H, W, 3], COCO panoptic RGB id PNG (all 0 = VOID when the folder has none)
   panoptic_segments  sequence of {id, category_id, is_crowd}
   instances          sequence of {bbox float32 [4] (x1, y1, x2, y2) pixels, label int32 1..K,
-                     is_crowd bool, mask: PNG bytes of a uint8 [H, W] 0/1 mask}
+                     is_crowd bool, mask: COCO compressed RLE counts of the [H, W] 0/1 mask}
 Metadata (restored with the built data): categories, and per split has_instances / has_panoptic.
 Stored as ArrayRecord, so the pipeline reads any example by index (exact resume, per-host shards).
 """
@@ -57,7 +57,8 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
 class CocoFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
   """COCO-format folder -> TFDS; one builder config per folder, made by `builder()`."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Instance masks as PNG.", "1.1.0": "Instance masks as COCO compressed RLE counts."}
 
   @tfds.core.utils.classproperty
   @classmethod
