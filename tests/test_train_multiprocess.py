@@ -76,7 +76,6 @@ def test_two_processes_match_one_and_resume_across_process_counts(reference, tmp
   np.testing.assert_allclose([r["loss"] for r in read_metrics(other)], losses, rtol=RTOL)
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_process_saves_the_same_step_in_both_and_resumes(reference, tmp_path):
   """SIGTERM reaches one process (a preempted host): both agree at the next step, save it and exit 0; the
   restarted pair continues with the losses of an uninterrupted 2-process run (the same programs: equal)."""
