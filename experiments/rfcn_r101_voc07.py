@@ -4,7 +4,7 @@
       --config.dataset.root=~/data/VOCdevkit --config.init_from=R101_DIR
 
 Published (Table 4, "R-FCN", training data 07+12): 79.5% mAP on VOC 2007 test at 0.17 s/img (one Nvidia K40 GPU);
-Faster R-CNN on the same ResNet-101 gives 76.4% at 0.42 s/img there. voc07_mAP in metrics.jsonl is that metric
+Faster R-CNN on the same ResNet-101 gives 76.4% at 0.42 s/img there. Metric: voc07_mAP in metrics.jsonl
 (11-point AP, VOC2007's devkit). Architecture (segjax/models/rfcn.py): ResNet-101 with conv5 at stride 16 (dilation
 2), the RPN on conv4, a 1024-d 1x1 reduction, 7x7 position-sensitive maps for 21 classes and class-agnostic boxes,
 300 proposals at test, NMS 0.3. Recipe (Sec. 4.1): 8 images per step (one per GPU), SGD momentum 0.9, weight decay
