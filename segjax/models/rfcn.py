@@ -197,6 +197,7 @@ class RFCN(nn.Module):
       ce, box = roi_losses(class_logits, box_deltas, labels, box_targets, positive)
       per_roi = jax.lax.stop_gradient(ce + box)
       outputs["roi_losses"] = jnp.where(sampled, per_roi, 0.0)
+      outputs["roi_candidates"] = sampled
       outputs["roi_selected"] = jax.vmap(functools.partial(hardest, count=c.ohem_rois))(per_roi, sampled)
     return outputs
 
