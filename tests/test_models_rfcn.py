@@ -1,8 +1,10 @@
 """R-FCN: position-sensitive pooling and voting equal a float64 NumPy port of the paper's Eq. 1-2; OHEM keeps the
 RoIs of highest loss (a NumPy stable argsort of the loss recomputed from the outputs); a tiny model's loss falls on a
-fixed batch and its train step compiles once for batches with 0 to max_instances boxes; the paper configs build."""
+fixed batch and its train step compiles once for batches with 0 to max_instances boxes; conv5 is dilated at stride 16;
+the paper configs build."""
 import importlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -215,3 +217,28 @@ def test_experiment_configs_build(name, classes, model):
   assert len([k for k in shapes["params"]["backbone"] if k.startswith("layer3_")]) == 23  # ResNet-101's conv4
   assert config.model.ohem and config.model.ohem_rois == 128 and config.model.rpn_post_nms_top_n_train == 300
   jax.eval_shape(make_optimizer(config).init, shapes["params"])
+
+
+def test_conv5_runs_at_stride_16_with_every_3x3_dilated_by_2():
+  """The paper's "a trous" conv5 (Sec. 2.1): stride 1, dilation 2 in every 3x3 of conv5, so C5 and the score maps are
+  at stride 16. Every convolution the model runs is intercepted; ResNet-50 with 3 conv5 blocks."""
+  config = tiny_config()
+  config.depth = 50
+  module = _module(config)
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == "__call__" and type(context.module).__name__ == "Conv":
+      seen.append((context.module.path, context.module.kernel_size, context.module.kernel_dilation,
+                   context.module.strides, out.shape))
+    return out
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 96, 3), jnp.float32))
+  conv5 = [s for s in seen if "layer4_" in "/".join(s[0]) and tuple(s[1]) == (3, 3)]
+  assert len(conv5) == 3
+  for _, _, dilation, strides, shape in conv5:
+    assert dilation in (2, (2, 2)) and strides in (1, (1, 1), None) and shape[1:3] == (4, 6)
+  score_maps = [s for s in seen if s[0][-1] in ("rfcn_cls", "rfcn_bbox")]
+  assert [s[4][1:] for s in score_maps] == [(4, 6, 9 * 3), (4, 6, 4 * 9)]
