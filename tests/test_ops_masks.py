@@ -157,3 +157,16 @@ def test_mask_iou_equals_numpy_and_empty_pairs_give_zero():
       union = np.logical_or(masks[i], masks[j]).sum()
       want = np.logical_and(masks[i], masks[j]).sum() / union if union else 0.0
       assert abs(got[i, j] - want) < 1e-6, (i, j)
+
+
+def test_box_masks_fill_the_pixels_whose_centres_lie_in_the_box():
+  """Pixel (y, x) is 1 where x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2, by a NumPy loop over the pixels; boxes of
+  `random_boxes` (some crossing the border, one thinner than a pixel) in a [2, 3] batch."""
+  boxes = random_boxes(np.random.default_rng(3), 6).reshape(2, 3, 4)
+  ours = np.asarray(masks_lib.box_masks(jnp.asarray(boxes), HEIGHT, WIDTH))
+  assert ours.shape == (2, 3, HEIGHT, WIDTH)
+  for index in np.ndindex(2, 3):
+    x1, y1, x2, y2 = boxes[index]
+    expected = [[float(x1 <= x + 0.5 < x2 and y1 <= y + 0.5 < y2) for x in range(WIDTH)] for y in range(HEIGHT)]
+    np.testing.assert_array_equal(ours[index], expected)
+  assert 0 < ours.sum() < ours.size

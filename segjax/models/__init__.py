@@ -53,6 +53,8 @@ _MODELS = {
     "panoptic_fpn": "segjax.models.panoptic_fpn",
     "pointrend": "segjax.models.pointrend",
     "pspnet": "segjax.models.pspnet",
+    "rfcn": "segjax.models.rfcn",
+    "rfcn_coco": "segjax.models.rfcn_coco",
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "unet": "segjax.models.unet",

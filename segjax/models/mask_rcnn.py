@@ -32,7 +32,7 @@ from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
-from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
+from segjax.ops.masks import box_masks, paste_masks_in_image, roi_mask_targets
 from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
 TASK = "instance"
@@ -221,10 +221,7 @@ class MaskRCNN(nn.Module):
       masks, mask_probabilities = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
                                                         zero_rung=True)
     else:
-      ys, xs = jnp.arange(h) + 0.5, jnp.arange(w) + 0.5
-      inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
-      masks = (inside(boxes[..., 1], boxes[..., 3], ys)[..., :, None]
-               & inside(boxes[..., 0], boxes[..., 2], xs)[..., None, :]).astype(jnp.float32)
+      masks = box_masks(boxes, h, w)
     if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
       labels = jnp.asarray(self.label_map, jnp.int32)[labels]
       valid &= labels > 0

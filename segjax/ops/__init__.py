@@ -9,8 +9,8 @@ from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode
 from segjax.ops.deform_conv import deform_conv2d
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, softmax_cross_entropy
-from segjax.ops.masks import mask_iou, masks_to_boxes, paste_masks_in_image, roi_mask_targets
-from segjax.ops.matching import match_boxes, sample_balanced
+from segjax.ops.masks import box_masks, mask_iou, masks_to_boxes, paste_masks_in_image, roi_mask_targets
+from segjax.ops.matching import hardest, match_boxes, sample_balanced
 from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.soft_nms import soft_nms, soft_nms_boxes, soft_nms_masks
 from segjax.ops.points import (point_sample, regular_grid_points, uncertain_points_on_grid,

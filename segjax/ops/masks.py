@@ -1,4 +1,5 @@
-"""Instance masks: pasting m x m mask predictions into the image, mask bounding boxes, RoI mask targets.
+"""Instance masks: pasting m x m mask predictions into the image, boxes filled as masks, mask bounding boxes, RoI
+mask targets.
 
 Pasting uses static shapes: each mask is resampled over the whole image by two per-mask interpolation
 matrices (rows [K, H, S], columns [K, W, S]), image = Wy @ mask @ Wx^T, instead of a variable-size crop.
@@ -48,6 +49,16 @@ def _detectron2_weights(lo, hi, length, size):
   # Out-of-range taps read zeros: they match no column of the one-hot and vanish.
   region = (pixel >= jnp.floor(lo) - 1) & (pixel < jnp.ceil(hi) + 1)
   return _one_hot_pair(i0, i0 + 1, lambda1, size) * region[..., None]
+
+
+def box_masks(boxes, height, width):
+  """Boxes [..., 4] (x1, y1, x2, y2) filled as masks [..., height, width] float32: pixel (y, x) is 1 where its
+  centre (x + .5, y + .5) lies in [x1, x2) x [y1, y2). What a box-only detector (Faster R-CNN, R-FCN) reports as
+  the mask of a detection, so that the instance evaluator applies to it."""
+  ys, xs = jnp.arange(height) + 0.5, jnp.arange(width) + 0.5
+  inside = lambda lo, hi, t: (t >= lo[..., None]) & (t < hi[..., None])
+  return (inside(boxes[..., 1], boxes[..., 3], ys)[..., :, None]
+          & inside(boxes[..., 0], boxes[..., 2], xs)[..., None, :]).astype(jnp.float32)
 
 
 def paste_masks_in_image(masks, boxes, height, width, padding=1, style="torchvision"):

@@ -80,3 +80,20 @@ def sample_balanced(key, labels, num_samples, positive_fraction):
   pos_mask = _random_subset(key_pos, positive, num_pos, max_pos)
   neg_mask = _random_subset(key_neg, negative, num_neg, num_samples)
   return pos_mask, neg_mask
+
+
+def hardest(losses, valid, count):
+  """Online hard example mining (Shrivastava et al. 2016; R-FCN Sec. 2, "Training"): the `count` valid entries of
+  highest loss, as a bool mask [N] (ties: the earlier entry first, as a stable descending sort). Fewer when fewer are
+  valid. The selection is a static-size top-k: no shape depends on the data.
+
+  Args:
+    losses: [N] float, the per-example loss (its gradient is not used: callers pass a stop-gradient value).
+    valid: [N] bool; invalid entries are never chosen.
+    count: static int, the number to choose (R-FCN: B = 128 of the image's RoIs).
+  """
+  if jnp.ndim(losses) != 1 or jnp.shape(valid) != jnp.shape(losses):
+    raise ValueError(f"losses and valid must both have shape [N]; got {jnp.shape(losses)} and {jnp.shape(valid)}")
+  n = losses.shape[0]
+  _, top = jax.lax.top_k(jnp.where(valid, losses, -jnp.inf), min(count, n))
+  return jnp.zeros(n, bool).at[top].set(valid[top])
