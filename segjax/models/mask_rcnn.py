@@ -238,11 +238,7 @@ class MaskRCNN(nn.Module):
     gt_boxes, gt_classes = targets["boxes"].astype(jnp.float32), targets["classes"]
     gt_valid = targets["instance_valid"] & ~targets["is_crowd"]  # crowds are not trained on (torchvision, detectron2)
     rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
-    anchor_targets = functools.partial(
-        rpn.anchor_targets, anchors=anchors, fg_iou=c.rpn_fg_iou, bg_iou=c.rpn_bg_iou,
-        batch_size_per_image=c.rpn_batch_size_per_image, positive_fraction=c.rpn_positive_fraction)
-    rpn_positive, rpn_negative, rpn_targets = jax.vmap(
-        lambda k, b, v: anchor_targets(k, gt_boxes=b, gt_valid=v))(jax.random.split(rpn_key, n), gt_boxes, gt_valid)
+    rpn_positive, rpn_negative, rpn_targets = rpn.batch_anchor_targets(rpn_key, anchors, gt_boxes, gt_valid, c)
     sample = functools.partial(
         roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, num_samples=c.roi_batch_size_per_image,
         positive_fraction=c.roi_positive_fraction)

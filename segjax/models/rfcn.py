@@ -171,11 +171,7 @@ class RFCN(nn.Module):
     if "is_crowd" in targets:  # COCO's crowd regions are not trained on (as the Faster R-CNN code here)
       gt_valid &= ~targets["is_crowd"]
     rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
-    anchor_targets = functools.partial(
-        rpn.anchor_targets, anchors=anchors, fg_iou=c.rpn_fg_iou, bg_iou=c.rpn_bg_iou,
-        batch_size_per_image=c.rpn_batch_size_per_image, positive_fraction=c.rpn_positive_fraction)
-    rpn_positive, rpn_negative, rpn_targets = jax.vmap(
-        lambda k, b, v: anchor_targets(k, gt_boxes=b, gt_valid=v))(jax.random.split(rpn_key, n), gt_boxes, gt_valid)
+    rpn_positive, rpn_negative, rpn_targets = rpn.batch_anchor_targets(rpn_key, anchors, gt_boxes, gt_valid, c)
     # OHEM labels every proposal and ground-truth box (a sample of all of them, positives first); otherwise a
     # balanced sample of roi_batch_size_per_image.
     all_rois = proposals.shape[1] + gt_boxes.shape[1]

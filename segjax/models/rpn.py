@@ -4,6 +4,8 @@ Static shapes: per level the top `pre_nms_top_n` anchors by objectness, then NMS
 `post_nms_top_n` best proposals of the image with a validity mask; training targets by IoU matching and a
 fixed-size balanced sample of anchors (torchvision's RegionProposalNetwork).
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -80,6 +82,16 @@ def anchor_targets(key, anchors, gt_boxes, gt_valid, *, fg_iou, bg_iou, batch_si
   positive, negative = sample_balanced(key, labels, batch_size_per_image, positive_fraction)
   targets = encode_boxes(gt_boxes[jnp.maximum(matches, 0)], anchors)
   return positive, negative, jnp.where(positive[:, None], targets, 0.0)
+
+
+def batch_anchor_targets(key, anchors, gt_boxes, gt_valid, config):
+  """`anchor_targets` of each image of a batch (gt_boxes [N, M, 4], gt_valid [N, M]), with the thresholds and
+  sample size of a model config's rpn_* keys; one key split per image."""
+  targets = functools.partial(
+      anchor_targets, anchors=anchors, fg_iou=config.rpn_fg_iou, bg_iou=config.rpn_bg_iou,
+      batch_size_per_image=config.rpn_batch_size_per_image, positive_fraction=config.rpn_positive_fraction)
+  return jax.vmap(lambda k, b, v: targets(k, gt_boxes=b, gt_valid=v))(
+      jax.random.split(key, gt_boxes.shape[0]), gt_boxes, gt_valid)
 
 
 def rpn_loss(objectness, deltas, positive, negative, targets):
