@@ -198,9 +198,9 @@ def test_unknown_config_key_is_an_error():
 
 
 def tiny_config(backbone="fpn"):
-  config = mask_rcnn.model_config(backbone)
+  config = mask_rcnn.model_config(backbone, "faster_rcnn" if backbone == "vgg16" else "mask_rcnn")  # VGG: boxes only
   anchor_sizes = ((8,), (16,), (32,), (64,), (128,)) if backbone == "fpn" else ((8, 16, 32, 64, 128),)
-  config.update({"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "representation_size": 64,
+  config.update({"box_head_dropout": 0.0,"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "representation_size": 64,
                  "mask_head_channels": 16, "anchor_sizes": anchor_sizes,
                  "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100,
                  "rpn_post_nms_top_n_test": 50, "roi_batch_size_per_image": 32, "detections_per_image": 10})
@@ -266,7 +266,8 @@ def test_tiny_model_trains_without_recompiling(backbone):
 
 
 @pytest.mark.parametrize("name", ["mask_rcnn_r50_fpn_1x_coco", "mask_rcnn_r50_fpn_3x_coco",
-                                  "mask_rcnn_r101_fpn_3x_coco", "mask_rcnn_r50_c4_1x_coco", "demo_mask_rcnn"])
+                                  "mask_rcnn_r101_fpn_3x_coco", "mask_rcnn_r50_c4_1x_coco", "demo_mask_rcnn",
+                                  "faster_rcnn_r50_fpn_1x_coco"])
 def test_experiment_configs_build(name):
   import importlib  # pylint: disable=g-import-not-at-top
   from segjax.train.optim import learning_rate_schedule  # pylint: disable=g-import-not-at-top

@@ -45,6 +45,7 @@ _MODELS = {
     "discriminative_embedding": "segjax.models.embedding",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
+    "faster_rcnn_detection": "segjax.models.faster_rcnn",
     "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",

@@ -21,10 +21,13 @@ _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 class BoxHead(nn.Module):
   """TwoMLPHead (fc6, fc7 with ReLU) + FastRCNNPredictor: RoI features [R, 7, 7, C] -> (class logits [R, K],
   box deltas [R, K, 4]); K counts the background class 0. With num_fc=0 (the C4 head) only the predictor, on the
-  average pool of res5's [R, 7, 7, 2048] (detectron2's Res5ROIHeads)."""
+  average pool of res5's [R, 7, 7, 2048] (detectron2's Res5ROIHeads). dropout_rate > 0 follows each fc with dropout
+  (Fast and Faster R-CNN's VGG-16 drop6 and drop7; a "dropout" rng when not deterministic)."""
   num_classes: int
   representation_size: int = 1024
   num_fc: int = 2
+  dropout_rate: float = 0.0
+  deterministic: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -34,6 +37,8 @@ class BoxHead(nn.Module):
     x = features.reshape(features.shape[0], -1) if self.num_fc else features.mean((1, 2))
     for i in range(6, 6 + self.num_fc):
       x = nn.relu(dense(self.representation_size, f"fc{i}")(x))
+      if self.dropout_rate:
+        x = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)(x)
     class_logits = dense(self.num_classes, "cls_score", nn.initializers.normal(0.01))(x)
     deltas = dense(4 * self.num_classes, "bbox_pred", nn.initializers.normal(0.001))(x)
     return class_logits.astype(jnp.float32), deltas.reshape(-1, self.num_classes, 4).astype(jnp.float32)
