@@ -1,4 +1,4 @@
-"""Faster R-CNN, ResNet-50-FPN, 1x schedule, COCO 2017 (Ren et al. 2015 with FPN, Lin et al. 2017; detectron2 model zoo R50-FPN 1x).
+"""Faster R-CNN, ResNet-50-FPN, 1x schedule, COCO 2017 (Ren et al. 2015; detectron2 model zoo R50-FPN 1x).
 
   python -m segjax.main --config=experiments/faster_rcnn_r50_fpn_1x_coco.py --workdir=DIR \
       --config.dataset.root=~/data/coco --config.init_from=R50_DIR

@@ -96,3 +96,35 @@ def test_tiny_vgg16_trains_on_boxes_and_is_scored_by_voc_ap():
                                 np.zeros(batch["instance_valid"][i].sum(), bool)) for i in range(2)]
   metrics = voc.voc_metrics(images, ("yellow", "cyan"))
   assert {"voc_mAP", "voc07_mAP", "voc_AP/yellow", "voc_AP/cyan"} <= set(metrics)
+
+
+def test_hierarchical_sampling_fractions_of_fast_rcnn():
+  """Fast R-CNN's minibatch (Girshick 2015, Sec. 2.3): 64 RoIs per image, 25% foreground (IoU >= 0.5 with a
+  ground-truth box), the rest background with a best IoU in [0.1, 0.5); RoIs below 0.1 are never drawn."""
+  from segjax.models import roi_heads  # pylint: disable=g-import-not-at-top
+  from segjax.ops.boxes import box_iou  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  gt = np.array([[20, 20, 60, 60], [100, 40, 160, 120], [0, 0, 0, 0]], np.float32)
+  gt_valid = np.array([True, True, False])
+  # Proposals: jittered copies of the boxes (many >= 0.5), shifted ones (0.1..0.5) and far ones (< 0.1).
+  base = gt[rng.integers(0, 2, 600)]
+  scale = rng.choice([2.0, 15.0, 80.0], 600)[:, None]
+  proposals = np.clip(base + rng.normal(0, 1, (600, 4)) * scale, 0, 200).astype(np.float32)
+  proposals[:, 2:] = np.maximum(proposals[:, 2:], proposals[:, :2] + 1)
+  def sample(key, bg_iou_low):
+    return jax.device_get(roi_heads.sample_rois(
+        key, proposals, np.ones(600, bool), gt, jax.numpy.array([1, 2, 0]), gt_valid, fg_iou=0.5, bg_iou=0.5,
+        num_samples=64, positive_fraction=0.25, bg_iou_low=bg_iou_low))
+
+  sample = jax.jit(sample, static_argnums=1)
+  for image in range(2):  # 2 images x 64 RoIs
+    rois, labels, _, positive, valid = sample(jax.random.key(image), 0.1)
+    best = np.asarray(box_iou(gt[gt_valid], rois)).max(0)
+    assert valid.all() and positive.sum() == 16  # 25% of 64: the pool has more foreground than that
+    assert (best[positive] >= 0.5).all() and (labels[positive] > 0).all()
+    background = valid & ~positive
+    assert background.sum() == 48 and (labels[background] == 0).all()
+    assert ((best[background] >= 0.1) & (best[background] < 0.5)).all()
+  rois, _, _, positive, valid = sample(jax.random.key(0), 0.0)
+  best = np.asarray(box_iou(gt[gt_valid], rois)).max(0)
+  assert (best[valid & ~positive] < 0.1).any()  # without the lower bound, far background is drawn too

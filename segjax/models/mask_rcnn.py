@@ -80,8 +80,9 @@ def model_config(backbone: str = "fpn", name: str = "mask_rcnn") -> ml_collectio
       "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
-      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
-      "representation_size": 1024, "box_head_dropout": 0.0, "mask_head_channels": 256, "roi_pooler": "align", "roi_aggregation": "",
+      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_bg_iou_low": 0.0, "roi_batch_size_per_image": 512,
+      "roi_positive_fraction": 0.25, "representation_size": 1024, "box_head_dropout": 0.0, "mask_head_channels": 256,
+      "roi_pooler": "align", "roi_aggregation": "",
       "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
@@ -269,7 +270,8 @@ class MaskRCNN(nn.Module):
     rpn_positive, rpn_negative, rpn_targets = jax.vmap(
         lambda k, b, v: anchor_targets(k, gt_boxes=b, gt_valid=v))(jax.random.split(rpn_key, n), gt_boxes, gt_valid)
     sample = functools.partial(
-        roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, num_samples=c.roi_batch_size_per_image,
+        roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, bg_iou_low=c.roi_bg_iou_low,
+        num_samples=c.roi_batch_size_per_image,
         positive_fraction=c.roi_positive_fraction)
     rois, labels, matched, positive, sampled = jax.vmap(sample)(
         jax.random.split(roi_key, n), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)

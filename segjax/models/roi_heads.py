@@ -72,8 +72,12 @@ class MaskHead(nn.Module):
 
 
 def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou, num_samples,
-                positive_fraction):
+                positive_fraction, bg_iou_low=0.0):
   """The RoI minibatch of one image (torchvision's RoIHeads.select_training_samples), positives first.
+
+  Foreground: IoU >= fg_iou with a ground-truth box; background: best IoU in [bg_iou_low, bg_iou) (Fast R-CNN's
+  hierarchical sampling, Girshick 2015 Sec. 2.3: [0.1, 0.5), the lower bound a heuristic for hard example mining;
+  torchvision and Faster R-CNN end to end: 0); RoIs in neither are not sampled.
 
   Args:
     proposals: [P, 4] with proposal_valid [P]; gt_boxes [M, 4], gt_classes [M] (1..K-1), gt_valid [M].
@@ -86,6 +90,9 @@ def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, 
   valid = jnp.concatenate([proposal_valid, gt_valid])
   matches = match_boxes(box_iou(gt_boxes, rois), gt_valid, fg_iou, bg_iou, allow_low_quality_matches=False)
   labels = jnp.where(matches >= 0, gt_classes[jnp.maximum(matches, 0)], jnp.where(matches == -1, 0, -1))
+  if bg_iou_low > 0:
+    best = jnp.max(jnp.where(gt_valid[:, None], box_iou(gt_boxes, rois), 0.0), axis=0, initial=0.0)
+    labels = jnp.where((labels == 0) & (best < bg_iou_low), -1, labels)
   positive, negative = sample_balanced(key, jnp.where(valid, labels, -1), num_samples, positive_fraction)
   _, order = jax.lax.top_k(2 * positive.astype(jnp.int32) + negative, min(num_samples, rois.shape[0]))
   picked_valid = (positive | negative)[order]
