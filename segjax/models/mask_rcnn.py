@@ -29,14 +29,12 @@ import ml_collections
 from segjax.backbones.resnet import ResNet
 from segjax.backbones.vgg import VGG16
 from segjax.layers import platform as layers_platform
-from segjax.constants import IGNORE_LABEL
 from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn, thing_label_map
 from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
 from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
@@ -345,12 +343,9 @@ def loss(outputs, batch, model_config):
   del batch, model_config
   rpn_objectness, rpn_box = rpn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"], outputs["rpn_positive"],
                                          outputs["rpn_negative"], outputs["rpn_targets"])
-  sampled = outputs["roi_valid"]
-  count = jnp.maximum(sampled.sum(), 1)
-  labels = jnp.where(sampled, outputs["roi_labels"], IGNORE_LABEL)
-  classifier = softmax_cross_entropy(outputs["class_logits"], labels, ignore_index=IGNORE_LABEL, reduction="sum") / count
-  box = smooth_l1_loss(outputs["box_deltas"], outputs["box_targets"], beta=1 / 9, reduction="none").sum(-1)
-  box_reg = jnp.sum(jnp.where(outputs["roi_positive"], box, 0.0)) / count
+  classifier, box_reg = roi_heads.box_losses(outputs["class_logits"], outputs["roi_labels"], outputs["roi_valid"],
+                                             outputs["roi_positive"], outputs["box_deltas"], outputs["box_targets"],
+                                             beta=1 / 9)
   metrics = {"loss_objectness": rpn_objectness, "loss_rpn_box_reg": rpn_box, "loss_classifier": classifier,
              "loss_box_reg": box_reg, "num_positive_rois": outputs["roi_positive"].sum(-1).mean().astype(jnp.float32)}
   if "mask_logits" in outputs:
