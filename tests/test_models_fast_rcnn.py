@@ -213,3 +213,54 @@ def test_detection_pipeline_gives_each_image_its_stand_in_proposals():
     out = run(3, seed, True)
     best = np.asarray(box_iou(out["boxes"].numpy()[:1], out["proposals"].numpy()))[0]
     assert (best >= 0.5).sum() >= 8
+
+
+def test_sppnet_is_zf5_conv5_with_a_spatial_pyramid_of_each_projected_window():
+  """SPP-net (He et al. 2014, Sec. 4): fc7 of a proposal is fc7(fc6(SPP of its window on conv5)); conv5 has stride
+  16 and Caffe's ceil-mode pooling sizes (224 -> conv1 112 -> pool1 57 -> conv2 29 -> pool2 15)."""
+  from segjax.backbones.zf import ZF5  # pylint: disable=g-import-not-at-top
+  from segjax.ops.image import normalize_images  # pylint: disable=g-import-not-at-top
+  from segjax.ops.spp import project_boxes, region_pyramid_pool  # pylint: disable=g-import-not-at-top
+  assert get_model("sppnet") is fast_rcnn
+  config = fast_rcnn.model_config("sppnet")
+  assert (config.backbone, config.roi_pooler, config.box_loss_weight) == ("zf5", "spp", 0.0)
+  module = fast_rcnn.build(config, types.SimpleNamespace(num_thing_classes=20))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 224, 224, 3),
+                                                                                            np.float32))["params"]
+  assert shapes["backbone"]["conv5"]["kernel"].shape == (3, 3, 384, 256)
+  assert shapes["box_head"]["fc6"]["kernel"].shape == (50 * 256, 4096)  # 6x6 + 3x3 + 2x2 + 1x1 bins of 256
+  conv5 = jax.eval_shape(lambda x: ZF5().init_with_output(jax.random.key(0), x)[0]["conv5"],
+                         jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32))
+  assert conv5.shape == (1, 15, 15, 256)
+
+  tiny = fast_rcnn.model_config("sppnet")
+  tiny.update({"width": 12, "representation_size": 32})
+  module = fast_rcnn.build(tiny, types.SimpleNamespace(num_thing_classes=2))
+  batch = _batch((2, 1), num_proposals=16)
+  variables = module.init(jax.random.key(0), batch["image"])
+  features = fast_rcnn.roi_features(module, variables, batch["image"], batch["proposals"], batch["proposal_valid"])
+  assert features.shape == (2, 16, 32)
+  params = variables["params"]
+  conv5 = ZF5(width=12).apply({"params": params["backbone"]}, normalize_images(
+      batch["image"], tiny.pixel_mean, tiny.pixel_std))["conv5"]
+  for i in range(2):
+    cells = np.clip(np.asarray(project_boxes(batch["proposals"][i], 16)), 0, [conv5.shape[2] - 1,
+                                                                              conv5.shape[1] - 1] * 2)
+    x = np.asarray(region_pyramid_pool(conv5[i], cells), np.float64)
+    for fc in ("fc6", "fc7"):
+      x = np.maximum(x @ np.asarray(params["box_head"][fc]["kernel"]) + np.asarray(params["box_head"][fc]["bias"]), 0)
+    np.testing.assert_allclose(features[i], x, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fast_rcnn_vgg16_voc07", "sppnet_voc07", "demo_fast_rcnn"])
+def test_experiment_configs_build(name):
+  """Each config builds its model, its frozen-parameter patterns match parameters, and its data give proposals."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  assert config.dataset.detection and config.dataset.num_proposals > 0
+  module = get_model(config.model.name).build(config.model, types.SimpleNamespace(num_thing_classes=20))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3),
+                                                                                            np.float32))
+  assert shapes["params"]["box_head"]["cls_score"]["kernel"].shape[-1] == 21
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])

@@ -58,6 +58,7 @@ _MODELS = {
     "pspnet": "segjax.models.pspnet",
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
+    "sppnet": "segjax.models.fast_rcnn",
     "unet": "segjax.models.unet",
     "yolo_v1": "segjax.models.yolo",
 }

@@ -13,6 +13,12 @@ best IoU in [0.1, 0.5) (roi_heads.sample_rois); the multi-task loss (Eq. 1) is t
 lambda = 1 times smooth L1 (Eq. 3, transition 1) of the true class's box deltas on foreground RoIs, targets
 normalised by (0.1, 0.1, 0.2, 0.2) as py-faster-rcnn's BBOX_NORMALIZE_STDS (roi_heads.BOX_CODER_WEIGHTS).
 Inference: per-class boxes, score threshold, per-class NMS 0.3, the best detections (roi_heads.detect).
+SPP-net (He et al. 2014, Sec. 4; model_config("sppnet"), registered as "sppnet"): the same detector with ZF-5's conv5
+(segjax.backbones.zf, 256 channels) and, in place of RoI pooling, spatial pyramid pooling of each proposal's window
+projected on conv5 (segjax.ops.spp: 6x6, 3x3, 2x2, 1x1 bins, 12,800 values) into fc6; fine-tuning trains fc6, fc7
+and the softmax (the experiment freezes the convolutions) on the same RoI sampling, without box regression
+(box_loss_weight 0); `roi_features` gives fc7 for the SVMs and the ridge box regressors (segjax.ops.svm,
+segjax.ops.box_regression).
 Truncated SVD (Sec. 3.1): `truncated_svd(params, fc6_rank, fc7_rank)` converts trained fc6/fc7 into the two-layer
 form that a config with model.fc6_rank / fc7_rank builds (the paper: 1024 and 256).
 """
@@ -24,11 +30,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.vgg import VGG16
+from segjax.backbones.zf import ZF5
 from segjax.models import roi_heads, thing_label_map
 from segjax.models.validation import validated
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.roi import roi_pool
+from segjax.ops.spp import project_boxes, region_pyramid_pool
 from segjax.ops.truncated_svd import factor_kernel
 
 TASK = "detection"
@@ -37,17 +45,24 @@ FORWARD_KEYS = ("boxes", "classes", "instance_valid")
 BATCH_KEYS = ("image",) + FORWARD_KEYS + INPUT_KEYS
 INFERENCE_KEYS = frozenset({"score_threshold", "nms_threshold", "detections_per_image", "detection_candidates"})
 SIZE_DIVISIBILITY = 16  # conv5_3's stride
-NAME = "fast_rcnn"
+NAMES = ("fast_rcnn", "sppnet")
+BACKBONES = {"vgg16": 64, "zf5": 96}  # backbone: its full width
+POOLERS = ("pool", "spp")
 
 
-def model_config() -> ml_collections.ConfigDict:
+def model_config(name: str = "fast_rcnn") -> ml_collections.ConfigDict:
   """Fast R-CNN's VGG-16 (py-faster-rcnn's fast_rcnn config and VGG16 prototxt): 64 RoIs per image, 25% foreground,
-  background IoU in [0.1, 0.5), lambda 1, test NMS 0.3; num_classes None: the data set's things + background."""
+  background IoU in [0.1, 0.5), lambda 1, test NMS 0.3; num_classes None: the data set's things + background.
+  name "sppnet": SPP-net's ZF-5 with the spatial pyramid pooler, fine-tuned without box regression."""
+  if name not in NAMES:
+    raise ValueError(f"config.model.name: one of {NAMES}; got {name!r}")
+  spp = name == "sppnet"
   return ml_collections.ConfigDict({
-      "name": NAME, "num_classes": None, "width": 64, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
+      "name": name, "backbone": "zf5" if spp else "vgg16", "roi_pooler": "spp" if spp else "pool",
+      "num_classes": None, "width": 96 if spp else 64, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "representation_size": 4096, "box_head_dropout": 0.5, "fc6_rank": 0, "fc7_rank": 0,
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_bg_iou_low": 0.1, "roi_batch_size_per_image": 64,
-      "roi_positive_fraction": 0.25, "box_loss_weight": 1.0, "smooth_l1_beta": 1.0,
+      "roi_positive_fraction": 0.25, "box_loss_weight": 0.0 if spp else 1.0, "smooth_l1_beta": 1.0,
       "score_threshold": 0.05, "nms_threshold": 0.3, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
 
@@ -67,7 +82,10 @@ class FastRCNN(nn.Module):
       proposals, proposal_valid = jnp.zeros((n, 1, 4)), jnp.zeros((n, 1), bool)
     dtype = jnp.dtype(c.dtype)
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
-    conv5 = VGG16(variant="conv5", width=c.width, dtype=dtype, name="backbone")(x, train=train)["conv5_3"]
+    if c.backbone == "zf5":
+      conv5 = ZF5(width=c.width, dtype=dtype, name="backbone")(x, train=train)["conv5"]
+    else:
+      conv5 = VGG16(variant="conv5", width=c.width, dtype=dtype, name="backbone")(x, train=train)["conv5_3"]
     box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, dropout_rate=c.box_head_dropout,
                                  deterministic=not train, ranks=(c.fc6_rank, c.fc7_rank), dtype=dtype,
                                  name="box_head")
@@ -76,9 +94,15 @@ class FastRCNN(nn.Module):
 
     def head(boxes):
       r = boxes.shape[1]
-      batch_index = jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None]
-      rois = jax.lax.stop_gradient(jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1))
-      logits, deltas = box_head(roi_pool(conv5, rois, 7, 1 / 16))
+      boxes = jax.lax.stop_gradient(boxes)
+      if c.roi_pooler == "spp":  # SPP-net Sec. 4.1: windows projected on conv5, clipped to the map
+        map_hw = jnp.array(conv5.shape[2:0:-1] * 2) - 1
+        cells = jnp.clip(project_boxes(boxes, 16), 0, map_hw)
+        pooled = jax.vmap(region_pyramid_pool)(conv5, cells).reshape(n * r, -1)
+      else:
+        batch_index = jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None]
+        pooled = roi_pool(conv5, jnp.concatenate([batch_index, boxes.reshape(-1, 4)], 1), 7, 1 / 16)
+      logits, deltas = box_head(pooled)
       return logits.reshape(n, r, -1), deltas.reshape(n, r, -1, 4)
 
     if train:
@@ -108,7 +132,10 @@ class FastRCNN(nn.Module):
 
 
 def build(config, info):
-  config = validated(config, model_config())
+  config = validated(config, model_config(config.get("name", "fast_rcnn")))
+  if config.backbone not in BACKBONES or config.roi_pooler not in POOLERS:
+    raise ValueError(f"config.model: backbone one of {tuple(BACKBONES)}, roi_pooler one of {POOLERS}; got "
+                     f"{config.backbone!r}, {config.roi_pooler!r}")
   num_classes = config.num_classes or info.num_thing_classes + 1
   if config.category_ids and len(config.category_ids) != num_classes - 1:
     raise ValueError(f"config.model.category_ids: {len(config.category_ids)} ids for {num_classes - 1} classes")
@@ -130,6 +157,15 @@ def loss(outputs, batch, model_config):
 def predict(outputs, model_config):
   del model_config
   return {k: outputs[k] for k in ("boxes", "scores", "labels", "valid")}
+
+
+def roi_features(module, variables, images, proposals, proposal_valid):
+  """fc7's output [N, P, representation_size] for each proposal (the features R-CNN's and SPP-net's SVMs and box
+  regressors are trained on), from the forward pass's "intermediates"."""
+  _, state = module.apply(variables, images, proposals=proposals, proposal_valid=proposal_valid,
+                          mutable=["intermediates"])
+  features = state["intermediates"]["box_head"]["features"][0]
+  return features.reshape(*proposals.shape[:2], -1)
 
 
 def truncated_svd(params, fc6_rank, fc7_rank):

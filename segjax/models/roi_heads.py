@@ -49,6 +49,7 @@ class BoxHead(nn.Module):
         x = nn.relu(dense(self.representation_size, f"fc{i}")(x))
       if self.dropout_rate:
         x = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)(x)
+    self.sow("intermediates", "features", x)  # fc7's output: R-CNN's and SPP-net's SVMs read it
     class_logits = dense(self.num_classes, "cls_score", nn.initializers.normal(0.01))(x)
     deltas = dense(4 * self.num_classes, "bbox_pred", nn.initializers.normal(0.001))(x)
     return class_logits.astype(jnp.float32), deltas.reshape(-1, self.num_classes, 4).astype(jnp.float32)
