@@ -252,7 +252,7 @@ def test_sppnet_is_zf5_conv5_with_a_spatial_pyramid_of_each_projected_window():
     np.testing.assert_allclose(features[i], x, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["fast_rcnn_vgg16_voc07", "sppnet_voc07", "demo_fast_rcnn"])
+@pytest.mark.parametrize("name", ["fast_rcnn_vgg16_voc07", "sppnet_voc07", "rcnn_alexnet_voc07", "demo_fast_rcnn"])
 def test_experiment_configs_build(name):
   """Each config builds its model, its frozen-parameter patterns match parameters, and its data give proposals."""
   import importlib  # pylint: disable=g-import-not-at-top
@@ -264,3 +264,67 @@ def test_experiment_configs_build(name):
                                                                                             np.float32))
   assert shapes["params"]["box_head"]["cls_score"]["kernel"].shape[-1] == 21
   jax.eval_shape(make_optimizer(config).init, shapes["params"])
+
+
+def test_rcnn_warps_each_region_with_context_into_alexnet():
+  """R-CNN (Girshick et al. 2014): AlexNet's pool5 of a 227x227 warp is 6x6x256 and feeds fc6 (9216 -> 4096); the
+  warp dilates each box so that 16 of the 227 pixels on each side are context and samples bilinearly at the output
+  pixels' centres: scipy.ndimage.map_coordinates (order 1) at those points, for frames inside the image."""
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  assert get_model("rcnn") is fast_rcnn
+  config = fast_rcnn.model_config("rcnn")
+  assert (config.backbone, config.roi_pooler, config.roi_bg_iou_low, config.box_loss_weight) == (
+      "alexnet", "warp", 0.0, 0.0)
+  module = fast_rcnn.build(config, types.SimpleNamespace(num_thing_classes=20))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3),
+                                                                                            np.float32))["params"]
+  assert shapes["backbone"]["conv5"]["kernel"].shape == (3, 3, 192, 256)  # 2 groups of 192 input channels
+  assert shapes["box_head"]["fc6"]["kernel"].shape == (6 * 6 * 256, 4096)
+
+  rng = np.random.default_rng(0)
+  image = rng.uniform(size=(1, 80, 100, 3)).astype(np.float32)
+  boxes = np.array([[[30.0, 20.0, 70.0, 50.0], [40.5, 30.25, 52.0, 61.0]]], np.float32)
+  size, padding = 31, 3
+  warped = np.asarray(fast_rcnn.warp_regions(image, boxes, size, padding))
+  assert warped.shape == (2, size, size, 3)
+  for k, (x1, y1, x2, y2) in enumerate(boxes[0].astype(np.float64)):
+    scale = size / (size - 2 * padding)
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2 * scale, (y2 - y1) / 2 * scale
+    # Output pixel j's centre in image pixel-index coordinates (pixel i spans [i, i + 1), its centre at i + 0.5).
+    xs = cx - hw + (np.arange(size) + 0.5) * 2 * hw / size - 0.5
+    ys = cy - hh + (np.arange(size) + 0.5) * 2 * hh / size - 0.5
+    assert xs.min() >= 0 and ys.min() >= 0 and xs.max() <= 99 and ys.max() <= 79
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    expected = np.stack([ndimage.map_coordinates(image[0, :, :, ch].astype(np.float64), [yy, xx], order=1)
+                         for ch in range(3)], -1)
+    np.testing.assert_allclose(warped[k], expected, atol=5e-5)  # float32 sample positions near x = 100
+    # The original box spans the central size - 2 * padding pixels.
+    np.testing.assert_allclose([xs[padding] + 0.5 - (xs[1] - xs[0]) / 2, xs[-1 - padding] + 0.5 + (xs[1] - xs[0]) / 2],
+                               [x1, x2], atol=1e-6)
+
+
+@pytest.mark.slow  # compiling the pyramid's masked maxima and 64 AlexNet passes per image: 20-30 s each on 2 cores
+@pytest.mark.parametrize("name", ["sppnet", "rcnn"])
+def test_sppnet_and_rcnn_train_steps_compile_once_across_box_counts(name):
+  """SPP-net's and R-CNN's fine-tuning steps (log loss only: box_loss_weight 0) on batches of other box counts."""
+  config = fast_rcnn.model_config(name)
+  config.update({"width": 12, "representation_size": 32, "warp_size": 67, "context_padding": 5})
+  module = fast_rcnn.build(config, types.SimpleNamespace(num_thing_classes=2))
+  batch = _batch((2, 1), num_proposals=32)
+  params = module.init(jax.random.key(0), batch["image"])["params"]
+
+  @jax.jit
+  def step(params, batch, key):
+    def loss_fn(params):
+      outputs = module.apply({"params": params}, batch["image"], train=True, rngs={"sampling": key, "dropout": key},
+                             targets={k: batch[k] for k in fast_rcnn.FORWARD_KEYS},
+                             **{k: batch[k] for k in fast_rcnn.INPUT_KEYS})
+      return fast_rcnn.loss(outputs, batch, config)
+
+    (value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads), value, metrics
+
+  for i, counts in enumerate(((2, 1), (0, 0), (4, 4))):
+    params, value, metrics = step(params, _batch(counts, num_proposals=32, seed=i), jax.random.key(i))
+    assert np.isfinite(float(value)) and float(metrics["loss_box_reg"]) == 0.0
+  assert step._cache_size() == 1

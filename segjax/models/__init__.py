@@ -52,6 +52,7 @@ _MODELS = {
     "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "rcnn": "segjax.models.fast_rcnn",
     "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",

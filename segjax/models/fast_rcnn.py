@@ -19,6 +19,10 @@ projected on conv5 (segjax.ops.spp: 6x6, 3x3, 2x2, 1x1 bins, 12,800 values) into
 and the softmax (the experiment freezes the convolutions) on the same RoI sampling, without box regression
 (box_loss_weight 0); `roi_features` gives fc7 for the SVMs and the ridge box regressors (segjax.ops.svm,
 segjax.ops.box_regression).
+R-CNN (Girshick et al. 2014; model_config("rcnn"), registered as "rcnn"): AlexNet (segjax.backbones.alexnet) on
+each proposal warped to 227x227 with 16 pixels of context (`warp_regions`), pool5 into fc6/fc7 and the softmax,
+fine-tuned on RoIs with 25% positives at IoU >= 0.5 and the rest background (the paper's 32 + 96 of 128 regions),
+then the same SVM and ridge stages on fc7.
 Truncated SVD (Sec. 3.1): `truncated_svd(params, fc6_rank, fc7_rank)` converts trained fc6/fc7 into the two-layer
 form that a config with model.fc6_rank / fc7_rank builds (the paper: 1024 and 256).
 """
@@ -29,13 +33,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from segjax.backbones.alexnet import AlexNet
 from segjax.backbones.vgg import VGG16
 from segjax.backbones.zf import ZF5
 from segjax.models import roi_heads, thing_label_map
 from segjax.models.validation import validated
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.roi import roi_pool
+from segjax.ops.roi import roi_align, roi_pool
 from segjax.ops.spp import project_boxes, region_pyramid_pool
 from segjax.ops.truncated_svd import factor_kernel
 
@@ -45,24 +50,26 @@ FORWARD_KEYS = ("boxes", "classes", "instance_valid")
 BATCH_KEYS = ("image",) + FORWARD_KEYS + INPUT_KEYS
 INFERENCE_KEYS = frozenset({"score_threshold", "nms_threshold", "detections_per_image", "detection_candidates"})
 SIZE_DIVISIBILITY = 16  # conv5_3's stride
-NAMES = ("fast_rcnn", "sppnet")
-BACKBONES = {"vgg16": 64, "zf5": 96}  # backbone: its full width
-POOLERS = ("pool", "spp")
+NAMES = ("fast_rcnn", "sppnet", "rcnn")
+BACKBONES = {"vgg16": 64, "zf5": 96, "alexnet": 96}  # backbone: its full width
+POOLERS = ("pool", "spp", "warp")
 
 
 def model_config(name: str = "fast_rcnn") -> ml_collections.ConfigDict:
   """Fast R-CNN's VGG-16 (py-faster-rcnn's fast_rcnn config and VGG16 prototxt): 64 RoIs per image, 25% foreground,
   background IoU in [0.1, 0.5), lambda 1, test NMS 0.3; num_classes None: the data set's things + background.
-  name "sppnet": SPP-net's ZF-5 with the spatial pyramid pooler, fine-tuned without box regression."""
+  name "sppnet": SPP-net's ZF-5 with the spatial pyramid pooler, fine-tuned without box regression; "rcnn": R-CNN's
+  AlexNet on warped regions, fine-tuned on background below IoU 0.5 without a lower bound, no box regression."""
   if name not in NAMES:
     raise ValueError(f"config.model.name: one of {NAMES}; got {name!r}")
-  spp = name == "sppnet"
+  spp, rcnn = name == "sppnet", name == "rcnn"
+  backbone, pooler = {"sppnet": ("zf5", "spp"), "rcnn": ("alexnet", "warp")}.get(name, ("vgg16", "pool"))
   return ml_collections.ConfigDict({
-      "name": name, "backbone": "zf5" if spp else "vgg16", "roi_pooler": "spp" if spp else "pool",
-      "num_classes": None, "width": 96 if spp else 64, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
+      "name": name, "backbone": backbone, "roi_pooler": pooler, "warp_size": 227, "context_padding": 16,
+      "num_classes": None, "width": BACKBONES[backbone], "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "representation_size": 4096, "box_head_dropout": 0.5, "fc6_rank": 0, "fc7_rank": 0,
-      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_bg_iou_low": 0.1, "roi_batch_size_per_image": 64,
-      "roi_positive_fraction": 0.25, "box_loss_weight": 0.0 if spp else 1.0, "smooth_l1_beta": 1.0,
+      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_bg_iou_low": 0.0 if rcnn else 0.1, "roi_batch_size_per_image": 64,
+      "roi_positive_fraction": 0.25, "box_loss_weight": 0.0 if spp or rcnn else 1.0, "smooth_l1_beta": 1.0,
       "score_threshold": 0.05, "nms_threshold": 0.3, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
 
@@ -82,7 +89,9 @@ class FastRCNN(nn.Module):
       proposals, proposal_valid = jnp.zeros((n, 1, 4)), jnp.zeros((n, 1), bool)
     dtype = jnp.dtype(c.dtype)
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
-    if c.backbone == "zf5":
+    if c.roi_pooler == "warp":  # R-CNN: the network runs on each warped region, not on the image
+      conv5 = None
+    elif c.backbone == "zf5":
       conv5 = ZF5(width=c.width, dtype=dtype, name="backbone")(x, train=train)["conv5"]
     else:
       conv5 = VGG16(variant="conv5", width=c.width, dtype=dtype, name="backbone")(x, train=train)["conv5_3"]
@@ -95,7 +104,10 @@ class FastRCNN(nn.Module):
     def head(boxes):
       r = boxes.shape[1]
       boxes = jax.lax.stop_gradient(boxes)
-      if c.roi_pooler == "spp":  # SPP-net Sec. 4.1: windows projected on conv5, clipped to the map
+      if c.roi_pooler == "warp":
+        pooled = AlexNet(width=c.width, dtype=dtype, name="backbone")(warp_regions(x, boxes, c.warp_size,
+                                                                                  c.context_padding))["pool5"]
+      elif c.roi_pooler == "spp":  # SPP-net Sec. 4.1: windows projected on conv5, clipped to the map
         map_hw = jnp.array(conv5.shape[2:0:-1] * 2) - 1
         cells = jnp.clip(project_boxes(boxes, 16), 0, map_hw)
         pooled = jax.vmap(region_pyramid_pool)(conv5, cells).reshape(n * r, -1)
@@ -129,6 +141,20 @@ class FastRCNN(nn.Module):
       labels = jnp.asarray(self.label_map, jnp.int32)[labels]
       valid &= labels > 0
     return {"boxes": boxes, "scores": scores, "labels": labels, "valid": valid}
+
+
+def warp_regions(images, boxes, size, context_padding):
+  """R-CNN's region warping (Girshick et al. 2014, Sec. 2.1 and Appendix A): each box of images [N, H, W, C], boxes
+  [N, R, 4], is dilated so that the warped frame holds `context_padding` pixels of context around it at `size`, then
+  warped anisotropically to size x size by bilinear sampling at the output pixels' centres (RoIAlign with one sample
+  per bin); outside the image the samples are 0, the mean of the normalised image (R-CNN fills with the mean).
+  Returns [N * R, size, size, C]."""
+  n, r = boxes.shape[:2]
+  centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:] - boxes[..., :2]) / 2
+  half = half * size / (size - 2 * context_padding)
+  batch_index = jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None]
+  rois = jnp.concatenate([batch_index, (centre - half).reshape(-1, 2), (centre + half).reshape(-1, 2)], 1)
+  return roi_align(images, rois, size, sampling_ratio=1, aligned=True)
 
 
 def build(config, info):
