@@ -328,3 +328,36 @@ def test_sppnet_and_rcnn_train_steps_compile_once_across_box_counts(name):
     params, value, metrics = step(params, _batch(counts, num_proposals=32, seed=i), jax.random.key(i))
     assert np.isfinite(float(value)) and float(metrics["loss_box_reg"]) == 0.0
   assert step._cache_size() == 1
+
+
+def test_the_loops_train_and_eval_steps_pass_the_proposals():
+  """segjax.train.steps reads INPUT_KEYS: its train step's loss is that of the forward pass given the batch's
+  proposals, and its eval step's detections come from the batch's proposals (none when all are invalid)."""
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_eval_step, make_train_step  # pylint: disable=g-import-not-at-top
+  config = _tiny_config()
+  module = fast_rcnn.build(config, types.SimpleNamespace(num_thing_classes=2))
+  batch = _batch((3, 2), num_proposals=32)
+  variables = jax.device_get(module.init(jax.random.key(0), batch["image"]))
+  params = jax.tree.map(lambda p: p * 30 if p.ndim == 2 and p.shape[-1] in (3, 12) else p, variables["params"])
+  optimizer, schedule = optax.sgd(0.0), optax.constant_schedule(0.0)
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  state = jax.device_put(TrainState.create({"params": params}, optimizer), mesh_lib.replicated(mesh))
+  shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+  step = make_train_step(module, fast_rcnn, config, optimizer, schedule, mesh, shardings)
+  _, metrics = step(state, batch, jax.random.key(5))
+  dropout, sampling = jax.random.split(jax.random.key(5))
+  loss = jax.jit(lambda params, batch: fast_rcnn.loss(module.apply(
+      {"params": params}, batch["image"], train=True, rngs={"dropout": dropout, "sampling": sampling},
+      targets={k: batch[k] for k in fast_rcnn.FORWARD_KEYS}, **{k: batch[k] for k in fast_rcnn.INPUT_KEYS}),
+                                                    batch, config)[0])
+  np.testing.assert_allclose(float(metrics["loss"]), float(loss(params, batch)), rtol=1e-5)
+
+  evaluator = types.SimpleNamespace(device_stats=lambda predictions, batch: {})
+  eval_step = make_eval_step(module, fast_rcnn, config, evaluator, mesh, mesh_lib.replicated(mesh))
+  predictions, _ = eval_step({"params": params}, batch)
+  assert predictions["valid"].sum() > 0
+  # The same program on the same batch with every proposal invalid: nothing to detect.
+  nothing, _ = eval_step({"params": params}, {**batch, "proposal_valid": np.zeros_like(batch["proposal_valid"])})
+  assert not nothing["valid"].any()
