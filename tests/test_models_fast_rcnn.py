@@ -361,3 +361,10 @@ def test_the_loops_train_and_eval_steps_pass_the_proposals():
   # The same program on the same batch with every proposal invalid: nothing to detect.
   nothing, _ = eval_step({"params": params}, {**batch, "proposal_valid": np.zeros_like(batch["proposal_valid"])})
   assert not nothing["valid"].any()
+
+
+def test_predictor_refuses_a_model_that_needs_proposals():
+  """Predictor feeds images only: Fast R-CNN would see no proposals and detect nothing, so it is refused."""
+  from segjax.inference import Predictor  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="proposals"):
+    Predictor(_tiny_config(), {}, info=types.SimpleNamespace(num_thing_classes=2))
