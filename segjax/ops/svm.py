@@ -5,7 +5,7 @@ trained with hard negative mining on fixed features, in float64 NumPy (an offlin
 the bias as an extra feature of value `bias_multiplier` (regularised, as liblinear's -B; rcnn: 10), C_i = C times
 `positive_weight` for positives (rcnn: 2), by dual coordinate descent (Hsieh et al. 2008, Algorithm 1, L1-loss):
 each dual variable in turn moved to the minimum of its coordinate and clipped to [0, C_i], until the projected
-gradient's spread is below `tol`.
+gradient's spread is below `tol` (liblinear's defaults, which rcnn used: 0.1, at most 1000 passes).
 `hard_negative_mining` follows rcnn_train.m: the cache starts with the positives and the first chunk of negatives;
 each chunk's negatives scoring above `hard_threshold` (-1.0001: inside the margin) join the cache, the SVM is
 retrained on the cache whenever `retrain_limit` have joined, and cached negatives scoring below `evict_threshold`
@@ -15,7 +15,7 @@ lies beyond the margin, so the cache's SVM is the SVM of all the data (those neg
 import numpy as np
 
 
-def train_linear_svm(x, y, *, C=1e-3, positive_weight=1.0, bias_multiplier=10.0, tol=1e-4, max_epochs=10_000, seed=0):
+def train_linear_svm(x, y, *, C=1e-3, positive_weight=1.0, bias_multiplier=10.0, tol=0.1, max_epochs=1000, seed=0):
   """x [N, D], y [N] in {+1, -1} -> (w [D], b): the hinge-loss SVM (see the module docstring)."""
   x = np.asarray(x, np.float64)
   y = np.where(np.asarray(y) > 0, 1.0, -1.0)
