@@ -10,8 +10,9 @@ fine-tuning (Sec. 2.3): mini-batches of 128 regions (here 2 images x 64), 25% po
 background, SGD with lr 1e-3; its voc07_mAP is that of the softmax scores. The post-hoc stages, per-class linear SVMs
 on fc7 (positives the ground-truth boxes, negatives below IoU 0.3, hard negative mining) and class-specific ridge box
 regression (lambda 1000, proposals with IoU > 0.6), are segjax.ops.svm.train_class_svms and
-segjax.ops.box_regression.fit_class_box_regressors on fast_rcnn.roi_features; no script here runs them on a trained
-checkpoint yet (the paper regresses from pool5, which roi_features does not return). Differences, stated: the
+segjax.ops.box_regression.fit_class_box_regressors on fast_rcnn.roi_features; scripts/rcnn_svm_stage.py trains and scores
+the SVMs on a trained workdir; no script applies the box regressors yet (the paper regresses from pool5, which
+roi_features does not return). Differences, stated: the
 proposals are the stand-in of segjax/data/proposals.py (2000 per image, built around the ground truth, so the test
 mAP is not the paper's measure), not selective search's; AlexNet starts from scratch (no ImageNet weights here) and
 has no local response normalisation; the schedule (lr x0.1 at 30k of 40k steps) is this config's, the paper gives

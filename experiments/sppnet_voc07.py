@@ -10,7 +10,8 @@ is the paper's fine-tuning (Sec. 4.1): the convolutions frozen, fc6, fc7 and the
 (IoU >= 0.5) and negatives in [0.1, 0.5), lr 1e-4 for 250k mini-batches then 1e-5 for 50k; its voc07_mAP is that of
 the softmax scores. The paper's last stages, per-class linear SVMs with hard negative mining on fc7 features and
 ridge box regression, are segjax.ops.svm.train_class_svms and segjax.ops.box_regression.fit_class_box_regressors
-on fast_rcnn.roi_features; no script here runs them on a trained checkpoint yet. Differences, stated: the proposals
+on fast_rcnn.roi_features; scripts/rcnn_svm_stage.py trains and scores the SVMs on a trained workdir; no
+script applies the box regressors yet. Differences, stated: the proposals
 are the stand-in of segjax/data/proposals.py (2000 per image, built around the ground truth, so the test mAP is not
 the paper's measure), not selective search's; ZF-5 starts from scratch (no ImageNet ZF-5 weights here; the paper's
 conv layers are ImageNet's and never fine-tuned, which from scratch leaves them random: set optimizer.frozen to ()
