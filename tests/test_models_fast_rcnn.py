@@ -303,7 +303,7 @@ def test_rcnn_warps_each_region_with_context_into_alexnet():
                                [x1, x2], atol=1e-6)
 
 
-@pytest.mark.slow  # compiling the pyramid's masked maxima and 64 AlexNet passes per image: 20-30 s each on 2 cores
+@pytest.mark.slow  # compiles the pyramid's masked maxima, and 64 AlexNet passes per image
 @pytest.mark.parametrize("name", ["sppnet", "rcnn"])
 def test_sppnet_and_rcnn_train_steps_compile_once_across_box_counts(name):
   """SPP-net's and R-CNN's fine-tuning steps (log loss only: box_loss_weight 0) on batches of other box counts."""
