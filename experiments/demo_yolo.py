@@ -7,10 +7,15 @@ The whole detection path on 2 CPU cores: box-only data (the synthetic instances'
 voc07_mAP in metrics.jsonl). The 9 convolutions have a quarter of Fast YOLO's filters and batch norm (Darknet's
 later cfgs; nothing is pretrained here), the first fully connected layer 512 units; on 112x112 inputs the first two
 poolings are left out, so the last convolution's map is 7x7 as YOLO's at 448x448. Target: voc_mAP >= 0.5 on the
-synthetic validation split in under 15 minutes.
-Measured here (the command above, eval at step 500): voc_mAP 0.002, voc07_mAP 0.023; the target is not reached: the
-training loss stays at the level of predicting the mean box and class, so the network has not learnt to localise or
-classify.
+synthetic validation split in under 15 minutes. The 112x112 set is written to its own folder: the default root holds
+the 128x128 set the other demos read, which a different size would rewrite.
+Choices for a short run from scratch: no dropout, and running batch statistics with momentum 0.9, so that the
+evaluation's statistics follow the network (with Darknet's 0.99 they lag it by a hundred steps).
+Measured here after 600 of the 1500 steps (the loop's train step and VOC evaluation, run from a script):
+voc_mAP 0.057, voc07_mAP 0.074 on the validation split; the target is not reached. Eq. 3
+and the grid targets are right (tests/test_models_yolo.py: against NumPy; a tiny model overfits a fixed batch to VOC
+mAP >= 0.9 through predict), but the fully connected head generalises slowly: after 600 steps the class and x, y
+terms are still near those of predicting the prior (loss_class 2.0, loss_xy 1.7 per image).
 """
 import ml_collections
 
@@ -27,8 +32,10 @@ def get_config():
   config.checkpoint_every_steps = 500
   config.model = yolo.model_config("fast_yolo")
   # 112x112 images without the first two poolings: a 7x7 final map, as YOLO's 448x448 gives.
-  config.model.update({"width_multiplier": 0.25, "hidden_units": 512, "batch_norm": True, "skip_pools": 2})
+  config.model.update({"width_multiplier": 0.25, "hidden_units": 512, "batch_norm": True, "skip_pools": 2,
+                       "dropout_rate": 0.0, "batch_norm_momentum": 0.9})
   config.dataset.image_size = (112, 112)
+  config.dataset.root = "~/.cache/segjax/synthetic_112"
   config.dataset.detection = True
   config.dataset.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.2), "flip": True, "translate": 0.2,
                                                       "exposure": 1.5, "saturation": 1.5})
@@ -36,5 +43,5 @@ def get_config():
   config.optimizer.learning_rate = 1e-3
   config.optimizer.weight_decay = 1e-4
   config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 100
+  config.optimizer.warmup_steps = 50
   return config

@@ -71,6 +71,9 @@ class Predictor:
     self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
     self.model_lib = get_model(model_config.name)
     self.task = self.model_lib.TASK
+    if getattr(self.model_lib, "INPUT_KEYS", ()):
+      raise ValueError(f"Predictor: {model_config.name} reads {', '.join(self.model_lib.INPUT_KEYS)} besides the "
+                       "image (external proposals); Predictor passes images only")
     if self.task != "semantic" and (tuple(scales) != (1.0,) or flip):
       raise ValueError(f"Predictor: scales and flip are for semantic models; {model_config.name} is {self.task}")
     if not scales or any(s <= 0 for s in scales):

@@ -299,3 +299,42 @@ def test_experiment_configs_build(name):
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 10 * epoch, 80 * epoch, 110 * epoch)],
                                [1e-3, 1e-2, 1e-3, 1e-4], rtol=1e-5)
     assert config.total_steps == round(135 * epoch) and config.batch_size == 64
+
+
+def test_overfits_a_fixed_batch_to_high_voc_map():
+  """Learning, end to end: a tiny Fast YOLO trained on one fixed batch (one object per cell, so every box is
+  representable) reaches a VOC mAP near 1 on that batch through predict (eval mode: running batch statistics, no
+  dropout), and Eq. 3 falls far below its initial value."""
+  from segjax.evaluation import voc  # pylint: disable=g-import-not-at-top
+  config = _tiny_config()
+  config.batch_norm_momentum = 0.9  # running statistics that follow a short run
+  size, cell = 64, 16
+  rng = np.random.default_rng(7)
+  cells = [((0, 0), (2, 1)), ((1, 3), (3, 0), (2, 2)), ((3, 3),), ((0, 2), (1, 1))]
+  n, m = len(cells), 4
+  batch = {"image": np.full((n, size, size, 3), 0.2, np.float32), "boxes": np.zeros((n, m, 4), np.float32),
+           "classes": np.zeros((n, m), np.int32), "instance_valid": np.zeros((n, m), bool)}
+  for i, image_cells in enumerate(cells):
+    for j, (row, col) in enumerate(image_cells):
+      w, h = rng.integers(8, 15, 2)
+      x = col * cell + rng.integers(0, cell) - w // 2
+      y = row * cell + rng.integers(0, cell) - h // 2
+      x, y = np.clip([x, y], 0, [size - w, size - h])
+      c = rng.integers(1, 4)
+      batch["image"][i, y:y + h, x:x + w, c - 1] = 1.0
+      batch["boxes"][i, j], batch["classes"][i, j], batch["instance_valid"][i, j] = (x, y, x + w, y + h), c, True
+  module = yolo.build(config, _info(3))
+  variables = jax.device_get(jax.jit(lambda x: module.init(jax.random.key(0), x))(batch["image"]))
+  state, step, _ = _train_step(config, jax.devices()[:1], variables, n)
+  losses = []
+  for i in range(300):
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-10:]) < 0.05 * losses[0], (losses[0], losses[-10:])
+  out = jax.device_get(jax.jit(lambda v, x: yolo.predict(module.apply(v, x), config))(state.variables,
+                                                                                          batch["image"]))
+  images = [voc.ImageDetections(out["boxes"][i][out["valid"][i]], out["scores"][i][out["valid"][i]],
+                                out["labels"][i][out["valid"][i]], batch["boxes"][i][batch["instance_valid"][i]],
+                                batch["classes"][i][batch["instance_valid"][i]],
+                                np.zeros(batch["instance_valid"][i].sum(), bool)) for i in range(n)]
+  assert voc.voc_metrics(images, ("r", "g", "b"))["voc_mAP"] >= 0.9

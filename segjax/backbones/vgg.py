@@ -11,6 +11,9 @@ up, i.e. torch's ceil_mode=True):
   "deeplab_largefov": DeepLab-LargeFOV (DeepLab-LargeFOV/train.prototxt): the pools and conv5 of
     "deeplab", then a 3x3/1 average pool (pool5a), fc6 a 3x3 conv dilated by 12 and fc7 a 1x1 conv,
     1024 channels. Output stride 8.
+  "conv5": the trunk of Fast and Faster R-CNN (Girshick 2015; Ren et al. 2015, VGG16 models of py-faster-rcnn):
+    2x2/2 max pools after stages 1-4, no pool5 and no fc6/fc7 (the RoI head holds those): outputs pool3, pool4 and
+    conv5_3, stride 16.
 Dropout 0.5 follows fc6 (drop6) in train mode; the head applies its own drop7 after fc7.
 `width` scales every layer (64: the paper's; conv stages width x (1, 2, 4, 8, 8), fc6/fc7 64 x width
 channels, 16 x width for LargeFOV); 8 gives a tiny net for tests and demos.
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 from segjax.layers.conv import Conv
 
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-VARIANTS = ("fcn", "deeplab", "deeplab_largefov")
+VARIANTS = ("fcn", "deeplab", "deeplab_largefov", "conv5")
 
 
 def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
@@ -49,7 +52,8 @@ class VGG16(nn.Module):
   """VGG-16 trunk: x [N,H,W,3] -> {"pool3", "pool4", "pool5", "fc7"} (after ReLU / pooling).
 
   Strides of pool3, pool4, pool5, fc7: 8, 16, 32, 32 for "fcn" (offset by the 100-pixel pad;
-  fc6 is VALID, so fc7 is 6 pixels smaller than pool5) and 8, 8, 8, 8 for the DeepLab variants.
+  fc6 is VALID, so fc7 is 6 pixels smaller than pool5) and 8, 8, 8, 8 for the DeepLab variants;
+  "conv5" returns {"pool3", "pool4", "conv5_3"} instead, strides 8, 16, 16.
   In train mode, drop6 needs a "dropout" rng.
   """
   variant: str = "fcn"
@@ -67,16 +71,18 @@ class VGG16(nn.Module):
       raise ValueError(f"x must be [N, H, W, 3]; got shape {x.shape}")
     conv = functools.partial(Conv, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
                              param_dtype=jnp.float32)
-    deeplab = self.variant != "fcn"
+    deeplab = self.variant.startswith("deeplab")
     x = x.astype(self.dtype)
     features = {}
     for s, widths in enumerate(STAGES, start=1):
       dilation = 2 if (deeplab and s == 5) else 1
       for i, width in enumerate(widths, start=1):
-        pad = 100 if (not deeplab and s == 1 and i == 1) else dilation
+        pad = 100 if (self.variant == "fcn" and s == 1 and i == 1) else dilation
         x = conv(width * self.width // 64, (3, 3), padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,
                  name=f"conv{s}_{i}")(x)
         x = nn.relu(x)
+      if self.variant == "conv5" and s == 5:
+        return {"pool3": features["pool3"], "pool4": features["pool4"], "conv5_3": x}
       if deeplab:
         x = max_pool_ceil(x, 3, 2 if s <= 3 else 1, 1)
       else:

@@ -10,14 +10,17 @@ clipped to the image; those with no area left, and in training the `difficult` o
 and py-faster-rcnn leave them out), are invalid. Randomness is stateless from the example's `seed` [2].
 """
 from segjax.data import augment
+from segjax.data.proposals import stand_in_proposals
 from segjax.data.tf_env import tf
 
 
-def output_signature(image_size, max_instances):
+def output_signature(image_size, max_instances, num_proposals=0):
   h, w = image_size
   m = max_instances
   spec = tf.TensorSpec
-  return {"image": spec([h, w, 3], tf.float32), "boxes": spec([m, 4], tf.float32), "classes": spec([m], tf.int32),
+  proposals = {"proposals": spec([num_proposals, 4], tf.float32),
+               "proposal_valid": spec([num_proposals], tf.bool)} if num_proposals else {}
+  return {**proposals, "image": spec([h, w, 3], tf.float32), "boxes": spec([m, 4], tf.float32), "classes": spec([m], tf.int32),
           "difficult": spec([m], tf.bool), "instance_valid": spec([m], tf.bool), "image_id": spec([], tf.int32),
           "valid_image": spec([], tf.bool), "orig_size": spec([2], tf.int32), "scale": spec([], tf.float32),
           "num_dropped": spec([], tf.int32)}
@@ -40,8 +43,10 @@ def _warp(image, scale, offset, out_size):
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0), translate=0.0,
-               flip=False, exposure=1.0, saturation=1.0):
-  """A decoded tfds_detection example -> fixed-shape tensors of one batch row (see output_signature)."""
+               flip=False, exposure=1.0, saturation=1.0, num_proposals=0):
+  """A decoded tfds_detection example -> fixed-shape tensors of one batch row (see output_signature). With
+  num_proposals, also that many stand-in proposals (segjax.data.proposals) around the row's boxes, drawn from a
+  seed of the image id: the same per image in every epoch, in the image's coordinates after the augmentation."""
   out_h, out_w = image_size
   m = max_instances
   image = example["image"]
@@ -85,7 +90,13 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   image.set_shape([out_h, out_w, 3])
   boxes = tf.pad(tf.where(keep[:, None], boxes, 0.0), [[0, m - n], [0, 0]])
   boxes.set_shape([m, 4])
+  extra = {}
+  if num_proposals:
+    image_seed = tf.stack([tf.cast(example["image_id"], tf.int64), tf.constant(0x5EED, tf.int64)])
+    proposals = stand_in_proposals(boxes, instance_valid, (out_h, out_w), num_proposals, image_seed)
+    extra = {"proposals": proposals, "proposal_valid": tf.fill([num_proposals], valid)}
   return {
+      **extra,
       "image": image,
       "boxes": boxes,
       "classes": tf.where(instance_valid, tf.pad(tf.cast(objects["label"][:n], tf.int32), pad), 0),

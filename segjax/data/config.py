@@ -32,6 +32,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # Read the set as box-only detection data (tfds_detection.py): "voc" from its devkit XML (splits like
   # "2007_test", "0712_trainval"), "synthetic" / "coco" from the instances JSON.
   config.detection = False
+  # Detection sets: this many stand-in proposals per image for Fast R-CNN (segjax/data/proposals.py); 0: none.
+  config.num_proposals = 0
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only
   return config

@@ -273,6 +273,8 @@ def _batches(builder, source, steps, config, local_batch, train, keys=None):
   if ds.get("detection"):  # YOLO's translation and HSV jitter (augment_detection.py)
     augment_kwargs.update({k: float(ds.augment.get(k, 1.0 if k != "translate" else 0.0))
                            for k in ("translate", "exposure", "saturation")})
+    if ds.get("num_proposals"):  # Fast R-CNN's external proposals: the stand-in (segjax/data/proposals.py)
+      augment_kwargs["num_proposals"] = int(ds.num_proposals)
   process = _example_processor(builder.info.features, tuple(ds.image_size), ds.max_instances, train,
                                tuple(sorted(augment_kwargs.items())), _labels(keys))
   workers = ds.get("num_workers") or THREADS

@@ -24,6 +24,8 @@
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
+  Optionally INPUT_KEYS: batch entries the forward pass reads in training and at inference besides the image
+  (Fast R-CNN's external proposals), passed as keyword arguments: module(images, train=..., proposals=...).
 A project outside segjax adds a model with `register(name, module)` (the module object or its import path) before
 it calls train_and_evaluate, or names the module's import path in config.model.name.
 Images are NHWC floats in [0, 1]. Models that run an ImageNet-pretrained backbone (ResNet, VGG-16) normalise them
@@ -43,11 +45,14 @@ _MODELS = {
     "deeplab_v3": "segjax.models.deeplab",
     "dense_crf": "segjax.models.dense_crf",
     "discriminative_embedding": "segjax.models.embedding",
+    "fast_rcnn": "segjax.models.fast_rcnn",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
+    "faster_rcnn_detection": "segjax.models.faster_rcnn",
     "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "rcnn": "segjax.models.fast_rcnn",
     "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",
@@ -57,6 +62,7 @@ _MODELS = {
     "rfcn_coco": "segjax.models.rfcn_coco",
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
+    "sppnet": "segjax.models.fast_rcnn",
     "unet": "segjax.models.unet",
     "yolo_v1": "segjax.models.yolo",
 }

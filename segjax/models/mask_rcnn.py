@@ -12,7 +12,11 @@ reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
 In programs for CPU the mask head runs on the first k positives (training) or detections (inference) only, k the
 smallest rung of `mask_ladder` that holds those of every image: one compiled program, the loss and masks of running
 it on all slots, which is what TPU and GPU programs do (segjax.ops.platform).
-Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies.
+backbone "vgg16" (Faster R-CNN's VGG-16 of Ren et al. 2015, py-faster-rcnn's VGG16 end2end models): the RPN on
+conv5_3 (stride 16, 9 anchors: sizes 128, 256, 512 x 3 ratios); RoI max pooling 7x7 on conv5_3 (Girshick 2015)
+feeds fc6 and fc7 (4096, ReLU, dropout 0.5) and the predictor. Boxes only (name "faster_rcnn").
+Faster R-CNN (mask=False) reports each box filled as its mask, so the instance evaluator still applies;
+segjax.models.faster_rcnn runs the same network on box-only detection sets, scored by VOC mAP.
 """
 import functools
 import math
@@ -23,15 +27,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.resnet import ResNet
+from segjax.backbones.vgg import VGG16
 from segjax.layers import platform as layers_platform
-from segjax.constants import IGNORE_LABEL
 from segjax.layers.fpn import FPN
 from segjax.models import roi_heads, rpn, thing_label_map
 from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import box_masks, paste_masks_in_image, roi_mask_targets
 from segjax.ops.roi import assign_fpn_levels, multilevel_roi_align, roi_pool
 
@@ -44,10 +47,17 @@ FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 SIZE_DIVISIBILITY = 32  # input sides: multiples of P6's stride (C4's 16 divides it)
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")
-BACKBONES = ("fpn", "c4")
+BACKBONES = ("fpn", "c4", "vgg16")
 # detectron2's R50-C4 (Base-RCNN-C4.yaml): 15 anchors per C4 location, more proposals before and after NMS.
 _C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_train": 12000,
                 "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 1000}
+# py-faster-rcnn's VGG16 end2end (config.py, faster_rcnn_end2end.yml, VGG16 train/test.prototxt): 9 anchors on
+# conv5_3, 12000 / 2000 proposals before / after NMS in training and 6000 / 300 at test, 128 RoIs per image (25%
+# foreground at IoU >= 0.5, background below 0.5), RoI max pooling 7x7, fc6 and fc7 of 4096 with dropout 0.5.
+_VGG16_DEFAULTS = {"anchor_sizes": ((128, 256, 512),), "rpn_pre_nms_top_n_train": 12000,
+                   "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 300,
+                   "roi_batch_size_per_image": 128, "representation_size": 4096, "roi_pooler": "pool",
+                   "box_head_dropout": 0.5}
 
 
 def model_config(backbone: str = "fpn", name: str = "mask_rcnn") -> ml_collections.ConfigDict:
@@ -68,13 +78,16 @@ def model_config(backbone: str = "fpn", name: str = "mask_rcnn") -> ml_collectio
       "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
       "rpn_post_nms_top_n_train": 2000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 0.7,
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
-      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 512, "roi_positive_fraction": 0.25,
-      "representation_size": 1024, "mask_head_channels": 256, "roi_pooler": "align", "roi_aggregation": "",
+      "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_bg_iou_low": 0.0, "roi_batch_size_per_image": 512,
+      "roi_positive_fraction": 0.25, "representation_size": 1024, "box_head_dropout": 0.0, "mask_head_channels": 256,
+      "roi_pooler": "align", "roi_aggregation": "",
       "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.5, "detections_per_image": 100, "detection_candidates": 4096,
       "category_ids": (), "dtype": "float32"})
   if backbone == "c4":
     config.update(_C4_DEFAULTS)
+  if backbone == "vgg16":
+    config.update(_VGG16_DEFAULTS)
   return config
 
 
@@ -112,6 +125,8 @@ class MaskRCNN(nn.Module):
     RoIAlign 14x14 on C4, then res5 -> [N * R, 7, 7, 2048], which the mask head reads too."""
     if self.config.backbone == "fpn":
       return self._pooled(levels[:4], _FPN_SCALES, boxes, 7)
+    if self.config.backbone == "vgg16":
+      return self._pooled(levels, (1 / 16,), boxes, 7)
     return backbone(self._pooled(levels, (1 / 16,), boxes, 14), train=train, start="C5")["C5"]
 
   def _mask_logits(self, k, levels, boxes, labels, res5):
@@ -167,10 +182,13 @@ class MaskRCNN(nn.Module):
     "fpn"); C4, [C4]."""
     c = self.config
     h, w = images.shape[1:3]
-    stride = 32 if c.backbone == "fpn" else 16  # P6 or C4
+    stride = 32 if c.backbone == "fpn" else 16  # P6, or C4 / conv5_3
     if h % stride or w % stride:
       raise ValueError(f"{c.name}: image height and width must be multiples of {stride} ({c.backbone}); got {(h, w)}")
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
+    if c.backbone == "vgg16":
+      backbone = VGG16(variant="conv5", width=c.width, dtype=jnp.dtype(c.dtype), name="backbone")
+      return backbone, [backbone(x, train=train)["conv5_3"]]
     backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
     if c.backbone == "c4":
       return backbone, [backbone(x, train=train, stop="C4")["C4"]]
@@ -195,7 +213,8 @@ class MaskRCNN(nn.Module):
         post_nms_top_n=c[f"rpn_post_nms_top_n_{phase}"], nms_threshold=c.rpn_nms_threshold)
     proposals, _, proposal_valid = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
                                                      jax.lax.stop_gradient(deltas))
-    box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, num_fc=2 if fpn else 0, dtype=dtype,
+    box_head = roi_heads.BoxHead(self.num_classes, c.representation_size, num_fc=0 if c.backbone == "c4" else 2,
+                                 dropout_rate=c.box_head_dropout, deterministic=not train, dtype=dtype,
                                  name="box_head")
     heads_input = functools.partial(self._heads_input, backbone, levels, train=train)
     if train:
@@ -236,11 +255,14 @@ class MaskRCNN(nn.Module):
     c = self.config
     n = objectness.shape[0]
     gt_boxes, gt_classes = targets["boxes"].astype(jnp.float32), targets["classes"]
-    gt_valid = targets["instance_valid"] & ~targets["is_crowd"]  # crowds are not trained on (torchvision, detectron2)
+    gt_valid = targets["instance_valid"]
+    if "is_crowd" in targets:  # crowds are not trained on (torchvision, detectron2); box-only sets have none
+      gt_valid &= ~targets["is_crowd"]
     rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
     rpn_positive, rpn_negative, rpn_targets = rpn.batch_anchor_targets(rpn_key, anchors, gt_boxes, gt_valid, c)
     sample = functools.partial(
-        roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, num_samples=c.roi_batch_size_per_image,
+        roi_heads.sample_rois, fg_iou=c.roi_fg_iou, bg_iou=c.roi_bg_iou, bg_iou_low=c.roi_bg_iou_low,
+        num_samples=c.roi_batch_size_per_image,
         positive_fraction=c.roi_positive_fraction)
     rois, labels, matched, positive, sampled = jax.vmap(sample)(
         jax.random.split(roi_key, n), proposals, proposal_valid, gt_boxes, gt_classes, gt_valid)
@@ -293,6 +315,8 @@ def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:
     raise ValueError(f"config.model.roi_aggregation: must be '', 'max' or 'avg'; got {config.roi_aggregation!r}")
   if config.name == "faster_rcnn" and config.mask:
     raise ValueError("config.model.mask: faster_rcnn has no mask branch; name mask_rcnn builds one")
+  if config.backbone == "vgg16" and config.mask:
+    raise ValueError("config.model.backbone: vgg16 has no mask head; use it with name faster_rcnn")
   return config
 
 
@@ -316,12 +340,9 @@ def loss(outputs, batch, model_config):
   del batch, model_config
   rpn_objectness, rpn_box = rpn.rpn_loss(outputs["rpn_objectness"], outputs["rpn_deltas"], outputs["rpn_positive"],
                                          outputs["rpn_negative"], outputs["rpn_targets"])
-  sampled = outputs["roi_valid"]
-  count = jnp.maximum(sampled.sum(), 1)
-  labels = jnp.where(sampled, outputs["roi_labels"], IGNORE_LABEL)
-  classifier = softmax_cross_entropy(outputs["class_logits"], labels, ignore_index=IGNORE_LABEL, reduction="sum") / count
-  box = smooth_l1_loss(outputs["box_deltas"], outputs["box_targets"], beta=1 / 9, reduction="none").sum(-1)
-  box_reg = jnp.sum(jnp.where(outputs["roi_positive"], box, 0.0)) / count
+  classifier, box_reg = roi_heads.box_losses(outputs["class_logits"], outputs["roi_labels"], outputs["roi_valid"],
+                                             outputs["roi_positive"], outputs["box_deltas"], outputs["box_targets"],
+                                             beta=1 / 9)
   metrics = {"loss_objectness": rpn_objectness, "loss_rpn_box_reg": rpn_box, "loss_classifier": classifier,
              "loss_box_reg": box_reg, "num_positive_rois": outputs["roi_positive"].sum(-1).mean().astype(jnp.float32)}
   if "mask_logits" in outputs:

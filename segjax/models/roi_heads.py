@@ -8,9 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.constants import IGNORE_LABEL
 from segjax.layers.conv import MatmulConv
 from segjax.ops.box_nms import batched_nms
 from segjax.ops.boxes import box_iou, clip_boxes, decode_boxes
+from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.matching import match_boxes, sample_balanced
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's RoIHeads box coder
@@ -21,10 +23,16 @@ _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 class BoxHead(nn.Module):
   """TwoMLPHead (fc6, fc7 with ReLU) + FastRCNNPredictor: RoI features [R, 7, 7, C] -> (class logits [R, K],
   box deltas [R, K, 4]); K counts the background class 0. With num_fc=0 (the C4 head) only the predictor, on the
-  average pool of res5's [R, 7, 7, 2048] (detectron2's Res5ROIHeads)."""
+  average pool of res5's [R, 7, 7, 2048] (detectron2's Res5ROIHeads). dropout_rate > 0 follows each fc with dropout
+  (Fast and Faster R-CNN's VGG-16 drop6 and drop7; a "dropout" rng when not deterministic). ranks[i] > 0 makes
+  the (i+1)-th fc two layers through that many units (Fast R-CNN's truncated SVD, Girshick 2015 Sec. 3.1): "fcN_sv"
+  (Sigma_t V_t^T, no bias) then "fcN_u" (U_t and the fc's bias); segjax.ops.truncated_svd converts the weights."""
   num_classes: int
   representation_size: int = 1024
   num_fc: int = 2
+  dropout_rate: float = 0.0
+  ranks: tuple[int, ...] = ()
+  deterministic: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -32,8 +40,16 @@ class BoxHead(nn.Module):
     dense = lambda size, name, init=nn.initializers.lecun_normal(): nn.Dense(
         size, kernel_init=init, dtype=self.dtype, name=name)
     x = features.reshape(features.shape[0], -1) if self.num_fc else features.mean((1, 2))
-    for i in range(6, 6 + self.num_fc):
-      x = nn.relu(dense(self.representation_size, f"fc{i}")(x))
+    for j, i in enumerate(range(6, 6 + self.num_fc)):
+      rank = self.ranks[j] if j < len(self.ranks) else 0
+      if rank:
+        x = nn.Dense(rank, use_bias=False, dtype=self.dtype, name=f"fc{i}_sv")(x)
+        x = nn.relu(dense(self.representation_size, f"fc{i}_u")(x))
+      else:
+        x = nn.relu(dense(self.representation_size, f"fc{i}")(x))
+      if self.dropout_rate:
+        x = nn.Dropout(self.dropout_rate, deterministic=self.deterministic)(x)
+    self.sow("intermediates", "features", x)  # fc7's output: R-CNN's and SPP-net's SVMs read it
     class_logits = dense(self.num_classes, "cls_score", nn.initializers.normal(0.01))(x)
     deltas = dense(4 * self.num_classes, "bbox_pred", nn.initializers.normal(0.001))(x)
     return class_logits.astype(jnp.float32), deltas.reshape(-1, self.num_classes, 4).astype(jnp.float32)
@@ -67,8 +83,12 @@ class MaskHead(nn.Module):
 
 
 def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou, num_samples,
-                positive_fraction):
+                positive_fraction, bg_iou_low=0.0):
   """The RoI minibatch of one image (torchvision's RoIHeads.select_training_samples), positives first.
+
+  Foreground: IoU >= fg_iou with a ground-truth box; background: best IoU in [bg_iou_low, bg_iou) (Fast R-CNN's
+  hierarchical sampling, Girshick 2015 Sec. 2.3: [0.1, 0.5), the lower bound a heuristic for hard example mining;
+  torchvision and Faster R-CNN end to end: 0); RoIs in neither are not sampled.
 
   Args:
     proposals: [P, 4] with proposal_valid [P]; gt_boxes [M, 4], gt_classes [M] (1..K-1), gt_valid [M].
@@ -81,11 +101,26 @@ def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, 
   valid = jnp.concatenate([proposal_valid, gt_valid])
   matches = match_boxes(box_iou(gt_boxes, rois), gt_valid, fg_iou, bg_iou, allow_low_quality_matches=False)
   labels = jnp.where(matches >= 0, gt_classes[jnp.maximum(matches, 0)], jnp.where(matches == -1, 0, -1))
+  if bg_iou_low > 0:
+    best = jnp.max(jnp.where(gt_valid[:, None], box_iou(gt_boxes, rois), 0.0), axis=0, initial=0.0)
+    labels = jnp.where((labels == 0) & (best < bg_iou_low), -1, labels)
   positive, negative = sample_balanced(key, jnp.where(valid, labels, -1), num_samples, positive_fraction)
   _, order = jax.lax.top_k(2 * positive.astype(jnp.int32) + negative, min(num_samples, rois.shape[0]))
   picked_valid = (positive | negative)[order]
   return (rois[order], jnp.where(positive[order], labels[order], 0), jnp.maximum(matches[order], 0),
           positive[order], picked_valid)
+
+
+def box_losses(class_logits, labels, valid, positive, box_deltas, box_targets, beta):
+  """Fast R-CNN's multi-task loss terms (Girshick 2015, Eq. 1-3) over sampled RoIs [..., S]: the log loss of the
+  true class, and smooth L1 (transition `beta`) of the true class's box deltas on foreground RoIs, each summed and
+  divided by the number of sampled RoIs (py-faster-rcnn's SoftmaxWithLoss and SmoothL1Loss; torchvision's
+  fastrcnn_loss). Returns (classification, box regression)."""
+  count = jnp.maximum(valid.sum(), 1)
+  labels = jnp.where(valid, labels, IGNORE_LABEL)
+  classification = softmax_cross_entropy(class_logits, labels, ignore_index=IGNORE_LABEL, reduction="sum") / count
+  box = smooth_l1_loss(box_deltas, box_targets, beta=beta, reduction="none").sum(-1)
+  return classification, jnp.sum(jnp.where(positive, box, 0.0)) / count
 
 
 def detect(class_logits, deltas, proposals, proposal_valid, image_hw, *, score_threshold, nms_threshold,

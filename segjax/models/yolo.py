@@ -57,6 +57,7 @@ def model_config(name="yolo_v1") -> ml_collections.ConfigDict:
       "skip_pools": 0,  # leaves out the first max-pooling layers: small images keep a final map near S x S
       "dropout_rate": 0.5,
       "batch_norm": False,  # the paper has none; Darknet's later yolov1.cfg normalises every convolution
+      "batch_norm_momentum": 0.99,  # of the running statistics, Darknet's (0.99 old + 0.01 batch)
       "dtype": "float32",
       # Eq. 3
       "lambda_coord": 5.0,
@@ -84,6 +85,7 @@ class YOLO(nn.Module):
   skip_pools: int = 0
   dropout_rate: float = 0.5
   batch_norm: bool = False
+  batch_norm_momentum: float = 0.99
   dtype: str = "float32"
 
   @nn.compact
@@ -103,7 +105,7 @@ class YOLO(nn.Module):
                   padding=[(size // 2, size // 2)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
                   name=f"conv{conv_index}")(x)
       if self.batch_norm:  # Darknet: normalise, scale, then add the bias
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-6, dtype=self.dtype,
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum, epsilon=1e-6, dtype=self.dtype,
                          name=f"bn{conv_index}")(x)
       x = leaky_relu(x)
       conv_index += 1
@@ -226,7 +228,7 @@ def build(config, info):
               grid_size=config.grid_size, boxes_per_cell=config.boxes_per_cell, hidden_units=config.hidden_units,
               width_multiplier=config.width_multiplier, skip_pools=config.skip_pools,
               dropout_rate=config.dropout_rate,
-              batch_norm=config.batch_norm, dtype=config.dtype)
+              batch_norm=config.batch_norm, batch_norm_momentum=config.batch_norm_momentum, dtype=config.dtype)
 
 
 def loss(outputs, batch, config):
