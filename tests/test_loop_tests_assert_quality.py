@@ -19,7 +19,6 @@ QUALITY_NAMES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU", "PQ", "SQ", "RQ", "AP
 LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_train_fsdp.py", "test_train_evaluate.py",
                   "test_train_workdir_url.py")
 RANGE_ONLY = {
-    "test_models_deeplab.py::test_demo_config_trains_through_the_loop",
     "test_models_deeplab_v1v2.py::test_demo_trains_through_the_loop",
     "test_models_fcn.py::test_demo_crf_rnn_trains_through_the_loop",
     "test_models_gcn.py::test_demo_trains_through_the_loop",
