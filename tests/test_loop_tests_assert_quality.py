@@ -21,7 +21,6 @@ LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_trai
 RANGE_ONLY = {
     "test_models_deeplab_v1v2.py::test_demo_trains_through_the_loop",
     "test_models_fcn.py::test_demo_crf_rnn_trains_through_the_loop",
-    "test_models_gcn.py::test_demo_trains_through_the_loop",
     "test_models_panoptic_fcn.py::test_tiny_run_through_the_loop_writes_pq_and_pictures",
     "test_models_pspnet.py::test_demo_trains_through_the_loop",
     "test_models_segnet.py::test_demo_segnet_trains_through_the_loop",
