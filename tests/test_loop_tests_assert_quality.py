@@ -22,7 +22,6 @@ RANGE_ONLY = {
     "test_models_deeplab_v1v2.py::test_demo_trains_through_the_loop",
     "test_models_fcn.py::test_demo_crf_rnn_trains_through_the_loop",
     "test_models_panoptic_fcn.py::test_tiny_run_through_the_loop_writes_pq_and_pictures",
-    "test_models_unet.py::test_demo_unet_trains_through_the_loop",
     "test_models_unet.py::test_valid_unet_trains_and_is_evaluated_through_the_loop",
     "test_train_panoptic.py::test_tiny_panoptic_fpn_run_writes_pq_and_pictures",
 }
