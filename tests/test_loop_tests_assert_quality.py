@@ -20,7 +20,6 @@ LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_trai
                   "test_train_workdir_url.py")
 RANGE_ONLY = {
     "test_models_panoptic_fcn.py::test_tiny_run_through_the_loop_writes_pq_and_pictures",
-    "test_train_panoptic.py::test_tiny_panoptic_fpn_run_writes_pq_and_pictures",
 }
 
 
