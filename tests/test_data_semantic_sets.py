@@ -16,7 +16,7 @@ from segjax.data import DatasetError
 from segjax.data import config as config_lib
 from segjax.data import pipeline
 from segjax.train.loop import train_and_evaluate
-from train_util import read_metrics, tiny_config
+from train_util import FAST_OPTIMIZER, read_metrics, tiny_config
 
 VOC_VALUES = list(range(21)) + [255]
 # cityscapesScripts' labels.py: label id -> train id of the 19 evaluated classes; every other id is ignored.
@@ -42,6 +42,15 @@ def _labels(rng, h, w, values):
   labels = rng.choice(values, (h, w)).astype(np.uint8)
   labels.reshape(-1)[:len(values)] = values
   return labels
+
+
+def _person_on_background(rng, h, w):
+  """(image, labels): a dark background (0) left of a random column, a bright person (15) right of it, so the class
+  of a pixel is in its colour."""
+  labels = np.where(np.arange(w) >= rng.integers(w // 4, 3 * w // 4), 15, 0).astype(np.uint8)
+  labels = np.broadcast_to(labels, (h, w)).copy()
+  image = np.where(labels[..., None] == 15, 200, 40) + rng.integers(0, 20, (h, w, 3))
+  return image.astype(np.uint8), labels
 
 
 def _palette_png(path, indices):
@@ -73,8 +82,9 @@ def _write_lists(folder, lists):
       f.write("\n".join(names) + "\n")
 
 
-def write_voc(base, seed=0):
+def write_voc(base, seed=0, learnable=False):
   """VOC train {a, b}, val {c}; SBD train {b, d}, val {c, e}: train_aug is {a, b, d, e} with VOC's label for b.
+  Random colours and labels, or with `learnable` a person on a background (_person_on_background).
 
   Returns (VOCdevkit, benchmark_RELEASE, {name: (image, label)} of what each name should read).
   """
@@ -88,13 +98,14 @@ def write_voc(base, seed=0):
   expected = {}
   for k, name in enumerate((a, b, c)):
     h, w = 20 + 2 * k, 28
-    image, label = _rgb(rng, h, w), _labels(rng, h, w, VOC_VALUES)
+    image, label = _person_on_background(rng, h, w) if learnable else (_rgb(rng, h, w), _labels(rng, h, w, VOC_VALUES))
     Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
     _palette_png(voc / "SegmentationClass" / f"{name}.png", label)
     expected[name] = image, label
   for k, name in enumerate((b, c, d, e)):
     h, w = 18 + 2 * k, 26
-    image, label = _rgb(rng, h, w), _labels(rng, h, w, list(range(21)))
+    image, label = (_person_on_background(rng, h, w) if learnable
+                    else (_rgb(rng, h, w), _labels(rng, h, w, list(range(21)))))
     Image.fromarray(image).save(sbd / "img" / f"{name}.jpg", quality=95)
     _sbd_mat(sbd / "cls" / f"{name}.mat", label)
     expected.setdefault(name, (image, label))
@@ -327,12 +338,15 @@ def test_unknown_name_is_an_error_naming_the_field(tmp_path):
     pipeline.prepare(_config("pascal", tmp_path, tmp_path / "tfds", "train", "val"))
 
 
-def test_tiny_fcn_trains_and_evaluates_on_fake_voc(voc_layout, tmp_path, caplog):
-  root, sbd_root, _ = voc_layout
+def test_tiny_fcn_trains_and_evaluates_on_fake_voc(tmp_path, caplog):
+  """The tiny FCN through the loop on a VOC layout whose pixels' class is in their colour: one compile of the train
+  step for images of several sizes, and a training loss below what any predictor ignoring the image reaches."""
+  root, sbd_root, expected = write_voc(tmp_path / "voc", learnable=True)
+  n = 6
   config = tiny_config(root, **{"dataset.name": "voc", "dataset.sbd_root": str(sbd_root),
                                 "dataset.train_split": "train_aug", "dataset.eval_split": "val",
-                                "dataset.data_dir": str(tmp_path / "tfds"), "total_steps": 2,
-                                "eval_every_steps": 2, "checkpoint_every_steps": 2})
+                                "dataset.data_dir": str(tmp_path / "tfds"), "total_steps": n,
+                                "eval_every_steps": n, "checkpoint_every_steps": n, **FAST_OPTIMIZER})
   jax.config.update("jax_log_compiles", True)
   try:
     with caplog.at_level(logging.WARNING):
@@ -341,9 +355,17 @@ def test_tiny_fcn_trains_and_evaluates_on_fake_voc(voc_layout, tmp_path, caplog)
     jax.config.update("jax_log_compiles", False)
   compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
   assert sum("train_step" in m for m in compiles) == 1, compiles  # images of several sizes, one static shape
-  assert [r["step"] for r in read_metrics(tmp_path / "work")] == [1, 2]
+  train = read_metrics(tmp_path / "work")
+  assert [r["step"] for r in train] == list(range(1, n + 1))
+  # Ignoring the image, the best cross-entropy is the entropy H(p) of the person share p of train_aug's pixels ({a, b,
+  # d, e}: about log 2, p ~ 0.47); log 21 at init. The margin: 15% below H(p).
+  a, b, _, d, e = sorted(expected)
+  p = np.mean(np.concatenate([expected[name][1].ravel() for name in (a, b, d, e)]) == 15)
+  image_blind = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+  losses = [r["loss"] for r in train]
+  assert np.mean(losses[-2:]) < 0.85 * image_blind, losses
   (evaluation,) = read_metrics(tmp_path / "work", "eval")
-  assert evaluation["step"] == 2 and 0.0 <= evaluation["mIoU"] <= 1.0
+  assert evaluation["step"] == n and 0.0 <= evaluation["mIoU"] <= 1.0
   assert evaluation["mIoU"] == pytest.approx(metrics["mIoU"])
-  with open(tmp_path / "work" / "checkpoints" / "2" / "identity" / "metadata") as f:
+  with open(tmp_path / "work" / "checkpoints" / str(n) / "identity" / "metadata") as f:
     assert json.load(f)["num_semantic_classes"] == 21  # the model was built for VOC's 21 classes

@@ -19,20 +19,7 @@ QUALITY_NAMES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU", "PQ", "SQ", "RQ", "AP
 LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_train_fsdp.py", "test_train_evaluate.py",
                   "test_train_workdir_url.py")
 RANGE_ONLY = {
-    "test_data_semantic_sets.py::test_tiny_fcn_trains_and_evaluates_on_fake_voc",
-    "test_models_deeplab.py::test_demo_config_trains_through_the_loop",
-    "test_models_deeplab_v1v2.py::test_demo_trains_through_the_loop",
-    "test_models_fcn.py::test_demo_crf_rnn_trains_through_the_loop",
-    "test_models_gcn.py::test_demo_trains_through_the_loop",
     "test_models_panoptic_fcn.py::test_tiny_run_through_the_loop_writes_pq_and_pictures",
-    "test_models_pspnet.py::test_demo_trains_through_the_loop",
-    "test_models_segnet.py::test_demo_segnet_trains_through_the_loop",
-    "test_models_unet.py::test_demo_unet_trains_through_the_loop",
-    "test_models_unet.py::test_valid_unet_trains_and_is_evaluated_through_the_loop",
-    "test_train_instance.py::test_coco_metrics_results_and_pictures",
-    "test_train_instance.py::test_targets_and_sampling_rng_reach_the_forward_pass",
-    "test_train_instance.py::test_train_and_eval_steps_compile_once",
-    "test_train_panoptic.py::test_tiny_panoptic_fpn_run_writes_pq_and_pictures",
 }
 
 
