@@ -59,3 +59,22 @@ def test_deformable_stages_bad_arguments():
     ResNet(deformable_stages=(6,))
   with pytest.raises(ValueError, match="depth 50"):
     ResNet(depth=18, deformable_stages=(5,))
+
+
+@pytest.mark.parametrize("name", ["deeplab_v3", "deeplab_v2"])
+def test_deeplab_config_key_makes_res5_deformable(name):
+  """config.model.deformable_stages reaches the models' ResNet: each res5 block gains one zero-initialised 3x3
+  offset conv of 2 * 9 outputs over its 3x3 conv's input (planes = 16 * 8 channels at width 16), nothing else."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from segjax.models import get_model  # pylint: disable=g-import-not-at-top
+  from segjax.weights.torchvision import abstract_variables  # pylint: disable=g-import-not-at-top
+  info = ml_collections.ConfigDict({"num_semantic_classes": 3})
+  model = get_model(name)
+  params = {}
+  for stages in ((), (5,)):
+    config = ml_collections.ConfigDict({"name": name, "depth": 50, "width": 16, "deformable_stages": stages})
+    params[stages] = traverse_util.flatten_dict(abstract_variables(model.build(config, info))["params"])
+  added = {k: v.shape for k, v in params[(5,)].items() if k not in params[()]}
+  assert added == {("backbone", f"layer4_{b}", "conv2_offset", v): shape for b in range(3)
+                   for v, shape in (("kernel", (3, 3, 128, 18)), ("bias", (18,)))}
+  assert all(params[(5,)][k].shape == v.shape for k, v in params[()].items())

@@ -55,8 +55,9 @@ class Bottleneck(nn.Module):
   """1x1 -> 3x3 (stride, dilation) -> 1x1 x4 (ResNet-50+, v1.5); x [N,H,W,Cin] -> [N,H/s,W/s,4*planes].
 
   With `deformable`, the 3x3 is a deformable conv (Dai et al. 2017, Sec. 2.1): `conv2_offset`, a 3x3 conv of the
-  same stride and dilation initialised to zero (the paper's offset layers start at zero), predicts its 2 * 9
-  offsets; `conv2/kernel` keeps the plain conv's name and shape, so a plain ResNet's weights load unchanged and,
+  same stride and dilation (the paper's rule; the reference code's DeepLab and R-FCN symbols give the offset conv
+  dilation 1 beside a dilation-2 deformable conv) initialised to zero (the paper's offset layers start at zero),
+  predicts its 2 * 9 offsets; `conv2/kernel` keeps the plain conv's name and shape, so a plain ResNet's weights load unchanged and,
   before training moves the offsets, the block computes the plain one.
   """
   planes: int
@@ -72,7 +73,8 @@ class Bottleneck(nn.Module):
     y = nn.relu(self.norm(name="bn1")(self.conv(self.planes, (1, 1), padding=0, name="conv1")(x)))
     if self.deformable:
       offset = Conv(2 * 3 * 3, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d,
-                    kernel_init=nn.initializers.zeros, dtype=y.dtype, param_dtype=jnp.float32, name="conv2_offset")(y)
+                    kernel_init=nn.initializers.zeros, dtype=y.dtype, param_dtype=jnp.float32,
+                    name="conv2_offset")(y)
       y = DeformConv(self.planes, 3, strides=self.strides, padding=d * (3 - 1) // 2, kernel_dilation=d,
                      dtype=y.dtype, name="conv2")(y, offset)
     else:

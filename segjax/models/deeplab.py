@@ -98,6 +98,7 @@ class DeepLabV3(nn.Module):
   width: int = 64
   output_stride: int = 8
   multi_grid: tuple[int, ...] | None = None
+  deformable_stages: tuple[int, ...] = ()
   head: str = "aspp"
   rates: tuple[int, ...] = (12, 24, 36)
   aux: bool = False
@@ -111,7 +112,8 @@ class DeepLabV3(nn.Module):
       raise ValueError(f"config.model.head must be one of {HEADS}; got {self.head!r}")
     height, width = images.shape[1:3]
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
-                      multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(
+                      multi_grid=self.multi_grid, deformable_stages=self.deformable_stages, dtype=self.dtype,
+                      name="backbone")(
                           normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     if self.head == "aspp":
       scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
@@ -131,7 +133,8 @@ def model_config() -> ml_collections.ConfigDict:
   """DeepLab v3 on ResNet-101 at output stride 16, ASPP rates (6, 12, 18) (Chen et al. 2017, Sec. 4); num_classes
   None takes the data set's (a converted model's config sets its classifier's)."""
   return ml_collections.ConfigDict({
-      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None, "head": "aspp",
+      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None,
+      "deformable_stages": (), "head": "aspp",
       "rates": (6, 12, 18), "aux": False, "aux_weight": 0.5, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
       "pixel_std": IMAGENET_STD, "num_classes": None})
 
@@ -150,6 +153,7 @@ def build(config, info):
   grid = c.get("multi_grid")
   return DeepLabV3(num_classes=semantic_num_classes(c, info), depth=c.depth, width=c.width,
                    output_stride=c.output_stride, multi_grid=tuple(grid) if grid else None,
+                   deformable_stages=tuple(c.deformable_stages),
                    head=c.head, rates=tuple(c.rates), aux=c.aux,
                    dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
