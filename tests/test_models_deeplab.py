@@ -90,8 +90,15 @@ TINY = ml_collections.ConfigDict({"name": "deeplab_v3", "depth": 18, "width": 8,
                                   "aux_weight": 0.4, "dtype": "float32"})
 
 
-def test_tiny_deeplab_trains_without_recompiling():
-  module = deeplab.build(TINY, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+# Deformable ConvNets' DeepLab: the fc1024 head on a frozen-BN trunk with deformable res5 (bottleneck ResNets only).
+DCN_HEAD = {"depth": 50, "multi_grid": None, "head": "fc1024", "norm": "frozen", "deformable_stages": (5,)}
+
+
+# The fc1024 head on a frozen-BN ResNet-18 (the deformable res5's gradients: tests/test_backbones_deformable.py).
+@pytest.mark.parametrize("overrides", [{}, {"head": "fc1024", "norm": "frozen"}], ids=["aspp", "fc1024_frozen"])
+def test_tiny_deeplab_trains_without_recompiling(overrides):
+  config = ml_collections.ConfigDict({**TINY.to_dict(), **overrides})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
   rng = np.random.default_rng(0)
   labels = np.kron(rng.integers(0, 3, size=(2, 6, 6)), np.ones((8, 8), np.int32))  # 8x8 blocks of a class
   images = (np.eye(3)[labels] * 0.6 + rng.uniform(0, 0.4, size=(2, 48, 48, 3))).astype(np.float32)
@@ -107,7 +114,7 @@ def test_tiny_deeplab_trains_without_recompiling():
     def loss_fn(params):
       outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
                                       mutable=["batch_stats"], rngs={"dropout": key})
-      return deeplab.loss(outputs, batch, TINY)[0], updates
+      return deeplab.loss(outputs, batch, config)[0], updates
 
     (value, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     deltas, opt_state = optimizer.update(grads, opt_state)
@@ -177,6 +184,26 @@ def test_v3plus_decoder_shapes():
   head = variables["params"]["classifier"]
   assert head["low_level_conv"]["kernel"].shape == (1, 1, 8, 48)  # C2 of a width-8 ResNet-18 has 8 channels
   assert head["decoder1_conv"]["kernel"].shape == (3, 3, 256 + 48, 256)
+  outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
+                           jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
+  assert outputs["logits"].shape == (1, 50, 66, 3)
+
+
+def test_fc1024_head_shapes_and_parameters():
+  """Deformable ConvNets' DeepLab head (resnet_v1_101_deeplab_dcn.py): fc6 1x1 to 1024 with bias, score 1x1 to the
+  classes; with frozen BN the trunk's normalisation holds no trainable parameters; logits at the input size."""
+  config = ml_collections.ConfigDict({**TINY.to_dict(), **DCN_HEAD, "aux": False})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+  variables = tv_weights.abstract_variables(module, (50, 66))
+  head = variables["params"]["classifier"]
+  channels = 4 * 8 * 8  # C5 of a width-8 ResNet-50: bottleneck expansion 4 times res5's 8 * width
+  assert head["fc6"]["kernel"].shape == (1, 1, channels, 1024) and head["fc6"]["bias"].shape == (1024,)
+  assert head["score"]["kernel"].shape == (1, 1, 1024, 3) and head["score"]["bias"].shape == (3,)
+  assert sum(np.size(p) for p in jax.tree.leaves(head)) == channels * 1024 + 1024 + 1024 * 3 + 3
+  backbone = variables["params"]["backbone"]
+  assert not [k for k in backbone if "bn" in k] and "bn1" in variables["batch_stats"]["backbone"]
+  offsets = [k for block in backbone.values() if isinstance(block, dict) for k in block if "offset" in k]
+  assert len(offsets) == 3  # one offset conv beside conv2 of each of res5's three bottleneck blocks
   outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
                            jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
   assert outputs["logits"].shape == (1, 50, 66, 3)
