@@ -207,3 +207,27 @@ def test_fc1024_head_shapes_and_parameters():
   outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
                            jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
   assert outputs["logits"].shape == (1, 50, 66, 3)
+
+
+@pytest.mark.parametrize("name,classes,plain,deformable", [("deeplab_dcn_r101_voc", 21, "70.7", "75.9"),
+                                                            ("deeplab_dcn_r101_cityscapes", 19, "70.3", "75.2")])
+def test_dcn_paper_configs_build_the_reference_model(name, classes, plain, deformable):
+  """Deformable ConvNets' DeepLab configs: ResNet-101, deformable res5, fc1024 head; `optimizer.frozen` fixes conv1
+  and res2 (torchvision's layer1) and nothing else, as the reference's FIXED_PARAMS; the docstring names the rows."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  from train_util import REPO  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  module_ = importlib.import_module(f"experiments.{name}")
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Not run here"):
+    assert field in module_.__doc__
+  config = module_.get_config()
+  module = deeplab.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": classes}))
+  params = tv_weights.abstract_variables(module, (64, 64))["params"]
+  assert params["classifier"]["fc6"]["kernel"].shape == (1, 1, 2048, 1024)
+  assert params["classifier"]["score"]["kernel"].shape == (1, 1, 1024, classes)
+  paths = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  frozen = [p for p in paths if any(re.match(r, p) for r in config.optimizer.frozen)]
+  assert frozen and all(p.startswith(("backbone/conv1/", "backbone/layer1_")) for p in frozen)
+  assert len([p for p in paths if p.startswith(("backbone/conv1/", "backbone/layer1_"))]) == len(frozen)
+  assert len([p for p in paths if "offset" in p]) == 2 * 3  # kernel and bias of res5's three offset convs
