@@ -6,10 +6,11 @@ classifier. DeepLab v3+ replaces that with its decoder on C2 ("decoder" head). T
 torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are upsampled bilinearly to the
 input size (half-pixel centres, torch's align_corners=False). The optional auxiliary FCNHead on C4 is
 torchvision's aux_classifier, trained with weight `aux_weight`. The "fc1024" head is the DeepLab of Deformable
-ConvNets (Dai et al. 2017, Sec. 3.1; msracver/Deformable-ConvNets deeplab/symbols/resnet_v1_101_deeplab_dcn.py):
-a 1x1 conv to 1024 channels with bias, ReLU, and a 1x1 score conv, both initialised N(0, 0.01) with zero bias.
-`norm` is the backbone's ("frozen": fixed ImageNet statistics, as that reference's use_global_stats). The paper's rates are (6, 12, 18) at output
-stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at output stride 8. Both are configs.
+ConvNets (Dai et al. 2017; msracver/Deformable-ConvNets deeplab/symbols/resnet_v1_101_deeplab_dcn.py): a 1x1 conv
+to 1024 channels with bias, ReLU, and a 1x1 score conv, both initialised N(0, 0.01) with zero bias. `norm` is the
+backbone's ("frozen": the pre-trained statistics and affine fixed, as that reference's use_global_stats). DeepLab
+v3's rates are (6, 12, 18) at output stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at
+output stride 8. Both are configs.
 """
 from typing import Any
 
