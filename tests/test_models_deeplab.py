@@ -90,8 +90,15 @@ TINY = ml_collections.ConfigDict({"name": "deeplab_v3", "depth": 18, "width": 8,
                                   "aux_weight": 0.4, "dtype": "float32"})
 
 
-def test_tiny_deeplab_trains_without_recompiling():
-  module = deeplab.build(TINY, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+# Deformable ConvNets' DeepLab: the fc1024 head on a frozen-BN trunk with deformable res5 (bottleneck ResNets only).
+DCN_HEAD = {"depth": 50, "multi_grid": None, "head": "fc1024", "norm": "frozen", "deformable_stages": (5,)}
+
+
+# The fc1024 head on a frozen-BN ResNet-18 (the deformable res5's gradients: tests/test_backbones_deformable.py).
+@pytest.mark.parametrize("overrides", [{}, {"head": "fc1024", "norm": "frozen"}], ids=["aspp", "fc1024_frozen"])
+def test_tiny_deeplab_trains_without_recompiling(overrides):
+  config = ml_collections.ConfigDict({**TINY.to_dict(), **overrides})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
   rng = np.random.default_rng(0)
   labels = np.kron(rng.integers(0, 3, size=(2, 6, 6)), np.ones((8, 8), np.int32))  # 8x8 blocks of a class
   images = (np.eye(3)[labels] * 0.6 + rng.uniform(0, 0.4, size=(2, 48, 48, 3))).astype(np.float32)
@@ -107,7 +114,7 @@ def test_tiny_deeplab_trains_without_recompiling():
     def loss_fn(params):
       outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
                                       mutable=["batch_stats"], rngs={"dropout": key})
-      return deeplab.loss(outputs, batch, TINY)[0], updates
+      return deeplab.loss(outputs, batch, config)[0], updates
 
     (value, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     deltas, opt_state = optimizer.update(grads, opt_state)
@@ -186,3 +193,47 @@ def test_v3plus_decoder_shapes():
   outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
                            jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
   assert outputs["logits"].shape == (1, 50, 66, 3)
+
+
+def test_fc1024_head_shapes_and_parameters():
+  """Deformable ConvNets' DeepLab head (resnet_v1_101_deeplab_dcn.py): fc6 1x1 to 1024 with bias, score 1x1 to the
+  classes; with frozen BN the trunk's normalisation holds no trainable parameters; logits at the input size."""
+  config = ml_collections.ConfigDict({**TINY.to_dict(), **DCN_HEAD, "aux": False})
+  module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+  variables = tv_weights.abstract_variables(module, (50, 66))
+  head = variables["params"]["classifier"]
+  channels = 4 * 8 * 8  # C5 of a width-8 ResNet-50: bottleneck expansion 4 times res5's 8 * width
+  assert head["fc6"]["kernel"].shape == (1, 1, channels, 1024) and head["fc6"]["bias"].shape == (1024,)
+  assert head["score"]["kernel"].shape == (1, 1, 1024, 3) and head["score"]["bias"].shape == (3,)
+  assert sum(np.size(p) for p in jax.tree.leaves(head)) == channels * 1024 + 1024 + 1024 * 3 + 3
+  backbone = variables["params"]["backbone"]
+  assert not [k for k in backbone if "bn" in k] and "bn1" in variables["batch_stats"]["backbone"]
+  offsets = [k for block in backbone.values() if isinstance(block, dict) for k in block if "offset" in k]
+  assert len(offsets) == 3  # one offset conv beside conv2 of each of res5's three bottleneck blocks
+  outputs = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables,
+                           jax.ShapeDtypeStruct((1, 50, 66, 3), jnp.float32))
+  assert outputs["logits"].shape == (1, 50, 66, 3)
+
+
+@pytest.mark.parametrize("name,classes,plain,deformable", [("deeplab_dcn_r101_voc", 21, "70.7", "75.9"),
+                                                            ("deeplab_dcn_r101_cityscapes", 19, "70.3", "75.2")])
+def test_dcn_paper_configs_build_the_reference_model(name, classes, plain, deformable):
+  """Deformable ConvNets' DeepLab configs: ResNet-101, deformable res5, fc1024 head; `optimizer.frozen` fixes conv1
+  and res2 (torchvision's layer1) and nothing else, as the reference's FIXED_PARAMS; the docstring names the rows."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  from train_util import REPO  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, REPO)
+  module_ = importlib.import_module(f"experiments.{name}")
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Not run here"):
+    assert field in module_.__doc__
+  config = module_.get_config()
+  module = deeplab.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": classes}))
+  params = tv_weights.abstract_variables(module, (64, 64))["params"]
+  assert params["classifier"]["fc6"]["kernel"].shape == (1, 1, 2048, 1024)
+  assert params["classifier"]["score"]["kernel"].shape == (1, 1, 1024, classes)
+  paths = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  frozen = [p for p in paths if any(re.match(r, p) for r in config.optimizer.frozen)]
+  assert frozen and all(p.startswith(("backbone/conv1/", "backbone/layer1_")) for p in frozen)
+  assert len([p for p in paths if p.startswith(("backbone/conv1/", "backbone/layer1_"))]) == len(frozen)
+  assert len([p for p in paths if "offset" in p]) == 2 * 3  # kernel and bias of res5's three offset convs

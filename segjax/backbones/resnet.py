@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.layers.conv import Conv
+from segjax.layers.deform_conv import DeformConv
 from segjax.layers.norms import NORMS, norm_layer
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -51,18 +52,33 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """1x1 -> 3x3 (stride, dilation) -> 1x1 x4 (ResNet-50+, v1.5); x [N,H,W,Cin] -> [N,H/s,W/s,4*planes]."""
+  """1x1 -> 3x3 (stride, dilation) -> 1x1 x4 (ResNet-50+, v1.5); x [N,H,W,Cin] -> [N,H/s,W/s,4*planes].
+
+  With `deformable`, the 3x3 is a deformable conv (Dai et al. 2017, Sec. 2.1): `conv2_offset`, a 3x3 conv of the
+  same stride and dilation (the paper's rule; the reference code's DeepLab and R-FCN symbols give the offset conv
+  dilation 1 beside a dilation-2 deformable conv) initialised to zero (the paper's offset layers start at zero),
+  predicts its 2 * 9 offsets; `conv2/kernel` keeps the plain conv's name and shape, so a plain ResNet's weights load unchanged and,
+  before training moves the offsets, the block computes the plain one.
+  """
   planes: int
   strides: int
   dilation: int
   conv: ModuleDef
   norm: ModuleDef
+  deformable: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     d = self.dilation
     y = nn.relu(self.norm(name="bn1")(self.conv(self.planes, (1, 1), padding=0, name="conv1")(x)))
-    y = self.conv(self.planes, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d, name="conv2")(y)
+    if self.deformable:
+      offset = Conv(2 * 3 * 3, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d,
+                    kernel_init=nn.initializers.zeros, dtype=y.dtype, param_dtype=jnp.float32,
+                    name="conv2_offset")(y)
+      y = DeformConv(self.planes, 3, strides=self.strides, padding=d * (3 - 1) // 2, kernel_dilation=d,
+                     dtype=y.dtype, name="conv2")(y, offset)
+    else:
+      y = self.conv(self.planes, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d, name="conv2")(y)
     y = nn.relu(self.norm(name="bn2")(y))
     y = self.norm(name="bn3")(self.conv(4 * self.planes, (1, 1), padding=0, name="conv3")(y))
     return nn.relu(y + _shortcut(self, x, 4 * self.planes))
@@ -91,6 +107,8 @@ class ResNet(nn.Module):
       block i uses its torchvision dilation times multi_grid[i]. None means all ones. The first
       block keeps the previous stage's dilation, so (1, 2, 4) at output stride 16 gives rates
       (1, 4, 8), where the paper's TF layout (stride in the last unit) gives (2, 4, 8).
+    deformable_stages: the stages (2..5 for res2..res5, i.e. C2..C5) whose bottleneck 3x3 convs are deformable
+      (Dai et al. 2017): (5,) is the paper's setting, its last three 3x3 layers (res5a, b, c). ResNet-50+ only.
     dtype: compute dtype; parameters stay float32.
   """
   depth: int = 50
@@ -98,6 +116,7 @@ class ResNet(nn.Module):
   norm: str = "batch"
   output_stride: int = 32
   multi_grid: tuple[int, ...] | None = None
+  deformable_stages: tuple[int, ...] = ()
   dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -110,6 +129,10 @@ class ResNet(nn.Module):
     last = STAGE_BLOCKS[self.depth][-1]
     if self.multi_grid is not None and len(self.multi_grid) != last:
       raise ValueError(f"multi_grid needs {last} rates for depth {self.depth}; got {self.multi_grid}")
+    if not set(self.deformable_stages) <= {2, 3, 4, 5}:
+      raise ValueError(f"deformable_stages must be among (2, 3, 4, 5); got {self.deformable_stages}")
+    if self.deformable_stages and self.depth < 50:
+      raise ValueError(f"deformable_stages needs a bottleneck ResNet (depth 50+); got depth {self.depth}")
     super().__post_init__()
 
   @nn.compact
@@ -140,6 +163,7 @@ class ResNet(nn.Module):
       if not names.index(start) - 1 <= stage <= names.index(stop) - 1:
         continue
       grid = self.multi_grid if (stage == 3 and self.multi_grid is not None) else (1,) * num_blocks
+      extra = {"deformable": True} if stage + 2 in self.deformable_stages else {}
       for b in range(num_blocks):
         x = block_cls(
             planes=self.width * 2**stage,
@@ -148,6 +172,7 @@ class ResNet(nn.Module):
             conv=conv,
             norm=norm,
             name=f"layer{stage + 1}_{b}",
+            **extra,
         )(x)
       features[f"C{stage + 2}"] = x
     return features

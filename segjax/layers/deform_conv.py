@@ -33,3 +33,26 @@ class ModulatedDeformConv(nn.Module):
     out = deform_conv2d(x.astype(jnp.float32), offset_mask[..., :2 * k * k], kernel, bias,
                         jax.nn.sigmoid(offset_mask[..., 2 * k * k:]), padding=k // 2)
     return out.astype(self.dtype)
+
+
+class DeformConv(nn.Module):
+  """DCN v1 (Dai et al. 2017, Sec. 2.1) in place of a plain k x k conv: x [N, H, W, C] -> [N, H', W', features].
+
+  Parameter `kernel` [k, k, C, features] (HWIO, no bias) has the name, shape and initialiser of flax's Conv kernel,
+  so a plain conv's weights (converted torchvision ones included) load into it unchanged. The offsets come from
+  the caller (ResNet's sibling `conv2_offset`), 2 k^2 channels ordered (k, k, (dy, dx)) as torchvision's.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  padding: int = 0
+  kernel_dilation: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, offset):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+    out = deform_conv2d(x.astype(jnp.float32), offset.astype(jnp.float32), kernel, stride=self.strides,
+                        padding=self.padding, dilation=self.kernel_dilation)
+    return out.astype(self.dtype)

@@ -5,8 +5,12 @@ and ReLU, concatenated and projected to 256 channels; then torchvision's 3x3 con
 classifier. DeepLab v3+ replaces that with its decoder on C2 ("decoder" head). The "fcn" head is
 torchvision's FCNHead (3x3 conv to C/4, BN, ReLU, dropout 0.1, 1x1). Logits are upsampled bilinearly to the
 input size (half-pixel centres, torch's align_corners=False). The optional auxiliary FCNHead on C4 is
-torchvision's aux_classifier, trained with weight `aux_weight`. The paper's rates are (6, 12, 18) at output
-stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at output stride 8. Both are configs.
+torchvision's aux_classifier, trained with weight `aux_weight`. The "fc1024" head is the DeepLab of Deformable
+ConvNets (Dai et al. 2017; msracver/Deformable-ConvNets deeplab/symbols/resnet_v1_101_deeplab_dcn.py): a 1x1 conv
+to 1024 channels with bias, ReLU, and a 1x1 score conv, both initialised N(0, 0.01) with zero bias. `norm` is the
+backbone's ("frozen": the pre-trained statistics and affine fixed, as that reference's use_global_stats). DeepLab
+v3's rates are (6, 12, 18) at output stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at
+output stride 8. Both are configs.
 """
 from typing import Any
 
@@ -25,7 +29,7 @@ from segjax.ops.pooling import resize_bilinear
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
 INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
-HEADS = ("aspp", "decoder", "fcn")  # DeepLab v3, v3+, torchvision FCN
+HEADS = ("aspp", "decoder", "fcn", "fc1024")  # DeepLab v3, v3+, torchvision FCN, Deformable ConvNets' DeepLab
 
 
 def _conv_bn_relu(x, features, kernel, train, dtype, name, dilation=1):
@@ -91,6 +95,22 @@ class FCNHead(nn.Module):
     return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(y)
 
 
+class Fc1024Head(nn.Module):
+  """Deformable ConvNets' DeepLab head: fc6 (1x1 conv to 1024, bias, ReLU) and score (1x1 conv to the classes)."""
+  num_classes: int
+  features: int = 1024
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train  # no normalisation or dropout
+    init = nn.initializers.normal(0.01)
+    y = nn.relu(Conv(self.features, (1, 1), kernel_init=init, dtype=self.dtype, param_dtype=jnp.float32,
+                     name="fc6")(x))
+    return Conv(self.num_classes, (1, 1), kernel_init=init, dtype=self.dtype, param_dtype=jnp.float32,
+                name="score")(y)
+
+
 class DeepLabV3(nn.Module):
   """images [N,H,W,3] -> {"logits" [N,H,W,L]} (+ "aux_logits" from C4 when `aux`)."""
   num_classes: int
@@ -98,6 +118,8 @@ class DeepLabV3(nn.Module):
   width: int = 64
   output_stride: int = 8
   multi_grid: tuple[int, ...] | None = None
+  deformable_stages: tuple[int, ...] = ()
+  norm: str = "batch"
   head: str = "aspp"
   rates: tuple[int, ...] = (12, 24, 36)
   aux: bool = False
@@ -110,14 +132,17 @@ class DeepLabV3(nn.Module):
     if self.head not in HEADS:
       raise ValueError(f"config.model.head must be one of {HEADS}; got {self.head!r}")
     height, width = images.shape[1:3]
-    features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
-                      multi_grid=self.multi_grid, dtype=self.dtype, name="backbone")(
+    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
+                      multi_grid=self.multi_grid, deformable_stages=self.deformable_stages, dtype=self.dtype,
+                      name="backbone")(
                           normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     if self.head == "aspp":
       scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
     elif self.head == "decoder":
       scores = DecoderHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(
           features["C5"], features["C2"], train)
+    elif self.head == "fc1024":
+      scores = Fc1024Head(self.num_classes, dtype=self.dtype, name="classifier")(features["C5"], train)
     else:
       scores = FCNHead(self.num_classes, dtype=self.dtype, name="classifier")(features["C5"], train)
     outputs = {"logits": resize_bilinear(scores.astype(jnp.float32), height, width)}
@@ -131,7 +156,8 @@ def model_config() -> ml_collections.ConfigDict:
   """DeepLab v3 on ResNet-101 at output stride 16, ASPP rates (6, 12, 18) (Chen et al. 2017, Sec. 4); num_classes
   None takes the data set's (a converted model's config sets its classifier's)."""
   return ml_collections.ConfigDict({
-      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None, "head": "aspp",
+      "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None,
+      "deformable_stages": (), "norm": "batch", "head": "aspp",
       "rates": (6, 12, 18), "aux": False, "aux_weight": 0.5, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
       "pixel_std": IMAGENET_STD, "num_classes": None})
 
@@ -150,6 +176,7 @@ def build(config, info):
   grid = c.get("multi_grid")
   return DeepLabV3(num_classes=semantic_num_classes(c, info), depth=c.depth, width=c.width,
                    output_stride=c.output_stride, multi_grid=tuple(grid) if grid else None,
+                   deformable_stages=tuple(c.deformable_stages), norm=c.norm,
                    head=c.head, rates=tuple(c.rates), aux=c.aux,
                    dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 

@@ -36,6 +36,7 @@ class DeepLabV2(nn.Module):
   width: int = 64
   norm: str = "frozen"
   output_stride: int = 8
+  deformable_stages: tuple[int, ...] = ()
   rates: tuple[int, ...] = (6, 12, 18, 24)
   dtype: Any = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
@@ -50,7 +51,7 @@ class DeepLabV2(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     trunk = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
-                   dtype=self.dtype, name="backbone")
+                   deformable_stages=self.deformable_stages, dtype=self.dtype, name="backbone")
     branches = [Conv(self.num_classes, (3, 3), padding=rate, kernel_dilation=rate,
                      kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, param_dtype=jnp.float32,
                      name=f"fc1_c{i}") for i, rate in enumerate(self.rates)]
@@ -66,7 +67,8 @@ class DeepLabV2(nn.Module):
 def model_config() -> ml_collections.ConfigDict:
   """DeepLab v2 ASPP-L on ResNet-101 at output stride 8, one input scale (MSC: scales (1.0, 0.75, 0.5), "max")."""
   return ml_collections.ConfigDict({
-      "name": "deeplab_v2", "depth": 101, "width": 64, "norm": "frozen", "output_stride": 8, "rates": (6, 12, 18, 24),
+      "name": "deeplab_v2", "depth": 101, "width": 64, "norm": "frozen", "output_stride": 8, "deformable_stages": (),
+      "rates": (6, 12, 18, 24),
       "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD, "scales": (1.0,),
       "scale_fusion": ""})
 
@@ -74,6 +76,6 @@ def model_config() -> ml_collections.ConfigDict:
 def build(config, info):
   c = validated(config, model_config())
   return DeepLabV2(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
-                   norm=c.norm, output_stride=c.output_stride,
+                   norm=c.norm, output_stride=c.output_stride, deformable_stages=tuple(c.deformable_stages),
                    rates=tuple(c.rates), dtype=jnp.dtype(c.dtype), scales=tuple(c.scales),
                    scale_fusion=c.scale_fusion, **pixel_normalization(c))
