@@ -18,9 +18,7 @@ LOOP_CALLS = {"train_and_evaluate", "train_through_loop", "run_cli"}
 QUALITY_NAMES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU", "PQ", "SQ", "RQ", "AP", "loss")
 LOOP_MECHANICS = ("test_train_loop.py", "test_train_multiprocess.py", "test_train_fsdp.py", "test_train_evaluate.py",
                   "test_train_workdir_url.py")
-RANGE_ONLY = {
-    "test_models_panoptic_fcn.py::test_tiny_run_through_the_loop_writes_pq_and_pictures",
-}
+RANGE_ONLY = set()
 
 
 def _call_name(node):
