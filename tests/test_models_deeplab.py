@@ -151,6 +151,7 @@ def test_paper_config_has_torchvision_r101_parameter_count():
   assert ours == sum(p.numel() for p in reference.parameters())
 
 
+@pytest.mark.slow  # ~60 s of CI: 20 loop steps and the eval compile
 def test_demo_config_trains_through_the_loop(tmp_path):
   """experiments/demo_deeplab_v3.py (v3+ decoder, aux head) at width 8 for 20 steps of FAST_OPTIMIZER: the main
   head's cross-entropy ends below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see

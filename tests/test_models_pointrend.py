@@ -66,6 +66,7 @@ def test_bad_config_is_an_error_naming_the_key(key, value, match):
     pointrend.build(config, INFO)
 
 
+@pytest.mark.slow  # ~90 s of CI: the detector's train step and predict compile
 def test_tiny_model_trains_without_recompiling_and_predicts_subdivided_masks():
   config = tiny_config()
   module = pointrend.build(config, INFO)

@@ -198,6 +198,7 @@ def test_demo_unet_trains_through_the_loop(tmp_path):
   assert np.mean(losses[-3:]) < CE_BELOW_IMAGE_BLIND, losses
 
 
+@pytest.mark.slow  # ~45 s of CI: 30 loop steps and overlap-tile eval
 def test_valid_unet_trains_and_is_evaluated_through_the_loop(tmp_path, caplog):
   """The loop's tiny config (64 x 64 images) with the paper's valid padding, 30 steps of FAST_OPTIMIZER at 3e-3 (no
   normalisation layers, as in test_demo_unet_trains_through_the_loop): one compile of the train step, a
