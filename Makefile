@@ -12,11 +12,13 @@ $(VENV)/.runtime: requirements.txt
 	touch $@
 
 # References for parity tests: panopticapi-lite is installed without its pinned deps (it works with
-# numpy 2); pydensecrf2 builds against the pinned Cython without build isolation (it needs a C++ compiler).
+# numpy 2); cityscapesscripts without its `typing` backport (which shadows the standard library's module);
+# pydensecrf2 builds against the pinned Cython without build isolation (it needs a C++ compiler).
 # A reference that does not install stops here: its parity tests must run, not skip.
 $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	$(PY) -m pip install -q --no-deps panopticapi-lite
+	$(PY) -m pip install -q --no-deps cityscapesscripts==2.3.0
 	$(PY) -m pip install -q --no-build-isolation pydensecrf2 || { echo "error: pydensecrf2 (the reference of \
 	the DenseCRF tests) did not build; install a C++ compiler (g++) and Python headers, then make test again" >&2; \
 	exit 1; }

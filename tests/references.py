@@ -1,6 +1,7 @@
-"""The parity references of the tests (torch, torchvision, pydensecrf2, panopticapi), imported where installed.
+"""The parity references of the tests (torch, torchvision, pydensecrf2, panopticapi, cityscapesscripts), imported where installed.
 
-Each test that needs one carries `@requires_torch`, `@requires_densecrf` or `@requires_panopticapi`, so the other tests of its file run
+Each test that needs one carries `@requires_torch`, `@requires_densecrf`, `@requires_panopticapi` or
+`@requires_cityscapesscripts`, so the other tests of its file run
 without it. `make test` installs them all (and stops when one cannot be installed) and sets
 SEGJAX_REQUIRE_REFERENCES=1, under which a missing reference fails its tests instead of skipping them.
 """
@@ -22,6 +23,7 @@ torch = optional("torch")
 torchvision = optional("torchvision")
 densecrf = optional("pydensecrf.densecrf")
 panopticapi = optional("panopticapi.evaluation")
+cityscapes_eval = optional("cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling")
 
 _REQUIRED = os.environ.get("SEGJAX_REQUIRE_REFERENCES", "") not in ("", "0")
 requires_torch = pytest.mark.skipif(not _REQUIRED and (torch is None or torchvision is None),
@@ -30,3 +32,6 @@ requires_densecrf = pytest.mark.skipif(not _REQUIRED and densecrf is None,
                                        reason="pydensecrf2 is not installed (make test builds it)")
 requires_panopticapi = pytest.mark.skipif(not _REQUIRED and panopticapi is None,
                                           reason="panopticapi is not installed (make test installs it)")
+requires_cityscapesscripts = pytest.mark.skipif(
+    not _REQUIRED and cityscapes_eval is None,
+    reason="cityscapesscripts is not installed (make test installs it)")
