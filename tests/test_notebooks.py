@@ -1,39 +1,69 @@
-"""The notebooks run top to bottom (their code cells executed in order in one namespace, from notebooks/)."""
+"""The notebooks of notebooks/ run top to bottom in a fresh kernel (nbclient, as scripts/execute_notebook.py runs
+them) and are stored executed, with their outputs."""
+import importlib.util
 import json
-import math
 import os
 
+import nbformat
 import pytest
 
 from train_util import REPO
 
+NOTEBOOKS = os.path.join(REPO, "notebooks")
 
-def run_notebook(name, env):
-  """Executes the code cells of notebooks/NAME; returns the namespace."""
-  with open(os.path.join(REPO, "notebooks", name)) as f:
-    cells = [c for c in json.load(f)["cells"] if c["cell_type"] == "code"]
-  namespace, cwd, saved = {"__name__": "__main__"}, os.getcwd(), dict(os.environ)
-  try:
-    os.chdir(os.path.join(REPO, "notebooks"))
-    os.environ.update(env)
-    for i, cell in enumerate(cells):
-      exec(compile("".join(cell["source"]), f"{name}[{i}]", "exec"), namespace)  # pylint: disable=exec-used
-  finally:
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(saved)
-  return namespace
+
+def run_notebook(name, workdir, steps, monkeypatch):
+  """Executes notebooks/NAME in a fresh kernel with SEGJAX_NOTEBOOK_STEPS=steps and its files in `workdir`."""
+  spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(REPO, "scripts", "execute_notebook.py"))
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  monkeypatch.setenv("SEGJAX_NOTEBOOK_STEPS", str(steps))
+  monkeypatch.setenv("SEGJAX_NOTEBOOK_WORKDIR", str(workdir))
+  return script.execute(os.path.join(NOTEBOOKS, name))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb")))
+def test_stored_executed(name):
+  """Every code cell ran, in order, and the notebook shows its results (a table or a picture)."""
+  notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+  cells = [c for c in notebook.cells if c.cell_type == "code"]
+  assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), name
+  outputs = [o for c in cells for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"], name
+  assert any(o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
+             for o in outputs), f"{name}: no picture among the stored outputs"
 
 
 @pytest.mark.slow
-def test_roialign_ablation(tmp_path):
+def test_roialign_ablation(tmp_path, monkeypatch):
   """Five short Mask R-CNN trainings (Table 2c's rows): every row evaluated, table and picture written, and
   RoIAlign ahead of RoIPool at AP75, where the paper's gap is largest (30.3 / 31.5 against 26.4)."""
-  namespace = run_notebook("roialign_ablation.ipynb", {"SEGJAX_ABLATION_STEPS": "400",
-                                                       "SEGJAX_ABLATION_WORKDIR": str(tmp_path)})
-  results = namespace["results"]
+  run_notebook("roialign_ablation.ipynb", tmp_path, 400, monkeypatch)
+  results = json.loads((tmp_path / "ablation.json").read_text())
   assert set(results) == {"pool max", "warp max", "warp avg", "align max", "align avg"}
-  assert all(0 < results[p]["mask_AP"] <= 1 and math.isfinite(results[p]["box_AP"]) for p in results)
+  assert all(0 < results[p]["mask_AP"] <= 1 for p in results)
   assert (tmp_path / "ablation.png").stat().st_size > 0
-  assert json.loads((tmp_path / "ablation.json").read_text())["align avg"]["mask_AP"] == results["align avg"]["mask_AP"]
   assert results["align avg"]["mask_AP75"] > results["pool max"]["mask_AP75"]
+
+
+@pytest.mark.slow
+def test_fcn_skips(tmp_path, monkeypatch):
+  """FCN-32s-fixed / 32s / 16s / 8s (Table 2): FCN-8s at least as good as FCN-32s in mean IU, and the fixed trunk
+  (random here: nothing is pretrained) far below the trained one."""
+  run_notebook("fcn_skips.ipynb", tmp_path, 400, monkeypatch)
+  results = json.loads((tmp_path / "fcn_skips.json").read_text())
+  assert set(results) == {"FCN-32s-fixed", "FCN-32s", "FCN-16s", "FCN-8s"}
+  assert (tmp_path / "fcn_skips.png").stat().st_size > 0
+  assert results["FCN-8s"]["mIoU"] >= results["FCN-32s"]["mIoU"]
+  assert results["FCN-32s-fixed"]["mIoU"] < results["FCN-32s"]["mIoU"]
+
+
+@pytest.mark.slow
+def test_panoptic_fcn_vs_fpn(tmp_path, monkeypatch):
+  """Both demo models trained 600 steps: each reaches the demos' PQ target (0.4; measured 0.77 / 0.66 at steps
+  400 / 500 of their own runs), and each is timed through the Predictor."""
+  run_notebook("panoptic_fcn_vs_fpn.ipynb", tmp_path, 600, monkeypatch)
+  results = json.loads((tmp_path / "panoptic_fcn_vs_fpn.json").read_text())
+  assert set(results) == {"Panoptic FPN", "Panoptic FCN"}
+  assert all(results[m]["PQ"] >= 0.4 and results[m]["seconds_per_image"] > 0 for m in results)
+  assert (tmp_path / "panoptic_fcn_vs_fpn.png").stat().st_size > 0
