@@ -12,10 +12,11 @@ The paper gives neither the learning rate nor the number of iterations ("10 hour
 and 20K steps are our choices, untested.
 Data: the challenge's layout read by `segjax/data/isbi_cells.py` (cells vs background; grey frames repeated to RGB);
 the challenge's test sequences have no public labels, so sequence 01 trains and 02 evaluates.
-What differs: the loss is plain cross entropy; the weight map of Eq. 2 (w0 = 10, sigma = 5 pixels) is computed by
-`segjax.data.unet_weights.unet_weight_map` but not yet carried by the input pipeline; no elastic deformation augmentation
-(Sec. 3.1) and no drop-out at the end of the contracting path; the overlap-tile strategy (Fig. 2) runs each whole
-572x572 input as one tile: mirrored to 764x764, it gives logits for all 572x572 pixels, which the loss and the
+Loss (Eq. 1-2): the cross entropy of each pixel weighted by the weight map of its ground truth,
+w = w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), w0 = 10, sigma = 5 pixels (`config.dataset.unet_weight_map`: computed
+by the input pipeline from the frame's cell instances at the source resolution, segjax/data/unet_weights.py).
+What differs: no elastic deformation augmentation (Sec. 3.1) and no drop-out at the end of the contracting path;
+the overlap-tile strategy (Fig. 2) runs each whole 572x572 input as one tile: mirrored to 764x764, it gives logits for all 572x572 pixels, which the loss and the
 evaluator compare with the full-size labels (the paper trains on 572x572 tiles against their 388x388 centres and
 tiles larger images; --config.dataset.image_size="(388, 388)" makes the mirrored tile the paper's 572x572). The
 pipeline fits each image into 572x572 (resized, aspect kept) and pads it with VOID; the paper keeps the resolution.
@@ -38,6 +39,9 @@ def get_config():
   config.dataset.train_split = "01"
   config.dataset.eval_split = "02"
   config.dataset.image_size = (572, 572)
+  config.dataset.unet_weight_map = True  # Eq. 2, from the instances of each frame's SEG ground truth
+  config.dataset.unet_w0 = 10.0
+  config.dataset.unet_sigma = 5.0
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.01
   config.optimizer.momentum = 0.99

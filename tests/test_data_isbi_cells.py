@@ -86,3 +86,51 @@ def test_weight_map_equals_equation_2():
   np.testing.assert_allclose(unet_weight_map(instances, 10, 5), _brute_force_weights(instances, 10, 5), rtol=1e-5)
   gap, far = unet_weight_map(instances)[5, 11], unet_weight_map(instances)[23, 25]
   assert gap > 9 and far < gap  # the gap between touching cells weighs most
+
+
+def _write_cells(root, sequence, instance_maps, rng):
+  """Frames t000.. with the given instance maps (uint16 TIFFs) as their SEG ground truth."""
+  (root / sequence).mkdir(parents=True)
+  (root / f"{sequence}_GT" / "SEG").mkdir(parents=True)
+  for t, instances in enumerate(instance_maps):
+    grey = rng.integers(0, 255, instances.shape).astype(np.uint8)
+    Image.fromarray(grey, mode="L").save(root / sequence / f"t{t:03d}.tif")
+    Image.fromarray(instances.astype(np.uint16)).save(root / f"{sequence}_GT" / "SEG" / f"man_seg{t:03d}.tif")
+
+
+def _touching_cells(shift):
+  instances = np.zeros((20, 24), np.uint16)
+  instances[2:9, 2 + shift:10 + shift] = 5  # two cells across a 1-pixel gap, a third apart
+  instances[2:9, 11 + shift:18 + shift] = 400
+  instances[12:19, 4:12] = 9
+  return instances
+
+
+@pytest.mark.parametrize("image_size", [(20, 24), (10, 16)], ids=["source_size", "half_size_padded"])
+def test_train_batches_carry_the_weight_map_of_the_source_instances(tmp_path, image_size):
+  """config.dataset.unet_weight_map: each train row's pixel_weights is unet_weight_map of its frame's instances at
+  the source size (w0 10, sigma 5 as the paper's), resampled by the labels' rule: TensorFlow's nearest resize into
+  the batch size (here a fit without crop: 20x24 -> 10x12), zero on the padding, where the semantic label is 255.
+  Only a model that reads pixel_weights gets them, and only in training."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from segjax.models import unet  # pylint: disable=g-import-not-at-top
+  rng, root = np.random.default_rng(2), tmp_path / "cells"
+  maps = [_touching_cells(0), _touching_cells(3)]
+  _write_cells(root, "01", maps, rng)
+  config = _config(root, tmp_path / "tfds", "01", "01")
+  config.dataset.update(dict(image_size=image_size, unet_weight_map=True, num_workers=1))
+  config.dataset.augment.update(dict(scale_range=(1.0, 1.0), flip=False))
+  batch = next(pipeline.make_train_iterator(config, keys=unet.BATCH_KEYS))
+  assert batch["pixel_weights"].shape == (2, *image_size) and batch["pixel_weights"].dtype == np.float32
+  for row, image_id in enumerate(batch["image_id"]):
+    weights = unet_weight_map(maps[image_id], 10.0, 5.0)
+    size = (20, 24) if image_size == (20, 24) else (10, 12)
+    resized = tf.image.resize(weights[..., None], size, "nearest").numpy()[..., 0]
+    expected = np.zeros(image_size, np.float32)
+    expected[:size[0], :size[1]] = resized
+    np.testing.assert_array_equal(batch["pixel_weights"][row], expected)
+    assert (batch["semantic"][row][expected == 0] == 255).all()
+    if size == image_size:
+      assert batch["pixel_weights"][row].max() > 9  # the gap between the touching cells
+  assert "pixel_weights" not in next(pipeline.make_train_iterator(config, keys=("image", "semantic")))
+  assert "pixel_weights" not in next(pipeline.make_eval_iterator(config))

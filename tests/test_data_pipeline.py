@@ -299,3 +299,14 @@ def test_train_batches_carry_only_the_labels_the_model_reads(config):
     assert not s["instance_valid"].any() and not s["masks"].any()
     for key in ("image", "semantic", "image_id", "orig_size", "scale"):
       np.testing.assert_array_equal(s[key], f[key], err_msg=key)
+
+
+def test_unet_weight_map_needs_stored_instance_ids(config):
+  """config.dataset.unet_weight_map on a set without instance id maps (the COCO-format synthetic set) is an error
+  naming the key when a model reads pixel_weights; a model that does not read them trains as before."""
+  weighted = ml_collections.ConfigDict(config.to_dict())
+  weighted.dataset.unet_weight_map = True
+  with pytest.raises(ValueError, match="config.dataset.unet_weight_map needs instance id maps"):
+    pipeline.make_train_iterator(weighted, keys=("image", "semantic", "pixel_weights"))
+  batch = next(pipeline.make_train_iterator(weighted, keys=("image", "semantic")))
+  assert "pixel_weights" not in batch and "semantic" in batch

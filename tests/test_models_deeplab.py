@@ -95,7 +95,10 @@ DCN_HEAD = {"depth": 50, "multi_grid": None, "head": "fc1024", "norm": "frozen",
 
 
 # The fc1024 head on a frozen-BN ResNet-18 (the deformable res5's gradients: tests/test_backbones_deformable.py).
-@pytest.mark.parametrize("overrides", [{}, {"head": "fc1024", "norm": "frozen"}], ids=["aspp", "fc1024_frozen"])
+# The going-deeper head: block5 (two basic blocks, as ResNet-18's block4) and the 1x1 classifier (slow: ~35 s).
+@pytest.mark.parametrize("overrides", [{}, {"head": "fc1024", "norm": "frozen"},
+                                       pytest.param({"head": "cascade", "cascade_blocks": 1}, marks=pytest.mark.slow)],
+                         ids=["aspp", "fc1024_frozen", "cascade"])
 def test_tiny_deeplab_trains_without_recompiling(overrides):
   config = ml_collections.ConfigDict({**TINY.to_dict(), **overrides})
   module = deeplab.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))

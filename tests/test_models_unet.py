@@ -180,6 +180,9 @@ def test_isbi_config_builds_and_says_what_it_reproduces():
   assert config.dataset.name in pipeline.SEMANTIC_READERS
   hela = _experiment("unet_isbi_hela")
   assert "0.7756" in hela.__doc__ and hela.get_config().dataset.root.endswith("DIC-C2DH-HeLa")
+  for ds in (config.dataset, hela.get_config().dataset):  # the weight map of Eq. 2 with the paper's w0 and sigma
+    assert (ds.unet_weight_map, ds.unet_w0, ds.unet_sigma) == (True, 10.0, 5.0)
+  assert "pixel_weights" in unet.BATCH_KEYS
 
 
 @pytest.mark.slow  # compiles the loop's init, train and eval steps and trains 40 steps
@@ -221,3 +224,30 @@ def test_valid_unet_trains_and_is_evaluated_through_the_loop(tmp_path, caplog):
   assert 0.0 <= evaluation["mIoU"] <= 1.0 and 0.0 <= evaluation["pixel_acc"] <= 1.0
   losses = [r["loss"] for r in train]
   assert np.mean(losses[-3:]) < CE_BELOW_IMAGE_BLIND, losses
+
+
+def test_weight_map_loss_equals_numpy_energy():
+  """With the batch's pixel_weights (U-Net's weight map), the loss is Eq. 1's energy per labelled pixel: the sum over
+  labelled pixels of w(x) (-log softmax), divided by their number, computed here in float64 NumPy; all-ones weights
+  give the plain cross entropy; the weights of ignored pixels change nothing."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, size=(2, 6, 7))
+  labels[0, :2] = 255
+  weights = rng.uniform(0.5, 12, size=(2, 6, 7)).astype(np.float32)
+  x = logits.astype(np.float64)
+  log_probs = x - (np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) + x.max(-1, keepdims=True))
+  valid = labels != 255
+  nll = -np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+  expected = (weights * nll * valid).sum() / valid.sum()
+  batch = {"semantic": jnp.asarray(labels), "pixel_weights": jnp.asarray(weights)}
+  value, _ = unet.loss({"logits": jnp.asarray(logits)}, batch, None)
+  np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+  ignored_changed = {**batch, "pixel_weights": jnp.asarray(np.where(valid, weights, 99.0))}
+  np.testing.assert_allclose(float(unet.loss({"logits": jnp.asarray(logits)}, ignored_changed, None)[0]), expected,
+                             rtol=1e-5)
+  ones = {**batch, "pixel_weights": jnp.ones_like(batch["pixel_weights"])}
+  plain = unet.loss({"logits": jnp.asarray(logits)}, {"semantic": batch["semantic"]}, None)[0]
+  np.testing.assert_allclose(float(unet.loss({"logits": jnp.asarray(logits)}, ones, None)[0]), float(plain),
+                             rtol=1e-6)
+  np.testing.assert_allclose(float(plain), (nll * valid).sum() / valid.sum(), rtol=1e-5)

@@ -109,6 +109,9 @@ class ResNet(nn.Module):
       (1, 4, 8), where the paper's TF layout (stride in the last unit) gives (2, 4, 8).
     deformable_stages: the stages (2..5 for res2..res5, i.e. C2..C5) whose bottleneck 3x3 convs are deformable
       (Dai et al. 2017): (5,) is the paper's setting, its last three 3x3 layers (res5a, b, c). ResNet-50+ only.
+    uniform_dilation: every block of a dilated stage takes the stage's dilation, first block included: the rates
+      of DeepLab v3's TF layout (stride in a stage's last unit), where multi-grid (1, 2, 4) at output stride 16
+      gives (2, 4, 8) as the paper's Sec. 3.2 says. False keeps torchvision's rule above (converted weights).
     dtype: compute dtype; parameters stay float32.
   """
   depth: int = 50
@@ -117,6 +120,7 @@ class ResNet(nn.Module):
   output_stride: int = 32
   multi_grid: tuple[int, ...] | None = None
   deformable_stages: tuple[int, ...] = ()
+  uniform_dilation: bool = False
   dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -168,7 +172,7 @@ class ResNet(nn.Module):
         x = block_cls(
             planes=self.width * 2**stage,
             strides=first_stride if b == 0 else 1,
-            dilation=(previous_dilation if b == 0 else dilation) * grid[b],
+            dilation=(previous_dilation if b == 0 and not self.uniform_dilation else dilation) * grid[b],
             conv=conv,
             norm=norm,
             name=f"layer{stage + 1}_{b}",

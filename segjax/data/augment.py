@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from segjax.constants import IGNORE_LABEL
 from segjax.data.tf_env import tf
+from segjax.data.unet_weights import unet_weight_map
 
 
 def _resize_image(image, size):
@@ -51,7 +52,7 @@ def _window(index, offset, out, sentinel, multiple=1):
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
-               flip=False, semantic=True):
+               flip=False, semantic=True, instance_ids=False):
   """A decoded TFDS example (see tfds_coco) -> fixed-shape tensors of one batch row.
 
   Args:
@@ -60,6 +61,8 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     seed: int64 [2], the stateless seed of this example's augmentation.
     valid: bool scalar; False gives a padding row (image 0, semantic 255, no instances).
     semantic: False leaves the semantic labels out (not read: no semantic_rows).
+    instance_ids: True passes the example's instance id map uint16 [h, w] on as `instance_ids` int32 [h, w],
+      at the source size (U-Net's weight map is computed there, then resampled as the labels: `finish_labels`).
   Returns:
     image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] (the semantic labels at the output rows, source
     columns plus a padding one: 255), mask_rle [n] (the first n = min(N, M) masks' RLE counts), mask_source_rows
@@ -109,6 +112,8 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   if semantic:
     padded = tf.pad(example["semantic"][..., 0], [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
     labels["semantic_rows"] = tf.gather(padded, rows, axis=0)  # [H, width + 1]
+  if instance_ids:
+    labels["instance_ids"] = tf.cast(example["instance_ids"], tf.int32)
   return {
       "image": tf.ensure_shape(image, [out_h, out_w, 3]),
       **labels,
@@ -131,10 +136,15 @@ def _span(hit):
   return where[0], where[-1] + 1
 
 
-def finish_labels(example, max_instances, width):
+def finish_labels(example, max_instances, width, weight_map=None):
   """`preprocess`'s output (numpy) -> the batch row: semantic [H, W] and the instance targets (the masks decoded,
   gathered at the output rows and columns and bit-packed, validity (a pixel left), tight boxes), padded to
   max_instances.
+
+  With `weight_map` (w0, sigma) and the source's `instance_ids`: pixel_weights float32 [H, W], U-Net's weight map
+  (Ronneberger et al. 2015, Eq. 2; segjax/data/unet_weights.py) of the source instances, as the paper precomputes
+  it for each ground truth, then gathered at the output rows and columns like the labels (nearest resize, flip,
+  crop); padding pixels (semantic 255) get 0.
 
   Each mask is gathered and packed only over the output rows and (byte-aligned) columns its source extent
   reaches (pycocotools' toBbox of the RLE): instances are mostly small, and the gather costs per element.
@@ -144,6 +154,12 @@ def finish_labels(example, max_instances, width):
   if "semantic_rows" in example:
     semantic = np.take(example.pop("semantic_rows"), columns[:width], axis=1)
     example["semantic"] = np.where(example["valid_image"], semantic, np.uint8(IGNORE_LABEL))
+  if "instance_ids" in example:
+    ids = example.pop("instance_ids")
+    if weight_map is not None:
+      weights = np.pad(unet_weight_map(ids, *weight_map), [(0, 1), (0, 1)])  # the padding row and column: 0
+      weights = weights[rows][:, columns[:width]]
+      example["pixel_weights"] = np.where(example["valid_image"], weights, np.float32(0))
   n, height = len(rles), len(rows)
   packed = np.zeros((n, height, len(columns) // 8), np.uint8)
   boxes = np.zeros((n, 4), np.float32)

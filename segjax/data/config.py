@@ -29,6 +29,11 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # translate, exposure, saturation: box-only detection sets only (YOLO's augmentation, augment_detection.py).
   config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "translate": 0.0,
                                              "exposure": 1.0, "saturation": 1.0})
+  # U-Net's loss weight map (Ronneberger et al. 2015, Eq. 2) in train batches as "pixel_weights", from the instance
+  # ids of a set that stores them (isbi_cells): w0 and sigma (pixels of the source image) as the paper's Sec. 3.
+  config.unet_weight_map = False
+  config.unet_w0 = 10.0
+  config.unet_sigma = 5.0
   # Read the set as box-only detection data (tfds_detection.py): "voc" from its devkit XML (splits like
   # "2007_test", "0712_trainval"), "synthetic" / "coco" from the instances JSON.
   config.detection = False

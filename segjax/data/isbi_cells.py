@@ -5,7 +5,8 @@ config.dataset.root is one data set's folder (e.g. PhC-C2DH-U373 or DIC-C2DH-HeL
   SS/tNNN.tif                  the frames of sequence SS ("01", "02"), 8- or 16-bit grey
   SS_GT/SEG/man_segNNN.tif     the annotated frames' instance labels (0 background, k > 0 cell k)
 Only annotated frames are examples. A split is a sequence ("01", "02") or "train" (every sequence in the folder);
-the challenge's test sequences have no public ground truth. Labels: 1 cell (any instance id), 0 background.
+the challenge's test sequences have no public ground truth. Labels: 1 cell (any instance id), 0 background; the
+instance ids are stored too ("instance_ids"), for U-Net's weight map (config.dataset.unet_weight_map).
 """
 import os
 import re
@@ -41,15 +42,20 @@ def examples(dataset_config, split) -> list[semantic.Example]:
   return found
 
 
-def read_instance_label(path) -> np.ndarray:
-  """Cell (1) / background (0) uint8 [H, W] of a man_seg TIFF of instance ids."""
+def read_instance_ids(path) -> np.ndarray:
+  """Instance ids int64 [H, W] of a man_seg TIFF (0 background)."""
   _, image = semantic._open(path, "ISBI segmentation TIFF")  # pylint: disable=protected-access
   values = np.asarray(image)
   if values.ndim != 2:
     raise coco.DatasetError(f"{path}: ISBI segmentation TIFF must be single-channel; has shape {values.shape}")
-  return (values > 0).astype(np.uint8)
+  return values.astype(np.int64)
+
+
+def read_instance_label(path) -> np.ndarray:
+  """Cell (1) / background (0) uint8 [H, W] of a man_seg TIFF of instance ids."""
+  return (read_instance_ids(path) > 0).astype(np.uint8)
 
 
 READER = semantic.Reader(
     name="isbi_cells", class_names=CLASS_NAMES, category_ids=(0, 1), train_ids=semantic.table({0: 0, 1: 1}),
-    examples=examples, read_label=read_instance_label)
+    examples=examples, read_label=read_instance_label, read_instances=read_instance_ids)

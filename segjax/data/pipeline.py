@@ -18,6 +18,9 @@ gives the model batch: image float32 in [0, 1], semantic int32, masks uint8 [B, 
   is_crowd bool [B, M]                      instance_valid bool [B, M]
   image_id int32 [B] (-1 padding)           valid_image bool [B]
   orig_size int32 [B, 2] source (h, w)      scale float32 [B] resize factor source -> batch
+With config.dataset.unet_weight_map, train batches for a model that reads them (U-Net) also hold
+  pixel_weights float32 [B, H, W]: U-Net's weight map (Eq. 2, w0 = config.dataset.unet_w0, sigma =
+  config.dataset.unet_sigma) of each example's instances (augment.finish_labels), 0 on padding.
 """
 import collections
 import concurrent.futures
@@ -169,10 +172,11 @@ INSTANCE_KEYS = frozenset({"boxes", "classes", "masks", "is_crowd", "instance_va
 
 
 def _labels(keys):
-  """The label kinds ("semantic", "instances") that model batch `keys` read; all of them for None."""
+  """The label kinds ("semantic", "instances", "pixel_weights") that model batch `keys` read; all for None."""
   if keys is None:
-    return ("semantic", "instances")
-  return tuple(kind for kind, wanted in (("semantic", {"semantic"}), ("instances", INSTANCE_KEYS))
+    return ("semantic", "instances", "pixel_weights")
+  return tuple(kind for kind, wanted in (("semantic", {"semantic"}), ("instances", INSTANCE_KEYS),
+                                         ("pixel_weights", {"pixel_weights"}))
                if wanted & set(keys))
 
 
@@ -188,10 +192,13 @@ def _example_processor(features, image_size, max_instances, train, augment_kwarg
   kwargs = dict(image_size=image_size, max_instances=max_instances, train=train, **dict(augment_kwargs))
   detection = "objects" in features
   preprocess = augment_detection.preprocess if detection else augment.preprocess
+  instance_ids = "pixel_weights" in labels and "instance_ids" in features  # U-Net's weight map, from the instances
   skip = [k for k in ("panoptic", "semantic") if k in features and k not in labels]
+  skip += ["instance_ids"] if "instance_ids" in features and not instance_ids else []
   decoders = {k: tfds.decode.SkipDecoding() for k in skip} or None
   if not detection:
     kwargs["semantic"] = "semantic" in labels
+    kwargs["instance_ids"] = instance_ids
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64),
                                 tf.TensorSpec([], tf.bool)])
@@ -205,13 +212,13 @@ def _example_processor(features, image_size, max_instances, train, augment_kwarg
   return process
 
 
-def _run(process, max_instances, width, raw, seed, valid):
+def _run(process, max_instances, width, weight_map, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
   example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
   if "mask_rle" not in example:  # a box-only detection example: the image crosses as uint8 like the others
     example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
     return example
-  return augment.finish_labels(example, max_instances, width)
+  return augment.finish_labels(example, max_instances, width, weight_map)
 
 
 def _assemble(examples):
@@ -231,9 +238,9 @@ class _Batches:
   the running count of instances dropped beyond max_instances.
   """
 
-  def __init__(self, source, process, steps, max_instances, width, workers, depth):
+  def __init__(self, source, process, steps, max_instances, width, workers, depth, weight_map=None):
     self._source, self._process, self._steps = source, process, iter(steps)
-    self._width = width
+    self._width, self._weight_map = width, weight_map
     self._max_instances = max_instances
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="segjax_data")
     self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
@@ -244,7 +251,8 @@ class _Batches:
   def _submit(self, count):
     for step in itertools.islice(self._steps, count):
       raws, seeds, valid = self._source(step)
-      self._pending.append([self._pool.submit(_run, self._process, self._max_instances, self._width, *args) for args in zip(raws, seeds, valid)])
+      self._pending.append([self._pool.submit(_run, self._process, self._max_instances, self._width,
+                                              self._weight_map, *args) for args in zip(raws, seeds, valid)])
 
   def __iter__(self):
     return self
@@ -275,11 +283,20 @@ def _batches(builder, source, steps, config, local_batch, train, keys=None):
                            for k in ("translate", "exposure", "saturation")})
     if ds.get("num_proposals"):  # Fast R-CNN's external proposals: the stand-in (segjax/data/proposals.py)
       augment_kwargs["num_proposals"] = int(ds.num_proposals)
+  labels = _labels(keys)
+  weight_map = None
+  if ds.get("unet_weight_map") and train and "pixel_weights" in labels:  # U-Net's loss weights (training only)
+    if "instance_ids" not in builder.info.features:
+      raise ValueError(f"config.dataset.unet_weight_map needs instance id maps; data set {ds.name!r} stores none "
+                       f"(isbi_cells does)")
+    weight_map = (float(ds.unet_w0), float(ds.unet_sigma))
+  else:
+    labels = tuple(kind for kind in labels if kind != "pixel_weights")
   process = _example_processor(builder.info.features, tuple(ds.image_size), ds.max_instances, train,
-                               tuple(sorted(augment_kwargs.items())), _labels(keys))
+                               tuple(sorted(augment_kwargs.items())), labels)
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
-  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth)
+  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth, weight_map)
 
 
 def _records(builder, split):

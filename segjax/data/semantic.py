@@ -5,6 +5,8 @@ the label files' values to train ids. Features of one example, as tfds_coco stor
   image     uint8 [H, W, 3] (the JPEG/PNG file's bytes)
   image_id  int64, the example's position in its split's list (sorted by name)
   semantic  uint8 [H, W, 1], train ids 0..L-1, 255 ignore
+  instance_ids  uint16 [H, W] (a zlib-compressed tensor), 0 background, k > 0 instance k (a reader with `read_instances` only: ISBI's cells,
+            whose U-Net weight map needs the instances, segjax/data/unet_weights.py)
 Every file is decoded when the data set is built, so a missing or broken file, or a label value outside the
 table, fails the build with the file's name. Stored as ArrayRecord, built once into `data_dir`; a split whose
 file list changes gives a new build.
@@ -43,6 +45,7 @@ class Reader:
   train_ids: np.ndarray  # int [256]: label file value -> train id, IGNORE_LABEL, or NOT_IN_TABLE
   examples: Callable[..., list[Example]]  # (config.dataset, split) -> the split's examples, sorted by name
   read_label: Callable[[str], np.ndarray]  # path -> int [H, W] values of the label file
+  read_instances: Callable[[str], np.ndarray] | None = None  # label path -> instance ids int [H, W] (0 none)
 
   def __post_init__(self):
     assert list(self.category_ids) == sorted(set(self.category_ids)), "info.make_info orders classes by id"
@@ -111,14 +114,24 @@ def decode(reader: Reader, example: Example, image_id: int) -> dict:
   if (train_ids == NOT_IN_TABLE).any():
     bad = np.unique(values[train_ids == NOT_IN_TABLE]).tolist()
     raise coco.DatasetError(f"{example.label_path}: label values {bad[:5]} are not in the {reader.name} table")
-  return {"image": image, "image_id": image_id, "semantic": encode_png(train_ids.astype(np.uint8))}
+  decoded = {"image": image, "image_id": image_id, "semantic": encode_png(train_ids.astype(np.uint8))}
+  if reader.read_instances is not None:
+    ids = np.asarray(reader.read_instances(example.label_path))
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > np.iinfo(np.uint16).max:
+      raise coco.DatasetError(f"{example.label_path}: instance ids must be in 0..65535")
+    decoded["instance_ids"] = ids.astype(np.uint16)
+  return decoded
 
 
-def features() -> tfds.features.FeaturesDict:
+def features(instances: bool = False) -> tfds.features.FeaturesDict:
+  """The stored features; `instances` adds the instance id map."""
+  extra = {"instance_ids": tfds.features.Tensor(shape=(None, None), dtype=np.uint16,
+                                                encoding=tfds.features.Encoding.ZLIB)} if instances else {}
   return tfds.features.FeaturesDict({
       "image": tfds.features.Image(shape=(None, None, 3)),
       "image_id": tfds.features.Scalar(np.int64),
       "semantic": tfds.features.Image(shape=(None, None, 1)),
+      **extra,
   })
 
 
@@ -140,8 +153,9 @@ class SemanticFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
     return None  # as in tfds_coco.CocoFolder: no checksums file, nothing is downloaded
 
   def _info(self) -> tfds.core.DatasetInfo:
+    instances = self.builder_config.reader.read_instances is not None
     return self.dataset_info_from_configs(description="Images and semantic labels of a local data set.",
-                                          features=features())
+                                          features=features(instances))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the files are local; nothing is downloaded
@@ -158,7 +172,8 @@ def _builder_config(reader: Reader, dataset_config, splits) -> SemanticFolderCon
     if not examples:
       raise coco.DatasetError(f"config.dataset.root={dataset_config.root}: split '{split}' of {reader.name} "
                               f"has no examples")
-  key = json.dumps([reader.name, [[s, [dataclasses.astuple(e) for e in ex]] for s, ex in listed]])
+  stored = ["instance_ids"] if reader.read_instances is not None else []  # a build with other features: a new name
+  key = json.dumps([reader.name, *stored, [[s, [dataclasses.astuple(e) for e in ex]] for s, ex in listed]])
   return SemanticFolderConfig(name=f"{reader.name}_{hashlib.sha1(key.encode()).hexdigest()[:12]}",
                               reader=reader, splits=listed)
 

@@ -6,7 +6,8 @@ w_c balances the class frequencies (each class's pixels get total weight 1 / num
 so that the mean weight is 1); d_1 and d_2 are the distances to the nearest and the second-nearest cell. The
 separation term is applied to background pixels, the narrow gaps between touching cells that the paper wants the
 network to learn; inside a cell both distances are not those of a border. w_0 = 10, sigma = 5 pixels (Sec. 3).
-Computed on the host from an instance label map (NumPy and SciPy's exact Euclidean distance transform).
+Computed on the host from an instance label map (NumPy and SciPy's exact Euclidean distance transform); the input
+pipeline computes it per train example with config.dataset.unet_weight_map (segjax/data/augment.py, finish_labels).
 """
 import numpy as np
 from scipy import ndimage

@@ -10,7 +10,11 @@ ConvNets (Dai et al. 2017; msracver/Deformable-ConvNets deeplab/symbols/resnet_v
 to 1024 channels with bias, ReLU, and a 1x1 score conv, both initialised N(0, 0.01) with zero bias. `norm` is the
 backbone's ("frozen": the pre-trained statistics and affine fixed, as that reference's use_global_stats). DeepLab
 v3's rates are (6, 12, 18) at output stride 16 and doubled at 8; torchvision's deeplabv3 uses (12, 24, 36) at
-output stride 8. Both are configs.
+output stride 8. Both are configs. The "cascade" head is DeepLab v3's "going deeper" model (Sec. 3.2, Tables 1-3):
+`cascade_blocks` (0..3) copies of block4 after it (block5..block7, `backbones/resnet_cascade.py`) at the rates that
+keep the output stride, times the multi-grid unit rates, then a 1x1 classifier with bias; no ASPP. Its backbone
+takes the paper's rates (`ResNet.uniform_dilation`: block4 at OS 16 with multi-grid (1, 2, 4) gets (2, 4, 8)), and
+output strides up to 32 * 2^cascade_blocks (Table 1's 64..256) stride the cascaded blocks.
 """
 from typing import Any
 
@@ -19,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.backbones.resnet import ResNet
+from segjax.backbones.resnet_cascade import CascadedBlocks, check_cascade
 from segjax.layers.conv import Conv
 from segjax.layers.norms import norm_layer
 from segjax.models import get_model, per_pixel, pixel_normalization
@@ -29,7 +34,7 @@ from segjax.ops.pooling import resize_bilinear
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
 INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
-HEADS = ("aspp", "decoder", "fcn", "fc1024")  # DeepLab v3, v3+, torchvision FCN, Deformable ConvNets' DeepLab
+HEADS = ("aspp", "decoder", "fcn", "fc1024", "cascade")  # v3, v3+, torchvision FCN, DCN DeepLab, v3 going deeper
 
 
 def _conv_bn_relu(x, features, kernel, train, dtype, name, dilation=1):
@@ -111,6 +116,24 @@ class Fc1024Head(nn.Module):
                 name="score")(y)
 
 
+class CascadeHead(nn.Module):
+  """DeepLab v3 going deeper (Sec. 3.2): block5..block(4 + num_blocks) on block4's output, then a 1x1 classifier."""
+  num_classes: int
+  num_blocks: int
+  output_stride: int
+  depth: int
+  width: int
+  multi_grid: tuple[int, ...] | None
+  norm: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = CascadedBlocks(self.num_blocks, self.output_stride, self.depth, self.width, self.multi_grid, self.norm,
+                       self.dtype, name="blocks")(x, train)
+    return Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="logits")(x)
+
+
 class DeepLabV3(nn.Module):
   """images [N,H,W,3] -> {"logits" [N,H,W,L]} (+ "aux_logits" from C4 when `aux`)."""
   num_classes: int
@@ -123,6 +146,7 @@ class DeepLabV3(nn.Module):
   head: str = "aspp"
   rates: tuple[int, ...] = (12, 24, 36)
   aux: bool = False
+  cascade_blocks: int = 0
   dtype: Any = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
   pixel_std: tuple[float, ...] = IMAGENET_STD
@@ -131,12 +155,20 @@ class DeepLabV3(nn.Module):
   def __call__(self, images, train: bool = False):
     if self.head not in HEADS:
       raise ValueError(f"config.model.head must be one of {HEADS}; got {self.head!r}")
+    cascade = self.head == "cascade"
+    if cascade:
+      check_cascade(self.depth, self.output_stride, self.cascade_blocks, self.multi_grid)
+    elif self.cascade_blocks:
+      raise ValueError(f"config.model.cascade_blocks needs head 'cascade'; got head {self.head!r}")
     height, width = images.shape[1:3]
-    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=self.output_stride,
-                      multi_grid=self.multi_grid, deformable_stages=self.deformable_stages, dtype=self.dtype,
-                      name="backbone")(
+    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=min(self.output_stride, 32),
+                      multi_grid=self.multi_grid, deformable_stages=self.deformable_stages, uniform_dilation=cascade,
+                      dtype=self.dtype, name="backbone")(
                           normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
-    if self.head == "aspp":
+    if cascade:
+      scores = CascadeHead(self.num_classes, self.cascade_blocks, self.output_stride, self.depth, self.width,
+                           self.multi_grid, self.norm, self.dtype, name="classifier")(features["C5"], train)
+    elif self.head == "aspp":
       scores = ASPPHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(features["C5"], train)
     elif self.head == "decoder":
       scores = DecoderHead(self.num_classes, self.rates, dtype=self.dtype, name="classifier")(
@@ -157,8 +189,8 @@ def model_config() -> ml_collections.ConfigDict:
   None takes the data set's (a converted model's config sets its classifier's)."""
   return ml_collections.ConfigDict({
       "name": "deeplab_v3", "depth": 101, "width": 64, "output_stride": 16, "multi_grid": None,
-      "deformable_stages": (), "norm": "batch", "head": "aspp",
-      "rates": (6, 12, 18), "aux": False, "aux_weight": 0.5, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
+      "deformable_stages": (), "norm": "batch", "head": "aspp", "rates": (6, 12, 18), "aux": False,
+      "aux_weight": 0.5, "cascade_blocks": 0, "dtype": "float32", "pixel_mean": IMAGENET_MEAN,
       "pixel_std": IMAGENET_STD, "num_classes": None})
 
 
@@ -177,7 +209,7 @@ def build(config, info):
   return DeepLabV3(num_classes=semantic_num_classes(c, info), depth=c.depth, width=c.width,
                    output_stride=c.output_stride, multi_grid=tuple(grid) if grid else None,
                    deformable_stages=tuple(c.deformable_stages), norm=c.norm,
-                   head=c.head, rates=tuple(c.rates), aux=c.aux,
+                   head=c.head, rates=tuple(c.rates), aux=c.aux, cascade_blocks=c.cascade_blocks,
                    dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 

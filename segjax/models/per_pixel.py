@@ -4,13 +4,15 @@ loss: softmax cross entropy averaged over the pixels not labelled 255 (FCN, Long
 optionally weighted by `class_weights` (SegNet, Sec. 3.2: median frequency balancing), plus `aux_weight` times the
 same loss of an auxiliary head's "aux_logits" where the model has one (PSPNet Sec. 3.4; torchvision's DeepLab v3),
 plus the same loss of each scale's "scale_logits" with multi-scale inputs (DeepLab-MSC, attention to scale: the
-extra supervision, segjax.layers.multiscale).
+extra supervision, segjax.layers.multiscale). A batch with "pixel_weights" (U-Net's weight map, Eq. 2, made by the
+input pipeline with config.dataset.unet_weight_map) weights each pixel's cross entropy by it: U-Net's energy (Eq. 1)
+per labelled pixel (segjax.ops.losses.pixel_weighted_cross_entropy).
 predict: the argmax of the logits.
 """
 import jax.numpy as jnp
 
 from segjax.constants import IGNORE_LABEL
-from segjax.ops.losses import softmax_cross_entropy
+from segjax.ops.losses import pixel_weighted_cross_entropy, softmax_cross_entropy
 
 
 def loss(outputs, batch, model_config):
@@ -20,8 +22,14 @@ def loss(outputs, batch, model_config):
   num_classes = outputs["logits"].shape[-1]
   if weights is not None and len(weights) != num_classes:
     raise ValueError(f"config.model.class_weights: {len(weights)} weights for {num_classes} classes")
-  cross_entropy = lambda logits: softmax_cross_entropy(logits, batch["semantic"], ignore_index=IGNORE_LABEL,
-                                                       weights=weights)
+  if "pixel_weights" in batch:
+    if weights is not None:
+      raise ValueError("config.model.class_weights with pixel_weights (config.dataset.unet_weight_map): use one")
+    cross_entropy = lambda logits: pixel_weighted_cross_entropy(logits, batch["semantic"], batch["pixel_weights"],
+                                                                ignore_index=IGNORE_LABEL)
+  else:
+    cross_entropy = lambda logits: softmax_cross_entropy(logits, batch["semantic"], ignore_index=IGNORE_LABEL,
+                                                         weights=weights)
   main = cross_entropy(outputs["logits"])
   value, metrics = main, {}
   if "aux_logits" in outputs:

@@ -10,7 +10,9 @@ the image, so that the logits have the input's size like every semantic model's.
 with std sqrt(2 / N), N the incoming nodes of one unit (9 * 64 = 576 for a 3x3 convolution over 64 channels); flax's
 default (LeCun, std sqrt(1 / N)) halves the variance at each of the 23 ReLU layers, so the scores start near zero and
 a short run barely moves the loss. Trained from scratch, U-Net reads the [0, 1] images as they are (no ImageNet
-pixel_mean / pixel_std).
+pixel_mean / pixel_std). The loss is Eq. 1's: the pixel-wise cross entropy, weighted by the weight map of Eq. 2 when
+the batch carries it as "pixel_weights" (config.dataset.unet_weight_map: segjax/data/pipeline.py,
+segjax/models/per_pixel.py).
 """
 import flax.linen as nn
 import jax
@@ -19,11 +21,11 @@ import ml_collections
 import numpy as np
 
 from segjax.layers.conv import Conv
-from segjax.models.per_pixel import loss, predict  # noqa: F401  cross entropy (Eq. 1 without the weight map), argmax
+from segjax.models.per_pixel import loss, predict  # noqa: F401  cross entropy (Eq. 1, with the batch's weights), argmax
 from segjax.models.validation import validated
 
 TASK = "semantic"
-BATCH_KEYS = ("image", "semantic")
+BATCH_KEYS = ("image", "semantic", "pixel_weights")  # pixel_weights: with config.dataset.unet_weight_map only
 INFERENCE_KEYS = frozenset()  # every config key shapes the variables or the training
 _PADDINGS = ("valid", "same")
 # A 2x2/2 up-convolution's output unit sees one input pixel: N = C_in, where fan_in counts the 4 taps.

@@ -125,6 +125,24 @@ def softmax_cross_entropy(logits, labels, ignore_index=IGNORE_LABEL, reduction="
   return _reduce(loss, reduction)
 
 
+def pixel_weighted_cross_entropy(logits, labels, pixel_weights, ignore_index=IGNORE_LABEL):
+  """U-Net's energy (Ronneberger et al. 2015, Eq. 1), E = sum_x w(x) (-log p_l(x)(x)), over the labelled pixels,
+  divided by their number (0 when none): the mean cross entropy when w is 1, and with the weight map of Eq. 2 (mean
+  1 over an image, segjax/data/unet_weights.py) on that scale.
+
+  Args:
+    logits: [..., L] float.
+    labels: [...] int in [0, L) or ignore_index.
+    pixel_weights: [...] float, w(x).
+    ignore_index: label value that contributes nothing.
+  """
+  if jnp.shape(pixel_weights) != jnp.shape(labels):
+    raise ValueError(f"pixel_weights must have the shape of labels {jnp.shape(labels)}, got {jnp.shape(pixel_weights)}")
+  nll = softmax_cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+  count = jnp.sum(labels != ignore_index)
+  return jnp.sum(nll * pixel_weights.astype(nll.dtype)) / jnp.maximum(count, 1).astype(nll.dtype)
+
+
 def weighted_dice_loss(mask_logits, targets, weights, eps=1e-8):
   """Panoptic FCN's weighted Dice (Li et al. CVPR 2021, Eq. 6-7): the sum over rows of
   weight * (1 - 2 sum(p q) / max(sum p^2 + sum q^2, eps)), p = sigmoid(mask_logits), as the official loss.py.
