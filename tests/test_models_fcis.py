@@ -2,6 +2,7 @@
 Li et al. 2017 on random score maps; mask voting equals a NumPy loop over the detections and voters; a tiny model's
 losses fall on a fixed batch and its train step compiles once for batches with 0 to max_instances instances; the
 paper config and the demo build."""
+import functools
 import importlib
 
 import jax
@@ -61,6 +62,22 @@ def test_assembling_and_joint_scores_equal_the_papers_sec_3_1():
     ref_logits, ref_masks = _assemble_reference(maps[n], grid[n], k, m)
     np.testing.assert_allclose(logits[n], ref_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(masks[n], ref_masks, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooler", ["pool", "align"])
+def test_grouped_pooling_is_pooling_of_the_cells_channels_repeated(pooler):
+  """group_size k < output m: bin (i, j) reads cell (i k / m, j k / m); the same as the ungrouped op on maps whose
+  channel of every bin is a copy of its cell's (k = 3, m = 9, 2 outputs)."""
+  from segjax.ops.roi import ps_roi_align, ps_roi_pool  # pylint: disable=g-import-not-at-top
+  k, m, d = 3, 9, 2
+  rng = np.random.default_rng(1)
+  maps = jnp.asarray(rng.normal(size=(2, 12, 10, d * k * k)), jnp.float32)
+  rois = jnp.asarray([[0, 8, 4, 120, 90], [1, 0, 0, 159, 191], [1, 30.5, 40.2, 70.7, 77.1]], jnp.float32)
+  cell = (np.arange(m)[:, None] * k // m) * k + np.arange(m)[None] * k // m  # [m, m]
+  expanded = maps[..., (np.arange(d)[:, None, None] * k * k + cell).reshape(-1)]
+  op = ps_roi_pool if pooler == "pool" else functools.partial(ps_roi_align, sampling_ratio=2)
+  np.testing.assert_allclose(op(maps, rois, m, 1 / 16, group_size=k), op(expanded, rois, m, 1 / 16),
+                             rtol=1e-5, atol=1e-6)
 
 
 def _read(mask, box, y, x):

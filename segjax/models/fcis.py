@@ -10,7 +10,8 @@ images [N, H, W, 3] in [0, 1] -> ResNet with conv5 at stride 16 (every 3x3 of co
   per RoI, assembling (Sec. 3.1): position-sensitive pooling of the score maps to an M x M grid (M = roi_size = 21,
   k x k cells of 3 x 3 bins, the reference's PSROIPooling with pooled_size 21, group_size 7) ->
   segjax.ops.fcis.joint_scores: per class, mask logits inside - outside (the per-pixel softmax) and the class logit,
-  the mean over the pixels of max(inside, outside); box deltas: the box maps pooled the same way (M x M bins of
+  the mean over the pixels of max(inside, outside) (`ps_pooler` "align": bilinear samples per bin instead of the
+  average over integer bins, finer masks on coarse maps); box deltas: the box maps pooled the same way (M x M bins of
   k x k cells) and averaged, as the reference's psroipool_bbox and its global average pooling.
 Training: RPN losses + softmax cross-entropy + smooth L1 (beta 1, positives) + the per-pixel (outside, inside)
 softmax cross-entropy of each positive RoI's ground-truth class against its matched mask RoI-aligned to M x M and
@@ -46,7 +47,7 @@ from segjax.ops.fcis import joint_scores, mask_voting
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import hardest
-from segjax.ops.roi import ps_roi_pool
+from segjax.ops.roi import ps_roi_align, ps_roi_pool
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid")
@@ -72,7 +73,7 @@ def model_config() -> ml_collections.ConfigDict:
       "rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_size_per_image": 256, "rpn_positive_fraction": 0.5,
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 128, "roi_positive_fraction": 0.25,
       "ohem": True, "ohem_rois": 128,
-      "head_channels": 1024, "ps_size": 7, "roi_size": 21,
+      "head_channels": 1024, "ps_size": 7, "roi_size": 21, "ps_pooler": "pool", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.3, "detections_per_image": 100, "detection_candidates": 1000,
       "mask_voting": True, "vote_iou": 0.5, "binary_threshold": 0.4,
       "dtype": "float32"})
@@ -95,16 +96,21 @@ class FCISHead(nn.Module):
             conv(4 * self.k**2, name="fcis_bbox")(x))
 
 
-def _pool_image(features, boxes, k, m, spatial_scale):
-  """One image's boxes [R, 4] pooled on its map [H, W, C k^2] into m x m bins of k x k cells: [R, m, m, C]."""
+def _pool_image(features, boxes, k, m, spatial_scale, pooler="pool", sampling_ratio=2):
+  """One image's boxes [R, 4] pooled on its map [H, W, C k^2] into m x m bins of k x k cells: [R, m, m, C].
+  pooler "pool": the average over integer bins (the reference's PSROIPooling); "align": `sampling_ratio`^2
+  bilinear samples per bin (ps_roi_align)."""
   rois = jnp.concatenate([jnp.zeros_like(boxes[:, :1]), boxes], 1)
+  if pooler == "align":
+    return ps_roi_align(features[None], rois, m, spatial_scale, sampling_ratio, group_size=k)
   return ps_roi_pool(features[None], rois, m, spatial_scale, group_size=k)
 
 
-def assemble(score_maps, boxes, k, m, spatial_scale):
+def assemble(score_maps, boxes, k, m, spatial_scale, pooler="pool", sampling_ratio=2):
   """Assembling (Sec. 3.1) of boxes [N, R, 4] on score maps [N, H, W, 2 k^2 K] -> (class_logits [N, R, K],
   mask_logits [N, R, m, m, K]): each image's RoIs pooled on its own map into m x m bins of k x k cells."""
-  pool = functools.partial(_pool_image, k=k, m=m, spatial_scale=spatial_scale)
+  pool = functools.partial(_pool_image, k=k, m=m, spatial_scale=spatial_scale, pooler=pooler,
+                           sampling_ratio=sampling_ratio)
   return joint_scores(jax.vmap(pool)(score_maps, boxes))
 
 
@@ -141,8 +147,10 @@ class FCIS(nn.Module):
     score_maps, box_maps = score_maps.astype(jnp.float32), box_maps.astype(jnp.float32)
 
     def head(boxes):
-      class_logits, mask_logits = assemble(score_maps, boxes, c.ps_size, c.roi_size, 1 / stride)
-      box_deltas = jax.vmap(functools.partial(_pool_image, k=c.ps_size, m=c.roi_size, spatial_scale=1 / stride))(
+      class_logits, mask_logits = assemble(score_maps, boxes, c.ps_size, c.roi_size, 1 / stride, c.ps_pooler,
+                                           c.sampling_ratio)
+      box_deltas = jax.vmap(functools.partial(_pool_image, k=c.ps_size, m=c.roi_size, spatial_scale=1 / stride,
+                                              pooler=c.ps_pooler, sampling_ratio=c.sampling_ratio))(
           box_maps, boxes).mean((2, 3))
       return class_logits, mask_logits, box_deltas
 
@@ -243,6 +251,8 @@ def _config(overrides) -> ml_collections.FrozenConfigDict:
     raise ValueError(f"config.model.depth: must be one of {tuple(STAGE_BLOCKS)}; got {config.depth}")
   if len(config.anchor_sizes) != 1:
     raise ValueError(f"config.model.anchor_sizes: one level (the RPN runs on C4); got {config.anchor_sizes}")
+  if config.ps_pooler not in ("pool", "align"):
+    raise ValueError(f"config.model.ps_pooler: 'pool' or 'align'; got {config.ps_pooler!r}")
   if config.output_stride not in (8, 16):
     raise ValueError(f"config.model.output_stride: 16 (the paper's) or 8; got {config.output_stride}")
   if config.roi_size % config.ps_size:

@@ -406,27 +406,29 @@ def _dense_align_weights(start, bin_size, bins, sampling_ratio, extent):
   return jnp.where(valid[..., None], tent, 0).sum(2) / jnp.maximum(count, 1)
 
 
-def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1):
+def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, group_size=None):
   """Position-sensitive RoIAlign (R-FCN with RoIAlign) equal to ``torchvision.ops.ps_roi_align``.
 
   Output channel c of bin (i, j) averages bilinear samples of input channel
   c * h * w + i * w + j; boxes are shifted by -0.5 pixel (torchvision, not configurable).
   sampling_ratio <= 0 is torchvision's adaptive ceil(roi_size / output_size) samples per bin,
   computed with static shapes; degenerate boxes give 0 where torchvision gives NaN (0 / 0).
-  Dense over the map: O(R * N * H * W * C).
+  Dense over the map: O(R * N * H * W * C). `group_size` (g_h, g_w): k x k position-sensitive cells each sampled
+  into finer bins, as ps_roi_pool's.
 
   Args:
-    features: [N, H, W, C_out * h * w]; rois: [R, 5]; output_size: int or (h, w).
+    features: [N, H, W, C_out * g_h * g_w]; rois: [R, 5]; output_size: int or (h, w); group_size: int or
+      (g_h, g_w), default output_size.
 
   Returns:
     [R, h, w, C_out].
   """
-  features, output_size, _, b, boxes = _ps_inputs(features, rois, output_size)
+  features, output_size, group_size, b, boxes = _ps_inputs(features, rois, output_size, group_size)
   _, height, width, _ = features.shape
   x1, y1, x2, y2 = (boxes[:, k] * spatial_scale - 0.5 for k in range(4))
   wy = _dense_align_weights(y1, (y2 - y1) / output_size[0], output_size[0], sampling_ratio, height)
   wx = _dense_align_weights(x1, (x2 - x1) / output_size[1], output_size[1], sampling_ratio, width)
-  return _ps_pool(features, b, wy.astype(features.dtype), wx.astype(features.dtype))
+  return _ps_pool(features, b, wy.astype(features.dtype), wx.astype(features.dtype), group_size)
 
 
 def ps_roi_pool(features, rois, output_size, spatial_scale=1.0, group_size=None):
