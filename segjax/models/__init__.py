@@ -46,6 +46,7 @@ _MODELS = {
     "dense_crf": "segjax.models.dense_crf",
     "discriminative_embedding": "segjax.models.embedding",
     "fast_rcnn": "segjax.models.fast_rcnn",
+    "fcis": "segjax.models.fcis",
     "fcn": "segjax.models.fcn",
     "faster_rcnn": "segjax.models.mask_rcnn",
     "faster_rcnn_detection": "segjax.models.faster_rcnn",

@@ -14,6 +14,11 @@ Training: RPN losses + softmax cross-entropy + smooth L1 on the RoIs (Eq. 3): a 
 Inference: the detection post-processing of the Faster R-CNN heads (segjax.models.roi_heads.detect: softmax
 scores, the class-agnostic box for every class, per-class NMS at 0.3 as the paper).
 
+Deformable R-FCN (Dai et al. 2017, "Deformable Convolutional Networks", Sec. 2.2 and the reference's
+resnet_v1_101_rfcn_dcn symbol): `deformable_stages` (5,) makes res5's 3x3 convs deformable and `deformable_psroi`
+moves the bins of the "sampled" pooler (deformable PS RoI pooling, gamma 0.1) by per-bin offsets pooled from
+zero-initialised offset maps of the 1024-d features; at initialisation it computes the plain R-FCN with that pooler.
+
 Registered as "rfcn" with TASK "detection" (box-only sets, VOC AP: experiments/rfcn_r101_voc07.py), and as
 "rfcn_coco" (segjax/models/rfcn_coco.py) with TASK "instance" (COCO AP of the boxes; each box is reported filled as
 its mask, as Faster R-CNN here).
@@ -32,6 +37,7 @@ from segjax.models import roi_heads, rpn
 from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.boxes import encode_boxes
+from segjax.ops.deform_roi import deform_ps_roi_pool
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import box_masks
@@ -46,7 +52,7 @@ INFERENCE_KEYS = frozenset({"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
                             "detections_per_image", "detection_candidates"})
 SIZE_DIVISIBILITY = 16  # the stride of C4 and of the dilated C5
 STRIDE = 16
-PS_POOLERS = ("pool", "align")
+PS_POOLERS = ("pool", "align", "sampled")
 _NORMAL_001 = nn.initializers.normal(0.01)  # the released R-FCN's new layers: Gaussian, std 0.01, zero bias
 
 
@@ -67,11 +73,12 @@ def model_config() -> ml_collections.ConfigDict:
       "roi_fg_iou": 0.5, "roi_bg_iou": 0.5, "roi_batch_size_per_image": 128, "roi_positive_fraction": 0.25,
       "ohem": True, "ohem_rois": 128,
       "head_channels": 1024, "ps_size": 7, "ps_pooler": "pool", "sampling_ratio": 2,
+      "deformable_psroi": False, "deformable_stages": (),
       "score_threshold": 0.05, "nms_threshold": 0.3, "detections_per_image": 100, "detection_candidates": 4096,
       "dtype": "float32"})
 
 
-def vote(score_maps, boxes, k, spatial_scale, pooler="pool", sampling_ratio=2):
+def vote(score_maps, boxes, k, spatial_scale, pooler="pool", sampling_ratio=2, offsets=None):
   """Position-sensitive pooling and voting (Eq. 1-2) of boxes [N, R, 4] on score maps [N, H, W, k^2 D] -> [N, R, D].
 
   Channel d * k^2 + i * k + j is the map z_{i,j,d} of bin (i, j) (row i, column j) for output d. Eq. 1:
@@ -79,33 +86,65 @@ def vote(score_maps, boxes, k, spatial_scale, pooler="pool", sampling_ratio=2):
   floor(i h / k) <= y < ceil((i + 1) h / k) of the RoI's (w, h) on the map (the paper's footnote). Eq. 2, as the
   text's "vote by averaging": r_d = (1 / k^2) sum_{i,j} r_d(i, j). pooler "pool": the paper's average over integer
   bins (torchvision's ps_roi_pool: corners rounded to the map); "align": bilinear samples (ps_roi_align,
-  `sampling_ratio` per bin side). Each image's RoIs are pooled on its own map.
+  `sampling_ratio` per bin side); "sampled": the Deformable ConvNets reference's PS RoI pooling
+  (segjax.ops.deform_roi.deform_ps_roi_pool, `sampling_ratio` samples per bin side), moved by `offsets`
+  [N, R, k, k, T, 2] (normalised (dx, dy) per bin and offset class, gamma 0.1; None: unmoved). Each image's RoIs
+  are pooled on its own map.
   """
   if pooler not in PS_POOLERS:
     raise ValueError(f"position-sensitive pooler must be one of {PS_POOLERS}; got {pooler!r}")
 
-  def pool(features, image_boxes):  # one image: batch index 0 of its own map
+  if offsets is not None and pooler != "sampled":
+    raise ValueError(f"offsets move the 'sampled' pooler's bins; got pooler {pooler!r}")
+
+  def pool(features, image_boxes, image_offsets):  # one image: batch index 0 of its own map
     rois = jnp.concatenate([jnp.zeros_like(image_boxes[:, :1]), image_boxes], 1)
     if pooler == "pool":
       return ps_roi_pool(features[None], rois, k, spatial_scale)
+    if pooler == "sampled":
+      return deform_ps_roi_pool(features[None], rois, image_offsets, k, spatial_scale, sampling_ratio=sampling_ratio)
     return ps_roi_align(features[None], rois, k, spatial_scale, sampling_ratio)
 
-  return jax.vmap(pool)(score_maps, boxes).mean((2, 3))  # [N, R, k, k, D] -> [N, R, D]
+  return jax.vmap(pool)(score_maps, boxes, offsets).mean((2, 3))  # [N, R, k, k, D] -> [N, R, D]
+
+
+def pooled_offsets(offset_maps, boxes, k, spatial_scale, classes, sampling_ratio):
+  """Per-bin offsets [N, R, k, k, T, 2] of boxes [N, R, 4]: offset maps [N, H, W, 2 T k^2] pooled without offsets
+  (the reference's rfcn_cls_offset / rfcn_bbox_offset: DeformablePSROIPooling, no_trans, output_dim 2 T), channel
+  2 t + 0 the x and 2 t + 1 the y offset of offset class t."""
+  def pool(features, image_boxes):
+    rois = jnp.concatenate([jnp.zeros_like(image_boxes[:, :1]), image_boxes], 1)
+    return deform_ps_roi_pool(features[None], rois, None, k, spatial_scale, sampling_ratio=sampling_ratio)
+
+  pooled = jax.vmap(pool)(offset_maps, boxes)  # [N, R, k, k, 2 T]
+  return pooled.reshape(*pooled.shape[:-1], classes, 2)
 
 
 class PSHead(nn.Module):
   """C5 [N, H, W, 2048] -> (class score maps [N, H, W, k^2 (C + 1)], box maps [N, H, W, 4 k^2]): a 1x1 conv to
-  `channels` + ReLU (the paper's 1024-d dimension reduction), then one 1x1 conv per kind of map."""
+  `channels` + ReLU (the paper's 1024-d dimension reduction), then one 1x1 conv per kind of map.
+
+  With `deformable` (deformable R-FCN, Dai et al. 2017 Sec. 2.2, the reference's resnet_v1_101_rfcn_dcn symbol)
+  also the offset maps of each: 2 k^2 (C + 1) for the classes (one offset field per class) and 2 k^2 for the boxes,
+  1x1 convs `rfcn_cls_offset_t` and `rfcn_bbox_offset_t` initialised to zero, so that training starts from
+  unmoved bins: returns (class maps, box maps, class offset maps, box offset maps).
+  """
   num_classes: int
   k: int
   channels: int = 1024
+  deformable: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     conv = functools.partial(Conv, kernel_size=(1, 1), kernel_init=_NORMAL_001, dtype=self.dtype)
     x = nn.relu(conv(self.channels, name="conv_new")(x))
-    return conv(self.k**2 * self.num_classes, name="rfcn_cls")(x), conv(4 * self.k**2, name="rfcn_bbox")(x)
+    maps = (conv(self.k**2 * self.num_classes, name="rfcn_cls")(x), conv(4 * self.k**2, name="rfcn_bbox")(x))
+    if not self.deformable:
+      return maps
+    zero = functools.partial(Conv, kernel_size=(1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype)
+    return maps + (zero(2 * self.k**2 * self.num_classes, name="rfcn_cls_offset_t")(x),
+                   zero(2 * self.k**2, name="rfcn_bbox_offset_t")(x))
 
 
 def roi_losses(class_logits, deltas, labels, box_targets, positive):
@@ -131,7 +170,8 @@ class RFCN(nn.Module):
     dtype = jnp.dtype(c.dtype)
     conv5_blocks = STAGE_BLOCKS[c.depth][-1]
     backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, output_stride=16,
-                      multi_grid=(2,) + (1,) * (conv5_blocks - 1), dtype=dtype, name="backbone")
+                      multi_grid=(2,) + (1,) * (conv5_blocks - 1), deformable_stages=tuple(c.deformable_stages),
+                      dtype=dtype, name="backbone")
     features = backbone(normalize_images(images, c.pixel_mean, c.pixel_std), train=train)
     c4, c5 = features["C4"], features["C5"]
     n = images.shape[0]
@@ -145,10 +185,17 @@ class RFCN(nn.Module):
         nms_threshold=c.rpn_nms_threshold)
     proposals, _, proposal_valid = jax.vmap(propose)(jax.lax.stop_gradient(objectness),
                                                      jax.lax.stop_gradient(deltas))
-    class_maps, box_maps = PSHead(self.num_classes, c.ps_size, c.head_channels, dtype=dtype, name="ps_head")(c5)
-    head = lambda boxes: tuple(
-        vote(m.astype(jnp.float32), boxes, c.ps_size, 1 / STRIDE, c.ps_pooler, c.sampling_ratio)
-        for m in (class_maps, box_maps))
+    maps = PSHead(self.num_classes, c.ps_size, c.head_channels, deformable=c.deformable_psroi, dtype=dtype,
+                  name="ps_head")(c5)
+    maps = [m.astype(jnp.float32) for m in maps]
+
+    def head(boxes):
+      offsets = (None, None)
+      if c.deformable_psroi:
+        offsets = tuple(pooled_offsets(m, boxes, c.ps_size, 1 / STRIDE, t, c.sampling_ratio)
+                        for m, t in ((maps[2], self.num_classes), (maps[3], 1)))
+      return tuple(vote(m, boxes, c.ps_size, 1 / STRIDE, c.ps_pooler, c.sampling_ratio, o)
+                   for m, o in zip(maps[:2], offsets))
     if train:
       return self._train_outputs(targets, objectness, deltas, anchors, proposals, proposal_valid, head)
 
@@ -205,6 +252,9 @@ def _config(overrides) -> ml_collections.FrozenConfigDict:
     raise ValueError(f"config.model.ps_pooler: must be one of {PS_POOLERS}; got {config.ps_pooler!r}")
   if config.depth not in STAGE_BLOCKS:
     raise ValueError(f"config.model.depth: must be one of {tuple(STAGE_BLOCKS)}; got {config.depth}")
+  if config.deformable_psroi and config.ps_pooler != "sampled":
+    raise ValueError("config.model.deformable_psroi: moves the bins of ps_pooler 'sampled' (the Deformable ConvNets "
+                     f"reference's PS RoI pooling); got ps_pooler {config.ps_pooler!r}")
   if len(config.anchor_sizes) != 1:
     raise ValueError(f"config.model.anchor_sizes: one level (the RPN runs on C4); got {config.anchor_sizes}")
   return config

@@ -1,6 +1,6 @@
 """Pure jax.numpy operators: boxes, anchors, NMS, RoI pooling, adaptive pooling and resizing, max unpooling,
 deformable convolution and PS RoI pooling, masks, losses, CRFs, image normalisation, linear sum assignment,
-PointRend's point sampling."""
+PointRend's point sampling, FCIS's joint mask and class scores and mask voting."""
 from segjax.ops.anchors import anchor_grid, cell_anchors, fpn_anchors
 from segjax.ops.assignment import linear_sum_assignment
 from segjax.ops.crf import dense_crf, dense_gaussian_filter, permutohedral_filter
@@ -8,6 +8,7 @@ from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode
                               generalized_box_iou)
 from segjax.ops.deform_conv import deform_conv2d
 from segjax.ops.deform_roi import deform_ps_roi_pool
+from segjax.ops.fcis import joint_scores, mask_voting
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import box_masks, mask_iou, masks_to_boxes, paste_masks_in_image, roi_mask_targets

@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from segjax.ops.gather import weighted_gather
 
@@ -347,30 +348,37 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0, aggregation="max"):
   return jnp.where(empty[..., None], jnp.zeros((), features.dtype), value)
 
 
-def _ps_pool(features, b, wy, wx):
-  """out[r, i, j, c] = sum_{h, w} wy[r, i, h] wx[r, j, w] features[b_r, h, w, (c, i, j)].
+def _ps_pool(features, b, wy, wx, group_size=None):
+  """out[r, i, j, c] = sum_{h, w} wy[r, i, h] wx[r, j, w] features[b_r, h, w, (c, gi(i), gj(j))].
 
-  features [N, H, W, C_out * ph * pw] (R-FCN channel order c * ph * pw + i * pw + j);
-  wy [R, ph, H], wx [R, pw, W]. Returns [R, ph, pw, C_out]; O(R * N * H * W * C) matmuls.
+  features [N, H, W, C_out * gh * gw] (R-FCN channel order c * gh * gw + gi * gw + gj); wy [R, ph, H],
+  wx [R, pw, W]; bin (i, j) reads group cell gi(i) = floor(i * gh / ph), gj(j) = floor(j * gw / pw) (the
+  reference PSROIPooling's rule; the identity when the group is the output grid, as R-FCN). Returns
+  [R, ph, pw, C_out]; O(R * N * H * W * C * pw / gw) matmuls.
   """
   n, height, width, c = features.shape
   ph, pw = wy.shape[1], wx.shape[1]
-  f = features.reshape(n, height, width, c // (ph * pw), ph, pw)
+  gh, gw = (ph, pw) if group_size is None else group_size
+  f = features.reshape(n, height, width, c // (gh * gw), gh, gw)
+  f = f[..., np.arange(pw) * gw // pw]  # [N, H, W, C_out, gh, pw]: the group column of each output column
   wx = jax.nn.one_hot(b, n, dtype=wx.dtype)[:, :, None, None] * wx[:, None]  # [R, N, pw, W]
-  t = jnp.einsum("rnjw,nhwcij->rjhci", wx, f)
+  t = jnp.einsum("rnjw,nhwcgj->rjhcg", wx, f)
+  t = t[..., np.arange(ph) * gh // ph]  # [R, pw, H, C_out, ph]
   return jnp.einsum("rih,rjhci->rijc", wy, t)
 
 
-def _ps_inputs(features, rois, output_size):
-  """Checked inputs of the position-sensitive ops: (features, (h, w), batch indices, boxes)."""
+def _ps_inputs(features, rois, output_size, group_size=None):
+  """Checked inputs of the position-sensitive ops: (features, (h, w), (g_h, g_w), batch indices, boxes)."""
   features, rois = _check(features, rois)
   output_size = _pair(output_size)
-  if features.shape[-1] % (output_size[0] * output_size[1]):
+  cells = "output h * w" if group_size is None else "the group cells g_h * g_w"
+  group_size = output_size if group_size is None else _pair(group_size)
+  if features.shape[-1] % (group_size[0] * group_size[1]):
     raise ValueError(
-        f"features channels ({features.shape[-1]}) must be a multiple of output h * w "
-        f"({output_size[0]} * {output_size[1]}) for position-sensitive pooling")
+        f"features channels ({features.shape[-1]}) must be a multiple of {cells} "
+        f"({group_size[0]} * {group_size[1]}) for position-sensitive pooling")
   b, boxes = _split_rois(rois, features.shape[0])
-  return features, output_size, b, boxes
+  return features, output_size, group_size, b, boxes
 
 
 def _dense_align_weights(start, bin_size, bins, sampling_ratio, extent):
@@ -398,30 +406,32 @@ def _dense_align_weights(start, bin_size, bins, sampling_ratio, extent):
   return jnp.where(valid[..., None], tent, 0).sum(2) / jnp.maximum(count, 1)
 
 
-def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1):
+def ps_roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, group_size=None):
   """Position-sensitive RoIAlign (R-FCN with RoIAlign) equal to ``torchvision.ops.ps_roi_align``.
 
   Output channel c of bin (i, j) averages bilinear samples of input channel
   c * h * w + i * w + j; boxes are shifted by -0.5 pixel (torchvision, not configurable).
   sampling_ratio <= 0 is torchvision's adaptive ceil(roi_size / output_size) samples per bin,
   computed with static shapes; degenerate boxes give 0 where torchvision gives NaN (0 / 0).
-  Dense over the map: O(R * N * H * W * C).
+  Dense over the map: O(R * N * H * W * C). `group_size` (g_h, g_w): k x k position-sensitive cells each sampled
+  into finer bins, as ps_roi_pool's.
 
   Args:
-    features: [N, H, W, C_out * h * w]; rois: [R, 5]; output_size: int or (h, w).
+    features: [N, H, W, C_out * g_h * g_w]; rois: [R, 5]; output_size: int or (h, w); group_size: int or
+      (g_h, g_w), default output_size.
 
   Returns:
     [R, h, w, C_out].
   """
-  features, output_size, b, boxes = _ps_inputs(features, rois, output_size)
+  features, output_size, group_size, b, boxes = _ps_inputs(features, rois, output_size, group_size)
   _, height, width, _ = features.shape
   x1, y1, x2, y2 = (boxes[:, k] * spatial_scale - 0.5 for k in range(4))
   wy = _dense_align_weights(y1, (y2 - y1) / output_size[0], output_size[0], sampling_ratio, height)
   wx = _dense_align_weights(x1, (x2 - x1) / output_size[1], output_size[1], sampling_ratio, width)
-  return _ps_pool(features, b, wy.astype(features.dtype), wx.astype(features.dtype))
+  return _ps_pool(features, b, wy.astype(features.dtype), wx.astype(features.dtype), group_size)
 
 
-def ps_roi_pool(features, rois, output_size, spatial_scale=1.0):
+def ps_roi_pool(features, rois, output_size, spatial_scale=1.0, group_size=None):
   """Position-sensitive RoIPool (Dai et al., R-FCN, 2016) equal to ``torchvision.ops.ps_roi_pool``.
 
   Average of input channel c * h * w + i * w + j over integer bin (i, j): corners rounded half
@@ -430,13 +440,18 @@ def ps_roi_pool(features, rois, output_size, spatial_scale=1.0):
   The gradient is that of this forward; torchvision's backward clips to [0, H] instead, so it
   differs from ours for bins clipped at the bottom or right border. Dense: O(R * N * H * W * C).
 
+  `group_size` (g_h, g_w) smaller than the output grid is FCIS's assembling (Li et al. 2017; the reference
+  PSROIPooling's pooled_size 21 with group_size 7): k x k = g_h x g_w position-sensitive cells, each pooled into
+  h / g_h x w / g_w finer bins; bin (i, j) reads input channel c * g_h * g_w + floor(i g_h / h) g_w + floor(j g_w / w).
+
   Args:
-    features: [N, H, W, C_out * h * w]; rois: [R, 5]; output_size: int or (h, w).
+    features: [N, H, W, C_out * g_h * g_w]; rois: [R, 5]; output_size: int or (h, w); group_size: int or
+      (g_h, g_w), default output_size.
 
   Returns:
     [R, h, w, C_out].
   """
-  features, output_size, b, boxes = _ps_inputs(features, rois, output_size)
+  features, output_size, group_size, b, boxes = _ps_inputs(features, rois, output_size, group_size)
   _, height, width, _ = features.shape
   x1, y1, roi_w, roi_h = _pooled_boxes(boxes, spatial_scale, 0)
 
@@ -448,4 +463,4 @@ def ps_roi_pool(features, rois, output_size, spatial_scale=1.0):
 
   wy = bin_weights(y1, roi_h, output_size[0], height)
   wx = bin_weights(x1, roi_w, output_size[1], width)
-  return _ps_pool(features, b, wy, wx)
+  return _ps_pool(features, b, wy, wx, group_size)
