@@ -36,14 +36,15 @@ def _instances(rng, count, touching=True):
 def _reference_targets(masks, valid, crowd):
   """Per instance: scipy's exact EDT of its visible mask, Sobel gradients (scipy.ndimage.sobel, mode reflect),
   normalised; levels by the script's bin edges; weight 200 / sqrt(area) on non-crowd instances."""
-  labels = np.zeros((H, W), int)
-  for k in range(M):
+  m, h, w = masks.shape
+  labels = np.zeros((h, w), int)
+  for k in range(m):
     labels[masks[k] & valid[k]] = k + 1
-  distance = np.zeros((H, W))
-  direction = np.zeros((H, W, 2))
-  direction_valid = np.zeros((H, W), bool)
-  weight = np.zeros((H, W))
-  for k in range(M):
+  distance = np.zeros((h, w))
+  direction = np.zeros((h, w, 2))
+  direction_valid = np.zeros((h, w), bool)
+  weight = np.zeros((h, w))
+  for k in range(m):
     own = labels == k + 1
     if not own.any():
       continue
@@ -57,7 +58,7 @@ def _reference_targets(masks, valid, crowd):
       direction_valid |= ok
       weight[own] = 200.0 / np.sqrt(own.sum())
   edges = [0, 1, 2, 3, 4, 5, 7, 9, 12, 15, 19, 24, 30, 37, 45, 54, np.inf]
-  level = np.zeros((H, W), int)
+  level = np.zeros((h, w), int)
   for i in range(16):  # the script: d in (b_i, b_i+1] -> i; 0 stays 0
     level[(distance > edges[i]) & (distance <= edges[i + 1])] = i
   return {"distance": distance, "direction": direction, "direction_valid": direction_valid, "weight": weight,

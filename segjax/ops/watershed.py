@@ -108,9 +108,14 @@ def quantize(distance):
   return jnp.sum(distance[..., None] > edges, axis=-1).astype(jnp.int32)
 
 
+def unit_vectors(v):
+  """v / |v| over the last axis, as tf.nn.l2_normalize (the norm floored at 1e-6; finite gradients at v = 0)."""
+  return v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), 1e-12))
+
+
 def angular_loss(predicted, target, weight):
   """sum_p weight_p arccos(<u_pred, u_gt>)^2 over [..., 2] vectors (both normalised, scaled by 0.999999)."""
-  normalise = lambda v: 0.999999 * v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+  normalise = lambda v: 0.999999 * unit_vectors(v)
   cosine = jnp.sum(normalise(predicted) * normalise(target), axis=-1)
   return jnp.sum(weight * jnp.square(jnp.arccos(cosine)))
 
