@@ -3,15 +3,17 @@
   python -m segjax.main --config=experiments/deep_watershed_cityscapes.py --workdir=DIR \
       --config.dataset.root=~/data/cityscapes
 
-Published: AP 19.4 (AP50 35.3) on the Cityscapes test set (the paper's Table 1; the figure later comparison tables
-cite for DWT).
-Recipe of the paper: PSPNet semantic segmentation gating the input; the Direction Network (a VGG-16-style network)
-and the Watershed Transform Network trained separately and then end to end, Adam; the energy cut per class at
-level 1 (person, rider, bicycle, motorcycle) or 2 (vehicles), instances scored per class. The Cityscapes AP and
-AP50 are the benchmark's (segjax.evaluation.cityscapes_instances, reported as cityscapes_AP*).
+Published: AP 19.4 on the Cityscapes test set (the paper's Table 1; the figure later comparison tables cite for
+DWT).
+Recipe of the paper: a PSPNet semantic segmentation gates the input; the Direction Network (VGG-16 based) and the
+Watershed Transform Network are pre-trained separately, then fine-tuned end to end. The authors' post-processing
+(repository min2209/dwt, E2E/post_process.py) cuts above level 1 for person, rider, bicycle and motorcycle and above
+level 2 for vehicles. The Cityscapes AP and AP50 are the benchmark's (segjax.evaluation.cityscapes_instances,
+reported as cityscapes_AP*).
 Differences, stated: segjax's three U-Nets are trained from scratch and jointly, with a class-agnostic foreground in
 place of PSPNet's 8 thing classes; instances carry label 1, so the class-agnostic mask_AP_agnostic is the metric
-reported (the per-class cityscapes_AP needs class labels and scores 0 here); one cut level for all classes.
+to read (label 1 is the data set's first class, person, so cityscapes_AP scores every instance as a person); one
+cut level for all classes.
 Not run here: this CPU cannot train it.
 """
 import ml_collections

@@ -77,6 +77,7 @@ def test_predict_recovers_instances_from_ideal_outputs(cut_level):
     assert np.all(np.asarray(out["scores"][i])[np.asarray(out["valid"][i])] > 0.99)
 
 
+@pytest.mark.slow
 def test_trains_without_recompiling_and_lowers_the_loss():
   rng = np.random.default_rng(2)
   config = ml_collections.ConfigDict(CONFIG)
@@ -110,6 +111,7 @@ def test_trains_without_recompiling_and_lowers_the_loss():
   assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4])
 
 
+@pytest.mark.slow
 def test_eight_device_training_gives_the_losses_of_one_device():
   from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
@@ -146,3 +148,46 @@ def test_experiment_configs_build(name):
                                                                                             jnp.float32))
   out = jax.eval_shape(lambda v, x: module.apply(v, x), shapes, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   assert out["energy_logits"].shape == (1, 64, 64, 16) and out["direction"].shape == (1, 64, 64, 2)
+
+
+def _best_image_blind_energy_loss(batches):
+  """The smallest mean over `batches` of the model's normalised energy loss that one constant 16-level prediction
+  (the same logits at every pixel of every image) reaches: Adam on the 16 logits, the loss being convex in them
+  up to the 1e-25 floors."""
+  targets = [jax.vmap(watershed.targets)(b["masks"], b["instance_valid"], b["is_crowd"]) for b in batches]
+
+  def mean_loss(z):
+    return sum(watershed.watershed_loss(jnp.broadcast_to(z, t["level"].shape + (16,)), t["level"], t["weight"])
+               / (jnp.sum(t["weight"]) + 1.0) for t in targets) / len(targets)
+
+  z, optimizer = jnp.zeros(16), optax.adam(0.05)
+  state, grad = optimizer.init(z), jax.jit(jax.value_and_grad(mean_loss))
+  best = np.inf
+  for _ in range(400):
+    value, g = grad(z)
+    best = min(best, float(value))
+    updates, state = optimizer.update(g, state)
+    z = optax.apply_updates(z, updates)
+  return best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0])
+def test_loop_learns_the_energy_below_the_image_blind_bound(tmp_path, seed):
+  """Through train_and_evaluate on the tiny synthetic data: the energy loss of the last 10 steps' batches falls
+  below the best constant predictor's on those same batches (the train stream is a pure function of the seed, so
+  they are read again), and the evaluator reports mask_AP_agnostic."""
+  from segjax.data import compact, pipeline  # pylint: disable=g-import-not-at-top
+  from train_util import tiny_config, train_through_loop  # pylint: disable=g-import-not-at-top
+  steps, last = 150, 10
+  overrides = {"seed": seed, "optimizer.name": "adamw", "optimizer.learning_rate": 3e-3,
+               "optimizer.schedule": "constant", "optimizer.warmup_steps": 0}
+  model = ml_collections.ConfigDict({**CONFIG, "head_width": 8})
+  metrics, rows = train_through_loop(tmp_path, model, steps=steps, **overrides)
+  assert "mask_AP_agnostic" in metrics
+  trained = np.mean([r["loss_energy"] for r in rows[-last:]])
+  config = tiny_config(tmp_path / "data", total_steps=steps, eval_every_steps=steps, **overrides)
+  stream = pipeline.make_train_iterator(config, start_step=steps - last)
+  batches = [compact.expand(next(stream)) for _ in range(last)]
+  bound = _best_image_blind_energy_loss(batches)
+  assert trained < bound, (trained, bound)

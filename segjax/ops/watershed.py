@@ -19,7 +19,8 @@ weights of WTN/lossFunction.py). As in DN/lossFunction.py, both direction vector
 
 Distances are exact and separable (the squared distance to the nearest pixel of another label is a minimum over
 columns of a minimum over rows, Felzenszwalb & Huttenlocher 2012), computed for all instances of an image at once
-from its label map: cost H W (H + W) whatever the number of instances, one compiled program for any count.
+from its label map: cost H W (H + W) whatever the number of instances, one compiled program for any count, memory
+O(16 max(H, W)^2) (16 image lines at a time).
 """
 import jax
 import jax.numpy as jnp
@@ -40,20 +41,26 @@ def label_map(masks, valid):
   return jnp.max(jnp.where(m, index, 0), axis=0)
 
 
+_LINE_BATCH = 16  # image lines per step of the separable passes: memory O(16 max(H, W)^2)
+
+
 def instance_distances(labels):
   """float32 [H, W]: each labelled pixel's Euclidean distance to the nearest pixel of another label (background
   included) inside the image; 0 on the background (label 0). 1e6 where the image holds a single label only."""
   h, w = labels.shape
-  ys = jnp.arange(h, dtype=jnp.float32)
-  xs = jnp.arange(w, dtype=jnp.float32)
-  # Column pass: g[y, x] = min over y' with labels[y', x] != labels[y, x] of (y - y')^2.
-  other = labels[None, :, :] != labels[:, None, :]  # [y, y', x]
-  dy2 = jnp.square(ys[:, None] - ys[None, :])[:, :, None]
-  g = jnp.min(jnp.where(other, dy2, _FAR), axis=1)
-  # Row pass: d2[y, x] = min over x' of (x - x')^2 + (g[y, x'] if labels[y, x'] == labels[y, x] else 0).
-  same = labels[:, None, :] == labels[:, :, None]  # [y, x, x']
-  dx2 = jnp.square(xs[:, None] - xs[None, :])[None]
-  d2 = jnp.min(dx2 + jnp.where(same, g[:, None, :], 0.0), axis=2)
+  dy2 = jnp.square(jnp.arange(h, dtype=jnp.float32)[:, None] - jnp.arange(h, dtype=jnp.float32)[None, :])
+  dx2 = jnp.square(jnp.arange(w, dtype=jnp.float32)[:, None] - jnp.arange(w, dtype=jnp.float32)[None, :])
+
+  def column(col):  # g[y] = min over y' with col[y'] != col[y] of (y - y')^2
+    return jnp.min(jnp.where(col[None, :] != col[:, None], dy2, _FAR), axis=1)
+
+  g = jax.lax.map(column, labels.T, batch_size=min(_LINE_BATCH, w)).T
+
+  def row(args):  # d2[x] = min over x' of (x - x')^2 + (g[x'] if same label else 0)
+    lab, g_row = args
+    return jnp.min(dx2 + jnp.where(lab[None, :] == lab[:, None], g_row[None, :], 0.0), axis=1)
+
+  d2 = jax.lax.map(row, (labels, g), batch_size=min(_LINE_BATCH, h))
   return jnp.where(labels > 0, jnp.sqrt(jnp.minimum(d2, _FAR)), 0.0)
 
 
