@@ -265,7 +265,7 @@ def test_bad_arguments(config):
     pipeline.make_eval_iterator(config, process_index=2, process_count=2)
   other = _with_seed(config, 5)
   other.dataset.name = "kitti"
-  with pytest.raises(ValueError, match="config.dataset.name must be one of 'synthetic', 'coco', 'cvppp', 'voc', "
+  with pytest.raises(ValueError, match="config.dataset.name must be one of 'synthetic', 'coco', 'cvppp', 'cityscapes_instances', 'voc', "
                      "'cityscapes', 'ade20k', 'camvid', 'isbi_cells'; got 'kitti'"):
     pipeline.dataset_info(other)
 

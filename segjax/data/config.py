@@ -14,8 +14,8 @@ COCO_LAYOUT = {
 def default_dataset_config() -> ml_collections.ConfigDict:
   """The embedded synthetic set at 128x128; set name and root for another data set."""
   config = ml_collections.ConfigDict()
-  # "synthetic" (written on first use) | "coco" (any COCO-format folder) | "voc" | "cityscapes" | "ade20k" |
-  # "camvid" (their official layouts: segjax/data/voc.py, cityscapes.py, ade20k.py, camvid.py).
+  # "synthetic" (written on first use) | "coco" (any COCO-format folder) | "cvppp" | "cityscapes_instances" | "voc" |
+  # "cityscapes" | "ade20k" | "camvid" | "isbi_cells" (their official layouts: segjax/data/*.py).
   config.name = "synthetic"
   config.root = "~/.cache/segjax/synthetic"  # the data set's folder
   config.sbd_root = "~/data/benchmark_RELEASE"  # SBD, read by name "voc" for its split "train_aug"

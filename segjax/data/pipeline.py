@@ -37,6 +37,7 @@ from segjax.data import augment
 from segjax.data import augment_detection
 from segjax.data import camvid
 from segjax.data import cityscapes
+from segjax.data import cityscapes_instances
 from segjax.data import coco
 from segjax.data import compact
 from segjax.data import cvppp
@@ -52,7 +53,7 @@ from segjax.data.tf_env import tf
 
 
 def _layout(config):
-  if config.dataset.name == "cvppp":  # written by cvppp.to_coco in the COCO 2017 layout
+  if config.dataset.name in CONVERTED:  # written by their to_coco in the COCO 2017 layout
     return {}
   layout = config.dataset.get("layout")
   return layout.to_dict() if hasattr(layout, "to_dict") else dict(layout or {})
@@ -60,13 +61,15 @@ def _layout(config):
 
 SEMANTIC_READERS = {reader.name: reader for reader in (voc.READER, cityscapes.READER, ade20k.READER, camvid.READER,
                                                        isbi_cells.READER)}
-NAMES = ("synthetic", "coco", "cvppp", *SEMANTIC_READERS)
+# Instance sets read from their own layout through a COCO folder written once (to_coco, coco_folder).
+CONVERTED = {"cvppp": cvppp, "cityscapes_instances": cityscapes_instances}
+NAMES = ("synthetic", "coco", *CONVERTED, *SEMANTIC_READERS)
 
 
 def _coco_root(config):
-  """The COCO-format folder read for config.dataset: its root, or the one CVPPP is converted into."""
+  """The COCO-format folder read for config.dataset: its root, or the one CVPPP / Cityscapes is converted into."""
   ds = config.dataset
-  return cvppp.coco_folder(ds) if ds.name == "cvppp" else ds.root
+  return CONVERTED[ds.name].coco_folder(ds) if ds.name in CONVERTED else ds.root
 
 
 def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_detection.DetectionFolder:
@@ -89,8 +92,8 @@ def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_det
   if ds.name == "synthetic":
     synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
                                image_size=tuple(ds.image_size))
-  elif ds.name == "cvppp":
-    cvppp.to_coco(ds.root, (ds.train_split, ds.eval_split), _coco_root(config))
+  elif ds.name in CONVERTED:
+    CONVERTED[ds.name].to_coco(ds.root, (ds.train_split, ds.eval_split), _coco_root(config))
   elif ds.name != "coco":
     raise ValueError(f"config.dataset.name must be one of {', '.join(map(repr, NAMES))}; got {ds.name!r}")
   return tfds_coco.prepare(_coco_root(config), (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))

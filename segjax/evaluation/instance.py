@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segjax import paths
+from segjax.evaluation import cityscapes_instances
 from segjax.evaluation import coco
 from segjax.evaluation import leaf
 from segjax.ops.masks import paste_masks_in_image
@@ -117,4 +118,6 @@ class InstanceEvaluator:
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
     if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)
       metrics.update(leaf.coco_leaf_metrics(ground_truth, results["segm"]))
+    if self.info.name == "cityscapes_instances":  # the benchmark's AP / AP50 (official protocol, per class)
+      metrics.update(cityscapes_instances.coco_results_metrics(ground_truth, results["segm"]))
     return metrics

@@ -43,6 +43,7 @@ _MODELS = {
     "deeplab_v1": "segjax.models.deeplab_v1",
     "deeplab_v2": "segjax.models.deeplab_v2",
     "deeplab_v3": "segjax.models.deeplab",
+    "deep_watershed": "segjax.models.deep_watershed",
     "dense_crf": "segjax.models.dense_crf",
     "discriminative_embedding": "segjax.models.embedding",
     "fast_rcnn": "segjax.models.fast_rcnn",
