@@ -38,6 +38,7 @@ import types
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD
 
 _MODELS = {
+    "boundary_aware": "segjax.models.boundary_aware",
     "crf_rnn": "segjax.models.crf_rnn",
     "deconvnet": "segjax.models.deconvnet",
     "deeplab_v1": "segjax.models.deeplab_v1",
