@@ -13,7 +13,8 @@ import pytest
 from scipy import ndimage
 
 from segjax.models import boundary_aware, get_model
-from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, roi_boundary_targets
+from segjax.evaluation.instance import to_source_image
+from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, grown_boxes, roi_boundary_targets
 
 INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
 
@@ -115,6 +116,11 @@ def test_a_mask_past_the_box_survives_decoding_and_pasting():
   in_box = np.zeros_like(gt[0])
   in_box[7:43, 5:29] = True
   assert binary[ndimage.binary_erosion(gt[0]) & in_box].all()  # the object inside the box
+  # The evaluators paste the decoded grid over the grown box (mask_boxes) at the source size: the same masks here.
+  grown = np.asarray(grown_boxes(jnp.asarray(box), m, r))
+  np.testing.assert_allclose(grown, [[4 - 26 * r / m, 6 - 38 * r / m, 30 + 26 * r / m, 44 + 38 * r / m]], rtol=1e-6)
+  _, source = to_source_image(box, masks[None], 1.0, (height, width), decoded[None].astype(np.float32), grown)
+  np.testing.assert_allclose(source[0], masks, atol=1e-6)
 
 
 def test_boundary_loss_equals_numpy_per_bin_cross_entropy():
@@ -217,7 +223,22 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
 
   predict = jax.jit(lambda v, x: boundary_aware.predict(module.apply(v, x, train=False), config))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
-  # Mask R-CNN's contract (segjax/models/__init__.py) without the optional M x M mask_probabilities.
+  # Mask R-CNN's contract (segjax/models/__init__.py); the decoded grids are 28 + 2R cells over the grown boxes.
   assert {k: v.shape for k, v in outputs.items()} == {
-      "boxes": (2, 6, 4), "scores": (2, 6), "labels": (2, 6), "masks": (2, 6, 64, 64), "valid": (2, 6)}
-  assert outputs["valid"].any() and np.isfinite(outputs["masks"]).all()
+      "boxes": (2, 6, 4), "scores": (2, 6), "labels": (2, 6), "masks": (2, 6, 64, 64), "valid": (2, 6),
+      "mask_probabilities": (2, 6, 38, 38), "mask_boxes": (2, 6, 4)}
+  valid = np.asarray(outputs["valid"])
+  assert valid.any() and np.isfinite(outputs["masks"]).all()
+  boxes, grown = np.asarray(outputs["boxes"])[valid], np.asarray(outputs["mask_boxes"])[valid]
+  np.testing.assert_allclose(grown, np.asarray(grown_boxes(jnp.asarray(boxes), 28, 5)), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["boundary_aware_voc", "demo_boundary_aware"])
+def test_experiment_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  module = boundary_aware.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 20}))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert shapes["params"]["mask_head"]["mask_fcn_logits"]["kernel"].shape[-1] == 21 * 5  # K = 5 maps per class
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])  # config.optimizer.frozen matches parameters

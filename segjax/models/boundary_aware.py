@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.models import mask_rcnn
-from segjax.ops.boundary import decode_roi_masks, quantisation_bins, roi_boundary_targets
+from segjax.ops.boundary import decode_roi_masks, grown_boxes, quantisation_bins, roi_boundary_targets
 
 TASK = mask_rcnn.TASK
 BATCH_KEYS = mask_rcnn.BATCH_KEYS
@@ -43,8 +43,7 @@ def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
 class BoundaryAware(mask_rcnn.MaskRCNN):
   """Mask R-CNN's module with the boundary-aware mask branch: training outputs "boundary_logits" and
   "boundary_targets" [N, P, K, M, M] and "mask_valid" [N, P]; inference masks are the decoded maps pasted over the
-  grown boxes (no "mask_probabilities": the decoded grid lies over the grown box, not the box that evaluators
-  paste M x M masks over, so they resize `masks` instead)."""
+  grown boxes, "mask_probabilities" the decoded grids [N, D, M + 2R, M + 2R] and "mask_boxes" the grown boxes."""
 
   def _mask_logits(self, k, levels, boxes, labels, res5):
     """The K maps' logits [N, k, K, M, M] of the first k boxes [N, S, 4], those of each box's class labels
@@ -59,11 +58,18 @@ class BoundaryAware(mask_rcnn.MaskRCNN):
     return jnp.moveaxis(logits, -1, 2)
 
   def _roi_masks(self, logits, boxes, image_hw):
-    """Decoded maps pasted at input size [N, k, H, W] over the boxes grown by R cells; no M x M probabilities."""
+    """Decoded maps pasted at input size [N, k, H, W] over the boxes grown by R cells, the decoded grids
+    [N, k, M + 2R, M + 2R] (as 0 / 1 probabilities) and those grown boxes [N, k, 4], which evaluators paste the
+    grids over at the source image's size."""
+    c = self.config
     n, k = logits.shape[:2]
-    masks, _ = decode_roi_masks(logits.reshape(n * k, *logits.shape[2:]), boxes.reshape(n * k, 4),
-                                self.config.boundary_truncation, *image_hw)
-    return masks.reshape(n, k, *masks.shape[1:]), None
+    m = logits.shape[-1]
+    flat_boxes = boxes.reshape(n * k, 4)
+    masks, decoded = decode_roi_masks(logits.reshape(n * k, *logits.shape[2:]), flat_boxes, c.boundary_truncation,
+                                      *image_hw)
+    region = grown_boxes(flat_boxes.astype(jnp.float32), m, c.boundary_truncation)
+    return (masks.reshape(n, k, *masks.shape[1:]), decoded.reshape(n, k, *decoded.shape[1:]).astype(jnp.float32),
+            region.reshape(n, k, 4))
 
   def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
     """The K maps' logits and targets of the positives among the first P RoIs of the sample."""
@@ -112,5 +118,6 @@ def loss(outputs, batch, model_config):
 
 
 def predict(outputs, model_config):
-  """Mask R-CNN's detections; masks are the decoded boundary maps at input size."""
+  """Mask R-CNN's detections; masks are the decoded boundary maps at input size, mask_probabilities the decoded
+  grids over mask_boxes, the boxes grown by R cells."""
   return mask_rcnn.predict(outputs, model_config)

@@ -152,10 +152,11 @@ class MaskRCNN(nn.Module):
 
   def _roi_masks(self, logits, boxes, image_hw):
     """Mask logits [N, k, ...] of `_mask_logits` for boxes [N, k, 4] -> (masks pasted at input size
-    [N, k, H, W], the M x M probabilities [N, k, M, M] over the boxes, or None where the model has none). A model
-    with another mask representation overrides this."""
+    [N, k, H, W], the M x M probabilities [N, k, M, M], the boxes [N, k, 4] they lie over, None for the boxes
+    themselves). A model with another mask representation overrides this."""
     probabilities = jax.nn.sigmoid(logits)
-    return jax.vmap(lambda m, b: paste_masks_in_image(m, b, *image_hw))(probabilities, boxes), probabilities
+    masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, *image_hw))(probabilities, boxes)
+    return masks, probabilities, None
 
   def _on_valid_prefix(self, fn, valid, *operands, zero_rung):
     """fn(module, k, *operands) -> arrays [N, k, ...] for the first k of S slots, zero-padded to S; valid [N, S].
@@ -247,8 +248,8 @@ class MaskRCNN(nn.Module):
 
       def masks_of(mdl, k, levels, boxes, labels, res5):
         return mdl._roi_masks(mdl._mask_logits(k, levels, boxes, labels, res5), boxes[:, :k], (h, w))
-      masks, mask_probabilities = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
-                                                        zero_rung=True)
+      masks, mask_probabilities, mask_boxes = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
+                                                                    zero_rung=True)
     else:
       masks = box_masks(boxes, h, w)
     if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
@@ -256,9 +257,10 @@ class MaskRCNN(nn.Module):
       valid &= labels > 0
     masks = jnp.where(valid[..., None, None], masks, 0.0)
     outputs = {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
-    if c.mask and mask_probabilities is not None:  # the M x M masks themselves: evaluators paste them at the
-      # source image's size, as torchvision does
+    if c.mask:  # the M x M masks themselves: evaluators paste them at the source image's size, as torchvision does
       outputs["mask_probabilities"] = jnp.where(valid[..., None, None], mask_probabilities, 0.0)
+      if mask_boxes is not None:  # over these boxes instead of the detections'
+        outputs["mask_boxes"] = jnp.where(valid[..., None], mask_boxes, 0.0)
     return outputs
 
   def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, heads_input,
@@ -366,7 +368,8 @@ def loss(outputs, batch, model_config):
 
 def predict(outputs, model_config):
   """The detections of the forward pass (its score and NMS thresholds are config.model's), with the mask head's
-  M x M "mask_probabilities" [B, K, M, M] where it has one."""
+  M x M "mask_probabilities" [B, K, M, M] where it has one, and "mask_boxes" [B, K, 4] where they lie over other
+  boxes than the detections'."""
   del model_config
-  keys = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities")
+  keys = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities", "mask_boxes")
   return {k: outputs[k] for k in keys if k in outputs}
