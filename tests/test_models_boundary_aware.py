@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from segjax.models import boundary_aware, get_model
 from segjax.evaluation.instance import to_source_image
-from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, grown_boxes, roi_boundary_targets
+from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, roi_boundary_targets
 
 INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
 
@@ -105,7 +105,7 @@ def test_a_mask_past_the_box_survives_decoding_and_pasting():
   box = np.asarray([[4.0, 6.0, 30.0, 44.0]], np.float32)  # x2 = 30 cuts the object; the others lie off it
   targets = roi_boundary_targets(jnp.asarray(gt), box, np.zeros(1, np.int32), m, r, k)
   logits = jnp.where(targets, 20.0, -20.0)
-  masks, decoded = jax.jit(decode_roi_masks, static_argnums=(2, 3, 4))(logits, box, r, height, width)
+  masks, decoded, region = jax.jit(decode_roi_masks, static_argnums=(2, 3, 4))(logits, box, r, height, width)
   masks, decoded = np.asarray(masks[0]), np.asarray(decoded[0])
   assert decoded.shape == (m + 2 * r, m + 2 * r)
   # Cells of the box's grid are 26 / 28 pixels wide. Rows 15..35 lie over 5 cells from the object's top and bottom,
@@ -117,7 +117,7 @@ def test_a_mask_past_the_box_survives_decoding_and_pasting():
   in_box[7:43, 5:29] = True
   assert binary[ndimage.binary_erosion(gt[0]) & in_box].all()  # the object inside the box
   # The evaluators paste the decoded grid over the grown box (mask_boxes) at the source size: the same masks here.
-  grown = np.asarray(grown_boxes(jnp.asarray(box), m, r))
+  grown = np.asarray(region)
   np.testing.assert_allclose(grown, [[4 - 26 * r / m, 6 - 38 * r / m, 30 + 26 * r / m, 44 + 38 * r / m]], rtol=1e-6)
   _, source = to_source_image(box, masks[None], 1.0, (height, width), decoded[None].astype(np.float32), grown)
   np.testing.assert_allclose(source[0], masks, atol=1e-6)
@@ -230,7 +230,8 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
   valid = np.asarray(outputs["valid"])
   assert valid.any() and np.isfinite(outputs["masks"]).all()
   boxes, grown = np.asarray(outputs["boxes"])[valid], np.asarray(outputs["mask_boxes"])[valid]
-  np.testing.assert_allclose(grown, np.asarray(grown_boxes(jnp.asarray(boxes), 28, 5)), rtol=1e-5, atol=1e-4)
+  size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, 1)
+  np.testing.assert_allclose(grown, boxes + np.asarray([-1, -1, 1, 1]) * size * 5 / 28, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["boundary_aware_voc", "demo_boundary_aware"])

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.models import mask_rcnn
-from segjax.ops.boundary import decode_roi_masks, grown_boxes, quantisation_bins, roi_boundary_targets
+from segjax.ops.boundary import decode_roi_masks, quantisation_bins, roi_boundary_targets
 
 TASK = mask_rcnn.TASK
 BATCH_KEYS = mask_rcnn.BATCH_KEYS
@@ -61,13 +61,9 @@ class BoundaryAware(mask_rcnn.MaskRCNN):
     """Decoded maps pasted at input size [N, k, H, W] over the boxes grown by R cells, the decoded grids
     [N, k, M + 2R, M + 2R] (as 0 / 1 probabilities) and those grown boxes [N, k, 4], which evaluators paste the
     grids over at the source image's size."""
-    c = self.config
     n, k = logits.shape[:2]
-    m = logits.shape[-1]
-    flat_boxes = boxes.reshape(n * k, 4)
-    masks, decoded = decode_roi_masks(logits.reshape(n * k, *logits.shape[2:]), flat_boxes, c.boundary_truncation,
-                                      *image_hw)
-    region = grown_boxes(flat_boxes.astype(jnp.float32), m, c.boundary_truncation)
+    masks, decoded, region = decode_roi_masks(logits.reshape(n * k, *logits.shape[2:]), boxes.reshape(n * k, 4),
+                                              self.config.boundary_truncation, *image_hw)
     return (masks.reshape(n, k, *masks.shape[1:]), decoded.reshape(n, k, *decoded.shape[1:]).astype(jnp.float32),
             region.reshape(n, k, 4))
 

@@ -89,9 +89,9 @@ def grown_boxes(boxes, resolution, pad):
 
 def decode_roi_masks(logits, boxes, truncation, height, width):
   """Predicted maps (logits [R, K, m, m], B_n = sigmoid > 0.5) of boxes [R, 4] -> (masks [R, height, width]
-  float32 pasted as Mask R-CNN's, decoded grids [R, m + 2 R, m + 2 R] bool). The decoding runs on the grid padded
-  by the truncation R, the farthest a disk reaches, and is pasted over the box grown by as many cells, so the part
-  of the mask past the box is kept."""
+  float32 pasted as Mask R-CNN's, decoded grids [R, m + 2 R, m + 2 R] bool, the grown boxes [R, 4] they lie over).
+  The decoding runs on the grid padded by the truncation R (a disk reaches at most R - 1 cells) and is pasted over
+  the box grown by as many cells, so the part of the mask past the box is kept."""
   decoded = jax.vmap(lambda b: decode_boundary_aware(b, truncation, pad=truncation))(logits > 0)
   region = grown_boxes(boxes.astype(jnp.float32), logits.shape[-1], truncation)
-  return paste_masks_in_image(decoded.astype(jnp.float32), region, height, width), decoded
+  return paste_masks_in_image(decoded.astype(jnp.float32), region, height, width), decoded, region
