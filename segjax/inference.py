@@ -169,7 +169,9 @@ class Predictor:
       return {"labels": labels, "logits": logits}
     keep = outputs["valid"]
     roi_masks = outputs["mask_probabilities"][keep] if "mask_probabilities" in outputs else None
-    boxes, masks = to_source_image(outputs["boxes"][keep], outputs["masks"][keep], scale, size, roi_masks)
+    mask_boxes = outputs["mask_boxes"][keep] if "mask_boxes" in outputs else None
+    boxes, masks = to_source_image(outputs["boxes"][keep], outputs["masks"][keep], scale, size, roi_masks,
+                                   mask_boxes)
     result = {"boxes": boxes, "scores": outputs["scores"][keep], "labels": outputs["labels"][keep], "masks": masks}
     if self.task == "panoptic":
       result["panoptic"] = to_source_map(outputs["panoptic"], scale, size)

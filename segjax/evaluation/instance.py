@@ -25,17 +25,19 @@ from segjax.train import multihost
 
 
 
-def to_source_image(boxes, masks, scale, orig_size, mask_probabilities=None):
+def to_source_image(boxes, masks, scale, orig_size, mask_probabilities=None, mask_boxes=None):
   """Batch-input detections -> source-image ones: boxes [K, 4] / scale, masks [K, H, W] -> [K, h, w]. With the
   mask head's M x M masks [K, M, M], those are pasted into the source image over its boxes, as torchvision's and
-  detectron2's post-processing does, instead."""
+  detectron2's post-processing does, instead; over mask_boxes [K, 4] / scale where given (a mask grid that covers
+  more than the box, as the boundary-aware model's)."""
   h, w = (int(s) for s in orig_size)
   boxes = np.asarray(boxes, np.float64) / float(scale)
   boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
   if mask_probabilities is not None:
     if not len(boxes):
       return boxes, np.zeros((0, h, w), np.float32)
-    return boxes, np.asarray(paste_masks_in_image(np.asarray(mask_probabilities, np.float32), boxes, h, w))
+    region = boxes if mask_boxes is None else (np.asarray(mask_boxes, np.float64) / float(scale)).astype(np.float32)
+    return boxes, np.asarray(paste_masks_in_image(np.asarray(mask_probabilities, np.float32), region, h, w))
   crop_h = min(max(int(round(h * float(scale))), 1), masks.shape[1])
   crop_w = min(max(int(round(w * float(scale))), 1), masks.shape[2])
   masks = masks[:, :crop_h, :crop_w]
@@ -48,7 +50,7 @@ def to_source_image(boxes, masks, scale, orig_size, mask_probabilities=None):
 class InstanceEvaluator:
   """Collects COCO results over a split and scores them with pycocotools (box_AP, ..., mask_AP, ...)."""
   # What `update` reads; mask_probabilities where the model gives them (the loop leaves out what it does not).
-  PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities")
+  PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities", "mask_boxes")
 
   def __init__(self, info, workdir=None):
     """`workdir`: a local path or a URL that every process reaches (results are exchanged there)."""
@@ -75,8 +77,9 @@ class InstanceEvaluator:
     for i in np.flatnonzero(local_batch["valid_image"]):
       keep = rows["valid"][i]
       roi_masks = rows["mask_probabilities"][i][keep] if "mask_probabilities" in rows else None
+      mask_boxes = rows["mask_boxes"][i][keep] if "mask_boxes" in rows else None
       boxes, masks = to_source_image(rows["boxes"][i][keep], rows["masks"][i][keep], local_batch["scale"][i],
-                                     local_batch["orig_size"][i], roi_masks)
+                                     local_batch["orig_size"][i], roi_masks, mask_boxes)
       detection = {"image_id": int(local_batch["image_id"][i]), "boxes": boxes, "masks": masks,
                    "scores": rows["scores"][i][keep], "labels": rows["labels"][i][keep].astype(np.int64)}
       for iou_type in self.results:

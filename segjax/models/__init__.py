@@ -13,7 +13,8 @@
       [B, K], labels int32 [B, K] (thing labels 1..num_thing_classes), masks float32 [B, K, H, W]
       (probabilities at input size), valid bool [B, K]; optionally mask_probabilities float32 [B, K, M, M], the mask
       head's M x M masks over the boxes, which the evaluators paste at the source image's size (torchvision's
-      protocol) instead of resizing `masks`.
+      protocol) instead of resizing `masks`; with them optionally mask_boxes float32 [B, K, 4], the boxes they
+      lie over where those are not the detections' (the boundary-aware model's grown boxes).
     "panoptic": the "instance" entries (box and mask AP are scored where the eval split has an instances JSON),
       plus panoptic int32 [B, H, W] (segment ids at input size, 0 VOID) and its T segment rows, valid ones first
       in id order: segment_id int32 [B, T], segment_category int32 [B, T] (the thing label 1..K where
@@ -38,6 +39,7 @@ import types
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD
 
 _MODELS = {
+    "boundary_aware": "segjax.models.boundary_aware",
     "crf_rnn": "segjax.models.crf_rnn",
     "deconvnet": "segjax.models.deconvnet",
     "deeplab_v1": "segjax.models.deeplab_v1",

@@ -129,9 +129,9 @@ class MaskRCNN(nn.Module):
       return self._pooled(levels, (1 / 16,), boxes, 7)
     return backbone(self._pooled(levels, (1 / 16,), boxes, 14), train=train, start="C5")["C5"]
 
-  def _mask_logits(self, k, levels, boxes, labels, res5):
-    """The mask head's logits for the class of each of the first k boxes [N, S, 4] -> [N, k, M, M] (submodule
-    "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
+  def _mask_head_logits(self, k, levels, boxes, res5, num_outputs=None):
+    """The mask head's logits of the first k boxes [N, S, 4] -> [N, k, M, M, num_outputs] (one per class by default;
+    submodule "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
     [N, S, 7, 7, 2048], computed outside the ladder's switch, whose branches run convolutions slowly on XLA:CPU (see
     segjax.ops.conv.conv_as_matmul)."""
     c = self.config
@@ -140,11 +140,23 @@ class MaskRCNN(nn.Module):
       x = self._pooled(levels[:4], _FPN_SCALES, boxes[:, :k], 14)
     else:
       x = res5[:, :k].reshape(n * k, *res5.shape[2:])
-    head = roi_heads.MaskHead(self.num_classes, c.mask_head_channels, num_convs=4 if c.backbone == "fpn" else 0,
-                              dtype=jnp.dtype(c.dtype), name="mask_head")
+    head = roi_heads.MaskHead(num_outputs or self.num_classes, c.mask_head_channels,
+                              num_convs=4 if c.backbone == "fpn" else 0, dtype=jnp.dtype(c.dtype), name="mask_head")
     logits = head(x)
-    logits = logits.reshape(n, k, *logits.shape[1:])
+    return logits.reshape(n, k, *logits.shape[1:])
+
+  def _mask_logits(self, k, levels, boxes, labels, res5):
+    """The mask head's logits for the class of each of the first k boxes [N, S, 4] -> [N, k, M, M]."""
+    logits = self._mask_head_logits(k, levels, boxes, res5)
     return jnp.take_along_axis(logits, labels[:, :k, None, None, None], -1)[..., 0]
+
+  def _roi_masks(self, logits, boxes, image_hw):
+    """Mask logits [N, k, ...] of `_mask_logits` for boxes [N, k, 4] -> (masks pasted at input size
+    [N, k, H, W], the M x M probabilities [N, k, M, M], the boxes [N, k, 4] they lie over, None for the boxes
+    themselves). A model with another mask representation overrides this."""
+    probabilities = jax.nn.sigmoid(logits)
+    masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, *image_hw))(probabilities, boxes)
+    return masks, probabilities, None
 
   def _on_valid_prefix(self, fn, valid, *operands, zero_rung):
     """fn(module, k, *operands) -> arrays [N, k, ...] for the first k of S slots, zero-padded to S; valid [N, S].
@@ -235,10 +247,9 @@ class MaskRCNN(nn.Module):
         res5 = x.reshape(n, boxes.shape[1], *x.shape[1:])
 
       def masks_of(mdl, k, levels, boxes, labels, res5):
-        probabilities = jax.nn.sigmoid(mdl._mask_logits(k, levels, boxes, labels, res5))
-        return jax.vmap(lambda m, b: paste_masks_in_image(m, b, h, w))(probabilities, boxes[:, :k]), probabilities
-      masks, mask_probabilities = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
-                                                        zero_rung=True)
+        return mdl._roi_masks(mdl._mask_logits(k, levels, boxes, labels, res5), boxes[:, :k], (h, w))
+      masks, mask_probabilities, mask_boxes = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
+                                                                    zero_rung=True)
     else:
       masks = box_masks(boxes, h, w)
     if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
@@ -248,6 +259,8 @@ class MaskRCNN(nn.Module):
     outputs = {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks, "valid": valid}
     if c.mask:  # the M x M masks themselves: evaluators paste them at the source image's size, as torchvision does
       outputs["mask_probabilities"] = jnp.where(valid[..., None, None], mask_probabilities, 0.0)
+      if mask_boxes is not None:  # over these boxes instead of the detections'
+        outputs["mask_boxes"] = jnp.where(valid[..., None], mask_boxes, 0.0)
     return outputs
 
   def _train_outputs(self, targets, objectness, deltas, anchors, proposals, proposal_valid, box_head, heads_input,
@@ -355,7 +368,8 @@ def loss(outputs, batch, model_config):
 
 def predict(outputs, model_config):
   """The detections of the forward pass (its score and NMS thresholds are config.model's), with the mask head's
-  M x M "mask_probabilities" [B, K, M, M] where it has one."""
+  M x M "mask_probabilities" [B, K, M, M] where it has one, and "mask_boxes" [B, K, 4] where they lie over other
+  boxes than the detections'."""
   del model_config
-  keys = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities")
+  keys = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities", "mask_boxes")
   return {k: outputs[k] for k in keys if k in outputs}

@@ -11,8 +11,11 @@ object reach past the box: the decoded mask can extend beyond it.
 The distance transform looks for outside pixels within radius R (static window), which is all the truncation
 needs.
 """
+import jax
 import numpy as np
 import jax.numpy as jnp
+
+from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
 
 
 def _shift(x, dy, dx, fill):
@@ -66,3 +69,29 @@ def decode_boundary_aware(bins, truncation, pad=0):
     for dy, dx in _disk_offsets(float(radius)):
       out |= _shift(b, dy, dx, False)
   return out
+
+
+def roi_boundary_targets(gt_masks, rois, matched_gt, m, truncation, num_bins):
+  """The boundary-aware targets [R, K, m, m] bool of RoIs [R, 4]: each RoI's matched mask of gt_masks [M, H, W]
+  resampled to m x m as Mask R-CNN's targets (`roi_mask_targets`), binarised at 0.5, then encoded; distances are
+  counted in cells of the m x m grid, so R is a number of cells."""
+  resampled = roi_mask_targets(gt_masks, rois, matched_gt, m)
+  return jax.vmap(lambda t: encode_boundary_aware(t >= 0.5, truncation, num_bins))(resampled)
+
+
+def grown_boxes(boxes, resolution, pad):
+  """Boxes [..., 4] (x1, y1, x2, y2) grown by pad / resolution of their width and height on each side: the image
+  region of an m x m grid over the box padded by `pad` cells (`decode_boundary_aware(..., pad)`)."""
+  w = (boxes[..., 2] - boxes[..., 0]) * pad / resolution
+  h = (boxes[..., 3] - boxes[..., 1]) * pad / resolution
+  return jnp.stack([boxes[..., 0] - w, boxes[..., 1] - h, boxes[..., 2] + w, boxes[..., 3] + h], -1)
+
+
+def decode_roi_masks(logits, boxes, truncation, height, width):
+  """Predicted maps (logits [R, K, m, m], B_n = sigmoid > 0.5) of boxes [R, 4] -> (masks [R, height, width]
+  float32 pasted as Mask R-CNN's, decoded grids [R, m + 2 R, m + 2 R] bool, the grown boxes [R, 4] they lie over).
+  The decoding runs on the grid padded by the truncation R (a disk reaches at most R - 1 cells) and is pasted over
+  the box grown by as many cells, so the part of the mask past the box is kept."""
+  decoded = jax.vmap(lambda b: decode_boundary_aware(b, truncation, pad=truncation))(logits > 0)
+  region = grown_boxes(boxes.astype(jnp.float32), logits.shape[-1], truncation)
+  return paste_masks_in_image(decoded.astype(jnp.float32), region, height, width), decoded, region
