@@ -17,16 +17,13 @@ computed (segjax.evaluation.cityscapes_instances). Images are linked, not copied
 converting, so a missing or broken file fails with its name.
 """
 import glob
-import hashlib
-import json
 import os
-import shutil
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from segjax.data import coco
+from segjax.data import coco_writer
 
 IMAGE_SUFFIX, INSTANCE_SUFFIX = "_leftImg8bit.png", "_gtFine_instanceIds.png"
 # (name, label id) of the 8 evaluated classes with instances, in cityscapesScripts' labels.py order.
@@ -91,14 +88,8 @@ def instances(ids) -> list[tuple[int, int, bool, np.ndarray]]:
 
 
 def _annotations(ids, image_id, first_id):
-  out = []
-  for k, (_, label_id, crowd, mask) in enumerate(instances(ids)):
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-    rle["counts"] = rle["counts"].decode("ascii")
-    out.append({"id": first_id + k, "image_id": image_id, "category_id": label_id, "iscrowd": int(crowd),
-                "bbox": [x, y, w, h], "area": float(mask.sum()), "segmentation": rle})
-  return out
+  return [coco_writer.mask_annotation(mask, first_id + k, image_id, label_id, crowd)
+          for k, (_, label_id, crowd, mask) in enumerate(instances(ids))]
 
 
 def to_coco(root, splits, out) -> str:
@@ -106,43 +97,25 @@ def to_coco(root, splits, out) -> str:
   holds them already (from the same file list); returns out."""
   root = os.path.expanduser(os.fspath(root))
   listed = {split: examples(root, split) for split in dict.fromkeys(splits)}
-  key = json.dumps({"root": os.path.abspath(root), "splits": listed}, sort_keys=True)
-  marker = os.path.join(out, MARKER)
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if f.read() == key:
-        return out
-  partial = f"{out}.partial-{os.getpid()}"
-  shutil.rmtree(partial, ignore_errors=True)
-  try:
-    os.makedirs(os.path.join(partial, "annotations"))
-    for split, found in listed.items():
-      os.makedirs(os.path.join(partial, split))
-      images, annotations = [], []
-      for image_id, (name, image_path, ids_path) in enumerate(found, start=1):
-        image = _open(image_path, "image")
-        ids = read_instance_ids(ids_path)
-        if ids.shape != (image.height, image.width):
-          raise coco.DatasetError(f"{ids_path}: instanceIds is {ids.shape[0]}x{ids.shape[1]}, its image {image_path} "
-                                  f"is {image.height}x{image.width}")
-        file_name = name + IMAGE_SUFFIX
-        os.symlink(os.path.abspath(image_path), os.path.join(partial, split, file_name))
-        images.append({"id": image_id, "file_name": file_name, "height": image.height, "width": image.width,
-                       "instance_ids_file": os.path.abspath(ids_path)})
-        annotations += _annotations(ids, image_id, len(annotations) + 1)
-      with open(os.path.join(partial, "annotations", f"instances_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": list(CATEGORIES)}, f)
-    with open(os.path.join(partial, MARKER), "w") as f:
-      f.write(key)
-    shutil.rmtree(out, ignore_errors=True)
-    os.rename(partial, out)
-  finally:
-    shutil.rmtree(partial, ignore_errors=True)
-  return out
+
+  def write_split(split, split_folder):
+    images, annotations = [], []
+    for image_id, (name, image_path, ids_path) in enumerate(listed[split], start=1):
+      image = _open(image_path, "image")
+      ids = read_instance_ids(ids_path)
+      if ids.shape != (image.height, image.width):
+        raise coco.DatasetError(f"{ids_path}: instanceIds is {ids.shape[0]}x{ids.shape[1]}, its image {image_path} "
+                                f"is {image.height}x{image.width}")
+      file_name = name + IMAGE_SUFFIX
+      os.symlink(os.path.abspath(image_path), os.path.join(split_folder, file_name))
+      images.append({"id": image_id, "file_name": file_name, "height": image.height, "width": image.width,
+                     "instance_ids_file": os.path.abspath(ids_path)})
+      annotations += _annotations(ids, image_id, len(annotations) + 1)
+    return {"images": images, "annotations": annotations, "categories": list(CATEGORIES)}
+
+  return coco_writer.write_once(out, MARKER, {"root": os.path.abspath(root), "splits": listed}, listed, write_split)
 
 
 def coco_folder(dataset_config) -> str:
   """Where config.dataset's splits are (or will be) written as a COCO folder: under data_dir, named by root."""
-  root = os.path.abspath(os.path.expanduser(dataset_config.root))
-  digest = hashlib.sha1(root.encode()).hexdigest()[:12]
-  return os.path.join(os.path.expanduser(dataset_config.data_dir), f"cityscapes_instances_coco_{digest}")
+  return coco_writer.folder(dataset_config, "cityscapes_instances_coco")

@@ -12,16 +12,13 @@ the pipeline, augmentation and class-agnostic mask AP are the COCO ones. Every f
 a missing or broken file fails with its name.
 """
 import glob
-import hashlib
-import json
 import os
-import shutil
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from segjax.data import coco
+from segjax.data import coco_writer
 
 IMAGE_SUFFIX, LABEL_SUFFIX = "_rgb.png", "_label.png"
 CATEGORY = {"id": 1, "name": "leaf", "supercategory": "plant", "isthing": 1}
@@ -80,15 +77,9 @@ def read_plant(root, plant):
 
 
 def _instances(labels, image_id, first_id):
-  out = []
-  for k, leaf in enumerate(v for v in np.unique(labels) if v > 0):
-    mask = np.asfortranarray((labels == leaf).astype(np.uint8))
-    rle = mask_utils.encode(mask)
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-    rle["counts"] = rle["counts"].decode("ascii")
-    out.append({"id": first_id + k, "image_id": image_id, "category_id": CATEGORY["id"], "iscrowd": 0,
-                "bbox": [x, y, w, h], "area": float(mask.sum()), "segmentation": rle})
-  return out
+  leaves = [v for v in np.unique(labels) if v > 0]
+  return [coco_writer.mask_annotation(labels == leaf, first_id + k, image_id, CATEGORY["id"])
+          for k, leaf in enumerate(leaves)]
 
 
 def to_coco(root, splits, out) -> str:
@@ -96,38 +87,20 @@ def to_coco(root, splits, out) -> str:
   holds them already (from the same file list); returns out."""
   root = os.path.expanduser(os.fspath(root))
   listed = {split: plants(root, split) for split in dict.fromkeys(splits)}
-  key = json.dumps({"root": os.path.abspath(root), "splits": listed}, sort_keys=True)
-  marker = os.path.join(out, MARKER)
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if f.read() == key:
-        return out
-  partial = f"{out}.partial-{os.getpid()}"
-  shutil.rmtree(partial, ignore_errors=True)
-  try:
-    os.makedirs(os.path.join(partial, "annotations"))
-    for split, names in listed.items():
-      os.makedirs(os.path.join(partial, split))
-      images, annotations = [], []
-      for image_id, plant in enumerate(names, start=1):
-        image, labels = read_plant(root, plant)
-        file_name = plant.replace("/", "_") + ".png"
-        Image.fromarray(image).save(os.path.join(partial, split, file_name))
-        images.append({"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
-        annotations += _instances(labels, image_id, len(annotations) + 1)
-      with open(os.path.join(partial, "annotations", f"instances_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": [CATEGORY]}, f)
-    with open(os.path.join(partial, MARKER), "w") as f:
-      f.write(key)
-    shutil.rmtree(out, ignore_errors=True)
-    os.rename(partial, out)
-  finally:
-    shutil.rmtree(partial, ignore_errors=True)
-  return out
+
+  def write_split(split, split_folder):
+    images, annotations = [], []
+    for image_id, plant in enumerate(listed[split], start=1):
+      image, labels = read_plant(root, plant)
+      file_name = plant.replace("/", "_") + ".png"
+      Image.fromarray(image).save(os.path.join(split_folder, file_name))
+      images.append({"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
+      annotations += _instances(labels, image_id, len(annotations) + 1)
+    return {"images": images, "annotations": annotations, "categories": [CATEGORY]}
+
+  return coco_writer.write_once(out, MARKER, {"root": os.path.abspath(root), "splits": listed}, listed, write_split)
 
 
 def coco_folder(dataset_config) -> str:
   """Where config.dataset's CVPPP splits are (or will be) written as a COCO folder: under data_dir, named by root."""
-  root = os.path.abspath(os.path.expanduser(dataset_config.root))
-  digest = hashlib.sha1(root.encode()).hexdigest()[:12]
-  return os.path.join(os.path.expanduser(dataset_config.data_dir), f"cvppp_coco_{digest}")
+  return coco_writer.folder(dataset_config, "cvppp_coco")
