@@ -185,9 +185,9 @@ def test_loop_learns_the_energy_below_the_image_blind_bound(tmp_path, seed):
   model = ml_collections.ConfigDict({**CONFIG, "head_width": 8})
   metrics, rows = train_through_loop(tmp_path, model, steps=steps, **overrides)
   assert "mask_AP_agnostic" in metrics
-  trained = np.mean([r["loss_energy"] for r in rows[-last:]])
+  trained_loss = np.mean([r["loss_energy"] for r in rows[-last:]])
   config = tiny_config(tmp_path / "data", total_steps=steps, eval_every_steps=steps, **overrides)
   stream = pipeline.make_train_iterator(config, start_step=steps - last)
   batches = [compact.expand(next(stream)) for _ in range(last)]
-  bound = _best_image_blind_energy_loss(batches)
-  assert trained < bound, (trained, bound)
+  blind_loss = _best_image_blind_energy_loss(batches)
+  assert trained_loss < blind_loss, (trained_loss, blind_loss)

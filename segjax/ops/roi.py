@@ -94,7 +94,7 @@ def _aggregate_taps(table, index, weight, sampling_ratio, aggregation):
   if aggregation != "max":
     raise ValueError(f"RoI pooling: aggregation must be 'avg' or 'max'; got {aggregation!r}")
   taps = table[index] * (weight * sampling_ratio**2)[..., None]  # [U, S * S * 4, C]
-  samples = taps.reshape(index.shape[0], sampling_ratio**2, 4, -1).sum(axis=2)
+  samples = taps.reshape(index.shape[0], sampling_ratio**2, 4, table.shape[-1]).sum(axis=2)  # no -1: U may be 0
   return samples.max(axis=1)
 
 
