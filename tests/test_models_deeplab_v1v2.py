@@ -258,6 +258,7 @@ def test_experiment_config_builds_and_has_its_docstring(name):
     assert _count(variables["params"]) == count
 
 
+@pytest.mark.slow
 def test_demo_trains_through_the_loop(tmp_path):
   """experiments/demo_deeplab_crf.py at width 8 on the tiny split, 30 steps of FAST_OPTIMIZER at the demo's 1e-3 (the
   VGG trunk has no normalisation layers: at 1e-2 or 3e-3 an early step throws its loss far up): its cross-entropy

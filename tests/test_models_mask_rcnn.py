@@ -400,6 +400,7 @@ def _pairs(*counts):
   return {k: np.concatenate([p[k] for p in pairs]) for k in pairs[0]}
 
 
+@pytest.mark.slow
 def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slots(ladder_model, monkeypatch):
   """Training, batch sharded over 8 devices: batches whose positives need different rungs give the loss and gradient
   of the mask head on all p = 32 slots, from one compiled step."""

@@ -150,6 +150,7 @@ def _subdivision_parts(num_points, steps):
   return outputs, labels
 
 
+@pytest.mark.slow
 def test_subdivision_refining_every_cell_equals_the_point_head_on_the_dense_grid():
   (_, subdivided, dense), _ = _subdivision_parts(num_points=56 * 56, steps=3)
   assert subdivided.shape == (2, 2, 56, 56)
