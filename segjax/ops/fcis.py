@@ -9,6 +9,8 @@ reshapes them to (num_classes, 2)): channel 2 c + 0 is class c's outside map, 2 
 import jax
 import jax.numpy as jnp
 
+from segjax.ops.boxes import box_iou
+
 
 def joint_scores(pooled):
   """Joint mask prediction and classification of assembled maps pooled [..., M, M, 2 K] (K classes with the
@@ -58,12 +60,7 @@ def mask_voting(boxes, labels, voter_boxes, voter_labels, voter_scores, voter_ma
   voter_boxes = voter_boxes.astype(jnp.float32)
   m = voter_masks.shape[-1]
   x1, y1, x2, y2 = (voter_boxes[:, k] for k in range(4))
-  area = (x2 - x1) * (y2 - y1)
-  ix = jnp.maximum(jnp.minimum(boxes[:, None, 2], x2) - jnp.maximum(boxes[:, None, 0], x1), 0)
-  iy = jnp.maximum(jnp.minimum(boxes[:, None, 3], y2) - jnp.maximum(boxes[:, None, 1], y1), 0)
-  inter = ix * iy
-  union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[:, None] + area - inter
-  iou = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+  iou = jnp.nan_to_num(box_iou(boxes, voter_boxes))  # 0 where both boxes are empty (torchvision: 0 / 0)
   vote = voter_valid[None] & (voter_labels[None] == labels[:, None]) & (iou >= iou_threshold)
   weight = jnp.where(vote, voter_scores[None].astype(jnp.float32), 0.0)
   weight = weight / jnp.maximum(weight.sum(1, keepdims=True), 1e-12)  # [D, V]
