@@ -79,6 +79,43 @@ def test_pyramid_pooling_matches_torch(train):
   np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
 
 
+@requires_torch
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_pyramid_pooling_without_dimension_reduction_matches_torch(pooling):
+  """Table 1's rows without DR: every level's pooled C channels (average or max, B1 or B1236) upsampled as they are,
+  concatenated in the Caffe order; no parameters."""
+  x = np.random.default_rng(1).normal(size=(2, 13, 11, 8)).astype(np.float32)
+  pool = nn.functional.adaptive_avg_pool2d if pooling == "avg" else nn.functional.adaptive_max_pool2d
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2))
+  for bins in ((1,), BINS):
+    levels = [nn.functional.interpolate(pool(xt, b), size=(13, 11), mode="bilinear", align_corners=True)
+              for b in sorted(bins, reverse=True)]
+    expected = torch.cat([xt] + levels, dim=1).numpy().transpose(0, 2, 3, 1)
+    module = PyramidPooling(bins, pooling, dimension_reduction=False)
+    variables = module.init(jax.random.key(0), x, False)
+    assert not variables.get("params")
+    ours = module.apply(variables, x, False)
+    assert ours.shape == (2, 13, 11, 8 * (1 + len(bins)))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_baseline_without_pyramid_has_no_pooling_module():
+  """bins () is Table 1's ResNet50-Baseline: the head's 3x3 conv reads C5 directly (C input channels, not 2C)."""
+  config = ml_collections.ConfigDict({**TINY.to_dict(), "bins": ()})
+  module = pspnet.build(config, ml_collections.ConfigDict({"num_semantic_classes": 5}))
+  variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 33, 33, 3),
+                                                                                             jnp.float32))
+  head = variables["params"]["classifier"]
+  assert "ppm" not in head
+  assert head["bottleneck_conv"]["kernel"].shape[2] == 8 * TINY.width  # ResNet-18's C5: 8 x width channels
+
+
+def test_unknown_pooling_is_named():
+  with pytest.raises(ValueError, match="config.model.pooling"):
+    pspnet.build(ml_collections.ConfigDict({**TINY.to_dict(), "pooling": "median"}),
+                 ml_collections.ConfigDict({"num_semantic_classes": 5}))
+
+
 TINY = ml_collections.ConfigDict({"name": "pspnet", "depth": 18, "width": 8, "output_stride": 8, "bins": BINS,
                                   "aux": True, "aux_weight": 0.4, "dtype": "float32"})
 

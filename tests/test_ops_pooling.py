@@ -1,11 +1,11 @@
-"""adaptive_avg_pool2d, resize_align_corners and resize_bilinear against torch (values and gradients), one compile
-per shape."""
+"""adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners and resize_bilinear against torch (values and
+gradients), one compile per shape."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.ops import adaptive_avg_pool2d, resize_align_corners, resize_bilinear
+from segjax.ops import adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners, resize_bilinear
 from references import requires_torch, torch
 
 F = torch.nn.functional if torch else None
@@ -34,6 +34,16 @@ def test_adaptive_avg_pool_matches_torch(bins, hw):
   """torch's bins [floor(i H / n), ceil((i + 1) H / n)) overlap on odd sizes (13 / 6); 60 is PSPNet's 473 map."""
   x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
   _compare(lambda x: adaptive_avg_pool2d(x, (bins, bins)), lambda x: F.adaptive_avg_pool2d(x, (bins, bins)), x,
+           (bins, bins))
+
+
+@requires_torch
+@pytest.mark.parametrize("bins", [1, 2, 3, 6])
+@pytest.mark.parametrize("hw", [(13, 17), (7, 9)])
+def test_adaptive_max_pool_matches_torch(bins, hw):
+  """PSPNet's MAX rows (Table 1): the same overlapping bins as the average; the gradient goes to each bin's argmax."""
+  x = np.random.default_rng(2).normal(size=(2, *hw, 3)).astype(np.float32)
+  _compare(lambda x: adaptive_max_pool2d(x, (bins, bins)), lambda x: F.adaptive_max_pool2d(x, (bins, bins)), x,
            (bins, bins))
 
 

@@ -17,7 +17,7 @@ from segjax.ops.mask_nms import matrix_nms
 from segjax.ops.soft_nms import soft_nms, soft_nms_boxes, soft_nms_masks
 from segjax.ops.points import (point_sample, regular_grid_points, uncertain_points_on_grid,
                                uncertain_points_with_randomness)
-from segjax.ops.pooling import adaptive_avg_pool2d, resize_align_corners, resize_bilinear
+from segjax.ops.pooling import adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners, resize_bilinear
 from segjax.ops.box_nms import batched_nms, nms
 from segjax.ops.roi import (assign_fpn_levels, multilevel_roi_align, ps_roi_align, ps_roi_pool, roi_align,
                             roi_pool)

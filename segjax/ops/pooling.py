@@ -1,4 +1,4 @@
-"""Resampling of NHWC maps. Adaptive average pooling and corner-aligned bilinear resizing (PSPNet's pyramid
+"""Resampling of NHWC maps. Adaptive average and max pooling and corner-aligned bilinear resizing (PSPNet's pyramid
 pooling and Caffe Interp layer) are separable products with fixed [out, in] matrices: shapes are static, so the
 matrices are NumPy constants and both ops are one einsum, differentiable and exact in float32. `resize_bilinear` is
 torch's default bilinear interpolation (half-pixel centres), through jax.image.resize."""
@@ -47,6 +47,19 @@ def adaptive_avg_pool2d(x: jax.Array, output_size: tuple[int, int]) -> jax.Array
   """torch.nn.functional.adaptive_avg_pool2d on NHWC: x [N,H,W,C] -> [N,h,w,C] (bins may overlap)."""
   h, w = _check(x, output_size, "adaptive_avg_pool2d")
   return _separable(x, _adaptive_bins(x.shape[1], h), _adaptive_bins(x.shape[2], w))
+
+
+def adaptive_max_pool2d(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+  """torch.nn.functional.adaptive_max_pool2d on NHWC: x [N,H,W,C] -> [N,h,w,C], torch's (possibly overlapping)
+  bins. The maximum over a rectangle is the maximum over its rows of the maxima over its columns, so the bins are
+  reduced one axis at a time, h + w static slices."""
+  h, w = _check(x, output_size, "adaptive_max_pool2d")
+
+  def bins(size, n):
+    return [((i * size) // n, -(-(i + 1) * size // n)) for i in range(n)]
+
+  x = jnp.stack([x[:, a:b].max(axis=1) for a, b in bins(x.shape[1], h)], axis=1)
+  return jnp.stack([x[:, :, a:b].max(axis=2) for a, b in bins(x.shape[2], w)], axis=2)
 
 
 def resize_align_corners(x: jax.Array, size: tuple[int, int]) -> jax.Array:
