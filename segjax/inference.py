@@ -118,7 +118,7 @@ class Predictor:
   def _instance(self, variables, images):
     return self.model_lib.predict(self._forward(variables, images), self.model_config)
 
-  def _prepare(self, image, index):
+  def prepare(self, image, index=0):
     """image [h, w, 3] -> (padded float32 [H', W', 3] in [0, 1], scale, (h, w))."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
@@ -150,7 +150,7 @@ class Predictor:
     """images: a list of [H, W, 3] images (sizes may differ) or an array [N, H, W, 3] -> a list of result dicts."""
     if isinstance(images, np.ndarray) and images.ndim != 4:
       raise ValueError(f"Predictor: pass a list of [H, W, 3] images or an array [N, H, W, 3]; got shape {images.shape}")
-    prepared = [self._prepare(image, i) for i, image in enumerate(images)]
+    prepared = [self.prepare(image, i) for i, image in enumerate(images)]
     results = [None] * len(prepared)
     shapes = sorted({p[0].shape for p in prepared})
     for shape in shapes:  # one compiled program per padded shape

@@ -334,6 +334,46 @@ def test_predict_contract():
   assert not p["valid"].any() and not p["boxes"].any() and not p["masks"].any()
 
 
+def _greedy_mask_nms(masks, labels, threshold):
+  """Greedy NMS over masks sorted by descending score, written here: a mask survives unless a kept mask of its label
+  overlaps it with IoU >= threshold (the hard rule of Soft-NMS's Algorithm 1)."""
+  flat = masks.reshape(len(masks), -1).astype(np.float64)
+  kept = []
+  for i in range(len(masks)):
+    ious = [(flat[i] * flat[j]).sum() / max(np.maximum(flat[i], flat[j]).sum(), 1) for j in kept
+            if labels[j] == labels[i]]
+    if all(iou < threshold for iou in ious):
+      kept.append(i)
+  return np.isin(np.arange(len(masks)), kept)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5])
+def test_hard_mask_nms_keeps_what_greedy_nms_keeps(threshold):
+  """config.model.nms "hard": the NMS ablation's baseline row; "soft" and "matrix" only decay, never zero a score."""
+  rng = np.random.default_rng(6)
+  n, size = 40, 24
+  masks = np.zeros((n, size, size), bool)
+  for k in range(n):
+    y, x = rng.integers(0, 12, 2)
+    h, w = rng.integers(6, 12, 2)
+    masks[k, y:y + h, x:x + w] = True
+  labels = rng.integers(0, 3, n)
+  scores = np.sort(rng.uniform(0.2, 1.0, n))[::-1].astype(np.float32)
+  area = masks.sum((1, 2)).astype(np.float32)
+  config = ml_collections.ConfigDict({"nms": "hard", "nms_iou_threshold": threshold})
+  decayed = np.asarray(solov2.suppress(masks, labels, scores, area, solov2.predict_config(config)))
+  expected = _greedy_mask_nms(masks, labels, threshold)
+  assert 0 < expected.sum() < n
+  np.testing.assert_array_equal(decayed > 0, expected)
+  np.testing.assert_allclose(decayed[expected], scores[expected])
+  for nms in ("soft", "matrix"):
+    c = solov2.predict_config(ml_collections.ConfigDict({"nms": nms}))
+    decayed = np.asarray(solov2.suppress(masks, labels, scores, area, c))
+    assert (decayed > 0).all() and (decayed <= scores + 1e-7).all() and decayed[0] == scores[0]
+  with pytest.raises(ValueError, match="config.model.nms"):
+    solov2.predict_config(ml_collections.ConfigDict({"nms": "greedy"}))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The network: head and mask features against the reference forward in torch, shapes and parameter counts.
 

@@ -32,6 +32,7 @@ from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, coord_features, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss
 from segjax.ops.mask_nms import matrix_nms
+from segjax.ops.soft_nms import soft_nms_masks
 from segjax.ops.masks import masks_to_boxes
 from segjax.ops.pooling import resize_bilinear as resize
 
@@ -47,8 +48,13 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
 # update_thr, sigma of the Gaussian Matrix NMS, max_per_img) and the area a mask must exceed per level, in 1/4-scale
 # pixels (the reference uses the level strides, sized for COCO's ~800-pixel inputs; a config scaled to smaller
 # images scales them too).
+# `nms` picks the suppression of the paper's NMS ablation: "matrix" (Matrix NMS, `nms_kernel` gaussian or
+# linear), "soft" (Soft-NMS on mask IoU, `nms_kernel` gaussian with `soft_nms_sigma` or linear above
+# `nms_iou_threshold`) or "hard" (greedy mask NMS at `nms_iou_threshold`).
 PREDICT_DEFAULTS = {"score_threshold": 0.1, "mask_threshold": 0.5, "nms_pre": 500, "update_threshold": 0.05,
-                    "nms_sigma": 2.0, "detections_per_image": 100, "min_mask_area": STRIDES}
+                    "nms_sigma": 2.0, "detections_per_image": 100, "min_mask_area": STRIDES, "nms": "matrix",
+                    "nms_kernel": "gaussian", "soft_nms_sigma": 0.5, "nms_iou_threshold": 0.5}
+NMS = ("matrix", "soft", "hard")
 INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)  # read by `predict` only
 
 _HEAD_INIT = nn.initializers.normal(0.01)  # the reference's normal_init(std=0.01) of every head conv
@@ -293,14 +299,29 @@ def predict_config(model_config) -> dict:
   """`predict`'s settings: PREDICT_DEFAULTS updated with those config.model sets."""
   settings = {k: model_config.get(k, default) for k, default in PREDICT_DEFAULTS.items()}
   settings["min_mask_area"] = tuple(float(a) for a in settings["min_mask_area"])
+  if settings["nms"] not in NMS:
+    raise ValueError(f"config.model.nms must be one of {NMS}; got {settings['nms']!r}")
+  if settings["nms_kernel"] not in ("gaussian", "linear"):
+    raise ValueError(f"config.model.nms_kernel must be 'gaussian' or 'linear'; got {settings['nms_kernel']!r}")
   if len(settings["min_mask_area"]) != len(STRIDES):
     raise ValueError(f"config.model.min_mask_area: one value per level P2..P6; got {settings['min_mask_area']}")
   return settings
 
 
-def _predict_single(cate_scores, kernels, features, min_area, height, width, c):
-  """get_seg_single on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features [h, w, E]; c the
-  settings of `predict_config`."""
+def suppress(binary, labels, scores, area, c):
+  """The scores of candidates sorted by descending score after the NMS that c["nms"] names (`predict_config`):
+  binary [N, h, w] masks, labels [N], scores [N], area [N] their pixel counts."""
+  if c["nms"] == "matrix":
+    return matrix_nms(binary, labels, scores, c["nms_kernel"], c["nms_sigma"], mask_area=area)
+  method = "hard" if c["nms"] == "hard" else c["nms_kernel"]
+  decayed, _ = soft_nms_masks(binary, scores, labels, method, c["soft_nms_sigma"], c["nms_iou_threshold"])
+  return decayed
+
+
+def _candidates(cate_scores, kernels, features, min_area, c):
+  """get_seg_single up to its NMS on one image: cate_scores [N, C] (after points NMS), kernels [N, E], features
+  [h, w, E]; c the settings of `predict_config`. The top nms_pre (cell, class) pairs sorted by descending rescored
+  score: (soft masks, binary masks, areas, labels, scores, keep)."""
   n, num_classes = cate_scores.shape
   scores, index = jax.lax.top_k(cate_scores.reshape(-1), min(int(c["nms_pre"]), n * num_classes))
   cells, labels = index // num_classes, index % num_classes
@@ -311,10 +332,16 @@ def _predict_single(cate_scores, kernels, features, min_area, height, width, c):
   maskness = (masks * binary).sum((1, 2)) / jnp.maximum(area, 1)
   scores = jnp.where(keep, scores * maskness, 0)
   order = jnp.argsort(-scores)
-  masks, binary, area, labels, keep = masks[order], binary[order], area[order], labels[order], keep[order]
-  decayed = matrix_nms(binary, labels, scores[order], "gaussian", c["nms_sigma"], mask_area=area)
+  return masks[order], binary[order], area[order], labels[order], scores[order], keep[order]
+
+
+def _predict_single(cate_scores, kernels, features, min_area, height, width, c):
+  """get_seg_single on one image: `_candidates`, their NMS (`suppress`), update_threshold, top detections_per_image,
+  masks at the input size."""
+  masks, binary, area, labels, scores, keep = _candidates(cate_scores, kernels, features, min_area, c)
+  decayed = suppress(binary, labels, scores, area, c)
   keep &= decayed >= c["update_threshold"]
-  top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(int(c["detections_per_image"]), order.shape[0]))
+  top, pick = jax.lax.top_k(jnp.where(keep, decayed, -1), min(int(c["detections_per_image"]), scores.shape[0]))
   keep = keep[pick]
   masks = resize(masks[pick][..., None], height, width)[..., 0] * keep[:, None, None]
   binary = masks > c["mask_threshold"]
@@ -324,16 +351,34 @@ def _predict_single(cate_scores, kernels, features, min_area, height, width, c):
           "masks": masks, "valid": keep}
 
 
-def predict(outputs, model_config):
-  """Top nms_pre (500) scores, dynamic masks, mask_threshold (0.5), score_threshold (0.1), area > min_mask_area,
-  maskness rescoring, Matrix NMS (Gaussian, nms_sigma 2), update_threshold (0.05), top detections_per_image (100);
-  masks at the input size (4x bilinear). Settings: config.model's, else PREDICT_DEFAULTS."""
-  c = predict_config(model_config)
+def _levels(outputs, c):
+  """The category scores of all levels after points NMS, [B, N, C], and the minimum area of each cell's mask [N]."""
   levels = outputs["cate_logits"]
   cate = jnp.concatenate([jax.vmap(points_nms)(jax.nn.sigmoid(x)).reshape(x.shape[0], -1, x.shape[-1])
                           for x in levels], axis=1)
   min_area = jnp.asarray(np.repeat(c["min_mask_area"], [x.shape[1] * x.shape[2] for x in levels]), jnp.float32)
+  return cate, min_area
+
+
+def predict(outputs, model_config):
+  """Top nms_pre (500) scores, dynamic masks, mask_threshold (0.5), score_threshold (0.1), area > min_mask_area,
+  maskness rescoring, Matrix NMS (Gaussian, nms_sigma 2; or another of `suppress`), update_threshold (0.05), top
+  detections_per_image (100); masks at the input size (4x bilinear). Settings: config.model's, else
+  PREDICT_DEFAULTS."""
+  c = predict_config(model_config)
+  cate, min_area = _levels(outputs, c)
   features = outputs["mask_features"]
   height, width = MASK_STRIDE * features.shape[1], MASK_STRIDE * features.shape[2]
   return jax.vmap(lambda s, k, f: _predict_single(s, k, f, min_area, height, width, c))(
       cate, _flat(outputs["kernels"]), features)
+
+
+def candidates(outputs, model_config):
+  """The NMS input of `predict` for each image of a batch: {"binary" [B, K, h, w] masks at 1/4 scale, "area",
+  "labels", "scores" [B, K] sorted by descending score (0 where filtered)}, K = nms_pre; `suppress` takes them one
+  image at a time (the NMS ablation times it there)."""
+  c = predict_config(model_config)
+  cate, min_area = _levels(outputs, c)
+  _, binary, area, labels, scores, _ = jax.vmap(lambda s, k, f: _candidates(s, k, f, min_area, c))(
+      cate, _flat(outputs["kernels"]), outputs["mask_features"])
+  return {"binary": binary, "area": area, "labels": labels, "scores": scores}
