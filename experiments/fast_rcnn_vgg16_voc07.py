@@ -9,10 +9,11 @@ Published (Table 1, VGG16, "07" training data, selective search proposals): 66.9
 fc6/fc7 4096 with dropout 0.5, K+1 softmax and class-specific boxes); the recipe of Sec. 2.3 and 4: minibatches of
 2 images x 64 RoIs (25% foreground at IoU >= 0.5, background in [0.1, 0.5)), log loss + smooth L1 with lambda 1,
 horizontal flips, SGD momentum 0.9, weight decay 5e-4, lr 1e-3 for 30k steps then 1e-4 for 10k, conv1 and conv2
-frozen (Sec. 4.5: fine-tuning from conv3_1 up), test NMS 0.3. Differences, stated: the paper's proposals are
-selective search's (~2000 per image, "fast" mode), which no reader here loads; this config's are the stand-in of
-segjax/data/proposals.py (2000 boxes around the ground truth and at random), so on the test split they are
-built from its ground truth and its mAP is not the paper's measure. Every batch is one static shape (608 x 1008,
+frozen (Sec. 4.5: fine-tuning from conv3_1 up), test NMS 0.3. Proposals: the paper's are selective search's
+(~2000 per image, "fast" mode); name their files per split in config.dataset.proposal_files (Fast R-CNN's
+selective_search_data .mat files, or scripts/selective_search.py's .npz; segjax/data/proposal_files.py). Without
+them this config uses the stand-in of segjax/data/proposals.py (2000 boxes around the ground truth and at random),
+built on the test split from its ground truth, so its mAP is not the paper's measure. Every batch is one static shape (608 x 1008,
 images fitted keeping their aspect ratio; the paper: short side 600, long side at most 1000). The paper starts from
 ImageNet VGG-16 including fc6/fc7, which segjax's converted VGG-16 (FCN's layout, fc6/fc7 as convolutions) does not
 provide for this head. Truncated SVD (Sec. 3.1, fc6 to 1024 and fc7 to 256 singular values) converts a trained

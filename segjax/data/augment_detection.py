@@ -43,10 +43,12 @@ def _warp(image, scale, offset, out_size):
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0), translate=0.0,
-               flip=False, exposure=1.0, saturation=1.0, num_proposals=0):
+               flip=False, exposure=1.0, saturation=1.0, num_proposals=0, box_transform=False):
   """A decoded tfds_detection example -> fixed-shape tensors of one batch row (see output_signature). With
   num_proposals, also that many stand-in proposals (segjax.data.proposals) around the row's boxes, drawn from a
-  seed of the image id: the same per image in every epoch, in the image's coordinates after the augmentation."""
+  seed of the image id: the same per image in every epoch, in the image's coordinates after the augmentation. With
+  box_transform, also "box_transform" (scale, offset x, offset y, flipped): the map of source boxes to the row's,
+  for proposals read from files (segjax.data.proposal_files)."""
   out_h, out_w = image_size
   m = max_instances
   image = example["image"]
@@ -58,6 +60,7 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   hw = tf.cast(tf.stack([height, width]), tf.float32)
   scale = tf.reduce_min(tf.constant([out_h, out_w], tf.float32) / hw)
   u = tf.random.stateless_uniform([8], seed=seed)
+  offset, flipped = tf.zeros([2]), tf.constant(False)
   if train:
     lo, hi = scale_range
     scale *= lo + (hi - lo) * u[0]
@@ -91,6 +94,8 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
   boxes = tf.pad(tf.where(keep[:, None], boxes, 0.0), [[0, m - n], [0, 0]])
   boxes.set_shape([m, 4])
   extra = {}
+  if box_transform:
+    extra["box_transform"] = tf.concat([[scale], offset, [tf.cast(flipped, tf.float32)]], 0)
   if num_proposals:
     image_seed = tf.stack([tf.cast(example["image_id"], tf.int64), tf.constant(0x5EED, tf.int64)])
     proposals = stand_in_proposals(boxes, instance_valid, (out_h, out_w), num_proposals, image_seed)

@@ -37,8 +37,11 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # Read the set as box-only detection data (tfds_detection.py): "voc" from its devkit XML (splits like
   # "2007_test", "0712_trainval"), "synthetic" / "coco" from the instances JSON.
   config.detection = False
-  # Detection sets: this many stand-in proposals per image for Fast R-CNN (segjax/data/proposals.py); 0: none.
+  # Detection sets: this many proposals per image for Fast R-CNN; 0: none. From the files proposal_files names for
+  # a split ({split: (path, ...)}, VOC only: Fast R-CNN's selective-search .mat or scripts/selective_search.py's
+  # .npz, segjax/data/proposal_files.py), else the stand-in of segjax/data/proposals.py.
   config.num_proposals = 0
+  config.proposal_files = ml_collections.ConfigDict()
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only
   return config

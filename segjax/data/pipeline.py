@@ -43,11 +43,13 @@ from segjax.data import compact
 from segjax.data import cvppp
 from segjax.data import info as info_lib
 from segjax.data import isbi_cells
+from segjax.data import proposal_files
 from segjax.data import semantic
 from segjax.data import synthetic
 from segjax.data import tfds_coco
 from segjax.data import tfds_detection
 from segjax.data import voc
+from segjax.data import voc_detection
 from segjax.data.tf_env import THREADS
 from segjax.data.tf_env import tf
 
@@ -215,6 +217,30 @@ def _example_processor(features, image_size, max_instances, train, augment_kwarg
   return process
 
 
+def _proposal_files(config, split):
+  """The split's proposals from config.dataset.proposal_files (segjax/data/proposal_files.py), or None where it names
+  no files for the split."""
+  ds = config.dataset
+  files = (ds.get("proposal_files") or {}).get(split)
+  if not files:
+    return None
+  if ds.name != "voc" or not ds.get("num_proposals"):
+    raise ValueError(f"config.dataset.proposal_files: proposals are indexed by the position in a VOC split's list; "
+                     f"set dataset.name 'voc' (got {ds.name!r}) and dataset.num_proposals (got "
+                     f"{ds.get('num_proposals')})")
+  names = [e.name for e in voc_detection.examples(ds.root, split)]
+  return proposal_files.SplitProposals(tuple(files), ds.num_proposals, names)
+
+
+def _with_proposals(process, proposals, image_size, raw, seed, valid):
+  """`process`, then the row's proposals from files, moved as its boxes were (the row's box_transform)."""
+  example = dict(process(raw, seed, valid))
+  transform = np.asarray(example.pop("box_transform"))
+  example["proposals"], example["proposal_valid"] = proposals.for_image(int(example["image_id"]), transform,
+                                                                         image_size)
+  return example
+
+
 def _run(process, max_instances, width, weight_map, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
   example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
@@ -276,15 +302,19 @@ class _Batches:
     return batch
 
 
-def _batches(builder, source, steps, config, local_batch, train, keys=None):
-  """Numpy batches of `steps`: records from `source`, processed by TensorFlow on worker threads; with `keys` (model
-  batch keys), only the labels these read."""
+def _batches(builder, source, steps, config, local_batch, train, split, keys=None):
+  """Numpy batches of `steps`: records from `source` (of `split`), processed by TensorFlow on worker threads; with
+  `keys` (model batch keys), only the labels these read."""
   ds = config.dataset
   augment_kwargs = {"scale_range": tuple(ds.augment.scale_range), "flip": bool(ds.augment.flip)}
+  proposals = None
   if ds.get("detection"):  # YOLO's translation and HSV jitter (augment_detection.py)
     augment_kwargs.update({k: float(ds.augment.get(k, 1.0 if k != "translate" else 0.0))
                            for k in ("translate", "exposure", "saturation")})
-    if ds.get("num_proposals"):  # Fast R-CNN's external proposals: the stand-in (segjax/data/proposals.py)
+    proposals = _proposal_files(config, split)
+    if proposals is not None:  # Fast R-CNN's external proposals, read from files
+      augment_kwargs["box_transform"] = True
+    elif ds.get("num_proposals"):  # or the stand-in (segjax/data/proposals.py)
       augment_kwargs["num_proposals"] = int(ds.num_proposals)
   labels = _labels(keys)
   weight_map = None
@@ -297,6 +327,8 @@ def _batches(builder, source, steps, config, local_batch, train, keys=None):
     labels = tuple(kind for kind in labels if kind != "pixel_weights")
   process = _example_processor(builder.info.features, tuple(ds.image_size), ds.max_instances, train,
                                tuple(sorted(augment_kwargs.items())), labels)
+  if proposals is not None:
+    process = functools.partial(_with_proposals, process, proposals, tuple(ds.image_size))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
   return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth, weight_map)
@@ -321,7 +353,8 @@ def make_train_iterator(config, *, start_step=0, process_index=0, process_count=
     raise coco.DatasetError(f"train split '{config.dataset.train_split}' of "
                             f"{config.dataset.root} has no examples")
   source = _train_source(records, config.seed, config.batch_size, local_batch, process_index)
-  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True, keys=keys)
+  return _batches(builder, source, itertools.count(start_step), config, local_batch, train=True,
+                  split=config.dataset.train_split, keys=keys)
 
 
 def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):
@@ -335,4 +368,4 @@ def make_eval_iterator(config, split=None, *, process_index=0, process_count=1):
   records = _records(builder, split or config.dataset.eval_split)
   source = _eval_source(records, config.batch_size, local_batch, process_index)
   steps = range(-(-len(records) // config.batch_size))
-  return _batches(builder, source, steps, config, local_batch, train=False)
+  return _batches(builder, source, steps, config, local_batch, train=False, split=split or config.dataset.eval_split)
