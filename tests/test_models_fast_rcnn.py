@@ -368,3 +368,17 @@ def test_predictor_refuses_a_model_that_needs_proposals():
   from segjax.inference import Predictor  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="proposals"):
     Predictor(_tiny_config(), {}, info=types.SimpleNamespace(num_thing_classes=2))
+
+
+def test_eight_device_training_gives_the_losses_of_one_device():
+  """Data-parallel Fast R-CNN (each image's proposals and its sampled RoIs) equals one device over two steps."""
+  from train_util import losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
+  config = _tiny_config()
+  model = get_model("fast_rcnn")
+  module = model.build(config, types.SimpleNamespace(num_thing_classes=2))
+  batches = [_batch((3, 0, 4, 1, 2, 4, 1, 3), seed=1), _batch((1, 2, 0, 4, 3, 3, 2, 1), seed=2)]
+  variables = jax.device_get(module.init(jax.random.key(0), batches[0]["image"]))
+  keys = ("loss", "loss_classifier", "loss_box_reg")
+  losses = losses_on_one_and_eight_devices(module, model, config, variables, batches, keys)
+  assert np.all(np.array(losses[1])[:, 2] > 0)  # foreground RoIs reached the box loss
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)

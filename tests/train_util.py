@@ -127,3 +127,27 @@ def majority_pixel_share(data_root, split="val2017"):
                            for name in sorted(os.listdir(folder))])
   counts = np.bincount(labels[labels != IGNORE_LABEL])
   return counts.max() / counts.sum()
+
+
+def losses_on_one_and_eight_devices(module, model_lib, config, variables, batches, keys, learning_rate=0.01):
+  """Trains from `variables` through `batches` (8 images each) with SGD (momentum 0.9) in the training loop's
+  step (segjax.train.steps.make_train_step), on one device and data-parallel on the 8 forced host devices, and
+  returns {1: [[metrics[k] for k in keys] per step], 8: [...]}, for tests that the sharded run equals the single one."""
+  import jax  # pylint: disable=g-import-not-at-top  (this module also serves tests that run no JAX)
+  import optax  # pylint: disable=g-import-not-at-top
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  optimizer, schedule = optax.sgd(learning_rate, momentum=0.9), optax.constant_schedule(learning_rate)
+  losses = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = mesh_lib.make_mesh(devices)
+    state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+    step = make_train_step(module, model_lib, config, optimizer, schedule, mesh, shardings)
+    losses[len(devices)] = []
+    for i, batch in enumerate(batches):
+      state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
+      losses[len(devices)].append([float(metrics[k]) for k in keys])
+  return losses
