@@ -179,3 +179,23 @@ def test_experiment_configs_build(name):
   module = pointrend.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 80}))
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   assert shapes["params"]["point_head"]["predictor"]["kernel"].shape[-1] == 80
+
+
+def _eight_images(counts, seed):
+  """Four of `_batch`'s two-image batches with different instance counts: 8 images, one per device."""
+  parts = [_batch(n, seed=seed + i) for i, n in enumerate(counts)]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@pytest.mark.slow  # the detector's train step compiles twice (1 and 8 devices)
+def test_eight_device_training_gives_the_losses_of_one_device():
+  """Data-parallel PointRend (the sampled training points of each RoI) equals one device over two steps."""
+  from train_util import losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  module = pointrend.build(config, INFO)
+  batches = [_eight_images((3, 0, 4, 1), 1), _eight_images((2, 4, 1, 3), 5)]
+  variables = jax.device_get(module.init(jax.random.key(0), batches[0]["image"], train=False))
+  keys = ("loss", "loss_objectness", "loss_classifier", "loss_mask", "loss_mask_point")
+  losses = losses_on_one_and_eight_devices(module, pointrend, config, variables, batches, keys)
+  assert np.all(np.array(losses[1])[:, 4] > 0)  # the point head was trained on foreground RoIs
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
