@@ -55,6 +55,7 @@ _MODELS = {
     "faster_rcnn_detection": "segjax.models.faster_rcnn",
     "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
+    "iterative_instance": "segjax.models.iterative_instance",
     "mask_rcnn": "segjax.models.mask_rcnn",
     "rcnn": "segjax.models.fast_rcnn",
     "ris": "segjax.models.ris",
