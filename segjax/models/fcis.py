@@ -66,6 +66,7 @@ def model_config() -> ml_collections.ConfigDict:
   them; k = 7, M = 21; test NMS 0.3, 100 detections, mask voting at box IoU 0.5 with masks binarised at 0.4."""
   return ml_collections.ConfigDict({
       "name": "fcis", "num_classes": None, "depth": 101, "width": 64, "norm": "frozen", "output_stride": 16,
+      "deformable_stages": (),
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "anchor_sizes": ((64, 128, 256, 512),), "aspect_ratios": (0.5, 1.0, 2.0),
       "rpn_pre_nms_top_n_train": 6000, "rpn_post_nms_top_n_train": 300, "rpn_pre_nms_top_n_test": 6000,
@@ -130,7 +131,8 @@ class FCIS(nn.Module):
     dtype = jnp.dtype(c.dtype)
     conv5_blocks = STAGE_BLOCKS[c.depth][-1]
     backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, output_stride=stride,
-                      multi_grid=(2,) + (1,) * (conv5_blocks - 1), dtype=dtype, name="backbone")
+                      multi_grid=(2,) + (1,) * (conv5_blocks - 1), deformable_stages=tuple(c.deformable_stages),
+                      dtype=dtype, name="backbone")
     features = backbone(normalize_images(images, c.pixel_mean, c.pixel_std), train=train)
     c4, c5 = features["C4"], features["C5"]
     num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios)

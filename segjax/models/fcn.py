@@ -33,6 +33,7 @@ class FCN(nn.Module):
   width: int = 64
   output_stride: int = 32
   skips: tuple = ("C4", "C3")  # FCN-8s; ("C4",) is FCN-16s, () FCN-32s.
+  deformable_stages: tuple[int, ...] = ()
   dtype: jnp.dtype = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
   pixel_std: tuple[float, ...] = IMAGENET_STD
@@ -41,7 +42,7 @@ class FCN(nn.Module):
   def __call__(self, images, train: bool = False):
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
     features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
-                      dtype=self.dtype, name="backbone")(x, train=train)
+                      deformable_stages=self.deformable_stages, dtype=self.dtype, name="backbone")(x, train=train)
     stride = lambda level: min(_STRIDES[level], self.output_stride)
     scores = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="score_C5")(features["C5"])
     level = "C5"
@@ -107,13 +108,15 @@ def model_config() -> ml_collections.ConfigDict:
   """FCN-8s on a ResNet (the skips of C4 and C3); backbone "vgg16" reads skips of pool4/pool3 scaled by skip_scales."""
   return ml_collections.ConfigDict({
       "name": "fcn", "backbone": "resnet", "depth": 50, "width": 64, "output_stride": 32, "skips": ("C4", "C3"),
-      "skip_scales": None, "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
+      "skip_scales": None, "deformable_stages": (), "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
 def build(config, info):
   c = validated(config, model_config())
   backbone = c.backbone
   if backbone == "vgg16":
+    if c.deformable_stages:
+      raise ValueError("config.model.deformable_stages: deformable stages are ResNet's; backbone 'vgg16' has none")
     skips = tuple(c.skips)
     return FCNVGG16(num_classes=info.num_semantic_classes, skips=skips,
                     skip_scales=tuple(c.skip_scales) if c.skip_scales is not None else (1.0,) * len(skips),
@@ -121,7 +124,7 @@ def build(config, info):
   if backbone != "resnet":
     raise ValueError(f"config.model.backbone: 'resnet' or 'vgg16'; got {backbone!r}")
   return FCN(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
-             output_stride=c.output_stride, skips=tuple(c.skips),
+             output_stride=c.output_stride, skips=tuple(c.skips), deformable_stages=tuple(c.deformable_stages),
              dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 

@@ -72,7 +72,7 @@ def model_config(backbone: str = "fpn", name: str = "mask_rcnn") -> ml_collectio
     raise ValueError(f"config.model.name: 'mask_rcnn' or 'faster_rcnn'; got {name!r}")
   config = ml_collections.ConfigDict({
       "name": name, "backbone": backbone, "mask": name == "mask_rcnn", "num_classes": None, "depth": 50, "width": 64,
-      "norm": "frozen",
+      "norm": "frozen", "deformable_stages": (),
       "fpn_channels": 256, "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
       "anchor_sizes": ((32,), (64,), (128,), (256,), (512,)), "aspect_ratios": (0.5, 1.0, 2.0),
       "rpn_pre_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 1000,
@@ -201,7 +201,8 @@ class MaskRCNN(nn.Module):
     if c.backbone == "vgg16":
       backbone = VGG16(variant="conv5", width=c.width, dtype=jnp.dtype(c.dtype), name="backbone")
       return backbone, [backbone(x, train=train)["conv5_3"]]
-    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=jnp.dtype(c.dtype), name="backbone")
+    backbone = ResNet(depth=c.depth, width=c.width, norm=c.norm, deformable_stages=tuple(c.deformable_stages),
+                      dtype=jnp.dtype(c.dtype), name="backbone")
     if c.backbone == "c4":
       return backbone, [backbone(x, train=train, stop="C4")["C4"]]
     pyramid = FPN(c.fpn_channels, dtype=jnp.dtype(c.dtype), name="fpn")(backbone(x, train=train))

@@ -77,7 +77,8 @@ _NORMAL = nn.initializers.normal(0.01)
 def model_config():
   """The official config.py defaults with PanopticFCN-R50-1x.yaml (ResNet-50, frozen BN)."""
   return ml_collections.ConfigDict({
-      "name": "panoptic_fcn", "depth": 50, "width": 64, "norm": "frozen", "fpn_channels": 256,
+      "name": "panoptic_fcn", "depth": 50, "width": 64, "norm": "frozen", "deformable_stages": (),
+      "fpn_channels": 256,
       "pixel_mean": (0.485, 0.456, 0.406), "pixel_std": (0.229, 0.224, 0.225),
       "semantic_channels": 256, "head_channels": 256, "head_convs": 3, "position_deform": True,
       "encoder_channels": 64, "encoder_convs": 3,
@@ -165,7 +166,8 @@ class PanopticFCN(nn.Module):
       raise ValueError(f"panoptic_fcn: image height and width must be multiples of 32; got {images.shape[1:3]}")
     x = normalize_images(images, c.pixel_mean, c.pixel_std)
     p = FPN(c.fpn_channels, dtype=dtype, name="fpn")(
-        ResNet(depth=c.depth, width=c.width, norm=c.norm, dtype=dtype, name="backbone")(x, train=train))
+        ResNet(depth=c.depth, width=c.width, norm=c.norm, deformable_stages=tuple(c.deformable_stages), dtype=dtype,
+               name="backbone")(x, train=train))
     down = lambda y, name: Conv(c.fpn_channels, (3, 3), strides=2, padding=((1, 1), (1, 1)), dtype=dtype,
                                 kernel_init=_KAIMING_A1, name=name)(y)
     p6 = down(p["P5"], "p6")

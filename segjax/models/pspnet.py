@@ -66,6 +66,7 @@ class PSPNet(nn.Module):
   bins: tuple[int, ...] = (1, 2, 3, 6)
   pooling: str = "avg"
   dimension_reduction: bool = True
+  deformable_stages: tuple[int, ...] = ()
   aux: bool = True
   dtype: Any = jnp.float32
   pixel_mean: tuple[float, ...] = IMAGENET_MEAN
@@ -76,7 +77,8 @@ class PSPNet(nn.Module):
     if self.bins and min(self.bins) < 1:
       raise ValueError(f"config.model.bins must be positive pyramid sizes (or () for no pyramid); got {self.bins}")
     size = images.shape[1:3]
-    features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride, dtype=self.dtype,
+    features = ResNet(depth=self.depth, width=self.width, output_stride=self.output_stride,
+                      deformable_stages=self.deformable_stages, dtype=self.dtype,
                       name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     scores = PSPHead(self.num_classes, tuple(self.bins), self.pooling, self.dimension_reduction, dtype=self.dtype,
                      name="classifier")(features["C5"], train)
@@ -92,7 +94,7 @@ def model_config() -> ml_collections.ConfigDict:
   loss weight 0.4 (Sec. 3.4)."""
   return ml_collections.ConfigDict({
       "name": "pspnet", "depth": 50, "width": 64, "output_stride": 8, "bins": (1, 2, 3, 6), "pooling": "avg",
-      "dimension_reduction": True, "aux": True,
+      "dimension_reduction": True, "deformable_stages": (), "aux": True,
       "aux_weight": 0.4, "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -102,7 +104,7 @@ def build(config, info):
     raise ValueError(f"config.model.pooling must be one of {sorted(POOLING)}; got {c.pooling!r}")
   return PSPNet(num_classes=info.num_semantic_classes, depth=c.depth, width=c.width,
                 output_stride=c.output_stride, bins=tuple(c.bins), pooling=c.pooling,
-                dimension_reduction=c.dimension_reduction, aux=c.aux,
+                dimension_reduction=c.dimension_reduction, deformable_stages=tuple(c.deformable_stages), aux=c.aux,
                 dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
 
 

@@ -122,6 +122,7 @@ class SOLOv2(nn.Module):
   depth: int = 50
   width: int = 64
   norm: str = "batch"
+  deformable_stages: tuple[int, ...] = ()
   fpn_channels: int = 256
   seg_feat_channels: int = 512
   stacked_convs: int = 4
@@ -138,8 +139,8 @@ class SOLOv2(nn.Module):
       raise ValueError(f"SOLOv2 needs an input size divisible by 32 (the reference pads to it); got {images.shape}")
     if len(self.num_grids) != len(STRIDES):
       raise ValueError(f"config.model.num_grids: one value per level P2..P6; got {self.num_grids}")
-    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, dtype=self.dtype,
-                      name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
+    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, deformable_stages=self.deformable_stages,
+                      dtype=self.dtype, name="backbone")(normalize_images(images, self.pixel_mean, self.pixel_std), train=train)
     p = FPN(self.fpn_channels, dtype=self.dtype, name="fpn")(features)
     levels = split_feats(p)
     head = SOLOv2Head(self.num_classes, self.seg_feat_channels, self.stacked_convs, self.ins_out_channels,
@@ -154,7 +155,8 @@ class SOLOv2(nn.Module):
 def model_config() -> ml_collections.ConfigDict:
   """SOLOv2 R50-FPN as the reference (solov2_r50_fpn_8gpu_1x), with `predict`'s settings (PREDICT_DEFAULTS)."""
   return ml_collections.ConfigDict({
-      "name": "solov2", "depth": 50, "width": 64, "norm": "frozen", "fpn_channels": 256, "seg_feat_channels": 512,
+      "name": "solov2", "depth": 50, "width": 64, "norm": "frozen", "deformable_stages": (), "fpn_channels": 256,
+      "seg_feat_channels": 512,
       "stacked_convs": 4, "ins_out_channels": 256, "mask_feat_channels": 128, "num_grids": (40, 36, 24, 16, 12),
       "scale_ranges": ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)), "max_positives": 512,
       "dtype": "float32", "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD, **PREDICT_DEFAULTS})
@@ -164,7 +166,7 @@ def build(config, info):
   c = validated(config, model_config())
   predict_config(c)  # checks the inference settings too
   return SOLOv2(num_classes=info.num_thing_classes, depth=c.depth, width=c.width,
-                norm=c.norm, fpn_channels=c.fpn_channels,
+                norm=c.norm, deformable_stages=tuple(c.deformable_stages), fpn_channels=c.fpn_channels,
                 seg_feat_channels=c.seg_feat_channels, stacked_convs=c.stacked_convs,
                 ins_out_channels=c.ins_out_channels, mask_feat_channels=c.mask_feat_channels,
                 num_grids=tuple(c.num_grids), dtype=jnp.dtype(c.dtype), **pixel_normalization(c))
