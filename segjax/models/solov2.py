@@ -31,10 +31,10 @@ from segjax.models import pixel_normalization
 from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, coord_features, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss
-from segjax.ops.mask_nms import matrix_nms
-from segjax.ops.soft_nms import soft_nms_masks
-from segjax.ops.masks import masks_to_boxes
+from segjax.ops.mask_nms import matrix_nms_from_iou
+from segjax.ops.masks import mask_iou, masks_to_boxes
 from segjax.ops.pooling import resize_bilinear as resize
+from segjax.ops.soft_nms import soft_nms
 
 TASK = "instance"
 BATCH_KEYS = ("image", "boxes", "masks", "classes", "is_crowd", "instance_valid")
@@ -312,11 +312,19 @@ def predict_config(model_config) -> dict:
 
 def suppress(binary, labels, scores, area, c):
   """The scores of candidates sorted by descending score after the NMS that c["nms"] names (`predict_config`):
-  binary [N, h, w] masks, labels [N], scores [N], area [N] their pixel counts."""
+  binary [N, h, w] masks, labels [N], scores [N], area [N] their pixel counts. Every variant starts from the
+  pairwise mask IoUs (`suppress_iou`)."""
+  flat = binary.reshape(binary.shape[0], -1).astype(jnp.float32)
+  return suppress_iou(mask_iou(flat, area), labels, scores, c)
+
+
+def suppress_iou(iou, labels, scores, c):
+  """`suppress` after the IoU matrix iou [N, N]: Matrix NMS's parallel decay, or Soft-NMS's / mask NMS's sequential
+  loop over the N candidates."""
   if c["nms"] == "matrix":
-    return matrix_nms(binary, labels, scores, c["nms_kernel"], c["nms_sigma"], mask_area=area)
+    return matrix_nms_from_iou(iou, labels, scores, c["nms_kernel"], c["nms_sigma"])
   method = "hard" if c["nms"] == "hard" else c["nms_kernel"]
-  decayed, _ = soft_nms_masks(binary, scores, labels, method, c["soft_nms_sigma"], c["nms_iou_threshold"])
+  decayed, _ = soft_nms(iou, scores, labels, method, c["soft_nms_sigma"], c["nms_iou_threshold"])
   return decayed
 
 

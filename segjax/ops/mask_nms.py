@@ -40,9 +40,19 @@ def matrix_nms(masks, labels, scores, kernel="gaussian", sigma=2.0, mask_area=No
   flat = masks.reshape(num, -1).astype(jnp.float32)
   if mask_area is None:
     mask_area = flat.sum(axis=1)
+  return matrix_nms_from_iou(mask_iou(flat, mask_area), labels, scores, kernel, sigma)
+
+
+def matrix_nms_from_iou(iou, labels, scores, kernel="gaussian", sigma=2.0):
+  """`matrix_nms` given the pairwise mask IoUs [N, N] of the masks sorted by descending score (the decay alone,
+  without the IoU matrix both it and a sequential NMS start from)."""
+  if kernel not in KERNELS:
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+  num = scores.shape[0]
+  labels = jnp.asarray(labels)
   upper = jnp.arange(num)[:, None] < jnp.arange(num)[None, :]
   same_label = (labels[:, None] == labels[None, :]) & upper
-  iou = jnp.where(same_label, mask_iou(flat, mask_area), 0)
+  iou = jnp.where(same_label, iou, 0)
   # Compensation: how much suppressor i is itself suppressed, its max IoU with a higher-scored mask.
   compensate = jnp.max(iou, axis=0)[:, None]
   if kernel == "gaussian":
