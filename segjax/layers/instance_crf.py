@@ -59,8 +59,8 @@ class InstanceCRF(nn.Module):
     templates = jax.nn.sigmoid(self.param(
         "shape_templates", _ellipse_logits, (num_classes - 1, self.num_templates, self.template_size,
                                              self.template_size)))
-    q = q.astype(jnp.float32)
-    boxes, scores = boxes.astype(jnp.float32), scores.astype(jnp.float32)
+    dtype = jnp.result_type(q, jnp.float32)
+    q, boxes, scores = q.astype(dtype), boxes.astype(dtype), scores.astype(dtype)
 
     def unary(q, boxes, labels, scores, valid):
       shapes = instance_crf.select_templates(templates, q, boxes, labels)

@@ -44,10 +44,10 @@ EPS = 1e-8  # inside the logarithm: a pixel where every term is 0 gets energy -l
 def _tent_weights(lo, hi, length, size):
   """[length, size]: bilinear weights (align_corners False, edge-clamped) of the pixel centres t + 0.5 of an axis
   of `length` pixels on a `size`-cell grid stretched over [lo, hi)."""
-  centres = jnp.arange(length, dtype=jnp.float32) + 0.5
+  centres = jnp.arange(length, dtype=lo.dtype) + 0.5
   u = (centres - lo) / jnp.maximum(hi - lo, 1e-6) * size - 0.5
   u = jnp.clip(u, 0.0, size - 1.0)
-  return jnp.maximum(0.0, 1.0 - jnp.abs(u[:, None] - jnp.arange(size, dtype=jnp.float32)[None, :]))
+  return jnp.maximum(0.0, 1.0 - jnp.abs(u[:, None] - jnp.arange(size, dtype=lo.dtype)[None, :]))
 
 
 def warp_templates(templates, boxes, height, width):
@@ -56,8 +56,8 @@ def warp_templates(templates, boxes, height, width):
   m = templates.shape[-1]
   rows = jax.vmap(lambda b: _tent_weights(b[1], b[3], height, m))(boxes)  # [D, H, M]
   cols = jax.vmap(lambda b: _tent_weights(b[0], b[2], width, m))(boxes)  # [D, W, M]
-  warped = jnp.einsum("dym,dmn,dxn->dyx", rows, templates.astype(jnp.float32), cols)
-  return warped * box_masks(boxes, height, width)
+  warped = jnp.einsum("dym,dmn,dxn->dyx", rows, templates, cols)
+  return warped * box_masks(boxes, height, width).astype(warped.dtype)
 
 
 def select_templates(templates, q, boxes, labels):
