@@ -234,3 +234,149 @@ def test_registered_and_config_errors_name_the_key():
       assert key in str(error), error
     else:
       raise AssertionError(f"{overrides} was accepted")
+
+
+def tiny_config():
+  config = dynamic_instance.model_config()
+  config.update({"depth": 18, "width": 8, "norm": "batch", "fpn_channels": 32, "representation_size": 64,
+                 "semantic_channels": 32, "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+                 "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100,
+                 "rpn_post_nms_top_n_test": 50, "roi_batch_size_per_image": 32, "detections_per_image": 6})
+  return config
+
+
+INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
+
+
+def _shapes_batch(counts, size=64, slots=3, seed=0):
+  """Images with counts[b] shapes on a noisy dark background, discs (class 1, red) and right triangles (class 2,
+  yellow) in turn, in fixed cells so they never overlap, and their padded ground truth."""
+  rng = np.random.default_rng(seed)
+  n = len(counts)
+  image = rng.uniform(0, 0.2, (n, size, size, 3)).astype(np.float32)
+  boxes = np.zeros((n, slots, 4), np.float32)
+  masks = np.zeros((n, slots, size, size), np.uint8)
+  classes = np.zeros((n, slots), np.int32)
+  ys, xs = np.mgrid[:size, :size] + 0.5
+  cells = [(4, 4), (36, 8), (12, 38)]
+  for b, count in enumerate(counts):
+    for k in range(count):
+      side = int(rng.integers(16, 24))
+      x, y = cells[k]
+      label = 1 + (b + k) % 2
+      if label == 1:
+        mask = (xs - x - side / 2) ** 2 + (ys - y - side / 2) ** 2 < (side / 2) ** 2
+      else:
+        mask = (xs >= x) & (ys >= y) & (xs - x <= ys - y) & (ys < y + side)
+      masks[b, k] = mask
+      classes[b, k] = label
+      boxes[b, k] = (x, y, x + side, y + side)
+      image[b][mask] = (0.9, 0.2, 0.2) if label == 1 else (0.9, 0.85, 0.1)
+  valid = np.arange(slots)[None] < np.asarray(counts)[:, None]
+  return {"image": image, "boxes": boxes, "classes": classes, "masks": masks, "is_crowd": np.zeros((n, slots), bool),
+          "instance_valid": valid}
+
+
+def _matched_mean_iou(predicted, masks, valid):
+  """Mean IoU of the ground-truth masks [M, H, W] (valid [M]) with the predicted masks [D, H, W] they are matched
+  to by SciPy's Hungarian algorithm on IoU (an unmatched instance scores 0)."""
+  gt = masks[valid].reshape(valid.sum(), -1).astype(bool)
+  pred = predicted.reshape(predicted.shape[0], -1) > 0.5
+  inter = gt.astype(float) @ pred.T.astype(float)
+  union = gt.sum(1)[:, None] + pred.sum(1)[None] - inter
+  iou = inter / np.maximum(union, 1)
+  rows, cols = scipy_lsa(-iou)
+  return iou[rows, cols].sum() / len(gt)
+
+
+@pytest.mark.slow  # the detector's, semantic branch's and CRF's train step and inference compile
+def test_tiny_network_learns_masks_that_beat_its_boxes():
+  """Trained on a fixed batch of discs and triangles, the CRF's masks for the ground-truth boxes match the instances
+  better than the boxes themselves do as masks (IoU pi/4 for a disc, 1/2 for a right triangle), on 3 seeds."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from segjax.ops.masks import box_masks  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  module = dynamic_instance.build(config, INFO)
+  batch = _shapes_batch([2, 3])
+  forward = {k: batch[k] for k in dynamic_instance.FORWARD_KEYS}
+  optimizer = optax.adam(3e-3)
+  traces = []
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, batch, key):
+    traces.append(1)
+
+    def loss_fn(params):
+      outputs, updates = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+                                      mutable=["batch_stats"], rngs={"sampling": key},
+                                      targets={k: batch[k] for k in dynamic_instance.FORWARD_KEYS})
+      return dynamic_instance.loss(outputs, batch, config)[0], updates["batch_stats"]
+
+    (value, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    deltas, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, deltas), batch_stats, opt_state, value
+
+  detections = {"boxes": jnp.asarray(batch["boxes"]), "labels": jnp.asarray(batch["classes"]),
+                "scores": jnp.ones(batch["classes"].shape), "valid": jnp.asarray(batch["instance_valid"])}
+  infer = jax.jit(lambda variables: dynamic_instance.predict(
+      module.apply(variables, batch["image"], train=False, detections=detections), config))
+  boxes_as_masks = np.asarray(box_masks(jnp.asarray(batch["boxes"]), 64, 64))
+  reference = np.mean([_matched_mean_iou(boxes_as_masks[b], batch["masks"][b], batch["instance_valid"][b])
+                       for b in range(2)])
+  for seed in range(3):
+    variables = jax.jit(lambda key: module.init({"params": key, "sampling": key}, batch["image"], train=True,
+                                                targets=forward))(jax.random.key(seed))
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    opt_state = optimizer.init(params)
+    for i in range(60):
+      params, batch_stats, opt_state, value = step(params, batch_stats, opt_state, batch,
+                                                   jax.random.key(1000 * seed + i))
+    assert np.isfinite(float(value))
+    predictions = jax.device_get(infer({"params": params, "batch_stats": batch_stats}))
+    quality = np.mean([_matched_mean_iou(predictions["masks"][b], batch["masks"][b], batch["instance_valid"][b])
+                       for b in range(2)])
+    print(f"seed {seed}: matched mask IoU {quality:.3f}, boxes as masks {reference:.3f}")
+    assert quality > reference, (seed, quality, reference)
+  assert len(traces) == 1
+
+
+@pytest.mark.slow  # two compiles of the whole train step
+def test_eight_device_training_gives_the_losses_of_one_device():
+  import optax  # pylint: disable=g-import-not-at-top
+  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  config = tiny_config()
+  module = dynamic_instance.build(config, INFO)
+  # 8 images per step with different instance counts, so each device sees its own targets.
+  batches = [_shapes_batch(counts, seed=i) for i, counts in enumerate(([3, 0, 2, 1, 3, 1, 0, 2], [1, 2, 3, 3, 0, 1, 2, 2]))]
+  forward = {k: batches[0][k] for k in dynamic_instance.FORWARD_KEYS}
+  variables = jax.device_get(jax.jit(lambda b: module.init({"params": jax.random.key(0), "sampling": jax.random.key(1)},
+                                                           b["image"], train=True, targets=forward))(batches[0]))
+  optimizer, schedule = optax.sgd(0.01, momentum=0.9), optax.constant_schedule(0.01)
+  names = ("loss", "loss_sem_seg", "loss_instance", "loss_classifier")
+  losses = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = mesh_lib.make_mesh(devices)
+    state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
+    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
+    step = make_train_step(module, dynamic_instance, config, optimizer, schedule, mesh, shardings)
+    losses[len(devices)] = []
+    for i, batch in enumerate(batches):
+      state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
+      losses[len(devices)].append([float(metrics[k]) for k in names])
+  assert np.all(np.array(losses[1])[:, 2] > 0)  # the instance CRF's loss is exercised
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dynamic_instance_voc", "demo_instance_crf"])
+def test_experiment_configs_build(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  module = dynamic_instance.build(config.model, ml_collections.ConfigDict({"num_thing_classes": 20}))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert shapes["params"]["instance_crf"]["shape_templates"].shape[0] == 20
+  assert shapes["params"]["semantic_head"]["predictor"]["kernel"].shape[-1] == 21
+  jax.eval_shape(make_optimizer(config).init, shapes["params"])  # config.optimizer.frozen matches parameters
