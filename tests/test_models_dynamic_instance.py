@@ -3,6 +3,8 @@ written from their definitions (segjax/ops/instance_crf.py), its mean-field step
 on the same unaries and kernels, gradients reach the unary weights (central differences), other detection and
 instance counts do not retrace, and (slow) a tiny network learns masks that beat its boxes and trains on 8 devices
 as on one."""
+import types
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -361,11 +363,19 @@ def test_eight_device_training_gives_the_losses_of_one_device():
     mesh = mesh_lib.make_mesh(devices)
     state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
     shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
-    step = make_train_step(module, dynamic_instance, config, optimizer, schedule, mesh, shardings)
+    traces = []
+
+    def counted_loss(outputs, batch, model_config):
+      traces.append(1)  # once per trace of the train step
+      return dynamic_instance.loss(outputs, batch, model_config)
+
+    model_lib = types.SimpleNamespace(FORWARD_KEYS=dynamic_instance.FORWARD_KEYS, loss=counted_loss)
+    step = make_train_step(module, model_lib, config, optimizer, schedule, mesh, shardings)
     losses[len(devices)] = []
     for i, batch in enumerate(batches):
       state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
       losses[len(devices)].append([float(metrics[k]) for k in names])
+    assert len(traces) == 1  # the second batch's other instance counts run the same program
   assert np.all(np.array(losses[1])[:, 2] > 0)  # the instance CRF's loss is exercised
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
 
