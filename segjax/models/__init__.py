@@ -47,6 +47,7 @@ _MODELS = {
     "deeplab_v3": "segjax.models.deeplab",
     "deep_watershed": "segjax.models.deep_watershed",
     "dense_crf": "segjax.models.dense_crf",
+    "dynamic_instance": "segjax.models.dynamic_instance",
     "discriminative_embedding": "segjax.models.embedding",
     "fast_rcnn": "segjax.models.fast_rcnn",
     "fcis": "segjax.models.fcis",
