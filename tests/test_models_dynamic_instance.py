@@ -337,7 +337,6 @@ def test_tiny_network_learns_masks_that_beat_its_boxes():
     predictions = jax.device_get(infer({"params": params, "batch_stats": batch_stats}))
     quality = np.mean([_matched_mean_iou(predictions["masks"][b], batch["masks"][b], batch["instance_valid"][b])
                        for b in range(2)])
-    print(f"seed {seed}: matched mask IoU {quality:.3f}, boxes as masks {reference:.3f}")
     assert quality > reference, (seed, quality, reference)
   assert len(traces) == 1
 
