@@ -81,3 +81,17 @@ def test_vmap_compiles_once_per_shape():
 def test_no_host_callback_in_tpu_lowering():
   lowered = jax.jit(linear_sum_assignment).trace(jnp.zeros((4, 6))).lower(lowering_platforms=("tpu",))
   assert "callback" not in lowered.as_text()
+
+
+def test_float64_costs_under_x64_equal_scipy():
+  """Under jax_enable_x64 (float64 references, e.g. gradient checks of models that match by it) the search's
+  indices stay int32 and the assignment is SciPy's."""
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(True):
+    for shape in ((4, 6), (5, 5), (6, 3)):
+      cost = rng.random(shape)
+      rows, cols, feasible = linear_sum_assignment(jnp.asarray(cost, jnp.float64))
+      expected = optimize.linear_sum_assignment(cost)
+      assert bool(feasible) and rows.dtype == cols.dtype == jnp.int32
+      np.testing.assert_array_equal(rows, expected[0])
+      np.testing.assert_array_equal(cols, expected[1])

@@ -17,6 +17,7 @@ def _augment_row(cost, cur_row, state):
   """Finds the shortest augmenting path from `cur_row` to a free column and augments along it."""
   u, v, col4row, row4col, feasible = state
   num_rows, num_cols = cost.shape
+  cur_row = jnp.asarray(cur_row, jnp.int32)  # indices stay int32 (argmax and the loop index are int64 under x64)
 
   def search_cond(carry):
     sink, *_, min_val, _ = carry
@@ -34,9 +35,9 @@ def _augment_row(cost, cur_row, state):
     lowest = jnp.min(candidates)
     at_lowest = ~sc & (candidates == lowest)
     free_at_lowest = at_lowest & (row4col < 0)
-    j = jnp.where(jnp.any(free_at_lowest), jnp.argmax(free_at_lowest), jnp.argmax(at_lowest))
+    j = jnp.where(jnp.any(free_at_lowest), jnp.argmax(free_at_lowest), jnp.argmax(at_lowest)).astype(jnp.int32)
     found = jnp.isfinite(lowest)
-    sink = jnp.where(found & (row4col[j] < 0), j, -1)
+    sink = jnp.where(found & (row4col[j] < 0), j, jnp.int32(-1))
     i = jnp.where(found & (row4col[j] >= 0), row4col[j], i)
     sc = sc.at[j].set(sc[j] | found)
     return sink, i, path, spc, sr, sc, lowest, found
