@@ -15,6 +15,7 @@ from scipy import ndimage
 from segjax.models import boundary_aware, get_model
 from segjax.evaluation.instance import to_source_image
 from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, roi_boundary_targets
+from train_util import counting_jit
 
 INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
 
@@ -190,7 +191,7 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
   optimizer = optax.adam(2e-3)
   state = (params, variables["batch_stats"], optimizer.init(params))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -219,7 +220,7 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
   for count in (0, 4):  # no instances, and max_instances: the same program
     state, metrics, _ = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(metrics["loss_mask"]))
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
 
   predict = jax.jit(lambda v, x: boundary_aware.predict(module.apply(v, x, train=False), config))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])

@@ -9,6 +9,7 @@ import pytest
 
 from segjax.data import augment_detection
 from segjax.models import fast_rcnn, get_model
+from train_util import counting_jit
 
 
 def _tiny_config():
@@ -159,7 +160,7 @@ def test_tiny_model_trains_without_recompiling_across_box_counts(seed):
   optimizer = optax.adam(2e-3)
   state = (variables["params"], optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, opt_state = state
     sampling, dropout = jax.random.split(key)
@@ -190,7 +191,7 @@ def test_tiny_model_trains_without_recompiling_across_box_counts(seed):
   for counts in ((0, 0), (4, 4)):
     _, value, _, _ = step(state, _batch(counts, seed=sum(counts)), jax.random.key(99))
     assert np.isfinite(float(value))
-  assert step._cache_size() == 1
+  assert step.traces == 1
 
 
 def test_detection_pipeline_gives_each_image_its_stand_in_proposals():
@@ -313,7 +314,7 @@ def test_sppnet_and_rcnn_train_steps_compile_once_across_box_counts(name):
   batch = _batch((2, 1), num_proposals=32)
   params = module.init(jax.random.key(0), batch["image"])["params"]
 
-  @jax.jit
+  @counting_jit
   def step(params, batch, key):
     def loss_fn(params):
       outputs = module.apply({"params": params}, batch["image"], train=True, rngs={"sampling": key, "dropout": key},
@@ -327,7 +328,7 @@ def test_sppnet_and_rcnn_train_steps_compile_once_across_box_counts(name):
   for i, counts in enumerate(((2, 1), (0, 0), (4, 4))):
     params, value, metrics = step(params, _batch(counts, num_proposals=32, seed=i), jax.random.key(i))
     assert np.isfinite(float(value)) and float(metrics["loss_box_reg"]) == 0.0
-  assert step._cache_size() == 1
+  assert step.traces == 1
 
 
 def test_the_loops_train_and_eval_steps_pass_the_proposals():

@@ -11,6 +11,7 @@ import pytest
 from segjax.data import augment_detection
 from segjax.evaluation import voc
 from segjax.models import faster_rcnn, get_model
+from train_util import counting_jit
 
 
 def _tiny_config():
@@ -62,7 +63,7 @@ def test_tiny_vgg16_trains_on_boxes_and_is_scored_by_voc_ap():
   optimizer = optax.adam(2e-3)
   state = (variables["params"], optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, opt_state = state
     sampling, dropout = jax.random.split(key)
@@ -85,7 +86,7 @@ def test_tiny_vgg16_trains_on_boxes_and_is_scored_by_voc_ap():
   assert float(metrics["num_positive_rois"]) > 0
   for counts in ((0, 0), (4, 4)):  # other box counts: the same program
     step(state, _batch(counts, seed=sum(counts)), jax.random.key(99))
-  assert step._cache_size() == 1
+  assert step.traces == 1
 
   predict = jax.jit(lambda p, x: faster_rcnn.predict(module.apply({"params": p}, x, train=False), config))
   out = jax.device_get(predict(state[0], batch["image"]))

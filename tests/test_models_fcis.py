@@ -14,6 +14,7 @@ import pytest
 
 from segjax.models import fcis
 from segjax.ops.fcis import mask_voting
+from train_util import counting_jit
 
 
 def _assemble_reference(maps, boxes, k, m):
@@ -181,7 +182,7 @@ def _module(config):
 
 
 def _train_step(module, config, optimizer):
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -242,7 +243,7 @@ def test_tiny_model_trains_without_recompiling():
   for count in (0, 4):
     state, (value, _) = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(value))
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
 
   predict = jax.jit(lambda v, x: fcis.predict(module.apply(v, x, train=False), None))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])

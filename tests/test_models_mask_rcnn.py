@@ -18,6 +18,7 @@ from segjax.weights import torchvision as tv_weights
 from segjax.weights import torchvision_detection
 import references
 from references import optional, requires_torch, torch
+from train_util import counting_jit
 
 detection = getattr(optional("torchvision.models"), "detection", None)
 
@@ -235,7 +236,7 @@ def test_tiny_model_trains_without_recompiling(backbone):
   # VGG-16 has no batch norm: its batch_stats are empty.
   state = (variables["params"], variables.get("batch_stats", {}), optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -257,9 +258,9 @@ def test_tiny_model_trains_without_recompiling(backbone):
   for count in (0, 4):  # no instances, and max_instances: the same program
     state, value = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(value))
-  assert step._cache_size() == 1
+  assert step.traces == 1
 
-  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
+  predict = counting_jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
   assert outputs["masks"].shape == (2, 10, 64, 64) and outputs["boxes"].shape == (2, 10, 4)
   assert np.isfinite(outputs["masks"]).all() and outputs["valid"].any()
@@ -418,11 +419,11 @@ def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slot
     return jax.value_and_grad(objective, has_aux=True)(params)
 
   ladder = (8, 16, 32)
-  step = jax.jit(loss_and_grad)
+  step = counting_jit(loss_and_grad)
   rows = _mask_head_rows(step.trace(variables["params"], batches[0], jax.random.key(0)).jaxpr.jaxpr, 2)
   assert rows and all(r == [{8 * k} for k in ladder] for r in rows), rows  # forward and backward: a branch per rung
   ours = [step(variables["params"], b, jax.random.key(i)) for i, b in enumerate(batches)]
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
   rungs = [int(np.searchsorted(ladder, positives)) for (_, positives), _ in ours]
   assert rungs[0] < rungs[1], rungs  # the batches take different branches
   _on_all_slots(monkeypatch)
@@ -444,11 +445,11 @@ def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, mon
   background = "['params']['box_head']['cls_score']['bias']"
   no_detections = jax.tree_util.tree_map_with_path(  # the background logit raised: no score passes 0.05
       lambda path, x: x.at[0].add(50.0) if jax.tree_util.keystr(path) == background else x, variables)
-  predict = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
+  predict = counting_jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   rows = _mask_head_rows(predict.trace(variables, image).jaxpr.jaxpr, 2)
   assert rows == [[{2 * k} for k in (0, 8, 16, 32, 64, 100)]], rows  # the first on 0 rows: no mask work
   ours = [predict(v, image) for v in (variables, no_detections)]
-  assert predict._cache_size() == 1  # pylint: disable=protected-access
+  assert predict.traces == 1
   some, none = ours
   assert 0 < some["valid"].sum(1).max() <= 64 and not none["valid"].any()  # a middle rung, and the empty one
   assert (some["masks"][some["valid"]].max((1, 2)) > 0.1).all()  # the compared masks are not empty

@@ -22,7 +22,7 @@ import pytest
 from segjax.models import panoptic_fcn
 from segjax.ops.losses import weighted_dice_loss
 from test_models_panoptic_fpn import IS_THING, _info, _panoptic_batch
-from train_util import FAST_OPTIMIZER, read_metrics, tiny_config as tiny_loop_config
+from train_util import FAST_OPTIMIZER, read_metrics, tiny_config as tiny_loop_config, counting_jit
 from references import requires_torch, torch
 
 F = torch.nn.functional if torch else None
@@ -251,7 +251,7 @@ def trained():
   optimizer = optax.adam(3e-3)
   state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch):
     params, batch_stats, opt_state = state
 
@@ -286,7 +286,7 @@ def test_tiny_model_trains_without_recompiling(trained):
   for k in range(history.shape[1]):  # the total and each of L_pos_th, L_pos_st, L_seg_th, L_seg_st fall
     assert np.mean(history[-3:, k]) < 0.8 * np.mean(history[:3, k]), k
   assert np.mean(history[-3:, 0]) < 0.6 * np.mean(history[:3, 0])
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
   (empty, empty_metrics), (full, _) = extremes
   assert np.isfinite(empty) and np.isfinite(full)
   assert empty_metrics["loss_pos_th"] > 0 and empty_metrics["loss_seg_th"] == 0  # negatives only, no thing kernels
@@ -299,7 +299,7 @@ def test_tiny_model_trains_without_recompiling(trained):
 
 def test_predict_gives_the_contract_in_static_shapes(trained):
   module, _, state, _, batch, _, _ = trained
-  predict = jax.jit(lambda v, x: panoptic_fcn.predict(module.apply(v, x, train=False), tiny_config()))
+  predict = counting_jit(lambda v, x: panoptic_fcn.predict(module.apply(v, x, train=False), tiny_config()))
   outputs = jax.device_get(predict({"params": state[0], "batch_stats": state[1]}, batch["image"]))
   k = 50 + 16 + 4 + 1 + 1  # min(h w, 100 / 2) centres of P3..P7 on a 64 x 64 input
   assert outputs["panoptic"].shape == (2, 64, 64) and outputs["panoptic"].dtype == np.int32
@@ -318,7 +318,7 @@ def test_predict_gives_the_contract_in_static_shapes(trained):
                                   outputs["segment_area"][b][valid])
   assert outputs["segment_valid"].any()
   _ = predict({"params": state[0], "batch_stats": state[1]}, _panoptic_batch(0)["image"])
-  assert predict._cache_size() == 1  # pylint: disable=protected-access
+  assert predict.traces == 1
 
 
 def test_bad_config_names_the_field():

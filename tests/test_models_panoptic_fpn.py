@@ -20,6 +20,7 @@ from segjax.models import panoptic_fpn
 from segjax.ops.pooling import resize_bilinear
 from references import requires_torch, torch
 from test_models_mask_rcnn import _batch, tiny_config as tiny_mask_rcnn_config
+from train_util import counting_jit
 
 
 # Synthetic-like classes by semantic train id: 4 things, then 3 stuff (the synthetic set's order).
@@ -128,7 +129,7 @@ def trained():
   optimizer = optax.adam(2e-3)
   state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -159,13 +160,13 @@ def test_tiny_model_trains_without_recompiling(trained):
   losses, semantic = history.T
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
   assert np.mean(semantic[-3:]) < 0.7 * np.mean(semantic[:3])
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
 
 
 @pytest.mark.slow
 def test_predict_gives_the_panoptic_map_and_segments_in_static_shapes(trained):
   module, _, state, _, batch = trained
-  predict = jax.jit(lambda v, x: panoptic_fpn.predict(module.apply(v, x, train=False), tiny_config()))
+  predict = counting_jit(lambda v, x: panoptic_fpn.predict(module.apply(v, x, train=False), tiny_config()))
   outputs = jax.device_get(predict({"params": state[0], "batch_stats": state[1]}, batch["image"]))
   assert outputs["panoptic"].shape == (2, 64, 64) and outputs["panoptic"].dtype == np.int32
   assert outputs["masks"].shape == (2, 10, 64, 64)
@@ -181,7 +182,7 @@ def test_predict_gives_the_panoptic_map_and_segments_in_static_shapes(trained):
     assert np.all((outputs["segment_category"][b][stuff] >= 1) & (outputs["segment_category"][b][stuff] <= 3))
   assert (~outputs["segment_is_thing"] & outputs["segment_valid"]).any()  # the bands became stuff segments
   _ = predict({"params": state[0], "batch_stats": state[1]}, _panoptic_batch(0)["image"])
-  assert predict._cache_size() == 1  # pylint: disable=protected-access
+  assert predict.traces == 1
 
 
 def test_unknown_key_and_missing_mask_head_are_errors():

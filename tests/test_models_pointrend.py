@@ -11,6 +11,7 @@ import pytest
 
 from segjax.models import get_model, pointrend
 from segjax.ops.pooling import resize_bilinear
+from train_util import counting_jit
 
 INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
 
@@ -78,7 +79,7 @@ def test_tiny_model_trains_without_recompiling_and_predicts_subdivided_masks():
   optimizer = optax.adam(2e-3)
   state = (params, variables["batch_stats"], optimizer.init(params))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -108,7 +109,7 @@ def test_tiny_model_trains_without_recompiling_and_predicts_subdivided_masks():
   for count in (0, 4):  # no instances, and max_instances: the same program
     state, metrics, _ = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(metrics["loss_mask_point"]))
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
 
   predict = jax.jit(lambda v, x: pointrend.predict(module.apply(v, x, train=False), config))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])

@@ -14,6 +14,7 @@ import pytest
 
 from segjax.models import rfcn
 from segjax.ops.matching import hardest
+from train_util import counting_jit
 
 
 def _vote_reference(maps, boxes, k):
@@ -137,7 +138,7 @@ def test_ohem_selects_the_rois_of_highest_loss():
 
 
 def _train_step(module, config, optimizer):
-  @jax.jit
+  @counting_jit
   def step(state, batch, key):
     params, batch_stats, opt_state = state
 
@@ -184,7 +185,7 @@ def test_tiny_model_trains_without_recompiling(ohem, ratio):
   for count in (0, 4):  # no boxes, and max_instances: the same program
     state, (value, _) = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(value))
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
 
   predict = jax.jit(lambda v, x: rfcn.predict(module.apply(v, x, train=False), None))
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 
 from segjax.models import get_model
+from train_util import counting_jit
 
 ris = get_model("ris")
 
@@ -52,7 +53,7 @@ def test_trains_without_recompiling_and_learns_the_instances():
   optimizer = optax.adam(3e-3)
   state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
 
-  @jax.jit
+  @counting_jit
   def step(state, batch):
     params, batch_stats, opt_state = state
 
@@ -70,7 +71,7 @@ def test_trains_without_recompiling_and_learns_the_instances():
     state, _ = step(state, _batch(counts))
   for _ in range(150):
     state, terms = step(state, batch)
-  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert step.traces == 1
   # loss_iou is minus the matched relaxed IoU summed per image, averaged over the 2 images: 3 instances in all,
   # so a mean IoU above 0.75 (chance, a mask spread over the image, gives about 1/4) puts it below -1.125.
   assert float(terms["loss_iou"]) < -1.125, terms

@@ -9,6 +9,7 @@ import pytest
 
 from segjax.models import get_model
 from segjax.models import yolo
+from train_util import counting_jit
 
 S, B, C = 7, 2, 5
 SIZE = (112, 140)  # (H, W): non-square, so x and y scales differ
@@ -141,7 +142,7 @@ def test_two_objects_in_one_cell_keep_the_last():
 
 def test_loss_compiles_once_for_zero_and_max_boxes():
   config = yolo.model_config("yolo_v1")
-  fn = jax.jit(lambda o, b: yolo.loss(o, b, config)[0])
+  fn = counting_jit(lambda o, b: yolo.loss(o, b, config)[0])
   rng = np.random.default_rng(2)
   m = 8
   for count in (0, m):
@@ -149,7 +150,7 @@ def test_loss_compiles_once_for_zero_and_max_boxes():
     batch = {"image": jnp.zeros((1, *SIZE, 3)), "boxes": jnp.asarray(boxes[None]),
              "classes": jnp.asarray(classes[None]), "instance_valid": jnp.asarray(valid[None])}
     fn(_random_outputs(rng, 1), batch)
-  assert fn._cache_size() == 1
+  assert fn.traces == 1
 
 
 def _info(num_classes):
@@ -257,12 +258,12 @@ def test_yolo_trains_without_recompiling_across_box_counts():
   for counts in ((0, 0), (6, 6), (2, 0)):
     state, metrics = step(state, _tiny_batch(rng, counts), jax.random.key(0))
     assert np.isfinite(float(metrics["loss"]))
-  assert jitted._cache_size() == 1
-  predict = jax.jit(lambda v, x: yolo.predict(module.apply(v, x), config))
+  assert jitted._cache_size() == 1  # pylint: disable=protected-access  (made by make_train_step)
+  predict = counting_jit(lambda v, x: yolo.predict(module.apply(v, x), config))
   for counts in ((0, 0), (6, 6)):
     out = predict(state.variables, _tiny_batch(rng, counts)["image"])
     assert out["boxes"].shape == (2, 100, 4)
-  assert predict._cache_size() == 1
+  assert predict.traces == 1
 
 
 def test_eight_device_training_gives_the_losses_of_one_device():

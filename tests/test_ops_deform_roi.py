@@ -14,6 +14,7 @@ import pytest
 
 from segjax.ops.deform_roi import deform_ps_roi_pool
 from segjax.ops.roi import ps_roi_align
+from train_util import counting_jit
 
 N, H, W = 2, 9, 11
 
@@ -168,11 +169,11 @@ def test_deform_ps_roi_pool_offsets_move_bins_and_no_recompile():
   base = deform_ps_roi_pool(features, rois, None, 2, 1.0, 1, 2, 0.1)
   np.testing.assert_allclose(np.asarray(out[:, :, 0]), np.asarray(base[:, :, 1]), atol=1e-5)
   np.testing.assert_allclose(np.asarray(out[:, :, 1]), np.asarray(base[:, :, 1]), atol=1e-5)
-  jitted = jax.jit(deform_ps_roi_pool, static_argnums=(3, 4, 5, 6, 7))
+  jitted = counting_jit(deform_ps_roi_pool, static_argnums=(3, 4, 5, 6, 7))
   rois2 = np.concatenate([rois, rois + [0, 1, 0, 1, 0]])
   jitted(features, rois2, np.zeros((2, 2, 2, 2), np.float32), 2, 1.0, 1, 2, 0.1)
   jitted(features, rois2 + 0.5, np.ones((2, 2, 2, 2), np.float32), 2, 1.0, 1, 2, 0.1)
-  assert jitted._cache_size() == 1
+  assert jitted.traces == 1
 
 
 def test_deform_ps_roi_pool_bad_arguments():

@@ -10,6 +10,7 @@ import pytest
 from jax.test_util import check_grads
 
 from segjax.ops import embedding_losses as el
+from train_util import counting_jit
 
 H, W, E, K = 6, 7, 3, 5
 
@@ -166,9 +167,9 @@ def test_gradients_by_finite_differences():
 
 
 def test_other_instance_counts_do_not_recompile():
-  fn = jax.jit(lambda e, m, v: el.batched(el.discriminative_loss, e, m, v)[0])
+  fn = counting_jit(lambda e, m, v: el.batched(el.discriminative_loss, e, m, v)[0])
   for n in (0, 2, 4):
     emb, masks, valid = random_case(n, n)
     out = fn(emb[None].astype(np.float32), masks[None], valid[None])
     np.testing.assert_allclose(out, discriminative_reference(emb, masks, valid), rtol=2e-5, atol=1e-6)
-  assert fn._cache_size() == 1
+  assert fn.traces == 1

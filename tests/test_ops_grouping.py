@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 
 from segjax.ops import grouping
+from train_util import counting_jit
 
 
 def blobs(seed, num_clusters, n=120, dim=2, spread=0.25):
@@ -43,7 +44,7 @@ def test_sequential_seeds_match_numpy_port(alpha):
   e = blobs(1, 4, n=60)
   s = rng.uniform(0.05, 1, 60)
   valid = rng.uniform(size=60) > 0.3
-  fn = jax.jit(lambda *a: grouping.sequential_seeds(*a[:3], 8, a[3]))
+  fn = counting_jit(lambda *a: grouping.sequential_seeds(*a[:3], 8, a[3]))
   idx, ok = fn(jnp.asarray(e, jnp.float32), jnp.asarray(s, jnp.float32), valid, alpha)
   ref = seeds_reference(e, s, valid, 8, alpha)
   assert np.asarray(idx)[np.asarray(ok)].tolist() == ref
@@ -52,7 +53,7 @@ def test_sequential_seeds_match_numpy_port(alpha):
   few[[3, 17, 40]] = True
   idx, ok = fn(jnp.asarray(e, jnp.float32), jnp.asarray(s, jnp.float32), few, alpha)
   assert np.asarray(ok).sum() == 3 and sorted(np.asarray(idx)[np.asarray(ok)].tolist()) == [3, 17, 40]
-  assert fn._cache_size() == 1
+  assert fn.traces == 1
 
 
 @pytest.mark.parametrize("num_clusters,bandwidth", [(1, 1.0), (3, 0.8), (5, 1.2)])
@@ -115,13 +116,13 @@ def test_kernel_mean_shift_matches_numpy(kernel):
 
 
 def test_mean_shift_compiles_once_for_any_number_of_clusters():
-  fn = jax.jit(lambda x, s: grouping.merge_modes(*grouping.mean_shift(x, jnp.ones(len(x), bool), s, 1.0, 20), 1.0))
+  fn = counting_jit(lambda x, s: grouping.merge_modes(*grouping.mean_shift(x, jnp.ones(len(x), bool), s, 1.0, 20), 1.0))
   found = []
   for k in (1, 3, 6):
     x = blobs(10 + k, k).astype(np.float32)
     _, keep = fn(x, x[:16])
     found.append(int(np.asarray(keep).sum()))
-  assert fn._cache_size() == 1
+  assert fn.traces == 1
   assert found[0] == 1 and found[2] > found[1] > 1
 
 
@@ -131,7 +132,7 @@ def test_connected_components_match_scipy(connectivity, seed, density):
   mask = np.random.default_rng(seed).uniform(size=(17, 23)) < density
   structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
   ref, n = ndimage.label(mask, structure)
-  fn = jax.jit(grouping.connected_components, static_argnums=1)
+  fn = counting_jit(grouping.connected_components, static_argnums=1)
   ours, count = fn(mask, connectivity)
   np.testing.assert_array_equal(np.asarray(ours), ref)
   assert int(count) == n
@@ -142,8 +143,8 @@ def test_connected_components_long_snake_and_no_recompile():
   mask[::2] = True
   mask[1::4, -1] = True
   mask[3::4, 0] = True  # one 4-connected path through every row
-  fn = jax.jit(lambda m: grouping.connected_components(m))
+  fn = counting_jit(lambda m: grouping.connected_components(m))
   labels, count = fn(mask)
   assert int(count) == 1 and np.asarray(labels)[mask].min() == 1
   labels, count = fn(np.random.default_rng(0).uniform(size=(15, 15)) < 0.5)
-  assert int(count) > 1 and fn._cache_size() == 1
+  assert int(count) > 1 and fn.traces == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from segjax.ops.panoptic import panoptic_merge
+from train_util import counting_jit
 
 NUM_STUFF = 4
 
@@ -63,7 +64,7 @@ def _random_image(rng, k=12, size=(48, 64)):
 @pytest.mark.parametrize("thresholds", [(0.5, 64, 0.5), (0.2, 200, 0.3)])
 def test_equals_detectron2_loop(thresholds):
   overlap, stuff_area, score = thresholds
-  merge = jax.jit(jax.vmap(lambda *a: panoptic_merge(*a, NUM_STUFF, overlap_threshold=overlap,
+  merge = counting_jit(jax.vmap(lambda *a: panoptic_merge(*a, NUM_STUFF, overlap_threshold=overlap,
                                                      stuff_area_threshold=stuff_area,
                                                      instance_score_threshold=score)))
   rng = np.random.default_rng(0)
@@ -85,4 +86,4 @@ def test_equals_detectron2_loop(thresholds):
     dropped += valid.sum() - things.sum()
   assert dropped > 0  # the thresholds removed instances: the rules are exercised
   merge(*(np.stack(x) for x in zip(*[_random_image(rng) for _ in range(4)])))  # other instances, same program
-  assert merge._cache_size() == 1
+  assert merge.traces == 1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from segjax.ops import spp
+from train_util import counting_jit
 
 
 def _numpy_spp(region, levels):
@@ -38,13 +39,13 @@ def test_regions_of_odd_sizes_one_program():
   rng = np.random.default_rng(0)
   features = rng.normal(size=(15, 19, 3)).astype(np.float32)
   cells = np.array([[0, 0, 18, 14], [2, 3, 8, 13], [5, 1, 17, 5], [4, 4, 10, 10], [7, 9, 7, 9], [1, 2, 3, 12]])
-  pool = jax.jit(spp.region_pyramid_pool)
+  pool = counting_jit(spp.region_pyramid_pool)
   got = np.asarray(pool(features, cells))
   for row, (x1, y1, x2, y2) in zip(got, cells):
     np.testing.assert_array_equal(row, _numpy_spp(features[y1:y2 + 1, x1:x2 + 1].astype(np.float64),
                                                   spp.SPPNET_LEVELS))
   pool(features, cells[::-1])  # other regions: the same program
-  assert pool._cache_size() == 1
+  assert pool.traces == 1
 
 
 def test_window_and_stride_on_a_13x13_conv5():
