@@ -1,4 +1,4 @@
-"""The box network's soft attention (Ren & Zemel, CVPR 2017, Eqs. 4-9): weights that are a softmax over the positions
+"""The box network's soft attention (Ren & Zemel, CVPR 2017, Eqs. 3-10): weights that are a softmax over the positions
 of the map (uniform at the first glimpse), and attended features that are the weighted sums, both against NumPy."""
 import jax
 import numpy as np

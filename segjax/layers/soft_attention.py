@@ -1,5 +1,5 @@
-"""An LSTM that reads a feature map through soft attention over its positions: the box network's recurrence of
-Recurrent Attention (Ren & Zemel, CVPR 2017, Eqs. 4-9).
+"""An LSTM that reads a feature map through soft attention over its positions: the recurrence of the box
+network of Recurrent Attention (Ren & Zemel, CVPR 2017, Eqs. 3-10).
 
 From a zero state and uniform weights alpha_1 = 1 / (H' W'), each glimpse tau = 1..beta
   a_tau = sum_{h, w} alpha_tau[h, w] u[h, w]          (the attended feature vector)

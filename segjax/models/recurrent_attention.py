@@ -4,11 +4,10 @@ Attention", CVPR 2017).
 One instance per step t = 1..T, each step:
   input      x_0 = [image, foreground, 8 angle bins] from an FCN; d_t = [x_0, c_t] with the canvas (external memory)
              c_t = max(c_{t-1}, y_{t-1}) of what is already segmented (Eqs. 1-2);
-  box net    u_t = CNN(d_t) (Eq. 3); an LSTM reads u_t in beta glimpses of soft attention over its positions
-             (Eqs. 4-9, `segjax.layers.soft_attention`); from its last state a linear layer regresses the box:
-             centre g = ((g~ + 1) W / 2, (g~_Y + 1) H / 2), extents delta = exp(log delta~) (W, H), log sigma and
-             log gamma (Eqs. 10-14);
-  patch      p_t = Extract(d_t, F_Y, F_X) with DRAW's Gaussian filterbanks of K x K points (Eqs. 15-16,
+  box net    (Eqs. 3-10) u_t = CNN(d_t); an LSTM reads u_t in beta glimpses of soft attention over its positions
+             (`segjax.layers.soft_attention`); from its last state a linear layer regresses the box: centre
+             g = ((g~_X + 1) W / 2, (g~_Y + 1) H / 2), extents delta = exp(log delta~) (W, H), log sigma, log gamma;
+  patch      p_t = Extract(d_t, F_Y, F_X) with DRAW's Gaussian filterbanks of K x K points (Eqs. 11-16,
              `segjax.ops.attention`);
   seg net    v_t = CNN(p_t), y~_t = D-CNN(v_t) with skip connections (Eqs. 17-18);
              y_t = sigmoid(gamma Extract(y~_t, F_Y^T, F_X^T) + beta) written back at the box (Eq. 19);
