@@ -48,7 +48,7 @@ def test_unknown_key_is_an_error_naming_it(name):
 @pytest.mark.parametrize("name", sorted(models._MODELS))  # pylint: disable=protected-access
 def test_value_of_the_wrong_kind_is_an_error_naming_it(name):
   config = _config(name)
-  key = next(k for k in ("width", "crf", "grid_size") if k in config)
+  key = next(k for k in ("width", "crf", "grid_size", "num_steps") if k in config)
   config = ml_collections.ConfigDict({**config.to_dict(), key: "wide"})  # as from a dict or config.json
   with pytest.raises(ValueError, match=rf"config.model.{key}: must be .*; got 'wide'"):
     models.get_model(name).build(config, INFO)

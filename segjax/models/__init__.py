@@ -59,6 +59,7 @@ _MODELS = {
     "iterative_instance": "segjax.models.iterative_instance",
     "mask_rcnn": "segjax.models.mask_rcnn",
     "rcnn": "segjax.models.fast_rcnn",
+    "recurrent_attention": "segjax.models.recurrent_attention",
     "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
     "panoptic_fpn": "segjax.models.panoptic_fpn",

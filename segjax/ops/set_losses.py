@@ -60,3 +60,57 @@ def recurrent_instance_loss(mask_probs, score_logits, target_masks, target_valid
   bce = jnp.maximum(score_logits, 0) - score_logits * labels + jnp.log1p(jnp.exp(-jnp.abs(score_logits)))
   score_term = jnp.sum(jnp.where(steps < n + extra_steps, bce, 0.0))
   return iou_term + bce_weight * score_term, {"iou": iou_term, "score": score_term}
+
+
+def hungarian_match(cost, target_valid):
+  """The assignment of the valid targets (columns of cost [T, N]) to distinct rows of least summed cost, held
+  fixed in the gradient. Returns match bool [T, N]."""
+  cost = jnp.where(target_valid[None, :], jax.lax.stop_gradient(cost), 0.0)
+  rows, cols, _ = linear_sum_assignment(cost)
+  return jnp.zeros(cost.shape, bool).at[rows, cols].set(True) & target_valid[None, :]
+
+
+def monotonic_score_bce(score_logits, labels):
+  """The monotonic score loss of Recurrent Attention (Ren & Zemel, CVPR 2017, Sec. 3.6) per step:
+  -s*_t log(min_{t' <= t} s_t') - (1 - s*_t) log(1 - max_{t' >= t} s_t'), so a step is only confident if every
+  earlier step is, and only unconfident if every later step is. s = sigmoid(score_logits [T]); labels [T] in {0, 1}.
+  The sigmoid is monotonic, so the running min / max are taken over the logits."""
+  running_min = jax.lax.cummin(score_logits, axis=0)
+  running_max = jax.lax.cummax(score_logits, axis=0, reverse=True)
+  return -(labels * jax.nn.log_sigmoid(running_min) + (1 - labels) * jax.nn.log_sigmoid(-running_max))
+
+
+def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, target_masks, target_boxes,
+                             target_box_params, target_valid, box_weight=1.0, coord_weight=1.0, score_weight=1.0):
+  """Eq. 21 of Ren & Zemel (CVPR 2017) for one image: L = L_y + lambda_b L_b + lambda_s L_s.
+
+    L_y = -1/N max_delta sum_{t, j} delta_{t, j} f_IoU(y_t, y*_j)       (Hungarian matching on the mask IoU)
+    L_b = 1/N min_delta' sum_{t, j} delta'_{t, j} (-f_IoU(b_t, b*_j) + coord_weight |theta_t - theta*_j|^2)
+    L_s = 1/T sum_t monotonic BCE(s_t, s*_t),  s*_t = 1 where step t is matched in L_y
+
+  with f_IoU the relaxed IoU (`soft_iou`), N = max(n, 1) for n valid targets, b_t the step's soft box mask and
+  theta its normalised box coordinates (centre and log extent). The box matching minimises the box loss itself.
+
+  Args:
+    mask_probs, box_probs: [T, P] the steps' masks and box masks (probabilities), flattened.
+    box_params: [T, 4]; score_logits: [T].
+    target_masks, target_boxes: [N, P] ground-truth masks and filled boxes in [0, 1] (padded), T >= N.
+    target_box_params: [N, 4]; target_valid: [N] bool.
+
+  Returns:
+    (loss, {"mask_iou", "box_iou", "box_coord", "score"}): the terms before weighting (mask_iou and box_iou are
+    the negated mean matched IoUs).
+  """
+  n = jnp.maximum(target_valid.sum(), 1).astype(mask_probs.dtype)
+  mask_iou = soft_iou(mask_probs, target_masks)
+  mask_match = hungarian_match(-mask_iou, target_valid)
+  mask_term = -jnp.sum(jnp.where(mask_match, mask_iou, 0.0)) / n
+  box_iou = soft_iou(box_probs, target_boxes)
+  coord = jnp.sum(jnp.square(box_params[:, None, :] - target_box_params[None, :, :]), axis=-1)
+  box_match = hungarian_match(-box_iou + coord_weight * coord, target_valid)
+  box_iou_term = -jnp.sum(jnp.where(box_match, box_iou, 0.0)) / n
+  coord_term = jnp.sum(jnp.where(box_match, coord, 0.0)) / n
+  labels = mask_match.any(axis=1).astype(score_logits.dtype)
+  score_term = monotonic_score_bce(score_logits, labels).mean()
+  total = mask_term + box_weight * (box_iou_term + coord_weight * coord_term) + score_weight * score_term
+  return total, {"mask_iou": mask_term, "box_iou": box_iou_term, "box_coord": coord_term, "score": score_term}
