@@ -182,19 +182,13 @@ def test_experiment_configs_build(name):
   assert shapes["params"]["point_head"]["predictor"]["kernel"].shape[-1] == 80
 
 
-def _eight_images(counts, seed):
-  """Four of `_batch`'s two-image batches with different instance counts: 8 images, one per device."""
-  parts = [_batch(n, seed=seed + i) for i, n in enumerate(counts)]
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 @pytest.mark.slow  # the detector's train step compiles twice (1 and 8 devices)
 def test_eight_device_training_gives_the_losses_of_one_device():
   """Data-parallel PointRend (the sampled training points of each RoI) equals one device over two steps."""
-  from train_util import losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
+  from train_util import concatenated_batches, losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   module = pointrend.build(config, INFO)
-  batches = [_eight_images((3, 0, 4, 1), 1), _eight_images((2, 4, 1, 3), 5)]
+  batches = [concatenated_batches(_batch, (3, 0, 4, 1), 1), concatenated_batches(_batch, (2, 4, 1, 3), 5)]
   variables = jax.device_get(module.init(jax.random.key(0), batches[0]["image"], train=False))
   keys = ("loss", "loss_objectness", "loss_classifier", "loss_mask", "loss_mask_point")
   losses = losses_on_one_and_eight_devices(module, pointrend, config, variables, batches, keys)

@@ -129,6 +129,14 @@ def majority_pixel_share(data_root, split="val2017"):
   return counts.max() / counts.sum()
 
 
+def concatenated_batches(make_batch, counts, seed):
+  """make_batch(n, seed=...) for each instance count n of `counts` (seeds seed, seed + 1, ...), concatenated
+  along the batch: e.g. four two-image batches -> the 8 images of an 8-device step, each device its own counts."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  parts = [make_batch(n, seed=seed + i) for i, n in enumerate(counts)]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def losses_on_one_and_eight_devices(module, model_lib, config, variables, batches, keys, learning_rate=0.01):
   """Trains from `variables` through `batches` (8 images each) with SGD (momentum 0.9) in the training loop's
   step (segjax.train.steps.make_train_step), on one device and data-parallel on the 8 forced host devices, and

@@ -47,7 +47,7 @@ from segjax.models import pixel_normalization
 from segjax.models.validation import validated
 from segjax.ops.attention import extract_patch, gaussian_filterbank, write_patch
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.masks import masks_to_boxes
+from segjax.ops.masks import masks_to_boxes, stepwise_detections
 from segjax.ops.set_losses import recurrent_attention_loss, soft_iou
 
 TASK = "instance"
@@ -279,12 +279,4 @@ def predict(outputs, config):
   """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5)."""
   c = validated(config, model_config())
   masks = outputs["mask_probs"]
-  b, t = masks.shape[:2]
-  scores = jax.nn.sigmoid(outputs["score_logits"])
-  valid = jnp.cumprod(scores >= c.score_threshold, axis=1).astype(bool)
-  binary = masks > c.mask_threshold
-  boxes = jax.vmap(masks_to_boxes)(binary) + jnp.array([0, 0, 1, 1], jnp.float32)
-  boxes = jnp.where(binary.any((2, 3))[..., None], boxes, 0)
-  valid &= binary.any((2, 3))
-  return {"boxes": boxes, "scores": jnp.where(valid, scores, 0), "labels": jnp.ones((b, t), jnp.int32),
-          "masks": masks * valid[..., None, None], "valid": valid}
+  return stepwise_detections(masks, jax.nn.sigmoid(outputs["score_logits"]), c.score_threshold, c.mask_threshold)

@@ -23,7 +23,7 @@ from segjax.layers.conv_lstm import ConvLSTM
 from segjax.models import pixel_normalization
 from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.masks import masks_to_boxes
+from segjax.ops.masks import stepwise_detections
 from segjax.ops.set_losses import recurrent_instance_loss
 
 TASK = "instance"
@@ -100,11 +100,4 @@ def predict(outputs, config):
   mask_logits, score_logits = outputs["mask_logits"], outputs["score_logits"]
   b, t, h, w = mask_logits.shape
   masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * STRIDE, w * STRIDE), "linear")
-  scores = jax.nn.sigmoid(score_logits)
-  valid = jnp.cumprod(scores >= c.score_threshold, axis=1).astype(bool)
-  binary = masks > c.mask_threshold
-  boxes = jax.vmap(masks_to_boxes)(binary) + jnp.array([0, 0, 1, 1], jnp.float32)
-  boxes = jnp.where(binary.any((2, 3))[..., None], boxes, 0)
-  valid &= binary.any((2, 3))
-  return {"boxes": boxes, "scores": jnp.where(valid, scores, 0), "labels": jnp.ones((b, t), jnp.int32),
-          "masks": masks * valid[..., None, None], "valid": valid}
+  return stepwise_detections(masks, jax.nn.sigmoid(score_logits), c.score_threshold, c.mask_threshold)

@@ -206,3 +206,19 @@ def mask_iou(flat, area=None):
   inter = flat @ flat.T
   union = area[:, None] + area[None, :] - inter
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0)
+
+
+def stepwise_detections(masks, scores, score_threshold, mask_threshold):
+  """The instances of a recurrent model that emits one mask and one confidence per step (Recurrent Instance
+  Segmentation, Recurrent Attention): masks [B, T, H, W] probabilities and scores [B, T] in [0, 1] -> the instance
+  contract's {"boxes" [B, T, 4] (pixel edges of the binarised mask), "scores", "labels" (1, class-agnostic), "masks",
+  "valid"}. A step is a detection until the first score under score_threshold (the models stop there), and only if
+  its mask holds a pixel above mask_threshold."""
+  b, t = scores.shape
+  valid = jnp.cumprod(scores >= score_threshold, axis=1).astype(bool)
+  binary = masks > mask_threshold
+  boxes = jax.vmap(masks_to_boxes)(binary) + jnp.array([0, 0, 1, 1], jnp.float32)
+  boxes = jnp.where(binary.any((2, 3))[..., None], boxes, 0)
+  valid &= binary.any((2, 3))
+  return {"boxes": boxes, "scores": jnp.where(valid, scores, 0), "labels": jnp.ones((b, t), jnp.int32),
+          "masks": masks * valid[..., None, None], "valid": valid}
