@@ -58,6 +58,7 @@ _MODELS = {
     "fast_yolo": "segjax.models.yolo",
     "gcn": "segjax.models.gcn",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "metric_learning": "segjax.models.metric_learning",
     "rcnn": "segjax.models.fast_rcnn",
     "ris": "segjax.models.ris",
     "panoptic_fcn": "segjax.models.panoptic_fcn",
