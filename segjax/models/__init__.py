@@ -70,6 +70,7 @@ _MODELS = {
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "sppnet": "segjax.models.fast_rcnn",
+    "ucn": "segjax.models.ucn",
     "unet": "segjax.models.unet",
     "yolo_v1": "segjax.models.yolo",
 }
