@@ -183,3 +183,14 @@ def test_experiment_configs_build(name):
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
   out = jax.eval_shape(lambda v, x: module.apply(v, x), shapes, x)
   assert out["embeddings"].shape == (1, 64, 64, config.model.embedding_dim)
+
+
+@pytest.mark.slow
+def test_runs_through_the_training_loop(tmp_path):
+  """The loop trains the model (drawing points with its sampling rng) and evaluates it as a class-agnostic model:
+  mask_AP_agnostic and the overlap F-measure in the eval metrics."""
+  from train_util import train_through_loop  # pylint: disable=g-import-not-at-top
+  model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
+  metrics, train_rows = train_through_loop(tmp_path, model, steps=2)
+  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075"} <= set(metrics)
+  assert {"loss_pairwise", "loss_seediness", "loss_foreground"} <= set(train_rows[-1])

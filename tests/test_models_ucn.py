@@ -179,3 +179,14 @@ def test_experiment_configs_build(name):
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
   out = jax.eval_shape(lambda v, x: module.apply(v, x), shapes, x)
   assert out["embeddings"].shape == (1, 64, 64, config.model.embedding_dim)
+
+
+@pytest.mark.slow
+def test_runs_through_the_training_loop_on_held_out_shapes(tmp_path):
+  """The loop trains on circles and squares and evaluates on triangles and stars: class-agnostic metrics only."""
+  from train_util import train_through_loop  # pylint: disable=g-import-not-at-top
+  model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
+  metrics, train_rows = train_through_loop(tmp_path, model, steps=2, **{
+      "dataset.train_shapes": ("circle", "square"), "dataset.val_shapes": ("triangle", "star")})
+  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075"} <= set(metrics)
+  assert {"loss_intra", "loss_inter"} <= set(train_rows[-1])
