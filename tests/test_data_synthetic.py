@@ -172,3 +172,27 @@ def test_ensure_synthetic_rewrites_unfinished_or_other_and_refuses_foreign(tmp_p
 def test_write_dataset_rejects_bad_arguments(tmp_path):
   with pytest.raises(ValueError, match="image_size"):
     synthetic.write_dataset(tmp_path, num_train=1, num_val=1, image_size=(8, 8))
+
+
+def test_unseen_object_split_draws_held_out_shapes_only_in_val(tmp_path):
+  """train_shapes / val_shapes: no train pixel, instance or crowd is a held-out shape, and every val one is; the
+  split's sets are told apart by their marker."""
+  args = dict(num_train=30, num_val=12, image_size=SIZE, seed=3, train_shapes=("circle", "square"),
+              val_shapes=("star", "triangle"))
+  root = synthetic.write_dataset(tmp_path / "unseen", **args)
+  assert synthetic.is_complete(root, **args)
+  assert not synthetic.is_complete(root, num_train=30, num_val=12, image_size=SIZE, seed=3)
+  train_ids = {c["id"]: k for k, c in enumerate(synthetic.CATEGORIES)}  # category id -> semantic train id
+  for split, allowed in (("train2017", {1, 2}), ("val2017", {3, 4})):
+    instances, panoptic = _load(root, split)
+    drawn = {a["category_id"] for a in instances["annotations"]}
+    assert drawn == allowed  # both classes occur, and only they
+    assert any(a["iscrowd"] for a in instances["annotations"])
+    things = {s["category_id"] for p in panoptic["annotations"] for s in p["segments_info"] if s["category_id"] < 100}
+    assert things == allowed
+    held_out = {train_ids[c] for c in {1, 2, 3, 4} - allowed}
+    for image in instances["images"]:
+      semantic = np.asarray(Image.open(os.path.join(root, f"semantic_{split}", image["file_name"])))
+      assert not np.isin(semantic, sorted(held_out)).any()
+  with pytest.raises(ValueError, match="unknown shape"):
+    synthetic.write_dataset(tmp_path / "bad", num_train=1, num_val=1, image_size=SIZE, train_shapes=("hexagon",))

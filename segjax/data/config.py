@@ -44,4 +44,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.proposal_files = ml_collections.ConfigDict()
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only
+  # Synthetic only: the shape classes ("circle", "square", "triangle", "star") the train / val images draw; empty: all.
+  # Disjoint lists give the unseen-object protocol (segment held-out shapes class-agnostically); use another root.
+  config.train_shapes = ()
+  config.val_shapes = ()
   return config

@@ -74,6 +74,12 @@ def _coco_root(config):
   return CONVERTED[ds.name].coco_folder(ds) if ds.name in CONVERTED else ds.root
 
 
+def _synthetic_args(ds):
+  """ensure_synthetic's arguments from config.dataset (the shape classes of each split: the unseen-object split)."""
+  return dict(num_train=ds.num_train, num_val=ds.num_val, image_size=tuple(ds.image_size),
+              train_shapes=tuple(ds.get("train_shapes", ())), val_shapes=tuple(ds.get("val_shapes", ())))
+
+
 def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_detection.DetectionFolder:
   """The TFDS builder of config.dataset, written (synthetic) and built on first use only.
 
@@ -85,15 +91,13 @@ def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_det
     if ds.name not in ("voc", "synthetic", "coco"):
       raise ValueError(f"config.dataset.detection: data set {ds.name!r} has no boxes; use voc, synthetic or coco")
     if ds.name == "synthetic":
-      synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
-                                 image_size=tuple(ds.image_size))
+      synthetic.ensure_synthetic(ds.root, **_synthetic_args(ds))
     return tfds_detection.prepare("voc" if ds.name == "voc" else "coco", ds.root, (ds.train_split, ds.eval_split),
                                   ds.data_dir, _layout(config))
   if ds.name in SEMANTIC_READERS:
     return semantic.prepare(SEMANTIC_READERS[ds.name], ds)
   if ds.name == "synthetic":
-    synthetic.ensure_synthetic(ds.root, num_train=ds.num_train, num_val=ds.num_val,
-                               image_size=tuple(ds.image_size))
+    synthetic.ensure_synthetic(ds.root, **_synthetic_args(ds))
   elif ds.name in CONVERTED:
     CONVERTED[ds.name].to_coco(ds.root, (ds.train_split, ds.eval_split), _coco_root(config))
   elif ds.name != "coco":

@@ -14,6 +14,11 @@ pixels are exact):
   annotations/panoptic_{split}.json + _{split}/ID.png   COCO panoptic, id = R + 256 G + 256^2 B, 0 = VOID
   semantic_{split}/ID.png                      uint8 train ids 0..6, 255 = VOID; crowds keep their class
 
+Unseen-object split (`write_dataset(..., train_shapes=..., val_shapes=...)`): each split draws its shapes (and its
+crowds) only from the named classes, e.g. train on circles and squares and validate on triangles and stars, the
+protocol of unseen object instance segmentation (train on some objects, segment others class-agnostically). The
+categories stay all four; by default every split draws every class.
+
 Categories (COCO-like ids) and their contiguous ids: train ids follow category-id order (as
 detectron2 does for COCO panoptic); thing labels are 1..K with 0 = background (torchvision).
 
@@ -51,6 +56,7 @@ _TRAIN_ID = np.full(1 + max(c["id"] for c in CATEGORIES), IGNORE_LABEL, np.uint8
 _TRAIN_ID[[c["id"] for c in CATEGORIES]] = np.arange(len(CATEGORIES))
 _COLOUR = dict((i, c) for i, _, c in THINGS + STUFF)
 _THING_IDS = frozenset(i for i, _, _ in THINGS)
+_SHAPE_IDS = dict((n, i) for i, n, _ in THINGS)
 _CROWD_SLOT = 999  # segment id = category_id * 1000 + slot; stuff slot 0, things 1.., crowd 999
 
 
@@ -134,8 +140,8 @@ def _thing_colour(rng, category_id):
   return np.clip(np.asarray(_COLOUR[category_id], np.float32) + rng.uniform(-22, 22, 3), 0, 255)
 
 
-def _paint_crowd(rng, canvas, height, width):
-  category_id = int(rng.choice(sorted(_THING_IDS)))
+def _paint_crowd(rng, canvas, height, width, things):
+  category_id = int(rng.choice(things))
   cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.3, 0.85) * height
   polygons = [_polygon(rng, category_id, cx + rng.normal(0, 0.08 * width),
                        cy + rng.normal(0, 0.06 * height), rng.uniform(2.5, 4.5), height, width)
@@ -146,10 +152,10 @@ def _paint_crowd(rng, canvas, height, width):
   canvas.crowds.add(segment_id)
 
 
-def _paint_things(rng, canvas, height, width):
+def _paint_things(rng, canvas, height, width, things):
   slots = {}
   for _ in range(rng.integers(2, 8)):
-    category_id = int(rng.choice(sorted(_THING_IDS)))
+    category_id = int(rng.choice(things))
     tiny = rng.random() < 0.15
     r = rng.uniform(1.5, 2.5) if tiny else rng.uniform(0.05, 0.2) * min(height, width)
     cx, cy = rng.uniform(-0.1, 1.1) * width, rng.uniform(-0.1, 1.1) * height
@@ -168,13 +174,25 @@ def _paint_things(rng, canvas, height, width):
       canvas.colour[band] = 0.5 * (canvas.colour[band] + colour)
 
 
-def render_scene(rng, height, width):
-  """One scene: image uint8 [H, W, 3], segment ids int32 [H, W] (0 VOID), polygons, crowd ids."""
+def shape_ids(names):
+  """The category ids [sorted] of shape class names ("circle", "square", "triangle", "star"); all for None / ()."""
+  if not names:
+    return sorted(_THING_IDS)
+  unknown = sorted(set(names) - set(_SHAPE_IDS))
+  if unknown:
+    raise ValueError(f"unknown shape class(es) {unknown}; the synthetic set has {sorted(_SHAPE_IDS)}")
+  return sorted(_SHAPE_IDS[n] for n in set(names))
+
+
+def render_scene(rng, height, width, things=None):
+  """One scene: image uint8 [H, W, 3], segment ids int32 [H, W] (0 VOID), polygons, crowd ids. Shapes and crowds
+  are drawn from the category ids `things` (default: all)."""
+  things = sorted(_THING_IDS) if things is None else sorted(things)
   canvas = _Canvas(height, width)
   _paint_stuff(rng, canvas, height, width)
   if rng.random() < 0.35:
-    _paint_crowd(rng, canvas, height, width)
-  _paint_things(rng, canvas, height, width)
+    _paint_crowd(rng, canvas, height, width, things)
+  _paint_things(rng, canvas, height, width, things)
   noise = (rng.standard_normal((height, width, 1), np.float32)
            + 0.3 * rng.standard_normal((height, width, 3), np.float32))
   image = np.clip(np.rint(canvas.colour + canvas.sigma[..., None] * noise), 0, 255).astype(np.uint8)
@@ -218,7 +236,7 @@ def _save_png(array, path):
   Image.fromarray(array).save(path, format="PNG", compress_level=1)
 
 
-def _write_split(root, split, count, first_id, image_size, seed):
+def _write_split(root, split, count, first_id, image_size, seed, things):
   height, width = image_size
   paths = {k: os.path.join(root, v.format(split=split)) for k, v in config_lib.COCO_LAYOUT.items()}
   for key in ("images", "panoptic_dir", "semantic_dir"):
@@ -227,7 +245,7 @@ def _write_split(root, split, count, first_id, image_size, seed):
   for index in range(count):
     image_id = first_id + index
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    image, ids, polygons, crowds = render_scene(rng, height, width)
+    image, ids, polygons, crowds = render_scene(rng, height, width, things)
     name = f"{image_id:012d}.png"
     anns, segments = _annotate(image_id, ids, polygons, crowds, 1 + 100 * image_id)
     _save_png(image, os.path.join(paths["images"], name))
@@ -248,39 +266,48 @@ def _write_split(root, split, count, first_id, image_size, seed):
       f.write(json.dumps(content, separators=(",", ":")))  # dumps: the C encoder
 
 
-def _params(num_train, num_val, image_size, seed):
-  return {"version": _VERSION, "num_train": int(num_train), "num_val": int(num_val),
-          "image_size": [int(s) for s in image_size], "seed": int(seed)}
+def _params(num_train, num_val, image_size, seed, train_shapes=(), val_shapes=()):
+  params = {"version": _VERSION, "num_train": int(num_train), "num_val": int(num_val),
+            "image_size": [int(s) for s in image_size], "seed": int(seed)}
+  for key, names in (("train_shapes", train_shapes), ("val_shapes", val_shapes)):
+    if names:  # absent by default, so that sets written before the option keep matching
+      params[key] = sorted(set(names))
+  return params
 
 
-def write_dataset(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0):
+def write_dataset(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0, train_shapes=(),
+                  val_shapes=()):
   """Writes the synthetic set into `root` (see the module docstring); returns `root`.
 
-  Same arguments -> byte-identical files. Image ids: train 1..num_train, val 1000001.. .
+  train_shapes / val_shapes: the shape class names each split draws from (empty: all four). Same arguments ->
+  byte-identical files; the default shapes give the files of a set written without them. Image ids: train
+  1..num_train, val 1000001.. .
   """
+  things = {SPLITS[0]: shape_ids(train_shapes), SPLITS[1]: shape_ids(val_shapes)}
   height, width = image_size
   if min(height, width) < 16 or num_train < 0 or num_val < 0 or seed < 0:
     raise ValueError(f"write_dataset: need image_size >= 16 and counts, seed >= 0; got "
                      f"image_size={image_size}, num_train={num_train}, num_val={num_val}, seed={seed}")
   root = os.path.expanduser(os.fspath(root))
   os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-  _write_split(root, SPLITS[0], num_train, 1, image_size, seed)
-  _write_split(root, SPLITS[1], num_val, 1_000_001, image_size, seed)
+  _write_split(root, SPLITS[0], num_train, 1, image_size, seed, things[SPLITS[0]])
+  _write_split(root, SPLITS[1], num_val, 1_000_001, image_size, seed, things[SPLITS[1]])
   with open(os.path.join(root, MARKER), "w") as f:
-    json.dump(_params(num_train, num_val, image_size, seed), f, sort_keys=True)
+    json.dump(_params(num_train, num_val, image_size, seed, train_shapes, val_shapes), f, sort_keys=True)
   return root
 
 
-def is_complete(root, *, num_train, num_val, image_size, seed=0):
+def is_complete(root, *, num_train, num_val, image_size, seed=0, train_shapes=(), val_shapes=()):
   """Whether `root` holds a finished synthetic set written with these arguments."""
   try:
     with open(os.path.join(os.path.expanduser(root), MARKER)) as f:
-      return json.load(f) == _params(num_train, num_val, image_size, seed)
+      return json.load(f) == _params(num_train, num_val, image_size, seed, train_shapes, val_shapes)
   except (OSError, ValueError):
     return False
 
 
-def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0):
+def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0, train_shapes=(),
+                     val_shapes=()):
   """Writes the set into `root` unless a complete one with these arguments is there; returns root.
 
   Written into a sibling temporary folder and renamed, so a crash never leaves a half-written
@@ -289,7 +316,8 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
   Processes sharing `root` should let one process call this first.
   """
   root = os.path.expanduser(os.fspath(root))
-  args = dict(num_train=num_train, num_val=num_val, image_size=tuple(image_size), seed=seed)
+  args = dict(num_train=num_train, num_val=num_val, image_size=tuple(image_size), seed=seed,
+              train_shapes=tuple(train_shapes), val_shapes=tuple(val_shapes))
   if is_complete(root, **args):
     return root
   if os.path.isdir(root):

@@ -19,6 +19,7 @@ from segjax import paths
 from segjax.evaluation import cityscapes_instances
 from segjax.evaluation import coco
 from segjax.evaluation import leaf
+from segjax.evaluation import overlap
 from segjax.ops.masks import paste_masks_in_image
 from segjax.train import multihost
 
@@ -52,12 +53,15 @@ class InstanceEvaluator:
   # What `update` reads; mask_probabilities where the model gives them (the loop leaves out what it does not).
   PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities", "mask_boxes")
 
-  def __init__(self, info, workdir=None):
-    """`workdir`: a local path or a URL that every process reaches (results are exchanged there)."""
+  def __init__(self, info, workdir=None, overlap_metrics=False):
+    """`workdir`: a local path or a URL that every process reaches (results are exchanged there). With
+    `overlap_metrics`, `result` adds the unseen-object overlap precision / recall / F-measure of every result
+    (segjax.evaluation.overlap): what class-agnostic, bottom-up models are scored by on OCID / OSD."""
     if info.eval_instances_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no instances JSON, so an instance model "
                        "cannot be evaluated on it (config.dataset.eval_split)")
     self.info = info
+    self.overlap_metrics = overlap_metrics
     self.workdir = paths.resolve(workdir) if workdir else None
     self.label_to_category_id = {k + 1: c for k, c in enumerate(info.thing_category_ids)}
     self.reset()
@@ -119,6 +123,8 @@ class InstanceEvaluator:
     # Class-agnostic mask AP (all categories merged): what bottom-up, class-agnostic models are scored by.
     agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
+    if self.overlap_metrics:
+      metrics.update(overlap.coco_overlap_metrics(ground_truth, results["segm"]))
     if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)
       metrics.update(leaf.coco_leaf_metrics(ground_truth, results["segm"]))
     if self.info.name == "cityscapes_instances":  # the benchmark's AP / AP50 (official protocol, per class)

@@ -21,6 +21,8 @@
       segment_is_thing, else the stuff class 1..S, the S stuff categories in category-id order), segment_is_thing
       bool, segment_score float32 (0 for stuff), segment_area int32, segment_valid bool.
     "detection": the "instance" entries without masks (scored by VOC AP, segjax/evaluation/voc.py).
+  Optionally CLASS_AGNOSTIC = True: an "instance" model whose labels are all 1 (bottom-up grouping); the evaluator
+  then also scores the unseen-object overlap precision / recall / F-measure (segjax/evaluation/overlap.py).
   Optionally SIZE_DIVISIBILITY: what the input's height and width must be multiples of (segjax.inference pads to it).
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
@@ -58,6 +60,7 @@ _MODELS = {
     "gcn": "segjax.models.gcn",
     "iterative_instance": "segjax.models.iterative_instance",
     "mask_rcnn": "segjax.models.mask_rcnn",
+    "metric_learning": "segjax.models.metric_learning",
     "rcnn": "segjax.models.fast_rcnn",
     "recurrent_attention": "segjax.models.recurrent_attention",
     "ris": "segjax.models.ris",
@@ -70,6 +73,7 @@ _MODELS = {
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "sppnet": "segjax.models.fast_rcnn",
+    "ucn": "segjax.models.ucn",
     "unet": "segjax.models.unet",
     "yolo_v1": "segjax.models.yolo",
 }

@@ -23,7 +23,6 @@ from segjax.models.unet import UNet
 from segjax.models.validation import validated
 from segjax.ops import embedding_losses
 from segjax.ops import grouping
-from segjax.ops.masks import masks_to_boxes
 
 TASK = "instance"
 BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid")
@@ -74,12 +73,8 @@ def loss(outputs, batch, model_config):
   disc, terms = embedding_losses.batched(embedding_losses.discriminative_loss, embeddings, masks, valid,
                                          delta_v=s["delta_v"], delta_d=s["delta_d"], alpha=s["alpha"],
                                          beta=s["beta"], gamma=s["gamma"])
-  foreground = jnp.any(masks & valid[..., None, None], axis=1).astype(jnp.float32)
-  crowd = jnp.any(masks & (batch["instance_valid"] & batch["is_crowd"])[..., None, None], axis=1)
-  weight = jnp.where(crowd & (foreground == 0), 0.0, 1.0)
-  z = outputs["foreground_logits"].astype(jnp.float32)
-  ce = jnp.maximum(z, 0) - z * foreground + jnp.log1p(jnp.exp(-jnp.abs(z)))
-  loss_fg = jnp.sum(weight * ce) / jnp.maximum(weight.sum(), 1.0)
+  loss_fg = embedding_losses.foreground_loss(outputs["foreground_logits"], masks, batch["instance_valid"],
+                                             batch["is_crowd"])
   total = disc + s["foreground_weight"] * loss_fg
   return total, {"loss_discriminative": disc, "loss_foreground": loss_fg, **terms}
 
@@ -89,22 +84,13 @@ def _predict_single(embeddings, foreground_logits, s):
   x = embeddings.reshape(-1, e).astype(jnp.float32)
   probability = jax.nn.sigmoid(foreground_logits.reshape(-1).astype(jnp.float32))
   foreground = probability > s["foreground_threshold"]
-  seeds, seed_valid = grouping.sequential_seeds(x, probability, foreground, s["num_seeds"], s["seed_alpha"])
   points = x if s["kernel"] != "vmf" else x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  modes, counts = grouping.mean_shift(points, foreground, points[seeds], s["bandwidth"], s["mean_shift_iterations"],
-                                      s["kernel"], kappa=s["kappa"])
-  modes, keep = grouping.merge_modes(modes, jnp.where(seed_valid, counts, 0), s["bandwidth"])
-  cluster = grouping.nearest_mode(points, modes, keep)
+  cluster, modes, keep = grouping.mean_shift_clusters(points, foreground, probability, s["num_seeds"],
+                                                      s["seed_alpha"], s["bandwidth"], s["mean_shift_iterations"],
+                                                      s["kernel"], kappa=s["kappa"])
   masks = (cluster[None, :] == jnp.arange(modes.shape[0])[:, None]) & foreground[None, :]  # [T, N]
-  area = masks.sum(1)
-  valid = keep & (area >= s["min_area"])
-  scores = jnp.where(valid, (masks * probability[None, :]).sum(1) / jnp.maximum(area, 1), 0.0)
-  order = jnp.argsort(-scores)
-  masks, scores, valid = masks[order].reshape(-1, h, w), scores[order], valid[order]
-  masks = masks & valid[:, None, None]
-  boxes = jnp.where(valid[:, None], masks_to_boxes(masks) + jnp.array([0, 0, 1, 1], jnp.float32), 0.0)
-  return {"boxes": boxes, "scores": scores, "labels": valid.astype(jnp.int32), "masks": masks.astype(jnp.float32),
-          "valid": valid}
+  scores = (masks * probability[None, :]).sum(1) / jnp.maximum(masks.sum(1), 1)
+  return grouping.instances_from_masks(masks, keep, scores, s["min_area"], h, w)
 
 
 def predict(outputs, model_config):

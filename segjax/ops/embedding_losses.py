@@ -5,6 +5,8 @@
 - `pairwise_embedding_loss`, `seediness_targets`, `seediness_loss`: Fathi et al. 2017, "Semantic Instance
   Segmentation via Deep Metric Learning" (Sec. 3: the similarity sigma(p, q) = 2 / (1 + exp(||e_p - e_q||^2)), the
   sigmoid cross entropy over pairs of sampled pixels, and the seediness head).
+- `foreground_loss`: the class-agnostic foreground sigmoid cross entropy that the bottom-up models train beside
+  their embeddings.
 - `intra_cluster_loss`, `inter_cluster_loss`: Xiang et al. 2020, "Learning RGB-D Feature Embeddings for Unseen Object
   Instance Segmentation" (the Unseen Clustering Network: spherical means, cosine distance d = (1 - mu . x) / 2).
 
@@ -175,6 +177,29 @@ def inter_cluster_loss(embeddings, masks, valid, delta=UCN_DELTA):
   hinge = jnp.square(jnp.maximum(delta - cosine_distance(mu, mu), 0.0))
   count = v.sum()
   return 2.0 * jnp.sum(pair * hinge) / jnp.maximum(count * (count - 1), 1.0)
+
+
+def foreground_loss(foreground_logits, masks, instance_valid, is_crowd):
+  """Sigmoid cross entropy of class-agnostic foreground logits [B, H, W]: target 1 on the pixels of the valid
+  non-crowd instances (masks [B, K, H, W], instance_valid and is_crowd [B, K]), 0 elsewhere, averaged over the
+  pixels; a crowd's pixels outside every non-crowd instance are ignored (neither object nor background)."""
+  masks = masks.astype(bool)
+  foreground = jnp.any(masks & (instance_valid & ~is_crowd)[..., None, None], axis=1).astype(jnp.float32)
+  crowd = jnp.any(masks & (instance_valid & is_crowd)[..., None, None], axis=1)
+  weight = jnp.where(crowd & (foreground == 0), 0.0, 1.0)
+  z = foreground_logits.astype(jnp.float32)
+  ce = jnp.maximum(z, 0) - z * foreground + jnp.log1p(jnp.exp(-jnp.abs(z)))
+  return jnp.sum(weight * ce) / jnp.maximum(weight.sum(), 1.0)
+
+
+def with_background(masks, valid, instance_valid):
+  """One image's instance masks [K, H, W] (bool) and their validity [K] with the background appended as group K:
+  the pixels in none of the `instance_valid` masks (crowds included, so a crowd's pixels are in no group). It is
+  valid where it has a pixel. The metric-learning model samples it as one more group and the Unseen Clustering
+  Network clusters it as one more object (Xiang et al. 2020 treat the background as a cluster)."""
+  background = ~jnp.any(masks & instance_valid[:, None, None], axis=0)
+  return (jnp.concatenate([masks, background[None]], 0),
+          jnp.concatenate([valid, jnp.any(background)[None]], 0))
 
 
 def batched(loss_fn, *arrays, **kwargs):

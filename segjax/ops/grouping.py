@@ -8,6 +8,10 @@
   von Mises-Fisher kernel for unit embeddings (Xiang et al. 2020). `merge_modes` then keeps the modes as
   `MeanShift.fit` does (by decreasing count within bandwidth, dropping any within bandwidth of a kept one) and
   `nearest_mode` labels every point by its nearest kept mode.
+- `mean_shift_clusters`: the chain seeds -> mean shift -> merged modes -> nearest-mode labels that the
+  discriminative-embedding model and the Unseen Clustering Network share.
+- `instances_from_masks`: a fixed number of candidate masks -> the instance-model prediction rows (area filter, score
+  order, boxes), shared by the bottom-up models.
 - `connected_components`: 4- or 8-connected labelling by iterative minimum-label propagation with pointer jumping,
   numbered 1..n in raster order of each component's first pixel as scipy.ndimage.label.
 
@@ -15,6 +19,8 @@ Every function has fixed-size outputs plus a validity mask, so any number of ins
 """
 import jax
 import jax.numpy as jnp
+
+from segjax.ops.masks import masks_to_boxes
 
 KERNELS = ("flat", "gaussian", "vmf")
 
@@ -131,6 +137,38 @@ def nearest_mode(points, modes, mode_valid):
   """The index int32 [N] of each point's nearest valid mode (scikit-learn's labels_ with cluster_all)."""
   sq = jnp.where(mode_valid[None, :], _squared_distances(points, modes), jnp.inf)
   return jnp.argmin(sq, 1).astype(jnp.int32)
+
+
+def mean_shift_clusters(points, valid, seediness, num_seeds, seed_alpha, bandwidth, num_iterations, kernel="flat",
+                        kappa=None):
+  """`num_seeds` seeds by `sequential_seeds` (scores `seediness` [N], among the `valid` points), `mean_shift` from
+  them, the modes merged by `merge_modes` and every point labelled by `nearest_mode`.
+
+  Returns cluster int32 [N] (an index into the modes), modes [T, E] and their validity [T] (kept modes first).
+  """
+  seeds, seed_valid = sequential_seeds(points, seediness, valid, num_seeds, seed_alpha)
+  modes, counts = mean_shift(points, valid, points[seeds], bandwidth, num_iterations, kernel, kappa=kappa)
+  modes, keep = merge_modes(modes, jnp.where(seed_valid, counts, 0), bandwidth)
+  return nearest_mode(points, modes, keep), modes, keep
+
+
+def instances_from_masks(masks, valid, scores, min_area, height, width):
+  """Instance predictions of one image from T candidate masks [T, N] (N = height * width pixels, bool), their
+  validity [T] and scores [T]: a candidate with fewer than `min_area` pixels is dropped, the rest are sorted by
+  decreasing score (invalid ones last, score 0, empty mask).
+
+  Returns the instance-model rows of segjax/models/__init__.py: boxes [T, 4] (x1, y1, x2 + 1, y2 + 1 of the mask's
+  pixels), scores, labels (1: class-agnostic), masks float32 [T, H, W], valid.
+  """
+  area = masks.sum(1)
+  valid = valid & (area >= min_area)
+  scores = jnp.where(valid, scores, 0.0)
+  order = jnp.argsort(jnp.where(valid, -scores, jnp.inf))
+  masks, scores, valid = masks[order].reshape(-1, height, width), scores[order], valid[order]
+  masks = masks & valid[:, None, None]
+  boxes = jnp.where(valid[:, None], masks_to_boxes(masks) + jnp.array([0, 0, 1, 1], jnp.float32), 0.0)
+  return {"boxes": boxes, "scores": scores, "labels": valid.astype(jnp.int32), "masks": masks.astype(jnp.float32),
+          "valid": valid}
 
 
 def connected_components(mask, connectivity=4):

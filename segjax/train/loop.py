@@ -82,11 +82,13 @@ _PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid
                  "detection": ("boxes", "scores", "labels", "valid")}
 
 
-def make_evaluator(task, info, workdir):
+def make_evaluator(task, info, workdir, class_agnostic=False):
+  """The evaluator of a model TASK; a class-agnostic instance model (CLASS_AGNOSTIC) is also scored by the unseen-
+  object overlap F-measure (segjax.evaluation.overlap)."""
   if task == "semantic":
     return SemanticEvaluator(info.num_semantic_classes)
   if task == "instance":
-    return InstanceEvaluator(info, workdir)
+    return InstanceEvaluator(info, workdir, overlap_metrics=class_agnostic)
   if task == "panoptic":
     return PanopticEvaluator(info, workdir)
   if task == "detection":
@@ -219,7 +221,7 @@ def _train_and_evaluate(config, workdir, devices):
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = multihost.CompiledOnce(
       make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings), "train_step")
-  evaluator = make_evaluator(model_lib.TASK, info, workdir)
+  evaluator = make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False))
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh,
                                                     shardings.variables, scales, flip), "eval_step")
   keys = set(model_lib.BATCH_KEYS)
@@ -292,7 +294,7 @@ def _evaluate_checkpoint(config, workdir, step, devices):
                               "nothing to evaluate")
   finally:
     checkpointer.close()
-  evaluator = make_evaluator(model_lib.TASK, info, workdir)
+  evaluator = make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False))
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings,
                                                     scales, flip), "eval_step")
   pictures = (workdir / "pictures" / f"evaluate_step{step:06d}.png"
