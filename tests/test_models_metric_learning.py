@@ -148,27 +148,14 @@ def test_tiny_model_beats_the_pair_blind_similarity(seed):
 
 
 def test_eight_device_training_gives_the_losses_of_one_device():
-  from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top
-  from segjax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
-  assert jax.device_count() == 8
+  from train_util import losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(CONFIG)
   module = metric_learning.build(config, None)
   rng = np.random.default_rng(3)
   batches = [_batch(rng, [3, 0, 6, 1, 2, 5, 4, 6]), _batch(rng, [1, 1, 0, 2, 6, 3, 3, 4])]
   variables = jax.device_get(jax.jit(module.init)(jax.random.key(0), batches[0]["image"]))
-  optimizer, schedule = optax.sgd(0.01, momentum=0.9), optax.constant_schedule(0.01)
-  losses = {}
-  for devices in (jax.devices()[:1], jax.devices()):
-    mesh = mesh_lib.make_mesh(devices)
-    state = jax.device_put(TrainState.create(variables, optimizer), mesh_lib.replicated(mesh))
-    shardings = jax.tree.map(lambda _: mesh_lib.replicated(mesh), state)
-    step = make_train_step(module, metric_learning, config, optimizer, schedule, mesh, shardings)
-    losses[len(devices)] = []
-    for i, batch in enumerate(batches * 2):
-      state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)), jax.random.key(i))
-      losses[len(devices)].append([float(metrics[k]) for k in ("loss", "loss_pairwise", "loss_seediness",
-                                                               "loss_foreground")])
+  keys = ("loss", "loss_pairwise", "loss_seediness", "loss_foreground")
+  losses = losses_on_one_and_eight_devices(module, metric_learning, config, variables, batches * 2, keys)
   assert np.all(np.array(losses[1])[:, 1:3] > 0)
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
 
