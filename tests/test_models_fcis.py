@@ -282,6 +282,7 @@ def test_experiment_configs_build(name):
   jax.eval_shape(make_optimizer(config).init, shapes["params"])
 
 
+@pytest.mark.slow  # ~60 s of a fresh-cache make test: R-FCN's sibling test covers the position-sensitive path there
 def test_eight_device_training_gives_the_losses_of_one_device():
   """Data-parallel FCIS (RPN and RoI sampling, OHEM, the assembled masks) equals one device over two steps."""
   from train_util import concatenated_batches, losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top

@@ -158,6 +158,7 @@ def test_subdivision_refining_every_cell_equals_the_point_head_on_the_dense_grid
   np.testing.assert_allclose(subdivided, dense, atol=1e-5)
 
 
+@pytest.mark.slow  # ~50 s of a fresh-cache make test
 def test_subdivision_changes_only_the_most_uncertain_cells_of_the_upsampled_mask():
   """One step: the coarse 7x7 logits upsampled to 14x14, its 20 cells of smallest |logit| replaced by the point
   head's logits there, the others kept."""
