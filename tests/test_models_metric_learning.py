@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 from test_models_embedding import H, M, W, _batch  # rectangles of random colours, padded to M instances
+from train_util import fit_on_batches, losses_on_one_and_eight_devices, train_through_loop
 
 from segjax.models import get_model, metric_learning
 from segjax.ops import embedding_losses
@@ -85,38 +85,11 @@ def test_predict_recovers_instances_from_ideal_embeddings():
     assert not np.asarray(out["masks"][i])[~valid].any()
 
 
-def _train(seed, config, batches, steps, learning_rate=3e-3):
-  """Adam on the batches in turn through one jitted step; returns (params, module, per-step aux, trace counts)."""
-  module = metric_learning.build(config, None)
-  params = jax.jit(module.init)(jax.random.key(seed), batches[0]["image"])["params"]
-  optimizer = optax.adam(learning_rate)
-  traces = {"train": 0}
-
-  @jax.jit
-  def step(params, opt_state, batch, key):
-    traces["train"] += 1
-
-    def loss_fn(p):
-      outputs = module.apply({"params": p}, batch["image"], train=True, rngs={"sampling": key})
-      return metric_learning.loss(outputs, batch, config)
-
-    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, aux
-
-  opt_state = optimizer.init(params)
-  history = []
-  for i in range(steps):
-    params, opt_state, aux = step(params, opt_state, batches[i % len(batches)], jax.random.key(i))
-    history.append({k: float(v) for k, v in aux.items()})
-  return params, module, history, traces
-
-
 def test_training_and_predict_compile_once_for_any_instance_counts():
   rng = np.random.default_rng(4)
   config = ml_collections.ConfigDict(CONFIG)
   batches = [_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [6, 0])]
-  params, module, history, traces = _train(0, config, batches, 4)
+  params, module, history, traces = fit_on_batches(metric_learning, config, batches, 4, 0, rng_name="sampling")
   predicted = {"n": 0}
 
   @jax.jit
@@ -139,7 +112,7 @@ def test_tiny_model_beats_the_pair_blind_similarity(seed):
   rng = np.random.default_rng(seed)
   config = ml_collections.ConfigDict({**CONFIG, "width": 8})
   batches = [_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [4, 2])]
-  _, _, history, _ = _train(seed, config, batches, 150)
+  _, _, history, _ = fit_on_batches(metric_learning, config, batches, 150, seed, rng_name="sampling")
   p = CONFIG["points_per_instance"]
   groups = [[n + 1 for n in b["instance_valid"].sum(1)] for b in batches]  # the instances and the background
   blind = np.mean([np.mean([_binary_entropy((p - 1) / (g * p - 1)) for g in gs]) for gs in groups])
@@ -148,7 +121,6 @@ def test_tiny_model_beats_the_pair_blind_similarity(seed):
 
 
 def test_eight_device_training_gives_the_losses_of_one_device():
-  from train_util import losses_on_one_and_eight_devices  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(CONFIG)
   module = metric_learning.build(config, None)
   rng = np.random.default_rng(3)
@@ -176,7 +148,6 @@ def test_experiment_configs_build(name):
 def test_runs_through_the_training_loop(tmp_path):
   """The loop trains the model (drawing points with its sampling rng) and evaluates it as a class-agnostic model:
   mask_AP_agnostic and the overlap F-measure in the eval metrics."""
-  from train_util import train_through_loop  # pylint: disable=g-import-not-at-top
   model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
   metrics, train_rows = train_through_loop(tmp_path, model, steps=2)
   assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075"} <= set(metrics)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from test_models_embedding import H, M, W, _batch  # rectangles of random colours, padded to M instances
+from train_util import fit_on_batches, train_through_loop
 
 from segjax.models import get_model, ucn
 from segjax.models.unet import UNet
@@ -83,33 +84,11 @@ def test_predict_recovers_instances_and_drops_the_largest_cluster():
     assert np.all(np.asarray(out["scores"][i])[valid] > 0.99)  # tight clusters: cosine distance ~0 to the mode
 
 
-def _train(seed, config, batches, steps, learning_rate=3e-3):
-  module = ucn.build(config, None)
-  params = jax.jit(module.init)(jax.random.key(seed), batches[0]["image"])["params"]
-  optimizer = optax.adam(learning_rate)
-  traces = {"train": 0}
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    traces["train"] += 1
-    (_, aux), grads = jax.value_and_grad(
-        lambda p: ucn.loss(module.apply({"params": p}, batch["image"], train=True), batch, config), has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, aux
-
-  opt_state = optimizer.init(params)
-  history = []
-  for i in range(steps):
-    params, opt_state, aux = step(params, opt_state, batches[i % len(batches)])
-    history.append({k: float(v) for k, v in aux.items()})
-  return params, module, history, traces
-
-
 def test_training_and_predict_compile_once_for_any_instance_counts():
   rng = np.random.default_rng(4)
   config = ml_collections.ConfigDict(CONFIG)
   batches = [_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [6, 0])]
-  params, module, history, traces = _train(0, config, batches, 4)
+  params, module, history, traces = fit_on_batches(ucn, config, batches, 4, 0)
   predicted = {"n": 0}
 
   @jax.jit
@@ -131,7 +110,7 @@ def test_tiny_model_beats_the_best_constant_embedding(seed):
   rng = np.random.default_rng(seed)
   config = ml_collections.ConfigDict({**CONFIG, "width": 8})
   batches = [_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [4, 2])]
-  _, _, history, _ = _train(seed, config, batches, 150)
+  _, _, history, _ = fit_on_batches(ucn, config, batches, 150, seed)
   defaults = ucn.LOSS_DEFAULTS
   constant = np.mean([defaults["lambda_inter"] * defaults["delta"] ** 2 * np.mean(b["instance_valid"].sum(1) >= 1)
                       for b in batches])
@@ -184,7 +163,6 @@ def test_experiment_configs_build(name):
 @pytest.mark.slow
 def test_runs_through_the_training_loop_on_held_out_shapes(tmp_path):
   """The loop trains on circles and squares and evaluates on triangles and stars: class-agnostic metrics only."""
-  from train_util import train_through_loop  # pylint: disable=g-import-not-at-top
   model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
   metrics, train_rows = train_through_loop(tmp_path, model, steps=2, **{
       "dataset.train_shapes": ("circle", "square"), "dataset.val_shapes": ("triangle", "star")})

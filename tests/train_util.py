@@ -105,6 +105,35 @@ def fit_semantic(module, loss_fn, images, labels, steps, learning_rate=3e-3):
   return losses, len(traces), {"params": params, "batch_stats": batch_stats}
 
 
+def fit_on_batches(model_lib, config, batches, steps, seed, learning_rate=3e-3, rng_name=None):
+  """Adam on `batches` in turn through one jitted step of `model_lib.loss` (a model without batch statistics);
+  `rng_name` names the rng stream the model draws from in training (a fresh key each step). Returns (params,
+  module, per-step aux as floats, {"train": number of traces})."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  module = model_lib.build(config, None)
+  params = jax.jit(module.init)(jax.random.key(seed), batches[0]["image"])["params"]
+  optimizer = optax.adam(learning_rate)
+  traces = {"train": 0}
+
+  @jax.jit
+  def step(params, opt_state, batch, key):
+    traces["train"] += 1
+    rngs = {rng_name: key} if rng_name else {}
+    (_, aux), grads = jax.value_and_grad(
+        lambda p: model_lib.loss(module.apply({"params": p}, batch["image"], train=True, rngs=rngs), batch, config),
+        has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, aux
+
+  opt_state = optimizer.init(params)
+  history = []
+  for i in range(steps):
+    params, opt_state, aux = step(params, opt_state, batches[i % len(batches)], jax.random.key(i))
+    history.append({k: float(v) for k, v in aux.items()})
+  return params, module, history, traces
+
+
 def blocky_batch(num_classes, blocks=6, block=8, batch=2, seed=0):
   """Images whose colour tells the class of each block x block square (some rows ignored: 255)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
