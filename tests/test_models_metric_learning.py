@@ -150,5 +150,6 @@ def test_runs_through_the_training_loop(tmp_path):
   mask_AP_agnostic and the overlap F-measure in the eval metrics."""
   model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
   metrics, train_rows = train_through_loop(tmp_path, model, steps=2)
-  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075"} <= set(metrics)
+  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075",
+          "boundary_F"} <= set(metrics)
   assert {"loss_pairwise", "loss_seediness", "loss_foreground"} <= set(train_rows[-1])

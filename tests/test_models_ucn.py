@@ -166,5 +166,6 @@ def test_runs_through_the_training_loop_on_held_out_shapes(tmp_path):
   model = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8})
   metrics, train_rows = train_through_loop(tmp_path, model, steps=2, **{
       "dataset.train_shapes": ("circle", "square"), "dataset.val_shapes": ("triangle", "star")})
-  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075"} <= set(metrics)
+  assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075",
+          "boundary_F"} <= set(metrics)
   assert {"loss_intra", "loss_inter"} <= set(train_rows[-1])

@@ -13,16 +13,68 @@ f5a00c78f61eff70a2477ab77475c12ef821d739), per image on label images (0 backgrou
 - an image with no predicted object scores P 1, R 0, F 0 (objects in the truth), with no ground-truth object P 0,
   R 1, F 0, with neither P = R = F = 1 (the authors' edge cases).
 
-The boundary precision / recall / F of the same protocol are not computed. Metrics average over the images.
+The boundary precision / recall / F of the same protocol (the authors' `boundary_overlap` and `seg2bmap`, adapted
+there from the DAVIS 2017 f_boundary measure) use the same matching:
+
+- an object's boundary map holds the pixels that differ from their east, south or south-east neighbour (the last row
+  compared with its east neighbour only, the last column with its south one, the corner never): one pixel wide, offset
+  half a pixel towards the origin;
+- a matched pair's precision hits are the predicted object's boundary pixels within a disk of radius
+  ceil(0.003 * image diagonal) of the ground-truth object's boundary (a binary dilation), its recall hits the other
+  way round;
+- boundary precision = the matched pairs' precision hits / all predicted objects' boundary pixels, boundary recall =
+  their recall hits / all ground-truth objects' boundary pixels, boundary F = 2 P R / (P + R); the edge cases as
+  above.
+
+Metrics average over the images.
 """
 import numpy as np
+from scipy import ndimage
 from scipy import optimize
 
 from segjax.evaluation import leaf
 
 
+BOUNDARY_TOLERANCE = 0.003  # the authors' bound_th: a fraction of the image diagonal
+
+
+def boundary_map(mask):
+  """The one-pixel boundary [H, W] bool of a binary mask (the authors' seg2bmap at the mask's own size)."""
+  mask = np.asarray(mask, bool)
+  east, south, south_east = (np.zeros_like(mask) for _ in range(3))
+  east[:, :-1] = mask[:, 1:]
+  south[:-1, :] = mask[1:, :]
+  south_east[:-1, :-1] = mask[1:, 1:]
+  boundary = (mask ^ east) | (mask ^ south) | (mask ^ south_east)
+  boundary[-1, :] = mask[-1, :] ^ east[-1, :]
+  boundary[:, -1] = mask[:, -1] ^ south[:, -1]
+  boundary[-1, -1] = False
+  return boundary
+
+
+def _disk(radius):
+  """skimage.morphology.disk(radius): the pixels within `radius` of the centre of a (2r + 1)^2 square."""
+  y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+  return x ** 2 + y ** 2 <= radius ** 2
+
+
+def _boundary_hits(predicted, truth, radius):
+  """(precision hits, recall hits) of one predicted and one ground-truth boundary map within `radius`."""
+  disk = _disk(radius)
+  near_truth = ndimage.binary_dilation(truth, disk)
+  near_predicted = ndimage.binary_dilation(predicted, disk)
+  return int(np.sum(predicted & near_truth)), int(np.sum(truth & near_predicted))
+
+
+def _ratio(hits, pixels):
+  """hits / pixels; 0 where no object has a boundary pixel (an object filling the image, or one pixel in its last
+  corner), where the authors' division gives NaN."""
+  return hits / pixels if pixels else 0.0
+
+
 def image_overlap_metrics(prediction, truth) -> dict:
-  """{"precision", "recall", "F", "detected_075"} of one predicted label image against the ground-truth one."""
+  """{"precision", "recall", "F", "detected_075", "boundary_precision", "boundary_recall", "boundary_F"} of one
+  predicted label image against the ground-truth one."""
   prediction, truth = np.asarray(prediction), np.asarray(truth)
   if prediction.shape != truth.shape:
     raise ValueError(f"label images differ in size: {prediction.shape} vs {truth.shape}")
@@ -30,8 +82,9 @@ def image_overlap_metrics(prediction, truth) -> dict:
   gt_ids = np.unique(truth[truth != 0])
   if not len(pred_ids) or not len(gt_ids):
     none = not len(pred_ids) and not len(gt_ids)
-    return {"precision": 1.0 if not len(pred_ids) else 0.0, "recall": 1.0 if not len(gt_ids) else 0.0,
-            "F": 1.0 if none else 0.0, "detected_075": 1.0 if none else 0.0}
+    precision, recall = 1.0 if not len(pred_ids) else 0.0, 1.0 if not len(gt_ids) else 0.0
+    return {"precision": precision, "recall": recall, "F": 1.0 if none else 0.0, "detected_075": 1.0 if none else 0.0,
+            "boundary_precision": precision, "boundary_recall": recall, "boundary_F": 1.0 if none else 0.0}
   # Contingency table of (ground-truth object, predicted object) pixel counts; index 0 is the background.
   a = np.where(truth != 0, np.searchsorted(gt_ids, truth) + 1, 0)
   b = np.where(prediction != 0, np.searchsorted(pred_ids, prediction) + 1, 0)
@@ -44,18 +97,28 @@ def image_overlap_metrics(prediction, truth) -> dict:
   matched = overlap[rows, cols].sum()
   precision, recall = matched / pred_area.sum(), matched / gt_area.sum()
   f_measure = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+  radius = int(np.ceil(BOUNDARY_TOLERANCE * np.linalg.norm(truth.shape)))
+  gt_boundaries = [boundary_map(truth == i) for i in gt_ids]
+  pred_boundaries = [boundary_map(prediction == j) for j in pred_ids]
+  hits = np.array([_boundary_hits(pred_boundaries[j], gt_boundaries[i], radius) for i, j in zip(rows, cols)])
+  boundary_precision = _ratio(hits[:, 0].sum(), sum(b.sum() for b in pred_boundaries))
+  boundary_recall = _ratio(hits[:, 1].sum(), sum(b.sum() for b in gt_boundaries))
+  boundary_sum = boundary_precision + boundary_recall
+  boundary_f = 2 * boundary_precision * boundary_recall / boundary_sum if boundary_sum > 0 else 0.0
   return {"precision": float(precision), "recall": float(recall), "F": float(f_measure),
-          "detected_075": float(np.sum(f[rows, cols] > 0.75) / n)}
+          "detected_075": float(np.sum(f[rows, cols] > 0.75) / n), "boundary_precision": float(boundary_precision),
+          "boundary_recall": float(boundary_recall), "boundary_F": float(boundary_f)}
 
 
 def overlap_metrics(pairs) -> dict:
-  """{"overlap_precision", "overlap_recall", "overlap_F", "objects_detected_075"} averaged over (prediction, truth)
-  label-image pairs ({} without pairs)."""
+  """{"overlap_precision", "overlap_recall", "overlap_F", "objects_detected_075", "boundary_precision",
+  "boundary_recall", "boundary_F"} averaged over (prediction, truth) label-image pairs ({} without pairs)."""
   rows = [image_overlap_metrics(p, t) for p, t in pairs]
   if not rows:
     return {}
   names = {"precision": "overlap_precision", "recall": "overlap_recall", "F": "overlap_F",
-           "detected_075": "objects_detected_075"}
+           "detected_075": "objects_detected_075", "boundary_precision": "boundary_precision",
+           "boundary_recall": "boundary_recall", "boundary_F": "boundary_F"}
   return {names[k]: float(np.mean([r[k] for r in rows])) for k in names}
 
 
