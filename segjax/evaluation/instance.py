@@ -20,6 +20,7 @@ from segjax.evaluation import cityscapes_instances
 from segjax.evaluation import coco
 from segjax.evaluation import leaf
 from segjax.evaluation import overlap
+from segjax.evaluation import voc_regions
 from segjax.ops.masks import paste_masks_in_image
 from segjax.train import multihost
 
@@ -123,6 +124,7 @@ class InstanceEvaluator:
     # Class-agnostic mask AP (all categories merged): what bottom-up, class-agnostic models are scored by.
     agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
+    metrics.update(voc_regions.region_ap_metrics(ground_truth, results["segm"]))  # SDS's AP^r (VOC / SBD)
     if self.overlap_metrics:
       metrics.update(overlap.coco_overlap_metrics(ground_truth, results["segm"]))
     if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)

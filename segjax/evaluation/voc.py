@@ -56,30 +56,36 @@ class ImageDetections:
   gt_boxes: np.ndarray  # float [G, 4]
   gt_labels: np.ndarray  # int [G], 1..C
   gt_difficult: np.ndarray  # bool [G]
+  # Overlaps [D, G] of every detection with every ground-truth object, where they are not the boxes' IoU (the mask
+  # IoU of region AP, segjax.evaluation.voc_regions); None: iou_matrix(boxes, gt_boxes).
+  ious: np.ndarray | None = None
 
 
 def class_pr(images: list[ImageDetections], label: int, iou_threshold=0.5):
   """(recall, precision) float64 [D] of class `label` over `images`, the devkit's matching."""
-  scores, image_index, det_boxes = [], [], []
+  scores, image_index, det_index = [], [], []
   npos = 0
   for i, image in enumerate(images):
     gt = image.gt_labels == label
     npos += int(np.sum(gt & ~image.gt_difficult))
-    det = image.labels == label
+    det = np.flatnonzero(image.labels == label)
     scores.append(image.scores[det])
-    det_boxes.append(image.boxes[det].reshape(-1, 4))
-    image_index.append(np.full(int(det.sum()), i))
+    det_index.append(det)
+    image_index.append(np.full(len(det), i))
   scores = np.concatenate(scores) if scores else np.zeros(0)
   order = np.argsort(-scores, kind="stable")
   image_index = np.concatenate(image_index)[order] if len(order) else np.zeros(0, int)
-  det_boxes = np.concatenate(det_boxes)[order] if len(order) else np.zeros((0, 4))
+  det_index = np.concatenate(det_index)[order] if len(order) else np.zeros(0, int)
   taken = {i: np.zeros(int(np.sum(im.gt_labels == label)), bool) for i, im in enumerate(images)}
   tp = np.zeros(len(order))
   fp = np.zeros(len(order))
-  for d, (i, box) in enumerate(zip(image_index, det_boxes)):
+  for d, (i, k) in enumerate(zip(image_index, det_index)):
     image = images[i]
     gt = image.gt_labels == label
-    overlaps = iou_matrix(box[None], image.gt_boxes[gt])[0]
+    if image.ious is None:
+      overlaps = iou_matrix(image.boxes[k][None], image.gt_boxes[gt])[0]
+    else:
+      overlaps = np.asarray(image.ious, np.float64)[k, gt]
     if overlaps.size and overlaps.max() >= iou_threshold:
       j = int(np.argmax(overlaps))
       if image.gt_difficult[gt][j]:
