@@ -229,7 +229,7 @@ def test_dcn_paper_configs_build_the_reference_model(name, classes, plain, defor
   from train_util import REPO  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   module_ = importlib.import_module(f"experiments.{name}")
-  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Not run here"):
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Needs"):
     assert field in module_.__doc__
   config = module_.get_config()
   module = deeplab.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": classes}))

@@ -253,9 +253,9 @@ def _experiment(name):
 
 @pytest.mark.parametrize("name, num_classes, fields", [
     ("fcn8s_vgg16_voc", 21, ("Table 3", "62.2", "62.7", "65.4", "0.01", "0.0001", "Schedule:", "What differs:",
-                             "Not run here")),
-    ("crf_rnn_fcn8s_voc", 21, ("Table 1", "72.0", "74.7", "1e-13", "Schedule:", "What differs:", "Not run here")),
-    ("demo_crf_rnn", 7, ("Not a paper row", "Measured here"))])
+                             "Needs")),
+    ("crf_rnn_fcn8s_voc", 21, ("Table 1", "72.0", "74.7", "1e-13", "Schedule:", "What differs:", "Needs")),
+    ("demo_crf_rnn", 7, ("Not a paper row", "Target"))])
 def test_experiment_configs_build_and_say_what_they_reproduce(name, num_classes, fields):
   module = _experiment(name)
   doc = module.__doc__

@@ -190,8 +190,8 @@ def test_configs_open_with_the_docstring_fields_and_build(experiment):
   doc = experiment.__doc__
   name = experiment.__name__.split(".")[-1]
   assert f"--config=experiments/{name}.py" in doc
-  for field in ("Table" if "ade20k" in name else "Not a paper row", "mIoU", "Measured here" if "demo" in name
-                else "Not run here"):
+  for field in ("Table" if "ade20k" in name else "Not a paper row", "mIoU", "Target" if "demo" in name
+                else "Needs"):
     assert field in doc, field
   config = experiment.get_config()
   num_classes = 150 if config.dataset.name == "ade20k" else 3

@@ -209,7 +209,7 @@ def test_experiment_configs_build(name, classes, model):
   experiment = importlib.import_module(f"experiments.{name}")
   config = experiment.get_config()
   assert config.model.name == model and get_model(model).build is rfcn.build
-  assert "Not run here" in experiment.__doc__ and f"--config=experiments/{name}.py" in experiment.__doc__
+  assert "Needs" in experiment.__doc__ and f"--config=experiments/{name}.py" in experiment.__doc__
   module = get_model(model).build(config.model, ml_collections.ConfigDict({"num_thing_classes": classes}))
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   head = shapes["params"]["ps_head"]
