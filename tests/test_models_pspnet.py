@@ -212,7 +212,7 @@ def test_paper_config_is_the_paper_schedule():
       "ade20k", "training", "validation")
 
 
-@pytest.mark.slow  # two more compiles (train and eval steps): ~40 s of CPU
+@pytest.mark.slow  # two more compiles (train and eval steps)
 def test_demo_trains_through_the_loop(tmp_path):
   """The demo's model at width 8 on 32 x 32 images, 20 steps of FAST_OPTIMIZER: the main head's cross-entropy ends
   below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see train_util)."""
