@@ -15,7 +15,7 @@ after a 0.5 threshold and pastes the grid padded by R cells; the evaluator's mas
 interpolation) stand in for mAP^r at 0.5 / 0.7. Recipe (Mask R-CNN's, scaled to VOC's 5.6k images): batch 16,
 SGD 0.02 with momentum 0.9, weight decay 1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations,
 frozen BN in the ImageNet-initialised backbone (`scripts/convert_weights.py --name resnet101 ...` gives
-R101_DIR). Not run here: this CPU cannot train it.
+R101_DIR). Needs SBD as that COCO-format folder in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -19,7 +19,8 @@ count: 5k steps (100k images, ~9 epochs of train_aug) is this config's choice.
 What differs: the base is the released at-once FCN-8s recipe trained here, not the authors' staged FCN-8s; no MS
 COCO (the row to compare is 72.0); the lr mapping above; VOC 2012 val for evaluation. Watch the train metric
 crf_overflow (images whose permutohedral lattice overflowed; raise config.model.crf.lattice_capacity if > 0).
-Not run here: this CPU could not train it (the VOC reader, `config.dataset.name = "voc"`, is segjax/data/voc.py).
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (the VOC reader, `config.dataset.name =
+"voc"`, is segjax/data/voc.py) and an accelerator.
 """
 import ml_collections
 

@@ -17,7 +17,7 @@ segments each image by aggregating its network outputs on the top 50 EdgeBox pro
 here the network sees whole images fitted into 224x224 (its input size in Table 1) and is trained from He
 initialisation (segjax/models/deconvnet.py); the CRF takes DeepLab-LargeFOV's cross-validated values
 (experiments/deeplab_v1_largefov_crf_voc.py), the paper's are not given.
-Not run here: no VOC on this machine, and a 2-core CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

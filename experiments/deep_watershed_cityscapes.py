@@ -14,7 +14,7 @@ Differences, stated: segjax's three U-Nets are trained from scratch and jointly,
 place of PSPNet's 8 thing classes; instances carry label 1, so the class-agnostic mask_AP_agnostic is the metric
 to read (label 1 is the data set's first class, person, so cityscapes_AP scores every instance as a person); one
 cut level for all classes.
-Not run here: this CPU cannot train it.
+Needs Cityscapes in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

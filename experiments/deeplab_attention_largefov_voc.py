@@ -17,7 +17,7 @@ Schedule: DeepLab-LargeFOV's (experiments/deeplab_v1_largefov_crf_voc.py: SGD mo
 decimated (the first command).
 Differences: those of experiments/deeplab_v1_largefov_crf_voc.py (no per-layer learning rates, the loss on upsampled
 logits, whole images fitted into 513x513 where the paper crops 321x321, torchvision's VGG-16 weights); no CRF.
-Not run here: no VOC on this machine, and a 2-core CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

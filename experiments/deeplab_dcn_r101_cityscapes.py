@@ -16,7 +16,7 @@ so the decay comes at step 59,999 and training ends at 78,838.
 Differences: the lr and weight decay take the gradient sum over 4 GPUs into a mean (lr x 4, weight decay / 4; see
 experiments/deeplab_dcn_r101_voc.py, which also lists the model differences); the warm-up rises linearly from
 0.1 x the rate instead of staying there; training sees whole 1024 x 2048 images, not 768 x 1024 crops.
-Not run here: no Cityscapes copy and no accelerator on this machine.
+Needs Cityscapes in `config.dataset.root` and an accelerator.
 """
 from experiments import deeplab_dcn_r101_voc
 

@@ -20,7 +20,7 @@ biases; torchvision's ImageNet ResNet-101 with its mean/std instead of the conve
 images fitted into 480 x 480 (VOC's 500 x 375 images get the short side 360) and padded; the offset convs take the
 deformable conv's dilation (the paper's rule; the reference code gives them dilation 1); the reference's fixed
 bilinear deconvolution zero-pads the score map where this clamps at the border.
-Not run here: no VOC copy and no accelerator on this machine.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

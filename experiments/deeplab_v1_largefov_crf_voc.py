@@ -15,7 +15,7 @@ logits upsampled to the input size, not on labels subsampled by 8 (see segjax/mo
 for training and evaluation, so training sees whole images fitted into 513 x 513 (the paper: random 321 x 321 crops)
 and evaluation pads them to 513 x 513; torchvision's VGG-16 weights (RGB) rather than the Caffe VGG-16 (BGR, mean
 subtracted), with images normalised by torchvision's ImageNet mean and std (config.model.pixel_mean / pixel_std).
-Not run here: no VOC on this machine, and a 2-core CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

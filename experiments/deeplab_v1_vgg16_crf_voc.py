@@ -15,7 +15,7 @@ iterations; random mirroring.
 Differences: those of experiments/deeplab_v1_largefov_crf_voc.py (no per-layer learning rates: fc8's x10 is not
 reproduced; the loss on logits upsampled to the input size; whole images fitted into 513 x 513 rather than 321 x 321
 crops; torchvision's RGB VGG-16 on images normalised by its ImageNet mean and std).
-Not run here: no VOC on this machine, and a 2-core CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 from experiments import deeplab_v1_largefov_crf_voc
 

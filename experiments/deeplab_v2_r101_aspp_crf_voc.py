@@ -19,7 +19,7 @@ Differences: no MS-COCO pre-training, so the comparable row is below 76.35; no p
 classifier's x10); torchvision's ResNet layout (stride in the 3x3 conv, res4a/res5a with the previous dilation)
 instead of the Caffe ResNet; the loss on logits upsampled to the input size (not labels subsampled by 8); training
 sees images fitted into 513 x 513 (the paper: 321 x 321 crops), as evaluation does.
-Not run here: no VOC on this machine, and a 2-core CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

@@ -15,8 +15,8 @@ What differs: the paper's ResNet is TF-slim's (stride in a block's last unit, it
 are torchvision's (stride in the first unit), with the paper's rates, so converted torchvision weights see block4's
 first 3x3 conv at rate 2 where their own network had it at stride 2; block5..block7 start from random weights, as
 in the paper.
-Not run here: it needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (see
-segjax/data/voc.py) and an accelerator.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (see segjax/data/voc.py) and an
+accelerator.
 """
 import ml_collections
 

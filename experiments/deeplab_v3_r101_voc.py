@@ -8,10 +8,9 @@ Schedule (Sec. 4): poly learning rate (power 0.9) from 0.007, batch 16, 30k iter
 random scaling 0.5-2.0 and flips, weight decay 1e-4, BN fine-tuned with decay 0.9997.
 Start from ImageNet weights: `scripts/convert_weights.py --name resnet101 ...` then
 `--config.init_from=DIR`.
-Not run here: it needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (see
-segjax/data/voc.py), and this CPU could not train it. Multi-grid here gives rates (1, 4, 8) in the last stage,
-not the paper's (2, 4, 8): torchvision's layout keeps the previous dilation in a stage's first block (see
-segjax/backbones/resnet.py).
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (see segjax/data/voc.py) and an
+accelerator. Multi-grid here gives rates (1, 4, 8) in the last stage, not the paper's (2, 4, 8): torchvision's layout
+keeps the previous dilation in a stage's first block (see segjax/backbones/resnet.py).
 """
 import ml_collections
 

@@ -8,7 +8,8 @@ deeplab_v3_r101_voc.py, whose recipe this is: poly learning rate from 0.007, bat
 crops, random scaling 0.5-2.0 and flips, weight decay 1e-4, train_aug from ImageNet weights via
 `scripts/convert_weights.py --name resnet101 ...` then `--config.init_from=DIR`).
 What differs: the multi-grid rates of that config (1, 4, 8), and a bilinear 4x upsampling of the ASPP output to
-C2's size with half-pixel centres (torch's align_corners=False). Not run here: this CPU could not train it.
+C2's size with half-pixel centres (torch's align_corners=False). Needs VOC 2012 and SBD in `config.dataset.root` and
+`config.dataset.sbd_root` and an accelerator.
 """
 from experiments import deeplab_v3_r101_voc
 

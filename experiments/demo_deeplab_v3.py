@@ -4,7 +4,7 @@ auxiliary FCN head on C4, trained from scratch.
   python -m segjax.main --config=experiments/demo_deeplab_v3.py --workdir=workdirs/demo_deeplab_v3
 
 Not a paper row: the tiny variant of experiments/deeplab_v3_r101_voc.py and deeplab_v3plus_r101_voc.py that the
-tests train through the loop (tests/test_models_deeplab.py, at width 8 for a few steps). Not run here in full.
+tests train through the loop (tests/test_models_deeplab.py, at width 8 for a few steps).
 """
 import ml_collections
 

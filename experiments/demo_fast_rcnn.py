@@ -8,12 +8,9 @@ jittered ground-truth boxes plus random boxes, drawn per image id, in place of s
 validation scores optimistic), hierarchical sampling of 2 images x 64 RoIs (25% foreground, background IoU in
 [0.1, 0.5)), RoI max pooling 7x7 on conv5_3, the multi-task loss, per-class NMS and VOC AP (voc_mAP and voc07_mAP in
 metrics.jsonl). VGG-16 has an eighth of its filters, fc6/fc7 256 units without dropout; nothing is pretrained.
-Measured here (the command above on the 2-core CPU, shared with other jobs, data built by the run): voc_mAP 0.322,
-voc07_mAP 0.335 on the synthetic validation split at step 1500 (0.256 at step 750), about 9 steps/s, 9 minutes in
-all including the data set's construction. Truncated SVD of that checkpoint (fast_rcnn.truncated_svd, evaluated
-with model.fc6_rank / fc7_rank set): full ranks 256 / 256 give the same voc_mAP 0.322; 64 / 16 (the paper's
-fractions, a quarter of fc6's and a sixteenth of fc7's 256 outputs; box head parameters 875k -> 232k) 0.319 (voc07_mAP
-0.340); 32 / 8 0.303.
+Truncated SVD of a trained checkpoint (fast_rcnn.truncated_svd, evaluated with model.fc6_rank / fc7_rank set):
+ranks 64 / 16 are the paper's fractions, a quarter of fc6's and a sixteenth of fc7's 256 outputs (box head
+parameters 875k -> 232k).
 """
 from segjax.config import base_config
 from segjax.models import fast_rcnn

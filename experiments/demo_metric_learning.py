@@ -5,7 +5,7 @@ cores, instances by sequential seeds and similarity > 0.5, class-agnostic.
 
 Not a paper row: a smoke-sized run of the pairwise embedding loss, the seediness head and seed-based grouping through
 the whole pipeline (class-agnostic COCO mask AP and the overlap F-measure on the synthetic validation split).
-Target: mask_AP_agnostic >= 0.4; the 1200-step schedule has not been run here.
+Target: mask_AP_agnostic >= 0.4.
 """
 import ml_collections
 

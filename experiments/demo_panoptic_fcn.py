@@ -9,12 +9,8 @@ in under 20 minutes. The stuff area threshold is COCO's 4096 px scaled from a 64
 the position head has plain convs (position_deform False) for CPU time.
 The instance scale ranges are the official ones, unscaled: the level strides are COCO's, so an object takes as many
 cells of its level as on COCO. With the ranges / 4 (as demo_solov2 scales its grids) most objects are under a cell
-at their level, their centre targets single pixels (radius 0), and the heatmaps did not learn the classes (every
-object detected once per class): PQ 0.458 at step 2000 (things 0.099, stuff 0.936), mask_AP 0.138.
-Measured here (the command above on the 2-core CPU, about 4.5 min):
-  step  500: PQ 0.663 (things 0.476, stuff 0.912), SQ 0.857, RQ 0.756, box_AP 0.186, mask_AP 0.255
-  step 1000: PQ 0.762 (things 0.637, stuff 0.930), SQ 0.889, RQ 0.850, box_AP 0.364, mask_AP 0.403
-  step 1500: PQ 0.781 (things 0.668, stuff 0.931), SQ 0.893, RQ 0.868, box_AP 0.404, mask_AP 0.440
+at their level, their centre targets are single pixels (radius 0), too small a target for the heatmaps to tell the
+classes apart.
 """
 from segjax.config import base_config
 from segjax.models import panoptic_fcn

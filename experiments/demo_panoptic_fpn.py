@@ -6,10 +6,6 @@ The whole panoptic path on 2 CPU cores: demo_mask_rcnn's small Mask R-CNN plus t
 over the 3 stuff classes + "other", merged by panoptic_merge inside the eval step; PQ, SQ, RQ (all, things, stuff)
 and box/mask AP in metrics.jsonl, panoptic pictures. Target (issue 8): PQ >= 0.4 on the synthetic validation split
 in under 20 minutes. The stuff area threshold is COCO's 4096 px scaled from a 640 x 480 image to 128 x 128 (218 px).
-Measured here (the command above on the 2-core CPU, 570 s of CPU time):
-  step  400: PQ 0.765 (things 0.651, stuff 0.918), SQ 0.856, RQ 0.887, box_AP 0.341, mask_AP 0.395
-  step  800: PQ 0.795 (things 0.687, stuff 0.940), SQ 0.877, RQ 0.899, box_AP 0.445, mask_AP 0.457
-  step 1200: PQ 0.815 (things 0.719, stuff 0.943), SQ 0.886, RQ 0.914, box_AP 0.490, mask_AP 0.488
 """
 from experiments import demo_mask_rcnn
 from segjax.models import panoptic_fpn

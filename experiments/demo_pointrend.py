@@ -4,7 +4,7 @@
 
 experiments/demo_mask_rcnn.py with PointRend's mask branch (coarse 7x7 head, point head, adaptive subdivision to
 224 x 224) in place of the 28 x 28 mask head: the same detector, data, schedule and steps, so mask AP75 (boundary
-quality) of the two compares the mask heads. Not run here: that comparison is still to be measured.
+quality) of the two compares the mask heads.
 """
 from experiments import demo_mask_rcnn
 from segjax.models import pointrend

@@ -5,7 +5,6 @@ attention, Gaussian glimpses, a patch segmentation network and the Eq. 21 loss, 
 
 Not a paper row: a smoke-sized run of the recurrent-attention paradigm trained from scratch (FCN head included) on
 2 CPU cores, 128 x 128 images with up to 8 instances, 24 x 24 glimpses.
-Not run here: no demo run of it has been measured yet.
 """
 import ml_collections
 

@@ -2,9 +2,8 @@
 
   python -m segjax.main --config=experiments/demo_ris.py --workdir=workdirs/demo_ris
 
-Not a paper row (RIS reports SBD 56.8 on CVPPP A1, 66.6 with the CRF; no CVPPP copy on this machine): a
-smoke-sized run of the recurrent paradigm on a narrow ResNet-18 at output stride 8, class-agnostic.
-Not run here: no demo run of it has been measured yet.
+Not a paper row (RIS reports SBD 56.8 on CVPPP A1, 66.6 with the CRF): a smoke-sized run of the recurrent paradigm on a
+narrow ResNet-18 at output stride 8, class-agnostic.
 """
 from experiments import demo
 

@@ -6,7 +6,7 @@ cores.
 Not a paper row: a smoke-sized run of the max-unpooling encoder-decoder through the whole semantic pipeline (for
 the paper's CamVid row see experiments/segnet_camvid.py). Schedule: AdamW 2e-3 with cosine decay and 50 warm-up
 steps, like experiments/demo.py, instead of the paper's fixed-rate SGD; no class weighting.
-Not run here beyond the few steps of tests/test_models_segnet.py.
+tests/test_models_segnet.py trains it for a few steps.
 """
 import ml_collections
 

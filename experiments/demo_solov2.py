@@ -4,11 +4,8 @@
 
 Not a paper row: a smoke-sized run of the whole instance pipeline (targets, focal + Dice loss, Matrix NMS,
 COCO mask AP on the synthetic validation split). Target: mask_AP >= 0.5 in under 15 minutes.
-Measured here (the command above on the idle 2-core CPU, data already built): 5 min 37 s in all (2400
-steps, median 8.5 steps/s, two evaluations); eval mask_AP 0.507 (AP50 0.791, AP75 0.551, APs 0.471, APm 0.777),
-box_AP 0.523 on the 200 validation images; 0.458 at step 1200 (2000 steps reach 0.499, under the target). The
-inference area filter (`min_mask_area`) is the reference's level strides scaled by 1/4 like the grids and ranges:
-the unscaled strides drop things under ~12 x 12 pixels (mask_AP 0.478 at step 2000).
+The inference area filter (`min_mask_area`) is the reference's level strides scaled by 1/4 like the grids and ranges:
+the unscaled strides drop things under ~12 x 12 pixels.
 """
 from experiments import demo
 

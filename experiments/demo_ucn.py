@@ -8,7 +8,7 @@ Not a paper row: a smoke-sized run of the unseen-object protocol (segjax/data/sy
 val_shapes) through the whole pipeline: spherical embeddings, the intra / inter cluster losses, von Mises-Fisher mean
 shift, and the held-out shapes scored by class-agnostic mask AP and the OCID / OSD overlap precision / recall /
 F-measure (segjax/evaluation/overlap.py). RGB only: the synthetic writer draws no depth, so the RGB-D variant is not
-built. Target: overlap_F >= 0.6 on the held-out shapes; the 1200-step schedule has not been run here.
+built. Target: overlap_F >= 0.6 on the held-out shapes.
 """
 import ml_collections
 

@@ -7,7 +7,7 @@ experiments/unet_isbi.py). "same" padding keeps the 128x128 input size at the le
 paper's, would run each image as a 316x316 mirrored tile: the overlap-tile strategy). Schedule: AdamW 2e-3 with
 cosine decay and 50 warm-up steps, like experiments/demo.py, instead of the paper's SGD with momentum 0.99 on single
 tiles.
-Not run here beyond the few steps of tests/test_models_unet.py.
+tests/test_models_unet.py trains it for a few steps.
 """
 import ml_collections
 

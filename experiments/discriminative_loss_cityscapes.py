@@ -11,7 +11,7 @@ Differences, stated: segjax's U-Net trunk trained from scratch predicts one clas
 classes) and the embeddings; instances are class-agnostic (the reported metric is mask_AP_agnostic, not the
 benchmark's per-class AP). Cityscapes instances are read as a COCO-format folder (gtFine polygons converted with
 cityscapesScripts / detectron2's cityscapes-to-COCO tools; segjax/data/cityscapes.py reads semantic labels only).
-Not run here: no Cityscapes copy on this machine and this CPU cannot train it.
+Needs Cityscapes instances as that COCO-format folder in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

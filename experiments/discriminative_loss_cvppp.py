@@ -11,7 +11,7 @@ Differences, stated: the trunk is segjax's U-Net ("same" padding, width 32), tra
 foreground itself; the split "A1" is all 128 training plants (the challenge's test labels are withheld: hold out a
 list file root/NAME.txt of "A1/plantNNN" lines as eval_split to validate). Evaluation writes the challenge's SBD and
 abs_DiC (segjax.evaluation.leaf, the LSC program's semantics) next to mask_AP_agnostic in metrics.jsonl.
-Not run here: no CVPPP copy on this machine.
+Needs the CVPPP A1 set in `config.dataset.root`.
 """
 import ml_collections
 

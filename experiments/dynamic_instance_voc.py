@@ -15,7 +15,8 @@ jittered by 10% with score 1 (segjax/models/dynamic_instance.py). The evaluator'
 0.5; AP^r_vol (the mean over IoU 0.1..0.9) is not computed. Recipe (Mask R-CNN's, scaled to VOC's 5.6k images, as
 boundary_aware_voc.py; the paper's own schedule is unverified): batch 16, SGD 0.02 with momentum 0.9, weight decay
 1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations, frozen BN in the ImageNet-initialised
-backbone (`scripts/convert_weights.py --name resnet101 ...` gives R101_DIR). Not run here: this CPU cannot train it.
+backbone (`scripts/convert_weights.py --name resnet101 ...` gives R101_DIR). Needs SBD as that COCO-format folder in
+`config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -18,7 +18,7 @@ images fitted keeping their aspect ratio; the paper: short side 600, long side a
 ImageNet VGG-16 including fc6/fc7, which segjax's converted VGG-16 (FCN's layout, fc6/fc7 as convolutions) does not
 provide for this head. Truncated SVD (Sec. 3.1, fc6 to 1024 and fc7 to 256 singular values) converts a trained
 checkpoint's params with fast_rcnn.truncated_svd for a config with model.fc6_rank / fc7_rank set.
-Not run here: this CPU cannot train it.
+Needs VOC 2007 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -8,7 +8,7 @@ The Mask R-CNN R50-FPN 1x recipe (experiments/mask_rcnn_r50_fpn_1x_coco.py: batc
 steps at 60k and 80k, warm-up, frozen stem and res2) with model.name "faster_rcnn": the same RPN and box head, no
 mask branch. Boxes evaluated with pycocotools on val2017 (box_AP in metrics.jsonl; each box filled stands for its
 mask, so mask_AP there means nothing). Differences from detectron2 as in the Mask R-CNN config (one static
-800 x 1344 batch shape, RoIAlign aligned=False). Not run here: this CPU cannot train it.
+800 x 1344 batch shape, RoIAlign aligned=False). Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 from segjax.models import mask_rcnn

@@ -13,7 +13,7 @@ objects left out of training, conv1 and conv2 frozen. Differences, stated: every
 most 1000); the paper starts from ImageNet VGG-16 including fc6/fc7, and segjax's converted VGG-16
 (scripts/convert_weights.py, FCN's layout) holds fc6/fc7 as convolutions, which this trunk lacks, so it does not load
 as init_from: started from scratch this config will not reach the paper's number.
-Not run here: this CPU cannot train it.
+Needs VOC 2007 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -14,7 +14,7 @@ image, images scaled to a short side of 600 (long side at most 1000), flips; lr 
 masks binarised at 0.4). 8 epochs of train2017's 118k images at 8 images per step is 118k steps, the decay at
 5.33 epochs is step 78.6k. Every batch is 608 x 1008 (COCO's 640 x 480 images fitted to a short side of about 600).
 The RPN and FCIS are trained jointly (end to end), as the released config.
-Not run here (no COCO copy and no accelerator on this machine).
+Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

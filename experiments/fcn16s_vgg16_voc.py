@@ -6,7 +6,7 @@ Paper row: CVPR 2015 Table 2, FCN-16s: 62.4 mean IU on seg11valid (FCN-32s 59.4,
 from the FCN-32s run (Sec. 4.2: the pool4 score layer starts at zero, the 2x upsampling as bilinear): init_from a
 `fcn32s_vgg16_voc.py` workdir's converted weights, or from VGG16_DIR for one run. The data, schedule and
 differences are those of `fcn8s_vgg16_voc.py`; the staged network has no Scale layer on pool4.
-Not run here: this CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 from experiments import fcn8s_vgg16_voc
 

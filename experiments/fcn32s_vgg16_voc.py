@@ -7,7 +7,7 @@ Paper row: CVPR 2015 Table 2 (mean IU on the seg11valid subset of VOC 2011 val):
 45.4 (`--config.optimizer.frozen='("backbone", "upscore")'`: only the score layer learns, the table's "fixed"
 row), FCN-16s 62.4, FCN-8s 62.7. The data, schedule and differences are those of `fcn8s_vgg16_voc.py`, with no
 skip stream.
-Not run here: this CPU could not train it.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 from experiments import fcn8s_vgg16_voc
 

@@ -21,7 +21,8 @@ What differs: train_aug (SBD train + val with VOC 2012 train, 10,582 images) rat
 evaluation on VOC 2012 val (1,449 images), not seg11valid; no lr_mult 2 / no weight decay for biases; RGB inputs
 normalised by ImageNet's mean and std for torchvision's VGG-16 rather than Caffe's mean-subtracted BGR 0..255; batch
 20 needs a device count that divides it (--config.batch_size=16 on 8 devices).
-Not run here: this CPU could not train it (the VOC reader, `config.dataset.name = "voc"`, is segjax/data/voc.py).
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (the VOC reader, `config.dataset.name =
+"voc"`, is segjax/data/voc.py) and an accelerator.
 """
 import ml_collections
 

@@ -13,7 +13,8 @@ ImageNet weights: `scripts/convert_weights.py --name resnet152 ...` then `--conf
 Differs from the paper: torchvision's ResNet-152 (the paper also pretrains its own "ResNet-GCN" variant, Sec. 4.2,
 not built here); the pipeline fits each image into 512 x 512 (VOC images are at most 500 pixels a side, so they are
 slightly enlarged) where the paper pads; no DenseCRF or multi-scale testing.
-Not run here: this CPU could not train it (the VOC reader is segjax/data/voc.py, `config.dataset.name = "voc"`).
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` (the VOC reader is segjax/data/voc.py,
+`config.dataset.name = "voc"`) and an accelerator.
 """
 import ml_collections
 

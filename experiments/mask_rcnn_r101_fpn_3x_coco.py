@@ -5,7 +5,8 @@
 
 Published (detectron2 MODEL_ZOO, mask_rcnn_R_101_FPN_3x): 42.9 box AP, 38.6 mask AP on val2017.
 The 1x recipe (experiments/mask_rcnn_r50_fpn_1x_coco.py) on ResNet-101 over 270k iterations, steps at 210k
-and 250k; R101_DIR from `scripts/convert_weights.py --name resnet101 ...`. Not run here.
+and 250k; R101_DIR from `scripts/convert_weights.py --name resnet101 ...`. Needs COCO 2017 in `config.dataset.root` and
+an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 

@@ -12,7 +12,8 @@ stage (stride 2) as the RoI head: the box predictor on its average pool, the mas
 channels, 1x1 per-class logits) on its 7x7 map, 14x14 masks.
 Recipe: that of experiments/mask_rcnn_r50_fpn_1x_coco.py (batch 16, lr 0.02, 90k iterations, steps at 60k/80k,
 warm-up 1000, frozen stem and res2), with its stated differences; here also RoIAlign with 2 samples per bin
-(detectron2's C4 samples adaptively, which has no static shape) and torchvision's loss betas. Not run here.
+(detectron2's C4 samples adaptively, which has no static shape) and torchvision's loss betas. Needs COCO 2017 in
+`config.dataset.root` and an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 from segjax.models import mask_rcnn

@@ -11,7 +11,7 @@ R50_DIR). Boxes and masks evaluated with pycocotools on val2017 (box_AP, mask_AP
 Differences, stated: every batch is one static shape (800 x 1344): images are fitted into it keeping their
 aspect ratio, so portrait images get a long side of 1333 and a short side below 800 (detectron2: short side
 800); RoIAlign aligned=False and
-torchvision's level rule (detectron2: ROIAlignV2). Not run here: this CPU cannot train it.
+torchvision's level rule (detectron2: ROIAlignV2). Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -5,7 +5,7 @@
 
 Published (detectron2 MODEL_ZOO, mask_rcnn_R_50_FPN_3x): 41.0 box AP, 37.2 mask AP on val2017.
 The 1x recipe (experiments/mask_rcnn_r50_fpn_1x_coco.py, with its stated differences) over 270k iterations,
-steps at 210k and 250k. Not run here.
+steps at 210k and 250k. Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 

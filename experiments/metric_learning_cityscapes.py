@@ -12,7 +12,7 @@ grows, sequential seed selection (log S_p + alpha log D) and masks of the pixels
 Differences, stated: segjax's U-Net trunk trained from scratch (the paper fine-tunes an ImageNet-pretrained
 network), one class-agnostic foreground and seediness instead of per-class heads, so the reported metric is
 mask_AP_agnostic (all 8 thing classes merged), not the benchmark's per-class AP; images at 384 x 768.
-Not run here: no Cityscapes copy on this machine and this CPU cannot train it.
+Needs Cityscapes in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

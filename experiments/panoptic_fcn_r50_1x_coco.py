@@ -18,7 +18,7 @@ gradient clipping (segjax.train.optim has none); the poly decay runs over the 89
 segjax/models/panoptic_fcn.py; torchvision's ResNet-50 and its mean/std input normalisation (the official starts
 from MSRA's R-50, std 1); the merge runs at the network input size, and the panoptic map is resized to the source
 image (nearest) for PQ (the official upsamples the masks to the source size first).
-Not run here: this CPU cannot train it.
+Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 from segjax.models import panoptic_fcn

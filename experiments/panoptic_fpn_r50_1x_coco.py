@@ -13,7 +13,8 @@ ImageNet-initialised backbone, flips) plus the semantic FPN branch: 128 channels
 Differences, stated: those of experiments/mask_rcnn_r50_fpn_1x_coco.py (one static 800 x 1344 batch shape, RoIAlign
 aligned=False); the merge runs at the network input size, so masks, the semantic argmax and the 4096-pixel stuff
 area are measured there (detectron2 merges at the source image size, about 0.6x smaller per side on COCO), then the
-panoptic map is resized to the source image (nearest) for PQ. Not run here: this CPU cannot train it.
+panoptic map is resized to the source image (nearest) for PQ. Needs COCO 2017 in `config.dataset.root` and an
+accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 from segjax.models import panoptic_fpn

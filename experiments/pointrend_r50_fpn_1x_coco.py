@@ -11,7 +11,7 @@ segjax/models/pointrend.py: coarse 7x7 head on P2, point head of 3 x 256, 14^2 t
 beta = 0.75, 5 subdivision steps of 28^2 points). Differences, stated: the detector is torchvision's Mask R-CNN
 (RoIAlign aligned=False, torchvision's box head and sampling); the mask branch trains on the proposals
 (detectron2: ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES, the box head's regressed boxes); coarse mask targets are soft
-(torchvision's), not thresholded at 0.5. Not run here: this CPU cannot train it.
+(torchvision's), not thresholded at 0.5. Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 from segjax.models import pointrend

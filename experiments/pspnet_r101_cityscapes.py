@@ -14,7 +14,7 @@ from ImageNet weights: `scripts/convert_weights.py --name resnet101 ...` then `-
 Differences: as experiments/pspnet_r50_ade20k.py (torchvision's ResNet stem and stride placement, no rotation or
 blur); the pipeline's crops are the batch size, so training takes 1024x2048 windows of the scaled images (the paper:
 713x713) and evaluation runs once on each full 1024x2048 image (the released evaluation slides 713x713 crops).
-Not run here: it needs Cityscapes in `config.dataset.root` and an accelerator.
+Needs Cityscapes in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -15,7 +15,7 @@ resnet101 ...` then `--config.init_from=R101_DIR`.
 Differences: as experiments/pspnet_r50_ade20k.py (torchvision's ResNet stem and stride placement, no rotation or
 blur, images fitted into 473x473 before scaling, one single-scale evaluation where the test-set numbers are
 multi-scale with flips); the test set is scored by the VOC server, so the loop evaluates on val.
-Not run here: it needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
+Needs VOC 2012 and SBD in `config.dataset.root` and `config.dataset.sbd_root` and an accelerator.
 """
 import ml_collections
 

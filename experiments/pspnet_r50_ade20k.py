@@ -17,8 +17,8 @@ the random 473 crop, but neither the rotation nor the blur; it fits each image i
 scaling, and it evaluates once on the fitted, padded image, where the released evaluation (evaluation/eval_all.m,
 caffe_process.m) resizes the long side to 512, slides 473 crops, sums the scores of each crop and its left-right flip,
 and subtracts the ImageNet mean in 0-255 units.
-Not run here: this CPU could not train it (the ADE20K reader is segjax/data/ade20k.py, `config.dataset.name =
-"ade20k"`).
+Needs ADE20K in `config.dataset.root` (the ADE20K reader is segjax/data/ade20k.py, `config.dataset.name = "ade20k"`) and
+an accelerator.
 """
 import ml_collections
 

@@ -17,7 +17,7 @@ the test mAP is not the paper's measure) unless config.dataset.proposal_files na
 from scratch (no ImageNet weights here) and has no local response normalisation; the schedule (lr x0.1 at 30k of 40k
 steps) is this config's, the paper gives only the starting rate. Each region is a full AlexNet pass: 2000 per test
 image.
-Not run here: this CPU cannot train it.
+Needs VOC 2007 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -11,7 +11,7 @@ Differences, stated: class-agnostic (the FCN head predicts one foreground; insta
 mask_AP_agnostic is the metric to read, not the benchmark's per-class cityscapes_AP); the differences of
 segjax/models/recurrent_attention.py (joint training from scratch, box coordinate term); 256 x 512 inputs, the first
 40 instances of an image kept (segjax.data.augment keeps min(N, max_instances)).
-Not run here: no Cityscapes copy on this machine and this CPU cannot train it.
+Needs Cityscapes in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -13,7 +13,7 @@ Differences, stated (segjax/models/recurrent_attention.py): one conv per stage i
 from scratch in one run, with the box coordinate term added; the split "A1" is all 128 training plants (the
 challenge's test labels are withheld: hold out a list file root/NAME.txt of "A1/plantNNN" lines as eval_split to
 validate). Evaluation writes SBD and abs_DiC (segjax.evaluation.leaf) next to mask_AP_agnostic in metrics.jsonl.
-Not run here: no CVPPP copy on this machine.
+Needs the CVPPP A1 set in `config.dataset.root`.
 """
 import ml_collections
 

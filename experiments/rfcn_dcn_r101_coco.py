@@ -16,7 +16,7 @@ epochs, OHEM 128 of 300 RoIs, conv1 and res2 frozen, anchors of scales 4, 8, 16,
 minival) trains, 118k steps of 8 images (8 epochs), the decay at step 78.7k, and val2017 is scored with
 pycocotools (box_AP in metrics.jsonl): test-dev has no public annotations. Every batch is 608 x 1008. The RPN and
 R-FCN are trained jointly, as the released config.
-Not run here (no COCO copy and no accelerator on this machine).
+Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -13,7 +13,7 @@ from {400, 500, 600, 700, 800} and tests at 600. Here every batch is 608 x 1008 
 short side of about 600) and training scales each fitted image by a factor in [2/3, 4/3] (short sides about 400 to
 800), cropping what exceeds the batch's size. Anchors: four sizes, 64 to 512, at stride 16 (one smaller than VOC's,
 for COCO's small objects). The RPN and R-FCN are trained jointly, not in the paper's 4-step alternation.
-Not run here (no COCO copy and no accelerator on this machine).
+Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

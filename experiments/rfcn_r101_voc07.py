@@ -14,7 +14,7 @@ batch statistics and conv1 / res2 fixed. The paper trains with the RPN and R-FCN
 two are trained jointly, as approximate joint training. Images: the paper resizes the short side to 600 (long side at
 most 1000); here every batch is 800 x 800 and images are fitted keeping their aspect ratio, which gives VOC's
 500 x 375 and 375 x 500 images a short side of 600.
-Not run here (no VOC copy and no accelerator on this machine).
+Needs VOC 2007 and 2012 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

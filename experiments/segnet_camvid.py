@@ -16,7 +16,7 @@ What differs: the paper's 3.5K-image training set is not assembled; the encoder 
 not from ImageNet VGG-16 weights; the weighted loss is divided by the sum of the weights of the labelled pixels
 (torch's F.cross_entropy), where Caffe divides by their number; no dropout (Sec. 4 adds 0.5 "to the end of deeper
 convolutional layers", the released train prototxt has none).
-Not run here.
+Needs SegNet's CamVid in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -4,7 +4,7 @@
       --config.dataset.root=/path/to/coco --config.init_from=R101_DIR
 
 Published: 39.1 mask AP on COCO val2017 (SOLO README, SOLOv2_R101_3x). The R50 3x config on ResNet-101
-(`scripts/convert_weights.py --name resnet101`). Not run here.
+(`scripts/convert_weights.py --name resnet101`). Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 from experiments import solov2_r50_fpn_3x_coco as base
 

@@ -14,7 +14,7 @@ Differences: segjax batches have one fixed size, so inputs fit (800, 1344) (port
 the reference's 1333 x 800); the backbone's BN is frozen whole (the reference trains the BN affine weights; both
 freeze the stem and stage 1); no gradient clipping (the reference clips at norm 35); at most 512 positive
 kernels per image enter the mask loss (`dropped_positives` in metrics.jsonl counts the rest).
-Not run here: no COCO on this machine, and a 2-core CPU could not train it.
+Needs COCO 2017 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -5,7 +5,8 @@
 
 Published: 37.5 mask AP on COCO val2017 (SOLO README, SOLOv2_R50_3x). As the 1x config, but 36 epochs with
 lr x 0.1 after epochs 27 and 33, and the shorter side drawn from 640..800 (the reference picks one of
-640, 672, ..., 800; here a continuous scale in [0.8, 1] of the 800 x 1344 fit). Not run here.
+640, 672, ..., 800; here a continuous scale in [0.8, 1] of the 800 x 1344 fit). Needs COCO 2017 in `config.dataset.root`
+and an accelerator.
 """
 from experiments import solov2_r50_fpn_1x_coco as base
 

@@ -16,7 +16,7 @@ image, built around the ground truth, so the test mAP is not the paper's measure
 names selective search's; ZF-5 starts from scratch (no ImageNet ZF-5 weights here; the paper's conv layers are
 ImageNet's and never fine-tuned, which from scratch leaves them random: set optimizer.frozen to () to train them) and
 has no local response normalisation; one scale, images fitted into 688 x 928.
-Not run here: this CPU cannot train it.
+Needs VOC 2007 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -11,8 +11,9 @@ The model keeps torchvision's 91 labels, which are COCO's category ids (config.m
 detections are mapped to the data set's thing labels (`segjax.models.thing_label_map`), so any COCO-format folder
 whose categories use COCO's ids scores it. Differences, stated: torchvision resizes each image to a short side of 800
 (long side at most 1333); here images are fitted into one static 800 x 1344 batch, so portrait images get a short
-side below 800. Not run here (no COCO on this machine); tests/test_eval_converted_detector.py checks the path on
-random weights against pycocotools on torchvision's own detections.
+side below 800. Needs COCO 2017 val in `config.dataset.root` and the converted weights in `config.init_from`;
+tests/test_eval_converted_detector.py checks the path on random weights against pycocotools on torchvision's own
+detections.
 """
 from experiments import mask_rcnn_r50_fpn_1x_coco
 

@@ -16,7 +16,7 @@ paper's ResNet-34-8s is ImageNet-pretrained), all pixels of a cluster in the los
 cluster), modes merged as scikit-learn's MeanShift; the first stage only (no crop refinement, UCN+); no boundary
 F-measure. Evaluation writes overlap_precision / overlap_recall / overlap_F / objects_detected_075
 (segjax.evaluation.overlap) next to mask_AP_agnostic.
-Not run here: neither the Tabletop Object Dataset nor OCID is on this machine, and this CPU cannot train it.
+Needs the Tabletop Object Dataset and OCID in that layout in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

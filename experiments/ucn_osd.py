@@ -7,7 +7,7 @@ Published: unverified; the paper's OSD table (overlap and boundary precision / r
 here.
 Layout and recipe: as experiments/ucn_ocid.py, with root/osd/*.png and root/annotations/instances_osd.json, the
 Object Segmentation Database's label images converted with one class-agnostic "object" category, as the eval split.
-Not run here: neither the Tabletop Object Dataset nor OSD is on this machine, and this CPU cannot train it.
+Needs the Tabletop Object Dataset and OSD in that layout in `config.dataset.root` and an accelerator.
 """
 from experiments import ucn_ocid
 

@@ -20,7 +20,7 @@ the overlap-tile strategy (Fig. 2) runs each whole 572x572 input as one tile: mi
 evaluator compare with the full-size labels (the paper trains on 572x572 tiles against their 388x388 centres and
 tiles larger images; --config.dataset.image_size="(388, 388)" makes the mirrored tile the paper's 572x572). The
 pipeline fits each image into 572x572 (resized, aspect kept) and pads it with VOID; the paper keeps the resolution.
-Not run here.
+Needs the challenge's PhC-C2DH-U373 set in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

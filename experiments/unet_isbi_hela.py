@@ -4,7 +4,7 @@
 
 Paper row: Table 2, "u-net (2015)" on DIC-HeLa (differential interference contrast, 20 partially annotated
 training images): IoU 0.7756 of the cells. The recipe and what differs are those of `unet_isbi.py` (PhC-U373),
-with the DIC-C2DH-HeLa folder. Not run here.
+with the DIC-C2DH-HeLa folder. Needs the challenge's DIC-C2DH-HeLa set in `config.dataset.root` and an accelerator.
 """
 from experiments import unet_isbi
 

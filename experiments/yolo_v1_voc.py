@@ -10,7 +10,7 @@ not say how many), stays 1e-2 to epoch 75, 1e-3 to epoch 105, 1e-4 to 135; dropo
 translation up to 20% and exposure / saturation up to 1.5 in HSV. The paper pretrains the first 20 convolutions on
 ImageNet (not done here: pass a converted Darknet checkpoint as init_from, scripts/convert_darknet.py). Images are fitted
 keeping their aspect ratio and padded (segjax's one input convention), where Darknet stretches them to 448x448.
-Not run here (no VOC copy and no accelerator on this machine).
+Needs VOC 2007 and 2012 in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -11,8 +11,8 @@ image_size (800, 1344), max_instances 100, no scale jitter, the batch keys Mask 
 tv_tensors, in a DataLoader with the same number of workers (processes; segjax's are threads).
 
 Prints images/s of each (after a warm-up batch; torch's worker start-up is excluded too) and their ratio, and
-the host-to-device bytes per image of the batch keys Mask R-CNN reads: the model batch that crossed before
-(float32 image, masks uint8 [100, H, W]) against the compact batch that crosses now (compact.py).
+the host-to-device bytes per image of the batch keys Mask R-CNN reads: the plain model batch (float32 image,
+masks uint8 [100, H, W]) against the compact batch (compact.py) that the pipeline ships.
 """
 import argparse
 import json

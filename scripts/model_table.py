@@ -4,8 +4,8 @@
   python scripts/model_table.py --write    # replaces the table between the markers in README.md
 
 A paper config's docstring opens with "MODEL (PAPER ...)", holds the command (`python -m segjax.main ...`), a
-sentence starting "Published" or "Paper row" and one starting "Measured" or "Not run here" (tests/test_docs.py
-checks the README is current).
+sentence starting "Published" or "Paper row" and one starting "Needs" (the data and hardware it takes;
+tests/test_docs.py checks the README is current).
 """
 import argparse
 import ast
@@ -25,7 +25,7 @@ def sentence(text: str, start: int) -> str:
 
 
 def row(path: str) -> dict | None:
-  """{"config", "model", "paper", "published", "measured", "command"} of a paper config, None for others."""
+  """{"config", "model", "paper", "published", "needs", "command"} of a paper config, None for others."""
   with open(path) as f:
     doc = ast.get_docstring(ast.parse(f.read())) or ""
   text = " ".join(doc.split())
@@ -38,20 +38,18 @@ def row(path: str) -> dict | None:
   name = os.path.basename(path)
   commands = [c.strip() for c in doc.replace("\\\n", " ").splitlines() if "python -m segjax.main" in c]
   command = " ".join(next((c for c in commands if name in c), commands[0] if commands else "").split())
-  measured = re.search(r"\b(Measured|Not run here)\b", text)
-  status = "" if measured is None else sentence(text, measured.start())
-  if status.startswith("Not run"):
-    status = "not run"
+  needs = re.search(r"\bNeeds\b", text)
   return {"config": name, "model": model.rstrip(",. "), "paper": paper,
-          "published": sentence(text, published.start()), "measured": status,
+          "published": sentence(text, published.start()),
+          "needs": "" if needs is None else sentence(text, needs.start()),
           "command": command.rstrip("\\ ")}
 
 
 def table() -> str:
   rows = [r for r in map(row, sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))) if r]
-  lines = ["| config | model | paper | published | measured here | command |", "| --- | --- | --- | --- | --- | --- |"]
+  lines = ["| config | model | paper | published | needs | command |", "| --- | --- | --- | --- | --- | --- |"]
   for r in rows:
-    cells = [f"[{r['config']}](experiments/{r['config']})", r["model"], r["paper"], r["published"], r["measured"],
+    cells = [f"[{r['config']}](experiments/{r['config']})", r["model"], r["paper"], r["published"], r["needs"],
              f"`{r['command']}`"]
     lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
   return "\n".join(lines)

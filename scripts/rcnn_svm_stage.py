@@ -9,9 +9,8 @@ features are scaled so that their mean norm is 20 (rcnn's feat_norm_mean); C = 1
 multiplier 10 (rcnn_train.m). segjax.ops.svm does the mining. Detection: every proposal scored by each class's SVM,
 per-class NMS at 0.3, the best 100 per image, boxes as proposed (no box regression), scored by VOC AP
 (segjax.evaluation.voc) in the batches' pixel frame.
-Measured here on experiments/demo_fast_rcnn.py's checkpoint at step 1500 (softmax with box regression: voc_mAP 0.322),
-SVMs from the first 200 training images: voc_mAP 0.226, voc07_mAP 0.249 (the Fast R-CNN paper, Table 8, also finds
-the fine-tuned network's softmax at least as good as SVMs; these boxes are not regressed).
+The Fast R-CNN paper (Table 8) finds the fine-tuned network's softmax at least as good as SVMs; the SVM stage's
+boxes are not regressed, so compare it with the softmax scores of the same checkpoint without box regression too.
 """
 import argparse
 import os

@@ -1,5 +1,6 @@
 """The paper configs of DeconvNet, PSPNet ResNet-101 and DeepLab attention to scale: each builds its model (shapes
-only, jax.eval_shape), names its command, paper rows and status, and has the parameters its paper or its layers give."""
+only, jax.eval_shape), names its command, paper rows and the data it needs, and has the parameters its paper or its
+layers give."""
 import importlib
 import sys
 
@@ -25,7 +26,7 @@ def _count(tree):
 
 def _check_doc(name, *fields):
   doc = _experiment(name).__doc__
-  for field in (f"python -m segjax.main --config=experiments/{name}.py", "Not run here", *fields):
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", "Needs", *fields):
     assert field in doc, (name, field)
 
 

@@ -45,12 +45,12 @@ def test_readme_model_table_is_current():
   assert readme == model_table.readme_with_table(readme), "run: python scripts/model_table.py --write"
 
 
-def test_every_paper_config_says_whether_it_was_run():
+def test_every_paper_config_says_what_it_needs():
   rows = [model_table.row(p) for p in sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))]
   rows = [r for r in rows if r]
   assert len(rows) >= 15
-  lacking = [r["config"] for r in rows if not r["measured"] or not r["command"] or not r["published"]]
-  assert not lacking, f"these configs' docstrings lack a 'Measured' / 'Not run here' sentence or a command: {lacking}"
+  lacking = [r["config"] for r in rows if not r["needs"] or not r["command"] or not r["published"]]
+  assert not lacking, f"these configs' docstrings lack a 'Needs' sentence (data, hardware) or a command: {lacking}"
 
 
 def test_markdown_links_point_into_the_repository():

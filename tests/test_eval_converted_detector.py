@@ -93,7 +93,7 @@ def _write_folder(root, images, detections):
   return sorted(categories)
 
 
-@pytest.mark.slow  # two ResNet-50 Mask R-CNNs (torchvision's, segjax's compile): minutes on 2 cores
+@pytest.mark.slow  # two ResNet-50 Mask R-CNNs (torchvision's, and segjax's compile)
 def test_converted_mask_rcnn_gets_the_ap_of_torchvisions_own_detections(tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
   from test_models_mask_rcnn import _random_torch_model  # pylint: disable=g-import-not-at-top

@@ -115,7 +115,8 @@ def _coarse_unaries(labels, num_classes, factor):
 
 
 def test_dense_crf_sharpens_coarse_unaries_on_the_synthetic_scenes():
-  """Measured: mIoU 0.896 from the coarse unaries alone, 0.989 after the CRF (4 scenes of 128 x 128)."""
+  """DenseCRF with DeepLab's parameters lifts the mIoU of coarse unaries (the ground truth seen at stride 8) by more
+  than 0.05 on 4 synthetic scenes of 128 x 128."""
   rng = np.random.default_rng(0)
   scenes = [synthetic.render_scene(rng, 128, 128) for _ in range(4)]
   images = np.stack([s[0] for s in scenes]).astype(np.float32)

@@ -95,7 +95,7 @@ DCN_HEAD = {"depth": 50, "multi_grid": None, "head": "fc1024", "norm": "frozen",
 
 
 # The fc1024 head on a frozen-BN ResNet-18 (the deformable res5's gradients: tests/test_backbones_deformable.py).
-# The going-deeper head: block5 (two basic blocks, as ResNet-18's block4) and the 1x1 classifier (slow: ~35 s).
+# The going-deeper head: block5 (two basic blocks, as ResNet-18's block4) and the 1x1 classifier (marked slow).
 @pytest.mark.parametrize("overrides", [{}, {"head": "fc1024", "norm": "frozen"},
                                        pytest.param({"head": "cascade", "cascade_blocks": 1}, marks=pytest.mark.slow)],
                          ids=["aspp", "fc1024_frozen", "cascade"])
@@ -154,7 +154,7 @@ def test_paper_config_has_torchvision_r101_parameter_count():
   assert ours == sum(p.numel() for p in reference.parameters())
 
 
-@pytest.mark.slow  # ~60 s of CI: 20 loop steps and the eval compile
+@pytest.mark.slow  # 20 loop steps and the eval compile
 def test_demo_config_trains_through_the_loop(tmp_path):
   """experiments/demo_deeplab_v3.py (v3+ decoder, aux head) at width 8 for 20 steps of FAST_OPTIMIZER: the main
   head's cross-entropy ends below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see
@@ -229,7 +229,7 @@ def test_dcn_paper_configs_build_the_reference_model(name, classes, plain, defor
   from train_util import REPO  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   module_ = importlib.import_module(f"experiments.{name}")
-  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Not run here"):
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", plain, deformable, "Needs"):
     assert field in module_.__doc__
   config = module_.get_config()
   module = deeplab.build(config.model, ml_collections.ConfigDict({"num_semantic_classes": classes}))

@@ -135,7 +135,7 @@ def test_paper_configs_build_block7(name, depth, grid, row):
   from train_util import REPO  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   config_module = importlib.import_module(f"experiments.{name}")
-  for field in (f"python -m segjax.main --config=experiments/{name}.py", row, "Not run here"):
+  for field in (f"python -m segjax.main --config=experiments/{name}.py", row, "Needs"):
     assert field in config_module.__doc__
   config = config_module.get_config()
   assert (config.model.head, config.model.cascade_blocks, config.model.output_stride) == ("cascade", 3, 16)

@@ -54,7 +54,7 @@ def test_registered_with_the_detection_task_and_the_pipelines_keys():
   assert shapes["rpn_head"]["cls_logits"]["kernel"].shape[-1] == 9  # 3 sizes x 3 ratios
 
 
-@pytest.mark.slow  # a VGG-16 trunk and two compiles: about a minute on 2 cores
+@pytest.mark.slow  # a VGG-16 trunk and two compiles
 def test_tiny_vgg16_trains_on_boxes_and_is_scored_by_voc_ap():
   config = _tiny_config()
   module = faster_rcnn.build(config, types.SimpleNamespace(num_thing_classes=2))

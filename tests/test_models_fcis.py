@@ -273,7 +273,7 @@ def test_experiment_configs_build(name):
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   head = shapes["params"]["fcis_head"]
   if name == "fcis_r101_coco":
-    assert "Not run here" in experiment.__doc__
+    assert "Needs" in experiment.__doc__
     assert head["conv_new"]["kernel"].shape == (1, 1, 2048, 1024)
     assert head["fcis_cls_seg"]["kernel"].shape[-1] == 2 * 49 * 81 and head["fcis_bbox"]["kernel"].shape[-1] == 196
     assert len([k for k in shapes["params"]["backbone"] if k.startswith("layer3_")]) == 23

@@ -253,9 +253,9 @@ def _experiment(name):
 
 @pytest.mark.parametrize("name, num_classes, fields", [
     ("fcn8s_vgg16_voc", 21, ("Table 3", "62.2", "62.7", "65.4", "0.01", "0.0001", "Schedule:", "What differs:",
-                             "Not run here")),
-    ("crf_rnn_fcn8s_voc", 21, ("Table 1", "72.0", "74.7", "1e-13", "Schedule:", "What differs:", "Not run here")),
-    ("demo_crf_rnn", 7, ("Not a paper row", "Measured here"))])
+                             "Needs")),
+    ("crf_rnn_fcn8s_voc", 21, ("Table 1", "72.0", "74.7", "1e-13", "Schedule:", "What differs:", "Needs")),
+    ("demo_crf_rnn", 7, ("Not a paper row", "Target"))])
 def test_experiment_configs_build_and_say_what_they_reproduce(name, num_classes, fields):
   module = _experiment(name)
   doc = module.__doc__
@@ -287,7 +287,7 @@ def test_experiment_configs_build_and_say_what_they_reproduce(name, num_classes,
     jax.eval_shape(pretrained.merge_pretrained, variables, {"params": saved["params"]})
 
 
-@pytest.mark.slow  # ~45 s of CI: 100 loop steps of the CRF-RNN
+@pytest.mark.slow  # 100 loop steps of the CRF-RNN
 def test_demo_crf_rnn_trains_through_the_loop(tmp_path):
   """The demo's CRF-RNN from scratch at width 8 on 32 x 32 images, 100 steps of FAST_OPTIMIZER: the cross-entropy of
   the CRF's output ends below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see train_util).

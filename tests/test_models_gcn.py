@@ -146,8 +146,8 @@ def test_configs_open_with_the_docstring_fields_and_build(experiment):
   doc = experiment.__doc__
   name = experiment.__name__.split(".")[-1]
   assert f"--config=experiments/{name}.py" in doc
-  for field in ("82.2 mIoU" if "voc" in name else "Not a paper row", "Measured here" if "demo" in name
-                else "Not run here"):
+  for field in ("82.2 mIoU" if "voc" in name else "Not a paper row", "Target" if "demo" in name
+                else "Needs"):
     assert field in doc, field
   config = experiment.get_config()
   num_classes = 21 if config.dataset.name == "voc" else 3

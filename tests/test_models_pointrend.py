@@ -67,7 +67,7 @@ def test_bad_config_is_an_error_naming_the_key(key, value, match):
     pointrend.build(config, INFO)
 
 
-@pytest.mark.slow  # ~90 s of CI: the detector's train step and predict compile
+@pytest.mark.slow  # the detector's train step and predict compile
 def test_tiny_model_trains_without_recompiling_and_predicts_subdivided_masks():
   config = tiny_config()
   module = pointrend.build(config, INFO)
@@ -158,7 +158,7 @@ def test_subdivision_refining_every_cell_equals_the_point_head_on_the_dense_grid
   np.testing.assert_allclose(subdivided, dense, atol=1e-5)
 
 
-@pytest.mark.slow  # ~50 s of a fresh-cache make test
+@pytest.mark.slow  # initialises and compiles a whole (tiny) PointRend detector
 def test_subdivision_changes_only_the_most_uncertain_cells_of_the_upsampled_mask():
   """One step: the coarse 7x7 logits upsampled to 14x14, its 20 cells of smallest |logit| replaced by the point
   head's logits there, the others kept."""

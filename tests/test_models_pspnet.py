@@ -190,8 +190,8 @@ def test_configs_open_with_the_docstring_fields_and_build(experiment):
   doc = experiment.__doc__
   name = experiment.__name__.split(".")[-1]
   assert f"--config=experiments/{name}.py" in doc
-  for field in ("Table" if "ade20k" in name else "Not a paper row", "mIoU", "Measured here" if "demo" in name
-                else "Not run here"):
+  for field in ("Table" if "ade20k" in name else "Not a paper row", "mIoU", "Target" if "demo" in name
+                else "Needs"):
     assert field in doc, field
   config = experiment.get_config()
   num_classes = 150 if config.dataset.name == "ade20k" else 3
@@ -212,7 +212,7 @@ def test_paper_config_is_the_paper_schedule():
       "ade20k", "training", "validation")
 
 
-@pytest.mark.slow  # two more compiles (train and eval steps): ~40 s of CPU
+@pytest.mark.slow  # two more compiles (train and eval steps)
 def test_demo_trains_through_the_loop(tmp_path):
   """The demo's model at width 8 on 32 x 32 images, 20 steps of FAST_OPTIMIZER: the main head's cross-entropy ends
   below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see train_util)."""

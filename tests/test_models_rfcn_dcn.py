@@ -90,7 +90,7 @@ def test_experiment_config_builds():
   from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   experiment = importlib.import_module("experiments.rfcn_dcn_r101_coco")
   config = experiment.get_config()
-  assert config.model.name == "rfcn_coco" and "Not run here" in experiment.__doc__
+  assert config.model.name == "rfcn_coco" and "Needs" in experiment.__doc__
   assert "--config=experiments/rfcn_dcn_r101_coco.py" in experiment.__doc__
   module = get_model("rfcn_coco").build(config.model, ml_collections.ConfigDict({"num_thing_classes": 80}))
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))

@@ -533,7 +533,7 @@ def test_loss_decreases_and_nothing_recompiles(tiny_steps):
   assert traces == {"train": 1, "predict": 1}
 
 
-@pytest.mark.slow  # ~55 s of a fresh-cache make test; Mask R-CNN's 8-device test covers a detector there
+@pytest.mark.slow  # the train step compiled for 1 and 8 devices; Mask R-CNN's 8-device test covers a detector
 def test_eight_device_training_gives_the_losses_of_one_device():
   from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from segjax.train.state import TrainState  # pylint: disable=g-import-not-at-top

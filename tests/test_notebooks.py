@@ -60,8 +60,8 @@ def test_fcn_skips(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_panoptic_fcn_vs_fpn(tmp_path, monkeypatch):
-  """Both demo models trained 600 steps: each reaches the demos' PQ target (0.4; measured 0.77 / 0.66 at steps
-  400 / 500 of their own runs), and each is timed through the Predictor."""
+  """Both demo models trained 600 steps: each reaches the PQ target of experiments/demo_panoptic_fpn.py and
+  demo_panoptic_fcn.py (0.4), and each is timed through the Predictor."""
   run_notebook("panoptic_fcn_vs_fpn.ipynb", tmp_path, 600, monkeypatch)
   results = json.loads((tmp_path / "panoptic_fcn_vs_fpn.json").read_text())
   assert set(results) == {"Panoptic FPN", "Panoptic FCN"}

@@ -46,7 +46,7 @@ def test_matches_float64_reference(normalization):
                 w_spatial=weights[1], compatibility=jnp.asarray(compat, jnp.float32), normalization=normalization,
                 filter="exact")
   expected = _reference(unary[0], image[0], 5, 8.0, 30.0, 3.0, *weights, compat, normalization)
-  # float32 |f_i|^2 + |f_j|^2 - 2 f_i.f_j cancels at |f|^2 ~ 75: 2.2e-5 seen on this CPU (AVX2) at "symmetric".
+  # float32 |f_i|^2 + |f_j|^2 - 2 f_i.f_j cancels at |f|^2 ~ 75, where float32 resolves about 1e-5 (75 x 2^-23).
   np.testing.assert_allclose(q[0], expected, atol=5e-5)
 
 

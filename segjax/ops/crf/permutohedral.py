@@ -44,9 +44,10 @@ class Lattice(NamedTuple):
 
 
 def default_capacity(num_points, dim):
-  """P (d+1) / 2 lattice points (at least 1024) of the P (d+1) an image can have (one per simplex vertex). Measured
-  fractions of P (d+1): photos 0.015-0.024 at theta_beta 13, 0.08-0.12 at 5, 0.16-0.25 at 3; uniform colour noise
-  0.25-0.31; the spatial kernel ~0.4 / theta_gamma^2. Time hardly depends on it, memory does (two [N C, L] grids)."""
+  """P (d+1) / 2 lattice points (at least 1024) of the P (d+1) an image can have (one per simplex vertex). Pixels
+  close in position and colour share lattice points, so natural images at the usual bandwidths fill a small fraction
+  of P (d+1), and the fraction grows as theta_beta (or theta_gamma) shrinks and for colour noise; scripts/bench_crf.py
+  prints the points an image uses. Time hardly depends on the capacity, memory does (two [N C, L] grids)."""
   return max(1024, num_points * (dim + 1) // 2)
 
 
