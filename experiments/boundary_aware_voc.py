@@ -11,8 +11,8 @@ categories), read by dataset name "coco". Mask representation: K = 5 bins, trunc
 names as the paper's; not checked against its text). Differences, stated: the paper builds on MNC's cascade
 (RPN, RoI warping on an enlarged box, Object Mask Network with a residual-deconvolution decoder trained end to end)
 on ResNet-101; this config runs Mask R-CNN's FPN detector and mask head with K maps per class, decodes them exactly
-after a 0.5 threshold and pastes the grid padded by R cells; the evaluator's mask AP50 / AP75 (COCO's 101-point
-interpolation) stand in for mAP^r at 0.5 / 0.7. Recipe (Mask R-CNN's, scaled to VOC's 5.6k images): batch 16,
+after a 0.5 threshold and pastes the grid padded by R cells; mAP^r at 0.5 / 0.7 are the evaluator's mask_APr50 /
+mask_APr70 (SDS's protocol, segjax/evaluation/voc_regions.py). Recipe (Mask R-CNN's, scaled to VOC's 5.6k images): batch 16,
 SGD 0.02 with momentum 0.9, weight decay 1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations,
 frozen BN in the ImageNet-initialised backbone (`scripts/convert_weights.py --name resnet101 ...` gives
 R101_DIR). Needs SBD as that COCO-format folder in `config.dataset.root` and an accelerator.
