@@ -4,18 +4,18 @@ instance masks, as segjax's Mask R-CNN R101-FPN with the boundary-aware mask bra
   python -m segjax.main --config=experiments/boundary_aware_voc.py --workdir=DIR \
       --config.dataset.root=~/data/sbd_coco --config.init_from=R101_DIR
 
-Published (Hayder et al. 2017, SBD's instance annotations of VOC 2012: train 5,623 images, val 5,732, mAP^r at
-IoU 0.5 and 0.7): not verified here, so no numbers are quoted. The data: SBD's inst/ and cls/ masks converted to
-a COCO-format folder (root/train, root/val and their annotations/instances_{train,val}.json, 20 thing
-categories), read by dataset name "coco". Mask representation: K = 5 bins, truncation R = 5 (the values the task
-names as the paper's; not checked against its text). Differences, stated: the paper builds on MNC's cascade
-(RPN, RoI warping on an enlarged box, Object Mask Network with a residual-deconvolution decoder trained end to end)
-on ResNet-101; this config runs Mask R-CNN's FPN detector and mask head with K maps per class, decodes them exactly
-after a 0.5 threshold and pastes the grid padded by R cells; mAP^r at 0.5 / 0.7 are the evaluator's mask_APr50 /
-mask_APr70 (SDS's protocol, segjax/evaluation/voc_regions.py). Recipe (Mask R-CNN's, scaled to VOC's 5.6k images): batch 16,
+Published (Hayder et al. 2017, SBD's instance annotations of VOC 2012: train 5,623 images, val 5,732, mAP^r at IoU
+0.5 and 0.7): not verified here, so no numbers are quoted. The data: SBD's inst/ and cls/ masks converted to a
+COCO-format folder (root/train, root/val and their annotations/instances_{train,val}.json, 20 thing categories),
+read by dataset name "coco". Mask representation: K = 5 bins, truncation R = 5 (the values the task names as the
+paper's; not checked against its text). Differences, stated: the paper builds on MNC's cascade (RPN, RoI warping on
+an enlarged box, Object Mask Network with a residual-deconvolution decoder trained end to end) on ResNet-101; this
+config runs Mask R-CNN's FPN detector and mask head with K maps per class, decodes them exactly after a 0.5
+threshold and pastes the grid padded by R cells; mAP^r at 0.5 / 0.7 are the evaluator's mask_APr50 / mask_APr70
+(SDS's protocol, segjax/evaluation/voc_regions.py). Recipe (Mask R-CNN's, scaled to VOC's 5.6k images): batch 16,
 SGD 0.02 with momentum 0.9, weight decay 1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations,
-frozen BN in the ImageNet-initialised backbone (`scripts/convert_weights.py --name resnet101 ...` gives
-R101_DIR). Needs SBD as that COCO-format folder in `config.dataset.root` and an accelerator.
+frozen BN in the ImageNet-initialised backbone (`scripts/convert_weights.py --name resnet101 ...` gives R101_DIR).
+Needs SBD as that COCO-format folder in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 

@@ -4,19 +4,19 @@ masks, as segjax's Faster R-CNN R101-FPN with a semantic FPN branch and the inst
   python -m segjax.main --config=experiments/dynamic_instance_voc.py --workdir=DIR \
       --config.dataset.root=~/data/sbd_coco --config.init_from=R101_DIR
 
-Published (Arnab & Torr 2017, VOC 2012 val with SBD's instance annotations): AP^r 61.7 at IoU 0.5 and AP^r_vol
-55.5; unverified (the numbers come from the task statement; the paper's text was not available here). The data:
-SBD's inst/ and cls/ masks converted to a COCO-format folder (root/train, root/val and their
-annotations/instances_{train,val}.json, 20 thing categories), read by dataset name "coco". Differences, stated:
-the paper's semantic subnetwork is a pretrained FCN-style network and its detector a separately trained R-FCN that
-the instance network does not train; here both are branches of one ResNet-101-FPN trained jointly (Faster R-CNN's
+Published (Arnab & Torr 2017, VOC 2012 val with SBD's instance annotations): AP^r 61.7 at IoU 0.5 and AP^r_vol 55.5;
+unverified (the numbers come from the task statement; the paper's text was not available here). The data: SBD's
+inst/ and cls/ masks converted to a COCO-format folder (root/train, root/val and their
+annotations/instances_{train,val}.json, 20 thing categories), read by dataset name "coco". Differences, stated: the
+paper's semantic subnetwork is a pretrained FCN-style network and its detector a separately trained R-FCN that the
+instance network does not train; here both are branches of one ResNet-101-FPN trained jointly (Faster R-CNN's
 losses, the semantic cross entropy, the instance CRF's matched loss), the CRF training on ground-truth boxes
-jittered by 10% with score 1 (segjax/models/dynamic_instance.py). AP^r at 0.5 and AP^r_vol are the
-evaluator's mask_APr50 and mask_APr_vol (SDS's protocol, segjax/evaluation/voc_regions.py). Recipe (Mask R-CNN's,
-scaled to VOC's 5.6k images, as boundary_aware_voc.py; the paper's own schedule is unverified): batch 16, SGD 0.02 with momentum 0.9, weight decay
-1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations, frozen BN in the ImageNet-initialised
-backbone (`scripts/convert_weights.py --name resnet101 ...` gives R101_DIR). Needs SBD as that COCO-format folder in
-`config.dataset.root` and an accelerator.
+jittered by 10% with score 1 (segjax/models/dynamic_instance.py). AP^r at 0.5 and AP^r_vol are the evaluator's
+mask_APr50 and mask_APr_vol (SDS's protocol, segjax/evaluation/voc_regions.py). Recipe (Mask R-CNN's, scaled to
+VOC's 5.6k images, as boundary_aware_voc.py; the paper's own schedule is unverified): batch 16, SGD 0.02 with
+momentum 0.9, weight decay 1e-4, 18k iterations with x0.1 at 12k and 16k, 500 warm-up iterations, frozen BN in the
+ImageNet-initialised backbone (`scripts/convert_weights.py --name resnet101 ...` gives R101_DIR). Needs SBD as that
+COCO-format folder in `config.dataset.root` and an accelerator.
 """
 import ml_collections
 
