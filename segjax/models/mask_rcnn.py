@@ -48,6 +48,9 @@ SIZE_DIVISIBILITY = 32  # input sides: multiples of P6's stride (C4's 16 divides
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")
 BACKBONES = ("fpn", "c4", "vgg16")
+# Slots per image in one chunk of the mask head's loop in CPU programs (MaskRCNN._on_valid_chunks): the work is that
+# of the valid slots rounded up to a multiple of it, the memory that of one chunk.
+MASK_CHUNK_SLOTS = 8
 # detectron2's R50-C4 (Base-RCNN-C4.yaml): 15 anchors per C4 location, more proposals before and after NMS.
 _C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_train": 12000,
                 "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 1000}
@@ -185,6 +188,44 @@ class MaskRCNN(nn.Module):
 
     return layers_platform.select(self, valid, *operands, cpu=ladder, xla=every_slot)
 
+  def _on_valid_chunks(self, fn, valid, shared, *per_slot):
+    """fn(module, k, shared, *per_slot) -> arrays [N, k, ...] for the first k of S slots, per_slot [N, S, ...]
+    (or None), shared the operands every slot reads; valid [N, S].
+
+    Programs for CPU (segjax.ops.platform) run fn on chunks of MASK_CHUNK_SLOTS slots per image, in a loop (one
+    compiled body, however many slots), on every chunk that starts before the last valid slot of any image; the
+    chunks past it get fn's outputs on no slot, zero-padded. fn must treat its slots independently (the mask head
+    and the paste do): the valid slots then get the results of k = S. The loop body is rematerialised in the
+    backward pass, so that the program holds one chunk's activations, not those of all slots. Other platforms, and
+    init (creating the parameters under their own names), run k = S.
+    """
+    n, s = valid.shape
+    every_slot = lambda mdl, valid, shared, *per_slot: fn(mdl, s, shared, *per_slot)
+    if self.is_initializing():
+      return every_slot(self, valid, shared, *per_slot)
+
+    def chunked(mdl, valid, shared, *per_slot):
+      c = min(MASK_CHUNK_SLOTS, s)
+      chunks = -(-s // c)
+      needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
+      pad = lambda y, size: jnp.pad(y, [(0, 0), (0, size - y.shape[1])] + [(0, 0)] * (y.ndim - 2))
+      # [N, S, ...] -> [chunks, N, c, ...]: the scanned axis first.
+      split = lambda x: jnp.moveaxis(pad(x, chunks * c).reshape(n, chunks, c, *x.shape[2:]), 1, 0)
+      windows = jax.tree.map(split, per_slot)
+
+      def body(mdl, needed, shared, inputs):
+        start, window = inputs
+        run = lambda k: lambda mdl, shared, window: jax.tree.map(lambda y: pad(y, c), fn(mdl, k, shared, *window))
+        return needed, nn.cond(start < needed, run(c), run(0), mdl, shared, window)
+
+      scan = nn.scan(nn.remat(body, prevent_cse=False), variable_broadcast=True, split_rngs={"params": False},
+                     in_axes=(nn.broadcast, 0), length=chunks)
+      _, outputs = scan(mdl, needed, shared, (jnp.arange(chunks) * c, windows))
+      join = lambda y: jnp.moveaxis(y, 0, 1).reshape(n, chunks * c, *y.shape[3:])[:, :s]
+      return jax.tree.map(join, outputs)
+
+    return layers_platform.select(self, valid, shared, *per_slot, cpu=chunked, xla=every_slot)
+
   @nn.compact
   def __call__(self, images, train=False, targets=None):
     return self.detect(*self.pyramid(images, train), images.shape[1:3], train, targets)
@@ -249,8 +290,7 @@ class MaskRCNN(nn.Module):
 
       def masks_of(mdl, k, levels, boxes, labels, res5):
         return mdl._roi_masks(mdl._mask_logits(k, levels, boxes, labels, res5), boxes[:, :k], (h, w))
-      masks, mask_probabilities, mask_boxes = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
-                                                                    zero_rung=True)
+      masks, mask_probabilities, mask_boxes = self._on_valid_chunks(masks_of, valid, levels, boxes, labels, res5)
     else:
       masks = box_masks(boxes, h, w)
     if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
@@ -305,7 +345,7 @@ class MaskRCNN(nn.Module):
     """The mask branch's training outputs on the first P slots of the RoI sample (rois [N, P, 4], labels, matched
     GT index and positive [N, P]): "mask_logits" [N, P, M, M] of each RoI's class, "mask_targets" (its matched
     mask resampled to M x M), "mask_valid" [N, P]. A model with another mask head overrides this."""
-    logits = self._on_valid_prefix(MaskRCNN._mask_logits, positive, levels, rois, labels, res5, zero_rung=False)
+    logits = self._on_valid_chunks(MaskRCNN._mask_logits, positive, levels, rois, labels, res5)
     resolution = logits.shape[2]
     targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(targets["masks"], rois, matched)
     return {"mask_logits": logits, "mask_targets": targets, "mask_valid": positive}
