@@ -9,9 +9,11 @@ backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4
 anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
 its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
 reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
-In programs for CPU the mask head runs on the first k positives (training) or detections (inference) only, k the
-smallest rung of `mask_ladder` that holds those of every image: one compiled program, the loss and masks of running
-it on all slots, which is what TPU and GPU programs do (segjax.ops.platform).
+In programs for CPU the mask head runs on the positives (training) or detections (inference) in a loop over chunks
+of MASK_CHUNK_SLOTS slots per image, skipping the chunks past the last valid slot of every image: one compiled program
+whose memory is one chunk's, the loss and masks of running it on all slots, which is what TPU and GPU programs do
+(segjax.ops.platform). Models derived from this one that run their own mask branch in training use the ladder of
+`_on_valid_prefix` instead.
 backbone "vgg16" (Faster R-CNN's VGG-16 of Ren et al. 2015, py-faster-rcnn's VGG16 end2end models): the RPN on
 conv5_3 (stride 16, 9 anchors: sizes 128, 256, 512 x 3 ratios); RoI max pooling 7x7 on conv5_3 (Girshick 2015)
 feeds fc6 and fc7 (4096, ReLU, dropout 0.5) and the predictor. Boxes only (name "faster_rcnn").
@@ -135,8 +137,8 @@ class MaskRCNN(nn.Module):
   def _mask_head_logits(self, k, levels, boxes, res5, num_outputs=None):
     """The mask head's logits of the first k boxes [N, S, 4] -> [N, k, M, M, num_outputs] (one per class by default;
     submodule "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
-    [N, S, 7, 7, 2048], computed outside the ladder's switch, whose branches run convolutions slowly on XLA:CPU (see
-    segjax.ops.conv.conv_as_matmul)."""
+    [N, S, 7, 7, 2048], computed outside the mask loop (or ladder), whose bodies run convolutions slowly on XLA:CPU
+    (see segjax.ops.conv.conv_as_matmul)."""
     c = self.config
     n = boxes.shape[0]
     if c.backbone == "fpn":
@@ -284,7 +286,7 @@ class MaskRCNN(nn.Module):
         class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
     if c.mask:  # valid detections come first: masks of the rest are zeros
       res5 = None
-      if not fpn:  # C4: res5 of every detection, outside the ladder's switch
+      if not fpn:  # C4: res5 of every detection, outside the mask loop
         x = heads_input(boxes)
         res5 = x.reshape(n, boxes.shape[1], *x.shape[1:])
 
