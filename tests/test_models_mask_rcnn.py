@@ -463,3 +463,31 @@ def test_masks_on_the_detections_chunks_equal_those_on_all_slots(ladder_model, m
     for k in ("boxes", "scores", "labels", "valid"):
       np.testing.assert_array_equal(outputs[k], expected[k], err_msg=k)
     np.testing.assert_allclose(outputs["masks"], expected["masks"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_mask_loop_memory_does_not_grow_with_the_positive_slots():
+  """The training step's temporaries with p = 128 positive slots exceed those with p = 32 (the same 128 RoIs for the
+  box head) by less than the first mask convolution's im2col windows of the 96 extra slots' RoIs: the program holds
+  one chunk of the mask head, as a switch whose largest branch runs all p slots would not."""
+  def temporaries(positive_fraction):
+    config = tiny_config()
+    config.update({"roi_batch_size_per_image": 128, "roi_positive_fraction": positive_fraction})
+    module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+    batch = _batch(3)
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), batch["image"], train=False))
+
+    def loss(params, batch_stats):
+      outputs, _ = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+                                mutable=["batch_stats"], rngs={"sampling": jax.random.key(0)},
+                                targets={k: batch[k] for k in mask_rcnn.FORWARD_KEYS})
+      return mask_rcnn.loss(outputs, batch, config)[0]
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"], variables["batch_stats"]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes, config
+
+  small, _ = temporaries(0.25)
+  large, config = temporaries(1.0)
+  n, extra_slots = 2, 128 - 32
+  windows = n * extra_slots * 14 * 14 * 9 * config.fpn_channels * 4  # [N * 96, 14, 14, 9 * C] float32
+  assert large - small < windows, (large - small, windows)
