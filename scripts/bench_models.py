@@ -8,13 +8,15 @@ torchvision's deeplabv3_resnet50, and Mask R-CNN R50-FPN against torchvision's m
 in both, torchvision's training and test settings, the same weights); both on the CPU, float32, SGD steps.
 Mask R-CNN: the random model returns 100 detections per image in both (printed), so both run the mask head and the
 paste on them; in training its positive RoIs are the --instances ground-truth boxes per image, the RoIs its mask
-head trains on (segjax's on the smallest rung of the mask-head ladder that holds them).
-Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax; for torch, the growth of the
-process's peak RSS (reset before the step) over its RSS before one training step.
+head trains on (segjax's on the chunks of 8 slots per image that hold them).
+Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax, and its part beyond the arguments
+(parameters, optimizer state and batch, which exist before the step); for torch, the growth of the process's peak RSS
+(reset before the step) over its RSS before one training step (its parameters exist before, its gradients and
+momentum buffers are allocated in the step). Compile: wall and CPU seconds, the CPU seconds steadier on a shared
+machine.
 """
 import argparse
 import ctypes
-import time
 
 import torch  # before TensorFlow-importing modules (see tests/conftest.py)
 import torchvision
@@ -25,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bench_util import best_seconds, xla_peak_mb  # scripts/, on sys.path as the script's folder
+from bench_util import best_seconds, timed, xla_memory_mb  # scripts/, on sys.path as the script's folder
 from segjax.models import deeplab, mask_rcnn
 from segjax.weights import torchvision as tv_weights
 
@@ -43,9 +45,7 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
   x_torch, y_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels).long()
 
   infer = jax.jit(lambda v, x: module.apply(v, x, train=False)["logits"])
-  start = time.perf_counter()
-  infer = infer.lower(variables, images).compile()
-  infer_compile = time.perf_counter() - start
+  infer, *infer_compile = timed(lambda: infer.lower(variables, images).compile())
   optimizer = optax.sgd(0.01, momentum=0.9)
 
   def step(params, batch_stats, opt_state, x, y):
@@ -59,9 +59,7 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
 
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state = optimizer.init(params)
-  start = time.perf_counter()
-  train = jax.jit(step).lower(params, batch_stats, opt_state, images, labels).compile()
-  train_compile = time.perf_counter() - start
+  train, *train_compile = timed(lambda: jax.jit(step).lower(params, batch_stats, opt_state, images, labels).compile())
 
   ours_infer = best_seconds(lambda: infer(variables, images).block_until_ready(), iters)
   ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, labels)), iters)
@@ -86,11 +84,14 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
 
 
 def _report(title, batch, inference, train_step, compile_seconds):
-  """Prints (segjax, torchvision) seconds per batch as seconds per image, their ratio, and XLA's compile times."""
+  """Prints (segjax, torchvision) seconds per batch as seconds per image, their ratio, and the time to trace, lower
+  and compile each program ((wall, CPU) seconds; torch has no compile step)."""
   print(f"{title} (s per image):")
   for name, (ours, reference) in (("inference ", inference), ("train step", train_step)):
     print(f"  {name} segjax {ours / batch:.3f}  torchvision {reference / batch:.3f}  ratio {reference / ours:.2f}x")
-  print(f"  XLA compile: inference {compile_seconds[0]:.1f} s, train step {compile_seconds[1]:.1f} s")
+  (infer_wall, infer_cpu), (train_wall, train_cpu) = compile_seconds
+  print(f"  XLA compile (trace + lower + compile): inference {infer_wall:.1f} s (CPU {infer_cpu:.1f} s), "
+        f"train step {train_wall:.1f} s (CPU {train_cpu:.1f} s)")
 
 
 def _status_mb(field):
@@ -168,15 +169,11 @@ def bench_mask_rcnn(size, batch, iters, instances):
 
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state = optimizer.init(params)
-  start = time.perf_counter()
-  train = jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile()
-  train_compile = time.perf_counter() - start
+  train, *train_compile = timed(lambda: jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile())
   ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
 
   infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), config))
-  start = time.perf_counter()
-  infer = infer.lower(variables, images).compile()
-  infer_compile = time.perf_counter() - start
+  infer, *infer_compile = timed(lambda: infer.lower(variables, images).compile())
   model.eval()
   with torch.no_grad():
     counts = [len(d["boxes"]) for d in model(x_torch)]
@@ -187,8 +184,12 @@ def bench_mask_rcnn(size, batch, iters, instances):
           (ours_train, torch_train), (infer_compile, train_compile))
   print(f"  detections per image: torchvision {counts}, segjax {ours_counts}; training on {instances} ground-truth "
         "instances per image")
-  print(f"  train step peak memory: segjax (XLA) {xla_peak_mb(train):.0f} MiB, "
-        f"torchvision (peak RSS growth) {torch_memory:.0f} MiB")
+  memory = xla_memory_mb(train)
+  total, step_own = sum(memory.values()), memory["outputs"] + memory["temporaries"]
+  print(f"  train step peak memory: segjax (XLA) {total:.0f} MiB (arguments {memory['arguments']:.0f} + outputs "
+        f"{memory['outputs']:.0f} + temporaries {memory['temporaries']:.0f}), torchvision (peak RSS growth) "
+        f"{torch_memory:.0f} MiB: {total / torch_memory:.2f}x; beyond the arguments, as torch's growth is beyond its "
+        f"resident parameters: {step_own:.0f} MiB, {step_own / torch_memory:.2f}x")
 
 
 def main():

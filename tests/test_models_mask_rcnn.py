@@ -1,7 +1,7 @@
 """Mask / Faster R-CNN: converted torchvision models give torchvision's detections, the same parameter count, a
 clear error on unknown config keys; a tiny model's loss falls and its train step compiles once for batches with
 0 and with max_instances instances. The C4 variant gives the detections of torchvision's MaskRCNN class assembled
-on a ResNet-50 C4 trunk with the res5 head. The mask head on the rung of the positives / detections gives the
+on a ResNet-50 C4 trunk with the res5 head. The mask head on the chunks of the positives / detections gives the
 loss, gradient and predictions of the mask head on all slots."""
 import collections
 
@@ -345,7 +345,7 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
     np.testing.assert_allclose(ours[i], reference[0].numpy().transpose(1, 2, 0), atol=1e-5)
 
 
-# p = 128 * 0.25 = 32 positive slots (rungs 8, 16, 32) and 100 detections (rungs 0, 8, 16, 32, 64, 100).
+# p = 128 * 0.25 = 32 positive slots (4 chunks of 8) and 100 detections (13 chunks).
 LADDER_OVERRIDES = {"roi_batch_size_per_image": 128, "detections_per_image": 100}
 
 
@@ -365,8 +365,8 @@ def ladder_model():
 
 
 def _on_all_slots(monkeypatch):
-  """The reference: a ladder of one rung, the full size, runs the mask head on every slot as before the ladder."""
-  monkeypatch.setattr(mask_rcnn, "mask_ladder", lambda slots, zero_rung: (slots,))
+  """The reference: one chunk of every slot runs the mask head on all slots at once."""
+  monkeypatch.setattr(mask_rcnn, "MASK_CHUNK_SLOTS", 10**6)
 
 
 def _mask_head_rows(jaxpr, num_classes):
@@ -402,9 +402,9 @@ def _pairs(*counts):
 
 
 @pytest.mark.slow
-def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slots(ladder_model, monkeypatch):
-  """Training, batch sharded over 8 devices: batches whose positives need different rungs give the loss and gradient
-  of the mask head on all p = 32 slots, from one compiled step."""
+def test_mask_head_on_the_positives_chunks_gives_the_loss_and_gradient_of_all_slots(ladder_model, monkeypatch):
+  """Training, batch sharded over 8 devices: batches whose positives need different numbers of chunks give the loss
+  and gradient of the mask head on all p = 32 slots, from one compiled step."""
   from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   config, module, variables = ladder_model
   mesh = mesh_lib.make_mesh()
@@ -418,14 +418,15 @@ def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slot
       return mask_rcnn.loss(outputs, batch, config)[0], outputs["mask_valid"].sum(1).max()
     return jax.value_and_grad(objective, has_aux=True)(params)
 
-  ladder = (8, 16, 32)
+  chunk = mask_rcnn.MASK_CHUNK_SLOTS
   step = counting_jit(loss_and_grad)
   rows = _mask_head_rows(step.trace(variables["params"], batches[0], jax.random.key(0)).jaxpr.jaxpr, 2)
-  assert rows and all(r == [{8 * k} for k in ladder] for r in rows), rows  # forward and backward: a branch per rung
+  # Forward and backward: the chunk's 8 images x 8 slots, or no slot for the chunks past the positives.
+  assert rows and all(r == [{0}, {8 * chunk}] for r in rows), rows
   ours = [step(variables["params"], b, jax.random.key(i)) for i, b in enumerate(batches)]
   assert step.traces == 1
-  rungs = [int(np.searchsorted(ladder, positives)) for (_, positives), _ in ours]
-  assert rungs[0] < rungs[1], rungs  # the batches take different branches
+  chunks = [-(-int(positives) // chunk) for (_, positives), _ in ours]
+  assert 0 < chunks[0] < chunks[1], chunks  # the batches run different numbers of chunks
   _on_all_slots(monkeypatch)
   reference = jax.jit(loss_and_grad)
   for i, (batch, ((loss, positives), grads)) in enumerate(zip(batches, ours)):
@@ -437,8 +438,8 @@ def test_mask_head_on_the_positives_rung_gives_the_loss_and_gradient_of_all_slot
                                  err_msg=jax.tree_util.keystr(path))
 
 
-def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, monkeypatch):
-  """Inference: with no valid detection and with some, the outputs of the mask head on the detections' rung equal
+def test_masks_on_the_detections_chunks_equal_those_on_all_slots(ladder_model, monkeypatch):
+  """Inference: with no valid detection and with some, the outputs of the mask head on the detections' chunks equal
   those of the mask head on all 100 slots, from one compiled predict."""
   _, module, variables = ladder_model
   image = _batch(3)["image"]
@@ -447,11 +448,13 @@ def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, mon
       lambda path, x: x.at[0].add(50.0) if jax.tree_util.keystr(path) == background else x, variables)
   predict = counting_jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
   rows = _mask_head_rows(predict.trace(variables, image).jaxpr.jaxpr, 2)
-  assert rows == [[{2 * k} for k in (0, 8, 16, 32, 64, 100)]], rows  # the first on 0 rows: no mask work
+  chunk = mask_rcnn.MASK_CHUNK_SLOTS
+  assert rows == [[{0}, {2 * chunk}]], rows  # a chunk past the detections runs on 0 rows: no mask work
   ours = [predict(v, image) for v in (variables, no_detections)]
   assert predict.traces == 1
   some, none = ours
-  assert 0 < some["valid"].sum(1).max() <= 64 and not none["valid"].any()  # a middle rung, and the empty one
+  # Some chunks run and some are skipped; and none runs.
+  assert 0 < some["valid"].sum(1).max() <= 100 - chunk and not none["valid"].any()
   assert (some["masks"][some["valid"]].max((1, 2)) > 0.1).all()  # the compared masks are not empty
   _on_all_slots(monkeypatch)
   reference = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), None))
@@ -460,3 +463,31 @@ def test_masks_on_the_detections_rung_equal_those_on_all_slots(ladder_model, mon
     for k in ("boxes", "scores", "labels", "valid"):
       np.testing.assert_array_equal(outputs[k], expected[k], err_msg=k)
     np.testing.assert_allclose(outputs["masks"], expected["masks"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_mask_loop_memory_does_not_grow_with_the_positive_slots():
+  """The training step's temporaries with p = 128 positive slots exceed those with p = 32 (the same 128 RoIs for the
+  box head) by less than the first mask convolution's im2col windows of the 96 extra slots' RoIs: the program holds
+  one chunk of the mask head, as a switch whose largest branch runs all p slots would not."""
+  def temporaries(positive_fraction):
+    config = tiny_config()
+    config.update({"roi_batch_size_per_image": 128, "roi_positive_fraction": positive_fraction})
+    module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
+    batch = _batch(3)
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), batch["image"], train=False))
+
+    def loss(params, batch_stats):
+      outputs, _ = module.apply({"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+                                mutable=["batch_stats"], rngs={"sampling": jax.random.key(0)},
+                                targets={k: batch[k] for k in mask_rcnn.FORWARD_KEYS})
+      return mask_rcnn.loss(outputs, batch, config)[0]
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"], variables["batch_stats"]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes, config
+
+  small, _ = temporaries(0.25)
+  large, config = temporaries(1.0)
+  n, extra_slots = 2, 128 - 32
+  windows = n * extra_slots * 14 * 14 * 9 * config.fpn_channels * 4  # [N * 96, 14, 14, 9 * C] float32
+  assert large - small < windows, (large - small, windows)

@@ -9,9 +9,11 @@ backbone "c4" (the paper's Fig. 4 left, detectron2's R50-C4): the RPN runs on C4
 anchors); RoIAlign 14x14 on C4 feeds the backbone's own res5 stage (stride 2: 7x7x2048); the box predictor reads
 its average pool and the mask head (deconv, no convs) its 7x7 map, giving 14x14 masks. In training the mask head
 reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
-In programs for CPU the mask head runs on the first k positives (training) or detections (inference) only, k the
-smallest rung of `mask_ladder` that holds those of every image: one compiled program, the loss and masks of running
-it on all slots, which is what TPU and GPU programs do (segjax.ops.platform).
+In programs for CPU the mask head runs on the positives (training) or detections (inference) in a loop over chunks
+of MASK_CHUNK_SLOTS slots per image, skipping the chunks past the last valid slot of every image: one compiled program
+whose memory is one chunk's, the loss and masks of running it on all slots, which is what TPU and GPU programs do
+(segjax.ops.platform). Models derived from this one that run their own mask branch in training use the ladder of
+`_on_valid_prefix` instead.
 backbone "vgg16" (Faster R-CNN's VGG-16 of Ren et al. 2015, py-faster-rcnn's VGG16 end2end models): the RPN on
 conv5_3 (stride 16, 9 anchors: sizes 128, 256, 512 x 3 ratios); RoI max pooling 7x7 on conv5_3 (Girshick 2015)
 feeds fc6 and fc7 (4096, ReLU, dropout 0.5) and the predictor. Boxes only (name "faster_rcnn").
@@ -48,6 +50,9 @@ SIZE_DIVISIBILITY = 32  # input sides: multiples of P6's stride (C4's 16 divides
 _FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # RoIAlign reads P2..P5
 ROI_POOLERS = ("align", "warp", "pool")
 BACKBONES = ("fpn", "c4", "vgg16")
+# Slots per image in one chunk of the mask head's loop in CPU programs (MaskRCNN._on_valid_chunks): the work is that
+# of the valid slots rounded up to a multiple of it, the memory that of one chunk.
+MASK_CHUNK_SLOTS = 8
 # detectron2's R50-C4 (Base-RCNN-C4.yaml): 15 anchors per C4 location, more proposals before and after NMS.
 _C4_DEFAULTS = {"anchor_sizes": ((32, 64, 128, 256, 512),), "rpn_pre_nms_top_n_train": 12000,
                 "rpn_post_nms_top_n_train": 2000, "rpn_pre_nms_top_n_test": 6000, "rpn_post_nms_top_n_test": 1000}
@@ -132,8 +137,8 @@ class MaskRCNN(nn.Module):
   def _mask_head_logits(self, k, levels, boxes, res5, num_outputs=None):
     """The mask head's logits of the first k boxes [N, S, 4] -> [N, k, M, M, num_outputs] (one per class by default;
     submodule "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
-    [N, S, 7, 7, 2048], computed outside the ladder's switch, whose branches run convolutions slowly on XLA:CPU (see
-    segjax.ops.conv.conv_as_matmul)."""
+    [N, S, 7, 7, 2048], computed outside the mask loop (or ladder), whose bodies run convolutions slowly on XLA:CPU
+    (see segjax.ops.conv.conv_as_matmul)."""
     c = self.config
     n = boxes.shape[0]
     if c.backbone == "fpn":
@@ -184,6 +189,44 @@ class MaskRCNN(nn.Module):
       return nn.switch(jnp.sum(jnp.asarray(rungs) < needed), [branch(k) for k in rungs], mdl, *operands)
 
     return layers_platform.select(self, valid, *operands, cpu=ladder, xla=every_slot)
+
+  def _on_valid_chunks(self, fn, valid, shared, *per_slot):
+    """fn(module, k, shared, *per_slot) -> arrays [N, k, ...] for the first k of S slots, per_slot [N, S, ...]
+    (or None), shared the operands every slot reads; valid [N, S].
+
+    Programs for CPU (segjax.ops.platform) run fn on chunks of MASK_CHUNK_SLOTS slots per image, in a loop (one
+    compiled body, however many slots), on every chunk that starts before the last valid slot of any image; the
+    chunks past it get fn's outputs on no slot, zero-padded. fn must treat its slots independently (the mask head
+    and the paste do): the valid slots then get the results of k = S. The loop body is rematerialised in the
+    backward pass, so that the program holds one chunk's activations, not those of all slots. Other platforms, and
+    init (creating the parameters under their own names), run k = S.
+    """
+    n, s = valid.shape
+    every_slot = lambda mdl, valid, shared, *per_slot: fn(mdl, s, shared, *per_slot)
+    if self.is_initializing():
+      return every_slot(self, valid, shared, *per_slot)
+
+    def chunked(mdl, valid, shared, *per_slot):
+      c = min(MASK_CHUNK_SLOTS, s)
+      chunks = -(-s // c)
+      needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
+      pad = lambda y, size: jnp.pad(y, [(0, 0), (0, size - y.shape[1])] + [(0, 0)] * (y.ndim - 2))
+      # [N, S, ...] -> [chunks, N, c, ...]: the scanned axis first.
+      split = lambda x: jnp.moveaxis(pad(x, chunks * c).reshape(n, chunks, c, *x.shape[2:]), 1, 0)
+      windows = jax.tree.map(split, per_slot)
+
+      def body(mdl, needed, shared, inputs):
+        start, window = inputs
+        run = lambda k: lambda mdl, shared, window: jax.tree.map(lambda y: pad(y, c), fn(mdl, k, shared, *window))
+        return needed, nn.cond(start < needed, run(c), run(0), mdl, shared, window)
+
+      scan = nn.scan(nn.remat(body, prevent_cse=False), variable_broadcast=True, split_rngs={"params": False},
+                     in_axes=(nn.broadcast, 0), length=chunks)
+      _, outputs = scan(mdl, needed, shared, (jnp.arange(chunks) * c, windows))
+      join = lambda y: jnp.moveaxis(y, 0, 1).reshape(n, chunks * c, *y.shape[3:])[:, :s]
+      return jax.tree.map(join, outputs)
+
+    return layers_platform.select(self, valid, shared, *per_slot, cpu=chunked, xla=every_slot)
 
   @nn.compact
   def __call__(self, images, train=False, targets=None):
@@ -243,14 +286,13 @@ class MaskRCNN(nn.Module):
         class_logits.reshape(n, r, -1), box_deltas.reshape(n, r, -1, 4), proposals, proposal_valid)
     if c.mask:  # valid detections come first: masks of the rest are zeros
       res5 = None
-      if not fpn:  # C4: res5 of every detection, outside the ladder's switch
+      if not fpn:  # C4: res5 of every detection, outside the mask loop
         x = heads_input(boxes)
         res5 = x.reshape(n, boxes.shape[1], *x.shape[1:])
 
       def masks_of(mdl, k, levels, boxes, labels, res5):
         return mdl._roi_masks(mdl._mask_logits(k, levels, boxes, labels, res5), boxes[:, :k], (h, w))
-      masks, mask_probabilities, mask_boxes = self._on_valid_prefix(masks_of, valid, levels, boxes, labels, res5,
-                                                                    zero_rung=True)
+      masks, mask_probabilities, mask_boxes = self._on_valid_chunks(masks_of, valid, levels, boxes, labels, res5)
     else:
       masks = box_masks(boxes, h, w)
     if self.label_map:  # config.model.category_ids: the data set's labels, after the mask head read the model's
@@ -305,7 +347,7 @@ class MaskRCNN(nn.Module):
     """The mask branch's training outputs on the first P slots of the RoI sample (rois [N, P, 4], labels, matched
     GT index and positive [N, P]): "mask_logits" [N, P, M, M] of each RoI's class, "mask_targets" (its matched
     mask resampled to M x M), "mask_valid" [N, P]. A model with another mask head overrides this."""
-    logits = self._on_valid_prefix(MaskRCNN._mask_logits, positive, levels, rois, labels, res5, zero_rung=False)
+    logits = self._on_valid_chunks(MaskRCNN._mask_logits, positive, levels, rois, labels, res5)
     resolution = logits.shape[2]
     targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(targets["masks"], rois, matched)
     return {"mask_logits": logits, "mask_targets": targets, "mask_valid": positive}

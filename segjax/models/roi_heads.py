@@ -59,7 +59,7 @@ class MaskHead(nn.Module):
   """MaskRCNNHeads (num_convs x conv3x3 + ReLU) + MaskRCNNPredictor (2x2 stride-2 deconv + ReLU, 1x1 per-class
   logits): RoI features [R, 14, 14, C] -> mask logits [R, 28, 28, K]. The C4 head has no convs and reads res5's
   [R, 7, 7, 2048]: logits [R, 14, 14, K] (He et al. 2017, Fig. 4 left). Its convolutions are matrix products
-  (MatmulConv): Mask R-CNN runs the head inside a lax.switch."""
+  (MatmulConv): Mask R-CNN runs the head inside control flow (a loop over chunks of RoIs) on CPU."""
   num_classes: int
   features: int = 256
   num_convs: int = 4
