@@ -349,15 +349,8 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
 LADDER_OVERRIDES = {"roi_batch_size_per_image": 128, "detections_per_image": 100}
 
 
-def test_mask_ladder_is_powers_of_two_from_8_ending_at_the_full_size():
-  assert mask_rcnn.mask_ladder(128, zero_rung=False) == (8, 16, 32, 64, 128)
-  assert mask_rcnn.mask_ladder(100, zero_rung=True) == (0, 8, 16, 32, 64, 100)
-  assert mask_rcnn.mask_ladder(32, zero_rung=False) == (8, 16, 32)
-  assert mask_rcnn.mask_ladder(8, zero_rung=False) == (8,)
-
-
 @pytest.fixture(scope="module")
-def ladder_model():
+def chunk_model():
   config = tiny_config()
   config.update(LADDER_OVERRIDES)
   module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
@@ -402,11 +395,11 @@ def _pairs(*counts):
 
 
 @pytest.mark.slow
-def test_mask_head_on_the_positives_chunks_gives_the_loss_and_gradient_of_all_slots(ladder_model, monkeypatch):
+def test_mask_head_on_the_positives_chunks_gives_the_loss_and_gradient_of_all_slots(chunk_model, monkeypatch):
   """Training, batch sharded over 8 devices: batches whose positives need different numbers of chunks give the loss
   and gradient of the mask head on all p = 32 slots, from one compiled step."""
   from segjax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  config, module, variables = ladder_model
+  config, module, variables = chunk_model
   mesh = mesh_lib.make_mesh()
   batches = [jax.device_put(_pairs(*counts), mesh_lib.batch_sharding(mesh)) for counts in ((0, 0, 1, 2), (0, 16, 2, 0))]
 
@@ -438,10 +431,10 @@ def test_mask_head_on_the_positives_chunks_gives_the_loss_and_gradient_of_all_sl
                                  err_msg=jax.tree_util.keystr(path))
 
 
-def test_masks_on_the_detections_chunks_equal_those_on_all_slots(ladder_model, monkeypatch):
+def test_masks_on_the_detections_chunks_equal_those_on_all_slots(chunk_model, monkeypatch):
   """Inference: with no valid detection and with some, the outputs of the mask head on the detections' chunks equal
   those of the mask head on all 100 slots, from one compiled predict."""
-  _, module, variables = ladder_model
+  _, module, variables = chunk_model
   image = _batch(3)["image"]
   background = "['params']['box_head']['cls_score']['bias']"
   no_detections = jax.tree_util.tree_map_with_path(  # the background logit raised: no score passes 0.05

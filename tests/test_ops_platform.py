@@ -1,5 +1,5 @@
 """segjax.ops.platform: the XLA:CPU kernels (convolutions as dots, optimization barriers, the chunked gather, Mask
-R-CNN's mask-head ladder) only in programs lowered for CPU; TPU and GPU programs, lowered here from this CPU host,
+R-CNN's mask-head loop) only in programs lowered for CPU; TPU and GPU programs, lowered here from this CPU host,
 hold plain lax only; and both implementations give the same outputs and gradients."""
 import sys
 
@@ -38,7 +38,7 @@ def _deeplab(head, train=True):
 
 
 def _mask_rcnn(norm="batch"):
-  """Mask R-CNN on a ResNet-50-FPN of width 8, 64x64 images (the RoIAlign gather, the mask head and its ladder)."""
+  """Mask R-CNN on a ResNet-50-FPN of width 8, 64x64 images (the RoIAlign gather, the mask head and its loop)."""
   config = tiny_config()
   config.depth = 50
   config.norm = norm

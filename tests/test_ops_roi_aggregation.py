@@ -125,7 +125,7 @@ def test_unknown_aggregation_is_named(inputs):
 
 
 def test_max_aggregation_of_no_rois(inputs):
-  """Mask R-CNN's inference ladder pools zero RoIs when no image has a detection: max aggregation gives [0, ...]."""
+  """A chunk of the mask loop past every detection pools zero RoIs: max aggregation gives [0, ...]."""
   features, _ = inputs
   got = roi_align(features.astype(np.float32), np.zeros((0, 5), np.float32), 4, 0.25, 2, aggregation="max")
   assert got.shape == (0, 4, 4, features.shape[-1])

@@ -70,8 +70,7 @@ class BoundaryAware(mask_rcnn.MaskRCNN):
   def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
     """The K maps' logits and targets of the positives among the first P RoIs of the sample."""
     c = self.config
-    logits = self._on_valid_prefix(BoundaryAware._mask_logits, positive, levels, rois, labels, res5,
-                                   zero_rung=False)
+    logits = self._on_valid_chunks(BoundaryAware._mask_logits, positive, levels, rois, labels, res5)
     m = logits.shape[-1]
     encode = lambda masks, boxes, index: roi_boundary_targets(masks, boxes, index, m, c.boundary_truncation,
                                                               c.boundary_bins)

@@ -99,8 +99,7 @@ class IterativeInstance(mask_rcnn.MaskRCNN):
   def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
     """Mask R-CNN's mask outputs, with each positive's logits those of f(x, p^(i)), i uniform in 0..N-1."""
     stages = jax.random.randint(self.make_rng("sampling"), positive.shape, 0, self.config.train_stages)
-    logits = self._on_valid_prefix(IterativeInstance._stage_logits, positive, levels, rois, labels, res5, stages,
-                                   zero_rung=False)
+    logits = self._on_valid_chunks(IterativeInstance._stage_logits, positive, levels, rois, labels, res5, stages)
     resolution = logits.shape[2]
     mask_targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(
         targets["masks"], rois, matched)

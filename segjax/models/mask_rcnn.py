@@ -12,8 +12,7 @@ reuses the res5 features of the positive RoIs, as detectron2's Res5ROIHeads.
 In programs for CPU the mask head runs on the positives (training) or detections (inference) in a loop over chunks
 of MASK_CHUNK_SLOTS slots per image, skipping the chunks past the last valid slot of every image: one compiled program
 whose memory is one chunk's, the loss and masks of running it on all slots, which is what TPU and GPU programs do
-(segjax.ops.platform). Models derived from this one that run their own mask branch in training use the ladder of
-`_on_valid_prefix` instead.
+(segjax.ops.platform). Models derived from this one run their own mask branches in training the same way.
 backbone "vgg16" (Faster R-CNN's VGG-16 of Ren et al. 2015, py-faster-rcnn's VGG16 end2end models): the RPN on
 conv5_3 (stride 16, 9 anchors: sizes 128, 256, 512 x 3 ratios); RoI max pooling 7x7 on conv5_3 (Girshick 2015)
 feeds fc6 and fc7 (4096, ReLU, dropout 0.5) and the predictor. Boxes only (name "faster_rcnn").
@@ -137,7 +136,7 @@ class MaskRCNN(nn.Module):
   def _mask_head_logits(self, k, levels, boxes, res5, num_outputs=None):
     """The mask head's logits of the first k boxes [N, S, 4] -> [N, k, M, M, num_outputs] (one per class by default;
     submodule "mask_head"). Its input: FPN, RoIAlign 14x14 from each box's level; C4, the boxes' res5 features res5
-    [N, S, 7, 7, 2048], computed outside the mask loop (or ladder), whose bodies run convolutions slowly on XLA:CPU
+    [N, S, 7, 7, 2048], computed outside the mask loop, whose body runs convolutions slowly on XLA:CPU
     (see segjax.ops.conv.conv_as_matmul)."""
     c = self.config
     n = boxes.shape[0]
@@ -162,33 +161,6 @@ class MaskRCNN(nn.Module):
     probabilities = jax.nn.sigmoid(logits)
     masks = jax.vmap(lambda m, b: paste_masks_in_image(m, b, *image_hw))(probabilities, boxes)
     return masks, probabilities, None
-
-  def _on_valid_prefix(self, fn, valid, *operands, zero_rung):
-    """fn(module, k, *operands) -> arrays [N, k, ...] for the first k of S slots, zero-padded to S; valid [N, S].
-
-    Programs for CPU (segjax.ops.platform) run fn on the first k slots only, k the smallest rung of
-    `mask_ladder(S, zero_rung)` that holds every image's slots up to its last valid one: the valid slots get the
-    results of k = S, the others, whose results are discarded, may get zeros. One program holds every rung (flax's
-    lifted switch). Other platforms, and init (creating the parameters under their own names), run k = S.
-    """
-    s = valid.shape[1]
-    every_slot = lambda mdl, valid, *operands: fn(mdl, s, *operands)
-    if self.is_initializing():
-      return every_slot(self, valid, *operands)
-
-    def ladder(mdl, valid, *operands):
-      rungs = mask_ladder(s, zero_rung)
-      needed = jnp.max(jnp.where(valid, jnp.arange(1, s + 1), 0))
-
-      def branch(k):
-        pad = lambda y: jnp.pad(y, [(0, 0), (0, s - k)] + [(0, 0)] * (y.ndim - 2))
-        # Rematerialised in the backward pass: else the cond passes it every rung's residuals (zeros but one rung's).
-        rung = nn.remat(lambda mdl, *operands: fn(mdl, k, *operands))
-        return lambda mdl, *operands: jax.tree.map(pad, rung(mdl, *operands))
-
-      return nn.switch(jnp.sum(jnp.asarray(rungs) < needed), [branch(k) for k in rungs], mdl, *operands)
-
-    return layers_platform.select(self, valid, *operands, cpu=ladder, xla=every_slot)
 
   def _on_valid_chunks(self, fn, valid, shared, *per_slot):
     """fn(module, k, shared, *per_slot) -> arrays [N, k, ...] for the first k of S slots, per_slot [N, S, ...]
@@ -351,12 +323,6 @@ class MaskRCNN(nn.Module):
     resolution = logits.shape[2]
     targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(targets["masks"], rois, matched)
     return {"mask_logits": logits, "mask_targets": targets, "mask_valid": positive}
-
-
-def mask_ladder(slots, zero_rung):
-  """The mask head's static slot counts: powers of two from 8, capped by and ending at `slots`; 0 first when
-  `zero_rung` (inference: no mask work when nothing was detected)."""
-  return (0,) * zero_rung + tuple(2**i for i in range(3, (slots - 1).bit_length())) + (slots,)  # 8 <= 2**i < slots
 
 
 def _config(overrides, defaults=None) -> ml_collections.FrozenConfigDict:

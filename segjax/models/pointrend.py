@@ -53,7 +53,7 @@ def model_config() -> ml_collections.ConfigDict:
 class CoarseMaskHead(nn.Module):
   """detectron2's CoarseMaskHead: RoI features [R, 2S, 2S, C] -> (1x1 conv + ReLU to conv_dim channels where C
   exceeds it) -> 2x2 stride-2 conv + ReLU -> num_fc FC + ReLU -> logits [R, S', S', K] (S' = resolution, K
-  foreground classes). The convolutions are matrix products: the head runs inside the mask ladder's switch."""
+  foreground classes). The convolutions are matrix products: the head runs inside the mask loop's body."""
   num_classes: int
   resolution: int = 7
   conv_dim: int = 256
@@ -66,7 +66,7 @@ class CoarseMaskHead(nn.Module):
     if x.shape[-1] > self.conv_dim:
       x = nn.relu(nn.Dense(self.conv_dim, kernel_init=_MSRA_FILL, dtype=self.dtype, name="reduce_channel_dim_conv")(x))
     r, h, w, c = x.shape
-    # The 2x2 stride-2 convolution as a matrix product over each 2x2 block (no convolution inside the mask ladder).
+    # The 2x2 stride-2 convolution as a matrix product over each 2x2 block (no convolution inside the mask loop).
     x = x.reshape(r, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(r, h // 2, w // 2, 4 * c)
     kernel = self.param("reduce_spatial_dim_conv_kernel", _MSRA_FILL, (2, 2, c, self.conv_dim))
     bias = self.param("reduce_spatial_dim_conv_bias", nn.initializers.zeros, (self.conv_dim,))
@@ -178,7 +178,8 @@ class PointRend(mask_rcnn.MaskRCNN):
     permutation = jax.random.permutation(perm_key, num_sampled - int(c.importance_sample_ratio * c.train_num_points))
     gt_masks = jnp.moveaxis(targets["masks"], 1, -1).astype(jnp.float32)  # [N, H, W, M]
 
-    def heads(mdl, k, p2, rois, labels, matched, candidates, gt_masks, permutation):
+    def heads(mdl, k, shared, rois, labels, matched, candidates):
+      p2, gt_masks, permutation = shared
       rois, labels, matched, candidates = rois[:, :k], labels[:, :k], matched[:, :k], candidates[:, :k]
       coarse_head, point_head = mdl._heads()
       coarse = mdl._coarse_logits(coarse_head, p2, rois)
@@ -196,8 +197,8 @@ class PointRend(mask_rcnn.MaskRCNN):
       point_labels = jnp.take_along_axis(at_points, matched[..., None, None], -1)[..., 0]
       return coarse_of_class, point_logits, point_labels
 
-    coarse, point_logits, point_labels = self._on_valid_prefix(
-        heads, positive, levels[0], rois, labels, matched, candidates, gt_masks, permutation, zero_rung=False)
+    coarse, point_logits, point_labels = self._on_valid_chunks(
+        heads, positive, (levels[0], gt_masks, permutation), rois, labels, matched, candidates)
     resolution = coarse.shape[2]
     mask_targets = jax.vmap(lambda m, r, i: roi_mask_targets(m, r, i, resolution))(
         targets["masks"], rois, matched)

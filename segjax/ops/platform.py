@@ -4,9 +4,9 @@ A few ops have two implementations of the same function. The plain one (lax.conv
 the mask head on every slot) is what XLA compiles well for TPU and GPU, where nothing else has been measured. The
 CPU one was shaped by XLA:CPU measurements (scripts/bench_conv.py, bench_roi_align.py, bench_models.py):
 convolutions as dots with custom VJPs and optimization barriers (segjax.ops.conv), a gather chunked in a loop
-(segjax.ops.gather), Mask R-CNN's mask head in a loop over chunks of slots (a cond skipping those past the last
-valid slot) or, in models derived from it, on a ladder of slot counts in a switch, with im2col convolutions
-(segjax.models.mask_rcnn). Barriers block fusion and the loop and switch hold convolutions in control flow, which
+(segjax.ops.gather), Mask R-CNN's mask head (and the mask branches of models derived from it) in a loop over
+chunks of slots (a cond skipping those past the last valid slot), with im2col convolutions
+(segjax.models.mask_rcnn). Barriers block fusion and the loop holds convolutions in control flow, which
 accelerators do not need.
 
 `select` picks by the platform the program is lowered for (lax.platform_dependent), so a program lowered for TPU
