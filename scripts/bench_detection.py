@@ -1,13 +1,16 @@
-"""Detection model speed on this machine against the same network in torch, in the same run: YOLO v1 and Fast YOLO
-(Redmon et al. 2016) inference time per image at 448x448 and YOLO v1's training step time per image.
+"""Detection model speed on this machine, in one run: YOLO v1 and Fast YOLO (Redmon et al. 2016) inference time per
+image at 448x448 against the same network in torch, YOLO v1's training step time per image, and Faster R-CNN
+R50-FPN's (Ren et al. 2015; torchvision's fasterrcnn_resnet50_fpn layout) inference time per image at the same size.
 
   PYTHONPATH=. python scripts/bench_detection.py [--size 448] [--batch 1] [--iters 3]
 
 The torch reference is the same layers with the same (random) weights written with torch.nn.functional (NCHW,
 padding size // 2, leaky ReLU 0.1, two connected layers); segjax's inference includes the decoding, the class-specific
 confidences and per-class NMS, torch's stops at the 7x7x30 output. The training step is the forward, Eq. 3 and an SGD
-update in segjax, the forward, a squared error and an SGD update in torch. float32 on the CPU. The paper's speeds
-(45 FPS YOLO, 155 FPS Fast YOLO) are on a Titan X GPU.
+update in segjax, the forward, a squared error and an SGD update in torch. Faster R-CNN (segjax/models/faster_rcnn.py,
+random weights, 20 classes, torchvision's test settings: 1000 proposals per image, per-class NMS, 100 detections) is
+timed from the image to the detections; the input side must be a multiple of 32 for it. float32 on the CPU. The
+paper's speeds (45 FPS YOLO, 155 FPS Fast YOLO; Faster R-CNN VGG-16 7 FPS, YOLO Table 1) are on a Titan X GPU.
 """
 import argparse
 import time
@@ -21,6 +24,7 @@ import numpy as np
 import optax
 
 from bench_util import best_seconds  # scripts/, on sys.path as the script's folder
+from segjax.models import faster_rcnn
 from segjax.models import yolo
 from segjax.train.state import TrainState
 
@@ -53,7 +57,7 @@ def bench(name, size, batch, iters, train):
     params = torch_variables(variables)
     torch_forward(layers, params, x_torch, train=False)
     theirs = best_seconds(lambda: torch_forward(layers, params, x_torch, train=False), iters) / batch
-  print(f"{name:10s} inference  segjax {1000 * ours:8.1f} ms/image ({1 / ours:6.2f} FPS)   torch {1000 * theirs:8.1f} "
+  print(f"{name:19s} inference  segjax {1000 * ours:8.1f} ms/image ({1 / ours:6.2f} FPS)   torch {1000 * theirs:8.1f} "
         f"ms/image   ratio segjax/torch {ours / theirs:5.2f}")
   if not train:
     return
@@ -93,8 +97,20 @@ def bench(name, size, batch, iters, train):
 
   torch_step()
   theirs = best_seconds(torch_step, iters) / batch
-  print(f"{name:10s} train step segjax {1000 * ours:8.1f} ms/image                 torch {1000 * theirs:8.1f} "
+  print(f"{name:19s} train step segjax {1000 * ours:8.1f} ms/image                 torch {1000 * theirs:8.1f} "
         f"ms/image   ratio segjax/torch {ours / theirs:5.2f}")
+
+
+def bench_faster_rcnn(size, batch, iters):
+  """Faster R-CNN R50-FPN's inference (forward and post-processing, compiled once) per image."""
+  config = faster_rcnn.model_config("fpn")
+  module = faster_rcnn.build(config, type("Info", (), {"num_thing_classes": 20}))
+  images = np.random.default_rng(0).uniform(size=(batch, size, size, 3)).astype(np.float32)
+  variables = jax.device_get(jax.jit(lambda x: module.init(jax.random.key(0), x))(images[:1]))
+  infer = jax.jit(lambda v, x: faster_rcnn.predict(module.apply(v, x), config)).lower(variables, images).compile()
+  jax.block_until_ready(infer(variables, images))
+  ours = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters) / batch
+  print(f"{'faster_rcnn_r50_fpn':19s} inference  segjax {1000 * ours:8.1f} ms/image ({1 / ours:6.2f} FPS)")
 
 
 def torch_forward(layers, params, x, train=True):
@@ -116,7 +132,7 @@ def torch_forward(layers, params, x, train=True):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--size", type=int, default=448)
+  parser.add_argument("--size", type=int, default=448, help="square input side, a multiple of 32")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--iters", type=int, default=3)
   args = parser.parse_args()
@@ -125,6 +141,7 @@ def main():
         f"{args.size}x{args.size}, batch {args.batch}")
   bench("fast_yolo", args.size, args.batch, args.iters, train=False)
   bench("yolo_v1", args.size, args.batch, args.iters, train=True)
+  bench_faster_rcnn(args.size, args.batch, args.iters)
 
 
 if __name__ == "__main__":

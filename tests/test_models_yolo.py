@@ -202,6 +202,34 @@ def test_predict_class_specific_confidence_and_per_class_nms():
   np.testing.assert_allclose(np.asarray(out["boxes"][0, 0]), [8, 8, 24, 24], atol=1e-5)
 
 
+def test_convolutional_head_equals_numpy():
+  """head="convolutional": a 3x3 convolution (leaky ReLU) and a 1x1 convolution on the last S x S map, each cell's
+  5B + C values split as C class probabilities, B confidences, B x 4 coordinates; against float64 NumPy from the
+  last convolution's output."""
+  config = yolo.model_config("fast_yolo")
+  config.update({"width_multiplier": 0.125, "hidden_units": 6, "grid_size": 4, "skip_pools": 2, "dropout_rate": 0.0,
+                 "head": "convolutional"})
+  module = yolo.build(config, _info(C))
+  images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+  variables = module.init(jax.random.key(0), images)
+  out, state = module.apply(variables, images, capture_intermediates=lambda m, _: m.name == "conv8",
+                            mutable=["intermediates"])
+  features = np.asarray(state["intermediates"]["conv8"]["__call__"][0], np.float64)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float64), variables["params"])
+  leaky = lambda x: np.where(x > 0, x, 0.1 * x)
+  x = np.pad(leaky(features), [(0, 0), (1, 1), (1, 1), (0, 0)])
+  kernel = params["head_conv"]["kernel"]  # [3, 3, in, out]
+  hidden = sum(np.einsum("nhwi,io->nhwo", x[:, dy:dy + 4, dx:dx + 4], kernel[dy, dx])
+               for dy in range(3) for dx in range(3)) + params["head_conv"]["bias"]
+  cells = leaky(hidden) @ params["head_out"]["kernel"][0, 0] + params["head_out"]["bias"]  # [2, 4, 4, 5B + C]
+  assert cells.shape == (2, 4, 4, 5 * B + C)
+  np.testing.assert_allclose(out["class_probs"], cells[..., :C], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out["confidence"], cells[..., C:C + B], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out["coords"], cells[..., C + B:].reshape(2, 4, 4, B, 4), rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="S x S"):  # a 2 x 2 last map for a 4 x 4 grid
+    module.init(jax.random.key(0), images[:, :32, :32])
+
+
 TINY = {"width_multiplier": 0.125, "hidden_units": 64, "batch_norm": True, "grid_size": 4, "dropout_rate": 0.0}
 
 
@@ -290,9 +318,10 @@ def test_experiment_configs_build(name):
   from segjax.train.optim import learning_rate_schedule, make_optimizer  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"experiments.{name}").get_config()
   module = get_model(config.model.name).build(config.model, _info(20))
-  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x),
-                          jax.ShapeDtypeStruct((1, *config.dataset.image_size, 3), jnp.float32))
-  assert shapes["params"]["fc1"]["kernel"].shape[-1] == 7 * 7 * 30
+  images = jax.ShapeDtypeStruct((1, *config.dataset.image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), images)
+  out = jax.eval_shape(module.apply, shapes, images)
+  assert out["class_probs"].shape == (1, 7, 7, 20) and out["coords"].shape == (1, 7, 7, 2, 4)
   jax.eval_shape(make_optimizer(config).init, shapes["params"])
   if name != "demo_yolo":  # the paper's schedule: 1e-3 rising to 1e-2, then 1e-3 at epoch 75, 1e-4 at 105 of 135
     schedule = learning_rate_schedule(config)
@@ -302,13 +331,18 @@ def test_experiment_configs_build(name):
     assert config.total_steps == round(135 * epoch) and config.batch_size == 64
 
 
-def test_overfits_a_fixed_batch_to_high_voc_map():
+@pytest.mark.parametrize("head", ["fully_connected",  # the convolutional head: its first convolutions at 64x64
+                                  pytest.param("convolutional", marks=pytest.mark.slow)])
+def test_overfits_a_fixed_batch_to_high_voc_map(head):
   """Learning, end to end: a tiny Fast YOLO trained on one fixed batch (one object per cell, so every box is
   representable) reaches a VOC mAP near 1 on that batch through predict (eval mode: running batch statistics, no
-  dropout), and Eq. 3 falls far below its initial value."""
+  dropout), and Eq. 3 falls far below its initial value; with either head (the convolutional one on a 4 x 4 map:
+  two poolings left out)."""
   from segjax.evaluation import voc  # pylint: disable=g-import-not-at-top
   config = _tiny_config()
   config.batch_norm_momentum = 0.9  # running statistics that follow a short run
+  if head == "convolutional":
+    config.update({"head": head, "skip_pools": 2})
   size, cell = 64, 16
   rng = np.random.default_rng(7)
   cells = [((0, 0), (2, 1)), ((1, 3), (3, 0), (2, 2)), ((3, 3),), ((0, 2), (1, 1))]

@@ -8,6 +8,13 @@ dropout 0.5, and the linear output layer). The output layer's 1470 values are la
 layer reads them: S*S*C class probabilities, then S*S*B confidences, then S*S*B*4 coordinates, cell index
 row * S + col, so Darknet `.weights` load unchanged (segjax/weights/darknet.py).
 
+`head="convolutional"` (not the paper's; for small networks trained from scratch) replaces the two fully connected
+layers by a 3x3 convolution of `hidden_units` filters and a linear 1x1 convolution to 5B + C values per cell, on
+the last convolution's map, which must then be S x S: YOLOv2's change (Redmon and Farhadi, "YOLO9000", CVPR 2017,
+Sec. 2, "Convolutional With Anchor Boxes", here without anchors). A cell's prediction then comes from the features
+around it, shared by all cells, rather than from S*S separately learned rows of a dense layer. Each cell's values
+are laid out as the dense layer's: C class probabilities, B confidences, B*4 coordinates.
+
 Loss: the paper's Eq. 3, a sum of squared errors per image (mean over the batch, as Darknet divides its summed
 gradient by the batch), see `loss`. Inference: class-specific confidence Pr(class | object) x confidence per
 box and class, a score threshold, then per-class greedy NMS (segjax.ops.box_nms).
@@ -40,6 +47,7 @@ FAST_YOLO_LAYERS = (
     (16, 3, 1), "M", (32, 3, 1), "M", (64, 3, 1), "M", (128, 3, 1), "M", (256, 3, 1), "M", (512, 3, 1), "M",
     (1024, 3, 1), (1024, 3, 1), (1024, 3, 1))
 ARCHITECTURES = {"yolo_v1": YOLO_V1_LAYERS, "fast_yolo": FAST_YOLO_LAYERS}
+HEADS = ("fully_connected", "convolutional")
 INFERENCE_KEYS = frozenset({"score_threshold", "nms_iou_threshold", "detections_per_image"})
 
 
@@ -52,7 +60,8 @@ def model_config(name="yolo_v1") -> ml_collections.ConfigDict:
       "grid_size": 7,  # S
       "boxes_per_cell": 2,  # B
       "num_classes": 0,  # C; 0 = the data set's thing classes
-      "hidden_units": 4096,  # the first fully connected layer
+      "head": "fully_connected",  # the paper's; "convolutional": YOLOv2's (see the module docstring)
+      "hidden_units": 4096,  # the first fully connected layer (the convolutional head's 3x3 filters)
       "width_multiplier": 1.0,  # scales every convolution's filters (small demo networks)
       "skip_pools": 0,  # leaves out the first max-pooling layers: small images keep a final map near S x S
       "dropout_rate": 0.5,
@@ -80,6 +89,7 @@ class YOLO(nn.Module):
   num_classes: int
   grid_size: int = 7
   boxes_per_cell: int = 2
+  head: str = "fully_connected"
   hidden_units: int = 4096
   width_multiplier: float = 1.0
   skip_pools: int = 0
@@ -109,13 +119,28 @@ class YOLO(nn.Module):
                          name=f"bn{conv_index}")(x)
       x = leaky_relu(x)
       conv_index += 1
-    x = x.reshape(n, -1)
-    x = leaky_relu(nn.Dense(self.hidden_units, dtype=self.dtype, name="fc0")(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(s * s * (5 * b + c), dtype=self.dtype, name="fc1")(x).astype(jnp.float32)
-    class_probs = x[:, :s * s * c].reshape(n, s, s, c)
-    confidence = x[:, s * s * c:s * s * (c + b)].reshape(n, s, s, b)
-    coords = x[:, s * s * (c + b):].reshape(n, s, s, b, 4)
+    if self.head == "convolutional":
+      if x.shape[1:3] != (s, s):
+        raise ValueError(f"YOLO: the convolutional head needs the last convolution's map to be S x S = {s} x {s}; "
+                         f"got {x.shape[1]} x {x.shape[2]} from {height} x {width} inputs (set skip_pools or the "
+                         f"input size)")
+      x = nn.Conv(self.hidden_units, (3, 3), padding=[(1, 1)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
+                  name="head_conv")(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum, epsilon=1e-6,
+                         dtype=self.dtype, name="head_bn")(x)
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(leaky_relu(x))
+      x = nn.Conv(5 * b + c, (1, 1), dtype=self.dtype, name="head_out")(x).astype(jnp.float32)  # [N, S, S, 5B + C]
+      class_probs, confidence = x[..., :c], x[..., c:c + b]
+      coords = x[..., c + b:].reshape(n, s, s, b, 4)
+    else:
+      x = x.reshape(n, -1)
+      x = leaky_relu(nn.Dense(self.hidden_units, dtype=self.dtype, name="fc0")(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = nn.Dense(s * s * (5 * b + c), dtype=self.dtype, name="fc1")(x).astype(jnp.float32)
+      class_probs = x[:, :s * s * c].reshape(n, s, s, c)
+      confidence = x[:, s * s * c:s * s * (c + b)].reshape(n, s, s, b)
+      coords = x[:, s * s * (c + b):].reshape(n, s, s, b, 4)
     return {"class_probs": class_probs, "confidence": confidence, "coords": coords,
             "boxes": decode_boxes(coords, (height, width))}
 
@@ -219,13 +244,17 @@ def image_loss(outputs, has_object, coords, class_one_hot, lambda_coord, lambda_
 
 
 def _checked(config):
-  return validated(config, model_config(config.get("name", "yolo_v1")))
+  config = validated(config, model_config(config.get("name", "yolo_v1")))
+  if config.head not in HEADS:
+    raise ValueError(f"config.model.head: {config.head!r}; known: {HEADS}")
+  return config
 
 
 def build(config, info):
   config = _checked(config)
   return YOLO(layers=ARCHITECTURES[config.name], num_classes=config.num_classes or info.num_thing_classes,
-              grid_size=config.grid_size, boxes_per_cell=config.boxes_per_cell, hidden_units=config.hidden_units,
+              grid_size=config.grid_size, boxes_per_cell=config.boxes_per_cell, head=config.head,
+              hidden_units=config.hidden_units,
               width_multiplier=config.width_multiplier, skip_pools=config.skip_pools,
               dropout_rate=config.dropout_rate,
               batch_norm=config.batch_norm, batch_norm_momentum=config.batch_norm_momentum, dtype=config.dtype)

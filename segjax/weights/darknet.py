@@ -32,6 +32,9 @@ def read_weights(path) -> tuple[tuple[int, int, int, int], np.ndarray]:
 
 def convert_yolo(path, model_config, num_classes, image_size=(448, 448)) -> dict:
   """The variables {"params", "batch_stats"} of yolo.build(model_config) (images of `image_size`) from `path`."""
+  if model_config.get("head", "fully_connected") != "fully_connected":  # the v1 cfgs end in connected layers
+    raise ValueError(f"convert_yolo: Darknet's YOLO v1 files hold the fully connected head; config.model.head is "
+                     f"{model_config.head!r}")
   module = yolo.build(model_config, type("Info", (), {"num_thing_classes": num_classes}))
   shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *image_size, 3))))
   params, stats = shapes["params"], shapes.get("batch_stats", {})
