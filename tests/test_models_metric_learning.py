@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 from test_models_embedding import H, M, W, _batch  # rectangles of random colours, padded to M instances
-from train_util import fit_on_batches, losses_on_one_and_eight_devices, train_through_loop
+from train_util import counting_jit, fit_on_batches, losses_on_one_and_eight_devices, train_through_loop
 
 from segjax.models import get_model, metric_learning
 from segjax.ops import embedding_losses
@@ -90,16 +90,14 @@ def test_training_and_predict_compile_once_for_any_instance_counts():
   config = ml_collections.ConfigDict(CONFIG)
   batches = [_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [6, 0])]
   params, module, history, traces = fit_on_batches(metric_learning, config, batches, 4, 0, rng_name="sampling")
-  predicted = {"n": 0}
 
-  @jax.jit
+  @counting_jit
   def predict(params, images):
-    predicted["n"] += 1
     return metric_learning.predict(module.apply({"params": params}, images), config)
 
   for b in batches:
     assert predict(params, b["image"])["masks"].shape == (2, 32, H, W)
-  assert traces["train"] == 1 and predicted["n"] == 1
+  assert traces["train"] == 1 and predict.traces == 1
   assert all(np.isfinite(h["loss_pairwise"]) for h in history)
 
 

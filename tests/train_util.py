@@ -114,11 +114,9 @@ def fit_on_batches(model_lib, config, batches, steps, seed, learning_rate=3e-3, 
   module = model_lib.build(config, None)
   params = jax.jit(module.init)(jax.random.key(seed), batches[0]["image"])["params"]
   optimizer = optax.adam(learning_rate)
-  traces = {"train": 0}
 
-  @jax.jit
+  @counting_jit
   def step(params, opt_state, batch, key):
-    traces["train"] += 1
     rngs = {rng_name: key} if rng_name else {}
     (_, aux), grads = jax.value_and_grad(
         lambda p: model_lib.loss(module.apply({"params": p}, batch["image"], train=True, rngs=rngs), batch, config),
@@ -131,7 +129,7 @@ def fit_on_batches(model_lib, config, batches, steps, seed, learning_rate=3e-3, 
   for i in range(steps):
     params, opt_state, aux = step(params, opt_state, batches[i % len(batches)], jax.random.key(i))
     history.append({k: float(v) for k, v in aux.items()})
-  return params, module, history, traces
+  return params, module, history, {"train": step.traces}
 
 
 def blocky_batch(num_classes, blocks=6, block=8, batch=2, seed=0):
