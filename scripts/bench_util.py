@@ -29,5 +29,4 @@ def xla_memory_mb(compiled):
 
 def xla_peak_mb(compiled):
   """XLA's own peak estimate of a compiled executable: arguments + outputs + temporaries, in MiB."""
-  memory = compiled.memory_analysis()
-  return (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes) / 2**20
+  return sum(xla_memory_mb(compiled).values())
