@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segjax import paths
+from segjax.evaluation import boundary
 from segjax.evaluation import cityscapes_instances
 from segjax.evaluation import coco
 from segjax.evaluation import leaf
@@ -125,6 +126,7 @@ class InstanceEvaluator:
     agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
     metrics.update(voc_regions.region_ap_metrics(ground_truth, results["segm"]))  # SDS's AP^r (VOC / SBD)
+    metrics.update(boundary.boundary_ap_metrics(ground_truth, results["segm"]))  # Boundary AP (Cheng et al. 2021)
     if self.overlap_metrics:
       metrics.update(overlap.coco_overlap_metrics(ground_truth, results["segm"]))
     if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)
