@@ -19,6 +19,7 @@ def get_config():
   config.model.update({
       "depth": 18, "width": 16, "norm": "batch", "output_stride": 8, "head_channels": 128, "ps_size": 3,
       "roi_size": 15, "ps_pooler": "align", "sampling_ratio": 2, "anchor_sizes": ((8, 16, 32, 64, 128),),
-      "rpn_pre_nms_top_n_train": 1000,      "rpn_post_nms_top_n_train": 300, "rpn_pre_nms_top_n_test": 500, "rpn_post_nms_top_n_test": 150,
-      "ohem": False, "roi_batch_size_per_image": 64, "detection_candidates": 500, "detections_per_image": 30})
+      "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 300, "rpn_pre_nms_top_n_test": 500,
+      "rpn_post_nms_top_n_test": 150, "ohem": False, "roi_batch_size_per_image": 64, "detection_candidates": 500,
+      "detections_per_image": 30})
   return config
