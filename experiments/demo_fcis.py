@@ -7,7 +7,8 @@ scores, box voting, mask voting) on 2 CPU cores, with the data, batch, optimizer
 experiments/demo_mask_rcnn.py. Scaled to 128 x 128 images: C4 and C5 at stride 8 (output_stride 8, the paper's 16
 on 600 px images), k = 3 cells of 5 x 5 bins (M = 15) instead of k = 7, M = 21, each bin of 2 x 2 bilinear samples
 (ps_pooler "align") instead of the average over integer bins, which on maps of stride 8 makes masks of 8 px
-blocks, a balanced sample of 64 RoIs instead of OHEM. Target: mask_AP >= 0.4 on the synthetic validation split.
+blocks, a balanced sample of 64 RoIs instead of OHEM, mask voting on a 30 x 30 grid of each box (vote_size, twice M;
+the reference votes at image pixels). Target: mask_AP >= 0.4 on the synthetic validation split.
 """
 from experiments import demo_mask_rcnn
 from segjax.models import fcis
@@ -21,5 +22,5 @@ def get_config():
       "roi_size": 15, "ps_pooler": "align", "sampling_ratio": 2, "anchor_sizes": ((8, 16, 32, 64, 128),),
       "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 300, "rpn_pre_nms_top_n_test": 500,
       "rpn_post_nms_top_n_test": 150, "ohem": False, "roi_batch_size_per_image": 64, "detection_candidates": 500,
-      "detections_per_image": 30})
+      "detections_per_image": 30, "vote_size": 30})
   return config
