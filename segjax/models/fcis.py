@@ -26,9 +26,10 @@ Inference (Sec. 3.2): the RPN's RoIs and their regressed boxes (a second pass of
 im_detect); pairs scoring above `score_threshold` go through per-class NMS at `nms_threshold` (0.3); each kept
 detection's mask is the mask voting (segjax.ops.fcis.mask_voting) of the candidate pairs of its class with box IoU
 >= `vote_iou` (0.5), each voter binarised at `binary_threshold` (0.4) and weighted by score, on a `vote_size` x
-`vote_size` grid of the detection's box (the reference votes at image pixels); the voted mask is pasted into the
-image and binarised there at `binary_threshold`, as the reference's evaluation (with `mask_voting` False: the
-detection's own M x M mask).
+`vote_size` grid of the box enclosing the detection and its voters (the reference votes at image pixels); the voted
+mask is pasted into the image and binarised there at `binary_threshold`, as the reference's evaluation, and the
+detection's box becomes the voted mask's tight box, as the reference's mask merging (with `mask_voting` False: the
+detection's own M x M mask on its RoI).
 """
 import functools
 
@@ -46,9 +47,9 @@ from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.box_nms import batched_nms
 from segjax.ops.boxes import clip_boxes, decode_boxes, encode_boxes
-from segjax.ops.fcis import joint_scores, mask_voting
+from segjax.ops.fcis import joint_scores, mask_voting, voting_regions
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
+from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import hardest
 from segjax.ops.roi import ps_roi_align, ps_roi_pool
 
@@ -67,7 +68,7 @@ def model_config() -> ml_collections.ConfigDict:
   set's things + background): anchors of 4 sizes (scales 4..32 x stride 16) x 3 ratios at stride 16; RPN 6000
   proposals before NMS (0.7), 300 after, in training and at test; RoIs positive at IoU >= 0.5; OHEM keeps 128 of
   them; k = 7, M = 21; test NMS 0.3, 100 detections, mask voting at box IoU 0.5 with masks binarised at 0.4 (on a
-  42 x 42 grid of each detection's box, twice M: the reference votes at image pixels)."""
+  42 x 42 grid, twice M, of the box enclosing each detection and its voters: the reference votes at image pixels)."""
   return ml_collections.ConfigDict({
       "name": "fcis", "num_classes": None, "depth": 101, "width": 64, "norm": "frozen", "output_stride": 16,
       "deformable_stages": (),
@@ -197,14 +198,20 @@ class FCIS(nn.Module):
     index = jnp.maximum(keep, 0)
     det_valid = (keep >= 0) & cand_ok[index]
     det_boxes, det_labels = cand_boxes[index], cand_labels[index]
-    if c.mask_voting:
+    if c.mask_voting:  # over the box enclosing the voters, where the reference's image-wide voting puts them
+      regions = voting_regions(det_boxes, det_labels, cand_boxes, cand_labels, cand_ok, c.vote_iou)
       det_masks = mask_voting(det_boxes, det_labels, cand_boxes, cand_labels, cand_scores, cand_masks, cand_ok,
-                              c.vote_size, c.vote_iou, c.binary_threshold)
+                              c.vote_size, c.vote_iou, c.binary_threshold, regions=regions)
     else:
-      det_masks = cand_masks[index]
+      regions, det_masks = det_boxes, cand_masks[index]
     # Soft masks pasted, then binarised in the image (the reference resizes each voted mask to its box there and
     # thresholds it at BINARY_THRESH): edges fall between the cells of the M x M grid.
-    pasted = (paste_masks_in_image(det_masks, det_boxes, h, w) >= c.binary_threshold).astype(jnp.float32)
+    pasted = paste_masks_in_image(det_masks, regions, h, w) >= c.binary_threshold
+    if c.mask_voting:  # the reference's voted box: the tight box of the voted mask (the RoI where it is empty),
+      # its inclusive pixel indices as the edges of those pixels
+      tight = masks_to_boxes(pasted) + jnp.array([0.0, 0.0, 1.0, 1.0])
+      det_boxes = jnp.where(pasted.any((1, 2))[:, None], tight, det_boxes)
+    pasted = pasted.astype(jnp.float32)
     return {"boxes": jnp.where(det_valid[:, None], det_boxes, 0.0),
             "scores": jnp.where(det_valid, cand_scores[index], 0.0),
             "labels": jnp.where(det_valid, det_labels, 0),
