@@ -13,7 +13,8 @@ import optax
 import pytest
 
 from segjax.models import fcis
-from segjax.ops.fcis import mask_voting
+from segjax.ops.fcis import mask_voting, voting_regions
+from segjax.ops.masks import paste_masks_in_image
 from train_util import counting_jit
 
 
@@ -104,26 +105,42 @@ def _iou(a, b):
   return ix * iy / union if union > 0 else 0.0
 
 
-def _voting_reference(boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid, size, iou_thr, bin_thr):
-  """FCIS mask voting (Sec. 3.2): for each detection, the voters of its class with box IoU >= iou_thr, each
-  binarised at bin_thr at the centres of the detection's size x size cells, averaged weighted by their scores."""
-  out = np.zeros((len(boxes), size, size))
+def _voters_reference(box, label, vboxes, vlabels, vvalid, iou_thr):
+  return [v for v in range(len(vboxes)) if vvalid[v] and vlabels[v] == label and _iou(box, vboxes[v]) >= iou_thr]
+
+
+def _regions_reference(boxes, labels, vboxes, vlabels, vvalid, iou_thr):
+  """The box enclosing each detection's box and its voters' boxes."""
+  out = np.array(boxes, np.float64)
   for d, box in enumerate(boxes):
-    voters = [v for v in range(len(vboxes)) if vvalid[v] and vlabels[v] == labels[d] and
-              _iou(box, vboxes[v]) >= iou_thr]
+    for v in _voters_reference(box, labels[d], vboxes, vlabels, vvalid, iou_thr):
+      out[d, :2] = np.minimum(out[d, :2], vboxes[v, :2])
+      out[d, 2:] = np.maximum(out[d, 2:], vboxes[v, 2:])
+  return out
+
+
+def _voting_reference(boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid, size, iou_thr, bin_thr, regions):
+  """FCIS mask voting (Sec. 3.2): for each detection, the voters of its class with box IoU >= iou_thr, each
+  binarised at bin_thr at the centres of the size x size cells of the detection's region, averaged weighted by
+  their scores."""
+  out = np.zeros((len(boxes), size, size))
+  for d, (box, region) in enumerate(zip(boxes, regions)):
+    voters = _voters_reference(box, labels[d], vboxes, vlabels, vvalid, iou_thr)
     total = sum(vscores[v] for v in voters)
     for i in range(size):
       for j in range(size):
-        y = box[1] + (i + 0.5) / size * (box[3] - box[1])
-        x = box[0] + (j + 0.5) / size * (box[2] - box[0])
+        y = region[1] + (i + 0.5) / size * (region[3] - region[1])
+        x = region[0] + (j + 0.5) / size * (region[2] - region[0])
         out[d, i, j] = sum(vscores[v] * (_read(vmasks[v], vboxes[v], y, x) >= bin_thr) for v in voters)
     out[d] /= max(total, 1e-12)
   return out
 
 
-def test_mask_voting_equals_a_numpy_loop():
+@pytest.mark.parametrize("enclosing", [False, True])
+def test_mask_voting_equals_a_numpy_loop(enclosing):
   """12 voters of 2 classes around 3 objects (jittered copies of their boxes, some invalid), 4 detections (one with
-  no voter of its class): the voted 9 x 9 masks equal the loop above."""
+  no voter of its class): the voted 9 x 9 masks on the detections' boxes, or on the boxes enclosing them and their
+  voters (voting_regions), equal the loops above."""
   rng = np.random.default_rng(3)
   centres = np.array([[30, 30, 70, 80], [50, 20, 90, 60], [5, 5, 25, 20]], np.float64)
   vboxes = centres[rng.integers(0, 3, 12)] + rng.uniform(-6, 6, (12, 4))
@@ -133,14 +150,54 @@ def test_mask_voting_equals_a_numpy_loop():
   vvalid = rng.uniform(size=12) < 0.8
   boxes = np.concatenate([vboxes[:3], [[0, 60, 40, 100]]])
   labels = np.concatenate([vlabels[:3], [2]])
-  ours = mask_voting(*(jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else jnp.asarray(a) for a in
-                       (boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid)), 9, 0.5, 0.4)
-  ref = _voting_reference(boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid, 9, 0.5, 0.4)
+  args = [jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else jnp.asarray(a) for a in
+          (boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid)]
+  regions = boxes
+  if enclosing:
+    regions = _regions_reference(boxes, labels, vboxes, vlabels, vvalid, 0.5)
+    assert np.any(regions != boxes)
+    np.testing.assert_allclose(voting_regions(*args[:4], args[6], 0.5), regions, atol=1e-5)
+  ours = mask_voting(*args, 9, 0.5, 0.4, regions=jnp.asarray(regions, jnp.float32) if enclosing else None)
+  ref = _voting_reference(boxes, labels, vboxes, vlabels, vscores, vmasks, vvalid, 9, 0.5, 0.4, regions)
   assert np.count_nonzero(ref.reshape(4, -1).max(1)) >= 3  # the detections with voters get masks
   # A sample near a 0.4 crossing may land on either side in float32: at most a few cells differ.
   mismatched = np.abs(np.asarray(ours) - ref) > 1e-4
   assert mismatched.mean() < 0.01, mismatched.sum()
   np.testing.assert_allclose(np.asarray(ours)[~mismatched], ref[~mismatched], atol=1e-4)
+
+
+@pytest.mark.parametrize("voting", [True, False])
+def test_a_detections_mask_is_binarised_in_the_image(voting):
+  """Inference pastes the soft mask and binarises it in the image, as the reference's evaluation (msracver/FCIS,
+  lib/utils/mask_voc2coco.py at 9ae6adeb1753044be82f1ff25ba6b5e1ce2ced6e: each mask resized to its box in image
+  pixels, then >= BINARY_THRESH 0.4). One detection, its own only voter, box 60 px wide, its 15 x 15 mask a ramp
+  across x whose bilinear reading crosses 0.4 at x = 31.6, between the centres of cells 6 and 7 (x = 28 and 32).
+  In every row the first foreground column must be the reference's (the first pixel centre past 31.6, column 32)
+  to within one pixel; binarising the 15 x 15 cells before pasting moves it to their midpoint, column 30. With
+  voting, the box is the tight box of the mask (lib/mask/mask_transform.py, mask_aggregation, same commit)."""
+  config = fcis.model_config()
+  config.update({"roi_size": 15, "ps_size": 3, "vote_size": 30, "mask_voting": voting, "detections_per_image": 2,
+                 "detection_candidates": 4})
+  module = fcis.FCIS(num_classes=2, config=fcis._config(config))  # pylint: disable=protected-access
+  box = np.array([2.0, 2.0, 62.0, 62.0])
+  ramp = np.clip(0.4 + 0.05 * (np.arange(15) - 6.9), 0, 1)
+  masks = np.zeros((1, 15, 15, 2), np.float32)
+  masks[0, :, :, 1] = ramp[None, :]
+  detect = module._detect_image  # pylint: disable=protected-access
+  out = detect(jnp.asarray(box[None], jnp.float32), jnp.asarray([[0.1, 0.9]]), jnp.asarray(masks),
+               jnp.asarray([True]), image_hw=(64, 64))
+  assert bool(out["valid"][0]) and int(out["labels"][0]) == 1
+  reference = np.array([[_read(masks[0, :, :, 1], box, y + 0.5, x + 0.5) >= 0.4 for x in range(64)]
+                        for y in range(64)])
+  pasted = np.asarray(out["masks"][0]) > 0.5
+  rows = range(4, 60)
+  first = [int(np.argmax(pasted[y])) for y in rows]
+  expected = [int(np.argmax(reference[y])) for y in rows]
+  assert set(expected) == {32}
+  assert np.all(pasted[rows.start:rows.stop].any(1)) and np.all(np.abs(np.array(first) - 32) <= 1), first
+  if voting:  # the reference's voted box: the tight box of the voted mask (mask_transform.py, mask_aggregation)
+    ys, xs = np.nonzero(reference)
+    np.testing.assert_allclose(out["boxes"][0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1)
 
 
 def tiny_config():
@@ -249,6 +306,38 @@ def test_tiny_model_trains_without_recompiling():
   outputs = predict({"params": state[0], "batch_stats": state[1]}, batch["image"])
   assert outputs["masks"].shape == (2, 10, SIZE, SIZE) and outputs["valid"].dtype == jnp.bool_
   assert outputs["valid"].any() and np.all(np.isin(outputs["labels"][outputs["valid"]], (1, 2)))
+
+
+def test_each_detection_keeps_the_roi_its_mask_was_assembled_on():
+  """Inference pairs every score and mask with the RoI they were assembled on (the reference's im_detect,
+  msracver/FCIS fcis/core/tester.py at 97a2859db3b617e9f198fc834969aa79ef1ce9da: pred_boxes = rois, the RPN's RoIs
+  then the once-regressed ones). Random weights, the box maps' bias 0.5 (every RoI regressed to a box moved by a
+  twentieth and grown by a tenth of its size) and the score maps scaled up so that masks vary inside a box;
+  without voting, each detection's mask in the image must be the mask assembled on its own box for its class,
+  pasted and binarised at 0.4 (a mask assembled on one box and pasted into another misses that in most pixels)."""
+  config = tiny_config()
+  config.update({"mask_voting": False, "detections_per_image": 20})
+  module = _module(config)
+  images = jnp.asarray(_batch(3)["image"])
+  variables = jax.jit(lambda x: module.init(jax.random.key(0), x))(images)
+  head = variables["params"]["fcis_head"]
+  head["fcis_bbox"]["bias"] = jnp.full_like(head["fcis_bbox"]["bias"], 0.5)
+  head["fcis_cls_seg"]["kernel"] = head["fcis_cls_seg"]["kernel"] * 1e3
+  apply = jax.jit(lambda v, x: module.apply(v, x, capture_intermediates=lambda m, _: m.name == "fcis_head",
+                                            mutable=["intermediates"]))
+  outputs, state = apply(variables, images)
+  score_maps = state["intermediates"]["fcis_head"]["__call__"][0][0]
+  _, mask_logits = fcis.assemble(score_maps, outputs["boxes"], config.ps_size, config.roi_size,
+                                 1 / config.output_stride, config.ps_pooler, config.sampling_ratio)
+  own = jnp.take_along_axis(mask_logits, outputs["labels"][:, :, None, None, None], -1)[..., 0]
+  expected = jax.vmap(lambda m, b: paste_masks_in_image(jax.nn.sigmoid(m), b, SIZE, SIZE))(own, outputs["boxes"])
+  valid = np.asarray(outputs["valid"])
+  assert valid.sum() >= 10
+  expected, masks = np.asarray(expected)[valid] >= 0.4, np.asarray(outputs["masks"])[valid] > 0.5
+  boxes = np.asarray(outputs["boxes"])[valid]
+  filled = masks.sum() / np.prod(boxes[:, 2:] - boxes[:, :2], -1).sum()
+  assert 0.2 < filled < 0.8, filled  # the masks are neither empty nor their whole boxes
+  assert np.mean(expected != masks) < 1e-3
 
 
 def test_unknown_config_key_is_an_error():

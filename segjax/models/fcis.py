@@ -21,11 +21,15 @@ weighs its mask term 10 and sums it over pixels, with lr_mult 3 on conv_new_1; n
 balanced sample, or with `ohem` every proposal and ground-truth box labelled and the `ohem_rois` of highest
 classification + box + mask loss kept (the reference's BoxAnnotatorOHEM, fed the mask predictions; 128 of 300).
 Box deltas use segjax's coder weights (10, 10, 5, 5); the reference normalises by stds (0.2, 0.2, 0.5, 0.5).
-Inference (Sec. 3.2): the RPN's RoIs and their regressed boxes (a second pass of the head, the reference's
-TEST.ITER 2) are scored; every (RoI, class) pair's box is the RoI's regressed box; pairs scoring above
-`score_threshold` go through per-class NMS at `nms_threshold` (0.3); each kept detection's mask is the mask voting
-(segjax.ops.fcis.mask_voting) of the candidate pairs of its class with box IoU >= `vote_iou` (0.5), weighted by
-score, binarised at `binary_threshold` (0.4), then pasted into the image.
+Inference (Sec. 3.2): the RPN's RoIs and their regressed boxes (a second pass of the head, the reference's TEST.ITER
+2) are scored; every (RoI, class) pair's box is that RoI, the box its mask was assembled on (the reference's
+im_detect); pairs scoring above `score_threshold` go through per-class NMS at `nms_threshold` (0.3); each kept
+detection's mask is the mask voting (segjax.ops.fcis.mask_voting) of the candidate pairs of its class with box IoU
+>= `vote_iou` (0.5), each voter binarised at `binary_threshold` (0.4) and weighted by score, on a `vote_size` x
+`vote_size` grid of the box enclosing the detection and its voters (the reference votes at image pixels); the voted
+mask is pasted into the image and binarised there at `binary_threshold`, as the reference's evaluation, and the
+detection's box becomes the voted mask's tight box, as the reference's mask merging (with `mask_voting` False: the
+detection's own M x M mask on its RoI).
 """
 import functools
 
@@ -43,9 +47,9 @@ from segjax.models.validation import validated
 from segjax.ops.anchors import fpn_anchors
 from segjax.ops.box_nms import batched_nms
 from segjax.ops.boxes import clip_boxes, decode_boxes, encode_boxes
-from segjax.ops.fcis import joint_scores, mask_voting
+from segjax.ops.fcis import joint_scores, mask_voting, voting_regions
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.masks import paste_masks_in_image, roi_mask_targets
+from segjax.ops.masks import masks_to_boxes, paste_masks_in_image, roi_mask_targets
 from segjax.ops.matching import hardest
 from segjax.ops.roi import ps_roi_align, ps_roi_pool
 
@@ -54,7 +58,7 @@ BATCH_KEYS = ("image", "boxes", "classes", "masks", "is_crowd", "instance_valid"
 FORWARD_KEYS = ("boxes", "classes", "masks", "is_crowd", "instance_valid")
 INFERENCE_KEYS = frozenset({"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "score_threshold", "nms_threshold",
                             "detections_per_image", "detection_candidates", "mask_voting", "vote_iou",
-                            "binary_threshold"})
+                            "vote_size", "binary_threshold"})
 SIZE_DIVISIBILITY = STRIDE  # the paper's output stride; 8 divides it too
 _NORMAL_001 = nn.initializers.normal(0.01)  # the reference's new layers: Gaussian, std 0.01, zero bias
 
@@ -63,7 +67,8 @@ def model_config() -> ml_collections.ConfigDict:
   """The released FCIS ResNet-101 for COCO (resnet_v1_101_coco_fcis_end2end_ohem.yaml; num_classes None: the data
   set's things + background): anchors of 4 sizes (scales 4..32 x stride 16) x 3 ratios at stride 16; RPN 6000
   proposals before NMS (0.7), 300 after, in training and at test; RoIs positive at IoU >= 0.5; OHEM keeps 128 of
-  them; k = 7, M = 21; test NMS 0.3, 100 detections, mask voting at box IoU 0.5 with masks binarised at 0.4."""
+  them; k = 7, M = 21; test NMS 0.3, 100 detections, mask voting at box IoU 0.5 with masks binarised at 0.4 (on a
+  42 x 42 grid, twice M, of the box enclosing each detection and its voters: the reference votes at image pixels)."""
   return ml_collections.ConfigDict({
       "name": "fcis", "num_classes": None, "depth": 101, "width": 64, "norm": "frozen", "output_stride": 16,
       "deformable_stages": (),
@@ -76,7 +81,7 @@ def model_config() -> ml_collections.ConfigDict:
       "ohem": True, "ohem_rois": 128,
       "head_channels": 1024, "ps_size": 7, "roi_size": 21, "ps_pooler": "pool", "sampling_ratio": 2,
       "score_threshold": 0.05, "nms_threshold": 0.3, "detections_per_image": 100, "detection_candidates": 1000,
-      "mask_voting": True, "vote_iou": 0.5, "binary_threshold": 0.4,
+      "mask_voting": True, "vote_iou": 0.5, "vote_size": 42, "binary_threshold": 0.4,
       "dtype": "float32"})
 
 
@@ -165,10 +170,10 @@ class FCIS(nn.Module):
     h, w = image_hw
     class_logits, mask_logits, box_deltas = head(proposals)
     regressed = clip_boxes(decode_boxes(box_deltas, proposals, roi_heads.BOX_CODER_WEIGHTS), h, w)
-    # The second pass (TEST.ITER 2): the regressed boxes as RoIs, themselves regressed once more.
-    class_logits2, mask_logits2, box_deltas2 = head(jax.lax.stop_gradient(regressed))
-    regressed2 = clip_boxes(decode_boxes(box_deltas2, regressed, roi_heads.BOX_CODER_WEIGHTS), h, w)
-    boxes = jnp.concatenate([regressed, regressed2], 1)
+    # The second pass (TEST.ITER 2): the regressed boxes as RoIs. Each score and mask keeps the RoI it was assembled
+    # on as its box (the reference's im_detect: pred_boxes = rois), so that a mask is pasted where it was predicted.
+    class_logits2, mask_logits2, _ = head(jax.lax.stop_gradient(regressed))
+    boxes = jnp.concatenate([proposals, regressed], 1)
     scores = jax.nn.softmax(jnp.concatenate([class_logits, class_logits2], 1), -1)
     masks = jax.nn.sigmoid(jnp.concatenate([mask_logits, mask_logits2], 1))
     valid = jnp.concatenate([proposal_valid, proposal_valid], 1)
@@ -193,13 +198,20 @@ class FCIS(nn.Module):
     index = jnp.maximum(keep, 0)
     det_valid = (keep >= 0) & cand_ok[index]
     det_boxes, det_labels = cand_boxes[index], cand_labels[index]
-    if c.mask_voting:
+    if c.mask_voting:  # over the box enclosing the voters, where the reference's image-wide voting puts them
+      regions = voting_regions(det_boxes, det_labels, cand_boxes, cand_labels, cand_ok, c.vote_iou)
       det_masks = mask_voting(det_boxes, det_labels, cand_boxes, cand_labels, cand_scores, cand_masks, cand_ok,
-                              c.roi_size, c.vote_iou, c.binary_threshold)
-      det_masks = (det_masks >= c.binary_threshold).astype(jnp.float32)
+                              c.vote_size, c.vote_iou, c.binary_threshold, regions=regions)
     else:
-      det_masks = cand_masks[index]
-    pasted = paste_masks_in_image(det_masks, det_boxes, h, w)
+      regions, det_masks = det_boxes, cand_masks[index]
+    # Soft masks pasted, then binarised in the image (the reference resizes each voted mask to its box there and
+    # thresholds it at BINARY_THRESH): edges fall between the cells of the M x M grid.
+    pasted = paste_masks_in_image(det_masks, regions, h, w) >= c.binary_threshold
+    if c.mask_voting:  # the reference's voted box: the tight box of the voted mask (the RoI where it is empty),
+      # its inclusive pixel indices as the edges of those pixels
+      tight = masks_to_boxes(pasted) + jnp.array([0.0, 0.0, 1.0, 1.0])
+      det_boxes = jnp.where(pasted.any((1, 2))[:, None], tight, det_boxes)
+    pasted = pasted.astype(jnp.float32)
     return {"boxes": jnp.where(det_valid[:, None], det_boxes, 0.0),
             "scores": jnp.where(det_valid, cand_scores[index], 0.0),
             "labels": jnp.where(det_valid, det_labels, 0),

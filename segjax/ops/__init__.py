@@ -8,7 +8,7 @@ from segjax.ops.boxes import (box_area, box_convert, box_iou, clip_boxes, decode
                               generalized_box_iou)
 from segjax.ops.deform_conv import deform_conv2d
 from segjax.ops.deform_roi import deform_ps_roi_pool
-from segjax.ops.fcis import joint_scores, mask_voting
+from segjax.ops.fcis import joint_scores, mask_voting, voting_regions
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.losses import dice_loss, sigmoid_focal_loss, smooth_l1_loss, softmax_cross_entropy
 from segjax.ops.masks import box_masks, mask_iou, masks_to_boxes, paste_masks_in_image, roi_mask_targets

@@ -36,22 +36,39 @@ def _box_axis_weights(sample, lo, hi, m):
   return jnp.where(inside[..., None], tent, 0.0)
 
 
+def _voters(boxes, labels, voter_boxes, voter_labels, voter_valid, iou_threshold):
+  """[D, V] bool: the valid voters of each detection's label with box IoU >= iou_threshold."""
+  iou = jnp.nan_to_num(box_iou(boxes, voter_boxes))  # 0 where both boxes are empty (torchvision: 0 / 0)
+  return voter_valid[None] & (voter_labels[None] == labels[:, None]) & (iou >= iou_threshold)
+
+
+def voting_regions(boxes, labels, voter_boxes, voter_labels, voter_valid, iou_threshold=0.5):
+  """[D, 4] the box enclosing each detection's box and those of its voters (as mask_voting picks them): the part of
+  the image where the reference's voting, which pastes every voter into the image, can put foreground."""
+  vote = _voters(boxes, labels, voter_boxes, voter_labels, voter_valid, iou_threshold)[..., None]  # [D, V, 1]
+  lo = jnp.where(vote, voter_boxes[None, :, :2], jnp.inf).min(1)
+  hi = jnp.where(vote, voter_boxes[None, :, 2:], -jnp.inf).max(1)
+  return jnp.concatenate([jnp.minimum(lo, boxes[:, :2]), jnp.maximum(hi, boxes[:, 2:])], -1)
+
+
 def mask_voting(boxes, labels, voter_boxes, voter_labels, voter_scores, voter_masks, voter_valid, size,
-                iou_threshold=0.5, binary_threshold=0.4):
-  """FCIS mask voting (Sec. 3.2, the reference's mask merging) of D detections, on a size x size grid of their boxes.
+                iou_threshold=0.5, binary_threshold=0.4, regions=None):
+  """FCIS mask voting (Sec. 3.2, the reference's mask merging) of D detections, on a size x size grid of their regions.
 
   For detection d, its voters are the valid voters v of its label whose box IoU with d's box is >= iou_threshold
   (the reference merges by box overlap, MASK_MERGE_THRESH 0.5; d itself is one of them when it is a voter), with
   weights their class scores normalised to sum 1. Each voter's M x M mask probabilities (cell centres spread over
-  its box) are read bilinearly at the centres of the size x size cells of d's box (zero outside the voter's box),
-  binarised at >= binary_threshold (the reference's BINARY_THRESH 0.4) and averaged with those weights: the voted
-  mask, in [0, 1]. The reference pastes each voter into the image before binarising; here they are resampled onto
-  d's box, so voter pixels outside it are not counted.
+  its box) are read bilinearly at the centres of the size x size cells of d's region (d's box by default; zero
+  outside the voter's box), binarised at >= binary_threshold (the reference's BINARY_THRESH 0.4) and averaged with
+  those weights: the voted mask, in [0, 1]. The reference pastes each voter into the image before binarising; here
+  they are resampled onto the region's grid, so voter pixels outside it are not counted (none are with the regions
+  of `voting_regions`).
 
   Args:
     boxes [D, 4], labels [D]: the detections (x1, y1, x2, y2).
     voter_boxes [V, 4], voter_labels [V], voter_scores [V], voter_masks [V, M, M] (probabilities), voter_valid [V].
     size: the static side of the voted masks.
+    regions: [D, 4] the boxes the voted masks cover; None: the detections' boxes.
 
   Returns:
     [D, size, size] float32 voted masks; a detection with no voter gets zeros.
@@ -60,8 +77,8 @@ def mask_voting(boxes, labels, voter_boxes, voter_labels, voter_scores, voter_ma
   voter_boxes = voter_boxes.astype(jnp.float32)
   m = voter_masks.shape[-1]
   x1, y1, x2, y2 = (voter_boxes[:, k] for k in range(4))
-  iou = jnp.nan_to_num(box_iou(boxes, voter_boxes))  # 0 where both boxes are empty (torchvision: 0 / 0)
-  vote = voter_valid[None] & (voter_labels[None] == labels[:, None]) & (iou >= iou_threshold)
+  vote = _voters(boxes, labels, voter_boxes, voter_labels, voter_valid, iou_threshold)
+  boxes = boxes if regions is None else regions.astype(jnp.float32)
   weight = jnp.where(vote, voter_scores[None].astype(jnp.float32), 0.0)
   weight = weight / jnp.maximum(weight.sum(1, keepdims=True), 1e-12)  # [D, V]
   centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
