@@ -122,3 +122,19 @@ def test_recurrent_paradigm(tmp_path, monkeypatch):
   assert (tmp_path / "recurrent_paradigm.png").stat().st_size > 0
   assert (tmp_path / "recurrent_paradigm_steps.png").stat().st_size > 0
   assert results["DIN (instance CRF)"]["mask_AP_agnostic"] >= 0.4
+
+
+@pytest.mark.slow
+def test_detection_lineage(tmp_path, monkeypatch):
+  """R-CNN, SPP-net, Fast R-CNN, Faster R-CNN and YOLO trained 1200 steps each on the same data: every row scored
+  (the proposal-based three also on selective search's proposals) and timed; YOLO at its demo's target (voc_mAP
+  0.5), and R-CNN, one network pass per region, slower per image than SPP-net, one pass per image (the speed-up
+  SPP-net was built for: He et al. 2014, Sec. 4)."""
+  run_notebook("detection_lineage.ipynb", tmp_path, 1200, monkeypatch)
+  results = json.loads((tmp_path / "detection_lineage.json").read_text())
+  assert set(results) == {"R-CNN", "SPP-net", "Fast R-CNN", "Faster R-CNN", "YOLO"}
+  assert all(r["seconds_per_image"] > 0 for r in results.values())
+  assert all("voc_mAP_selective_search" in results[n] for n in ("R-CNN", "SPP-net", "Fast R-CNN"))
+  assert (tmp_path / "detection_lineage.png").stat().st_size > 0
+  assert results["YOLO"]["voc_mAP"] >= 0.5
+  assert results["R-CNN"]["network_s"] > results["SPP-net"]["network_s"]
