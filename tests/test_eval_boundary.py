@@ -9,12 +9,12 @@ import io
 import cv2
 import numpy as np
 import pytest
-from pycocotools import coco as pycoco
 from pycocotools import cocoeval
 from pycocotools import mask as mask_util
 
 from segjax.evaluation import boundary
 from segjax.evaluation import coco
+import coco_masks
 
 
 def _reference_mask_to_boundary(mask, dilation_ratio=0.02):
@@ -57,12 +57,6 @@ def test_boundary_matches_reference(shape, dilation_ratio):
 H, W = 97, 131  # the reference's dilation is round(0.02 * 163.1) = 3 pixels
 
 
-def _rle(mask):
-  rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-  rle["counts"] = rle["counts"].decode("ascii")
-  return rle
-
-
 def _scene(rng, num_images=4, num_classes=3):
   """Ground truth (2-5 random blobs per image, one in three images with a crowd) and detections: most objects
   found by a perturbed copy (shifted by up to 2 pixels, eroded or dilated by 1, sometimes twice, sometimes with another
@@ -90,20 +84,7 @@ def _scene(rng, num_images=4, num_classes=3):
 
 
 def _coco(gt, num_images, num_classes):
-  ground_truth = pycoco.COCO()
-  ground_truth.dataset = {
-      "images": [{"id": i, "height": H, "width": W} for i in range(1, num_images + 1)],
-      "categories": [{"id": 10 * c, "name": str(c)} for c in range(1, num_classes + 1)],
-      "annotations": [{"id": k + 1, "image_id": i, "category_id": 10 * c, "segmentation": _rle(m),
-                       "area": float(m.sum()), "bbox": list(mask_util.toBbox(_rle(m))), "iscrowd": int(crowd)}
-                      for k, (i, c, m, crowd) in enumerate(gt)]}
-  with contextlib.redirect_stdout(io.StringIO()):
-    ground_truth.createIndex()
-  return ground_truth
-
-
-def _results(dets):
-  return [{"image_id": i, "category_id": 10 * c, "segmentation": _rle(m), "score": s} for i, c, m, s in dets]
+  return coco_masks.ground_truth(gt, (H, W), num_images, num_classes)
 
 
 def _with_boundaries(annotations, coco_object):
@@ -147,7 +128,7 @@ def _reference_boundary_ap(gt, dets, num_images, num_classes):
   ground_truth = _coco(gt, num_images, num_classes)
   _with_boundaries(ground_truth.dataset["annotations"], ground_truth)
   with contextlib.redirect_stdout(io.StringIO()):
-    found = ground_truth.loadRes(_results(dets))
+    found = ground_truth.loadRes(coco_masks.segm_results(dets))
     _with_boundaries(found.dataset["annotations"], found)
     evaluator = _ReferenceEval(ground_truth, found, "segm")
     evaluator.evaluate()
@@ -161,14 +142,14 @@ def test_boundary_ap_matches_reference(seed):
   gt, dets, num_classes = _scene(np.random.default_rng(seed))
   assert any(crowd for *_, crowd in gt) or seed, "the scenes hold crowds"
   want = _reference_boundary_ap(gt, dets, 4, num_classes)
-  got = boundary.boundary_ap_metrics(_coco(gt, 4, num_classes), _results(dets))
+  got = boundary.boundary_ap_metrics(_coco(gt, 4, num_classes), coco_masks.segm_results(dets))
   assert [got["boundary_AP"], got["boundary_AP50"], got["boundary_AP75"]] == pytest.approx(want, abs=1e-12)
   assert 0 < got["boundary_AP"] < 1  # the scenes are neither trivial nor hopeless
 
 
 def test_results_are_not_modified_and_no_results_score_zero():
   gt, dets, num_classes = _scene(np.random.default_rng(0))
-  results = _results(dets)
+  results = coco_masks.segm_results(dets)
   before = [dict(r) for r in results]
   boundary.boundary_ap_metrics(_coco(gt, 4, num_classes), results)
   # pycocotools' loadRes would add "bbox" and "area" to the caller's dicts; a later mask evaluation of the same list
@@ -181,7 +162,7 @@ def test_results_are_not_modified_and_no_results_score_zero():
 def test_perfect_results_score_one():
   gt, _, num_classes = _scene(np.random.default_rng(1))
   perfect = [(i, c, m, 1.0 - 0.01 * k) for k, (i, c, m, crowd) in enumerate(gt) if not crowd]
-  got = boundary.boundary_ap_metrics(_coco(gt, 4, num_classes), _results(perfect))
+  got = boundary.boundary_ap_metrics(_coco(gt, 4, num_classes), coco_masks.segm_results(perfect))
   assert got == pytest.approx({"boundary_AP": 1.0, "boundary_AP50": 1.0, "boundary_AP75": 1.0})
 
 
@@ -206,14 +187,8 @@ def test_shift_lowers_boundary_ap_more_than_mask_ap():
   band_iou = (_ring(30, 50, side, d, shape) & _ring(30, 51, side, d, shape)).sum() / (
       _ring(30, 50, side, d, shape) | _ring(30, 51, side, d, shape)).sum()
   assert band_iou == pytest.approx(504 / 648)
-  ground_truth = pycoco.COCO()
-  ground_truth.dataset = {
-      "images": [{"id": 1, "height": 128, "width": 128}], "categories": [{"id": 1, "name": "square"}],
-      "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": _rle(truth), "area": 1600.0,
-                       "bbox": [50, 30, 40, 40], "iscrowd": 0}]}
-  with contextlib.redirect_stdout(io.StringIO()):
-    ground_truth.createIndex()
-  results = [{"image_id": 1, "category_id": 1, "segmentation": _rle(found), "score": 0.9}]
+  ground_truth = coco_masks.ground_truth([(1, 1, truth, False)], shape, 1, 1)
+  results = coco_masks.segm_results([(1, 1, found, 0.9)])
   mask_ap = coco.evaluate_results(ground_truth, results, "segm")["mask_AP"]
   got = boundary.boundary_ap_metrics(ground_truth, results)
   assert mask_ap == pytest.approx(1.0)

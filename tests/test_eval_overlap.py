@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from segjax.evaluation import overlap
+import coco_masks
 
 
 def _seg2bmap(mask):
@@ -148,30 +149,18 @@ def test_perfect_and_edge_cases():
 
 def test_coco_ground_truth_with_a_crowd():
   """Ground-truth masks as results score F 1; crowd pixels that a result also covers count for neither side."""
-  from pycocotools import coco as pycoco  # pylint: disable=g-import-not-at-top
-  from pycocotools import mask as mask_util  # pylint: disable=g-import-not-at-top
   masks = np.zeros((3, 12, 16), np.uint8)
   masks[0, 1:5, 1:6] = 1
   masks[1, 6:11, 8:15] = 1
   masks[2, 1:4, 10:15] = 1  # the crowd
-  rles = [mask_util.encode(np.asfortranarray(m)) for m in masks]
-  for r in rles:
-    r["counts"] = r["counts"].decode("ascii")
-  gt = pycoco.COCO()
-  gt.dataset = {"images": [{"id": 1, "height": 12, "width": 16}], "categories": [{"id": 1, "name": "o"}],
-                "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": rles[k],
-                                 "area": float(masks[k].sum()), "bbox": [0, 0, 1, 1], "iscrowd": int(k == 2)}
-                                for k in range(3)]}
-  gt.createIndex()
-  results = [{"image_id": 1, "category_id": 1, "segmentation": rles[k], "score": 0.9 - 0.1 * k} for k in range(3)]
+  gt = coco_masks.ground_truth([(1, 1, masks[k], k == 2) for k in range(3)], (12, 16), 1, 1)
+  results = coco_masks.segm_results([(1, 1, masks[k], 0.9 - 0.1 * k) for k in range(3)])
   assert overlap.coco_overlap_metrics(gt, results) == {"overlap_precision": 1.0, "overlap_recall": 1.0,
                                                        "overlap_F": 1.0, "objects_detected_075": 1.0,
                                                        "boundary_precision": 1.0, "boundary_recall": 1.0,
                                                        "boundary_F": 1.0}
   half = masks[0].copy()  # the first object's left part only, the second whole: precision 1, recall falls
   half[:, 4:] = 0
-  rle = mask_util.encode(np.asfortranarray(half))
-  rle["counts"] = rle["counts"].decode("ascii")
-  got = overlap.coco_overlap_metrics(gt, [dict(results[0], segmentation=rle), results[1]])
+  got = overlap.coco_overlap_metrics(gt, [dict(results[0], segmentation=coco_masks.rle(half)), results[1]])
   assert got["overlap_precision"] == 1.0
   assert got["overlap_recall"] == pytest.approx((half.sum() + masks[1].sum()) / (masks[0].sum() + masks[1].sum()))

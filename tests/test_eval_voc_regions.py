@@ -4,23 +4,13 @@
 mask of its image with the largest IoU (the first of equal ones), a true positive at IoU >= t if not yet detected,
 VOC2007's 11-point AP. FCIS pastes each detection's mask into its box; here detections are whole-image masks, so its
 mask_overlap is the plain mask IoU."""
-import contextlib
-import io
-
 import numpy as np
 import pytest
-from pycocotools import coco as pycoco
-from pycocotools import mask as mask_util
 
 from segjax.evaluation import voc_regions
+import coco_masks
 
 H, W = 24, 32
-
-
-def _rle(mask):
-  rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-  rle["counts"] = rle["counts"].decode("ascii")
-  return rle
 
 
 def _scene(rng, num_images=5, num_classes=3):
@@ -48,20 +38,9 @@ def _scene(rng, num_images=5, num_classes=3):
 
 
 def _coco(gt, num_images, num_classes, crowd=()):
-  ground_truth = pycoco.COCO()
-  ground_truth.dataset = {
-      "images": [{"id": i, "height": H, "width": W} for i in range(1, num_images + 1)],
-      "categories": [{"id": 10 * c, "name": str(c)} for c in range(1, num_classes + 1)],
-      "annotations": [{"id": k + 1, "image_id": i, "category_id": 10 * c, "segmentation": _rle(m),
-                       "area": float(m.sum()), "bbox": [0, 0, 1, 1], "iscrowd": int(k in crowd)}
-                      for k, (i, c, m) in enumerate(gt)]}
-  with contextlib.redirect_stdout(io.StringIO()):
-    ground_truth.createIndex()
-  return ground_truth
-
-
-def _results(dets):
-  return [{"image_id": i, "category_id": 10 * c, "segmentation": _rle(m), "score": s} for i, c, m, s in dets]
+  """The ground truth of (image id, label, mask) objects, those at the indices `crowd` crowds."""
+  objects = [(i, c, m, k in crowd) for k, (i, c, m) in enumerate(gt)]
+  return coco_masks.ground_truth(objects, (H, W), num_images, num_classes)
 
 
 def _voc07_ap(rec, prec):
@@ -104,7 +83,7 @@ def _reference_ap(gt, dets, label, threshold):
 def test_matches_fcis_evaluation(seed):
   rng = np.random.default_rng(seed)
   gt, dets, num_classes = _scene(rng)
-  got = voc_regions.region_ap_metrics(_coco(gt, 5, num_classes), _results(dets))
+  got = voc_regions.region_ap_metrics(_coco(gt, 5, num_classes), coco_masks.segm_results(dets))
   present = [c for c in range(1, num_classes + 1) if any(g[1] == c for g in gt)]
   want = {t: np.mean([_reference_ap(gt, dets, c, t) if c in present else 0.0 for c in range(1, num_classes + 1)])
           for t in voc_regions.THRESHOLDS}
@@ -123,6 +102,6 @@ def test_perfect_results_and_a_crowd():
   ground_truth = _coco(gt, 5, num_classes, crowd=(len(gt) - 1,))
   perfect = [(i, c, m, 1.0 - 0.01 * k) for k, (i, c, m) in enumerate(gt[:-1])]
   want = {"mask_APr50": 1.0, "mask_APr70": 1.0, "mask_APr_vol": 1.0}
-  assert voc_regions.region_ap_metrics(ground_truth, _results(perfect)) == pytest.approx(want)
+  assert voc_regions.region_ap_metrics(ground_truth, coco_masks.segm_results(perfect)) == pytest.approx(want)
   on_crowd = perfect + [(1, 1, crowd, 2.0)]  # ranked first: as a false positive it would lower every AP
-  assert voc_regions.region_ap_metrics(ground_truth, _results(on_crowd)) == pytest.approx(want)
+  assert voc_regions.region_ap_metrics(ground_truth, coco_masks.segm_results(on_crowd)) == pytest.approx(want)
