@@ -4,7 +4,7 @@ backward (input and weight gradients) of single convolutions at the shapes of th
   PYTHONPATH=. python scripts/bench_conv.py [--iters 3]
 
 Each row names the path ops.conv takes (dot, taps, tap weight gradient, lax) and prints milliseconds for lax,
-ops.conv, conv_as_matmul (im2col, what the Mask R-CNN mask head runs inside its ladder's switch) and torch, and
+ops.conv, conv_as_matmul (im2col, what the Mask R-CNN mask head runs inside its chunk loop on CPU) and torch, and
 ops.conv's speed-up over lax and its ratio to torch (>1: faster than torch). ops.conv's paths are those of programs
 for CPU (segjax.ops.platform); `--kernels=xla` times the plain lax ones TPU and GPU programs get instead.
 """

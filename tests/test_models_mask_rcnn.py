@@ -346,13 +346,13 @@ def test_roi_poolers_equal_torchvision_ops_on_each_boxs_level(pooler):
 
 
 # p = 128 * 0.25 = 32 positive slots (4 chunks of 8) and 100 detections (13 chunks).
-LADDER_OVERRIDES = {"roi_batch_size_per_image": 128, "detections_per_image": 100}
+CHUNK_OVERRIDES = {"roi_batch_size_per_image": 128, "detections_per_image": 100}
 
 
 @pytest.fixture(scope="module")
 def chunk_model():
   config = tiny_config()
-  config.update(LADDER_OVERRIDES)
+  config.update(CHUNK_OVERRIDES)
   module = mask_rcnn.build(config, ml_collections.ConfigDict({"num_thing_classes": 1}))
   return config, module, module.init(jax.random.key(0), _batch(0)["image"], train=False)
 
