@@ -154,7 +154,7 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
   assert np.asarray(outputs["valid"]).any() and np.isfinite(outputs["masks"]).all()
 
 
-@pytest.mark.parametrize("name", ["demo_iterative_instance"])
+@pytest.mark.parametrize("name", ["iterative_instance_voc", "demo_iterative_instance"])
 def test_experiment_configs_build(name):
   from segjax.train.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"experiments.{name}").get_config()
