@@ -7,7 +7,8 @@ demo_mask_rcnn.py's detector (box-only, mask=False) and schedule, plus a 64-wide
 background and the 4 shape classes and the instance CRF on top (segjax/models/dynamic_instance.py): in training its
 detections are the ground-truth boxes jittered by 10% with score 1, at inference the detector's 30 best, and each
 detection's mask is the pixels the CRF labels with it. COCO evaluation with pycocotools (box_AP, mask_AP in
-metrics.jsonl).
+metrics.jsonl), and PQ over the thing categories (PQ_th, SQ_th, RQ_th): the CRF's labelling is a panoptic map of the
+things, scored against the split's COCO panoptic annotations.
 """
 from experiments import demo_mask_rcnn
 from segjax.models import dynamic_instance

@@ -291,6 +291,37 @@ def _matched_mean_iou(predicted, masks, valid):
   return iou[rows, cols].sum() / len(gt)
 
 
+def test_predict_labelling_is_the_masks_and_the_things_panoptic_map():
+  """Detection k's mask is argmax == k + 1 where k is valid and wins a pixel; the panoptic map paints segment id
+  k + 1 on those pixels (0 elsewhere) and its rows list the valid detections first, in id order, with their labels,
+  scores and areas (a NumPy reading of the same logits)."""
+  rng = np.random.default_rng(0)
+  b, d, h, w = 2, 5, 9, 11
+  logits = rng.normal(size=(b, h, w, d + 1)).astype(np.float32)
+  logits[0, ..., 3] -= 100.0  # detection 2 of image 0 wins no pixel
+  valid = np.array([[True, True, True, False, True], [False, True, True, True, False]])
+  outputs = {"instance_logits": logits, "boxes": rng.uniform(0, 9, (b, d, 4)).astype(np.float32),
+             "scores": rng.uniform(0.1, 1, (b, d)).astype(np.float32), "labels": rng.integers(1, 4, (b, d)),
+             "valid": valid}
+  p = jax.device_get(jax.jit(lambda o: dynamic_instance.predict(o, None))(outputs))
+  for i in range(b):
+    winner = logits[i].argmax(-1)
+    kept = [k for k in range(d) if valid[i, k] and (winner == k + 1).any()]
+    expected_map = np.where(np.isin(winner, [k + 1 for k in kept]), winner, 0)
+    np.testing.assert_array_equal(p["panoptic"][i], expected_map)
+    for k in range(d):
+      np.testing.assert_array_equal(p["masks"][i, k], (expected_map == k + 1).astype(np.float32))
+    assert list(p["valid"][i]) == [k in kept for k in range(d)]
+    n = len(kept)
+    assert list(p["segment_valid"][i]) == [True] * n + [False] * (d - n)
+    assert list(p["segment_id"][i, :n]) == [k + 1 for k in kept] and not p["segment_id"][i, n:].any()
+    assert list(p["segment_category"][i, :n]) == [outputs["labels"][i, k] for k in kept]
+    np.testing.assert_allclose(p["segment_score"][i, :n], outputs["scores"][i, kept])
+    assert list(p["segment_area"][i, :n]) == [(winner == k + 1).sum() for k in kept]
+    assert p["segment_is_thing"][i, :n].all()
+  assert not p["valid"][0, 2]
+
+
 @pytest.mark.slow  # the detector's, semantic branch's and CRF's train step and inference compile
 def test_tiny_network_learns_masks_that_beat_its_boxes():
   """Trained on a fixed batch of discs and triangles, the CRF's masks for the ground-truth boxes match the instances

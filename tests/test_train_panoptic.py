@@ -24,9 +24,10 @@ def data(tmp_path_factory):
   return config, pipeline.dataset_info(config)
 
 
-def _predictions(info, local_batch, corrupt):
+def _predictions(info, local_batch, corrupt, things_only=False):
   """The ground truth of each row as a prediction in the model's contract (ids renumbered 1.., thing labels and
-  stuff classes); with `corrupt`, the first segment is erased and the last one gets the next category."""
+  stuff classes); with `corrupt`, the first segment is erased and the last one gets the next category; with
+  `things_only`, the stuff segments are left out."""
   with open(info.eval_panoptic_json) as f:
     annotations = {a["image_id"]: a for a in json.load(f)["annotations"]}
   stuff = list(info.stuff_category_ids)
@@ -39,6 +40,8 @@ def _predictions(info, local_batch, corrupt):
       annotation = annotations[int(image_id)]
       gt = panoptic_io.read_panoptic_png(os.path.join(info.eval_panoptic_dir, annotation["file_name"]))
       segments = annotation["segments_info"][1:] if corrupt else annotation["segments_info"]
+      if things_only:
+        segments = [s for s in segments if s["category_id"] in info.category_to_thing_label]
       for k, segment in enumerate(segments):
         category = segment["category_id"]
         if corrupt and k == len(segments) - 1:
@@ -53,13 +56,15 @@ def _predictions(info, local_batch, corrupt):
   return {k: np.stack(v) for k, v in rows.items()}, files
 
 
-@pytest.mark.parametrize("corrupt", [False, True])
-def test_evaluator_equals_pq_compute_on_the_written_predictions(data, tmp_path, corrupt):
+@pytest.mark.parametrize("corrupt,things_only", [(False, False), (True, False), (True, True)])
+def test_evaluator_equals_pq_compute_on_the_written_predictions(data, tmp_path, corrupt, things_only):
+  """With things_only (predictions without stuff), only PQ_th, SQ_th and RQ_th are reported, pq_compute's Things."""
   config, info = data
-  evaluator = PanopticEvaluator(dataclasses.replace(info, eval_instances_json=None), str(tmp_path))  # PQ only
+  evaluator = PanopticEvaluator(dataclasses.replace(info, eval_instances_json=None), str(tmp_path),  # PQ only
+                                things_only=things_only)
   files = []
   for local_batch in pipeline.make_eval_iterator(config):
-    predictions, batch_files = _predictions(info, local_batch, corrupt)
+    predictions, batch_files = _predictions(info, local_batch, corrupt, things_only)
     files += batch_files
     evaluator.update((), predictions, local_batch)
   metrics = evaluator.result()
@@ -69,13 +74,30 @@ def test_evaluator_equals_pq_compute_on_the_written_predictions(data, tmp_path, 
   pred_json, _ = panoptic_io.save_panoptic_predictions(str(tmp_path), "pred.json", files, categories)
   expected = panoptic.pq_compute(info.eval_panoptic_json, pred_json, gt_folder=info.eval_panoptic_dir,
                                  num_workers=1)
-  for split, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+  splits = (("Things", "_th"),) if things_only else (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
+  assert set(metrics) == {f"{name}{suffix}" for _, suffix in splits for name in ("PQ", "SQ", "RQ")}
+  for split, suffix in splits:
     for name in ("pq", "sq", "rq"):
       assert metrics[f"{name.upper()}{suffix}"] == pytest.approx(expected[split][name], abs=1e-12)
-  if corrupt:
+  if things_only:
+    assert 0.2 < metrics["PQ_th"] < 0.95
+  elif corrupt:
     assert 0.2 < metrics["PQ"] < 0.95
   else:  # crowd segments predicted as themselves are neither matched nor false positives
     assert metrics["PQ"] == metrics["SQ"] == metrics["RQ"] == 1.0
+
+
+def test_things_panoptic_instance_models_get_pq_where_the_split_has_a_panoptic_json(data, tmp_path):
+  """An instance model with THINGS_PANOPTIC (the instance CRF) is scored by PQ over the things and its AP; without
+  a panoptic JSON, by its AP alone."""
+  from segjax.evaluation.instance import InstanceEvaluator  # pylint: disable=g-import-not-at-top
+  from segjax.train.loop import make_evaluator  # pylint: disable=g-import-not-at-top
+  _, info = data
+  evaluator = make_evaluator("instance", info, str(tmp_path), things_panoptic=True)
+  assert isinstance(evaluator, PanopticEvaluator) and evaluator.things_only and evaluator.instances is not None
+  assert isinstance(make_evaluator("instance", info, str(tmp_path)), InstanceEvaluator)
+  no_panoptic = dataclasses.replace(info, eval_panoptic_json=None)
+  assert isinstance(make_evaluator("instance", no_panoptic, str(tmp_path), things_panoptic=True), InstanceEvaluator)
 
 
 def test_to_source_map_crops_the_padding_and_resizes_by_nearest():

@@ -47,12 +47,16 @@ def segment_category_ids(segment_category, segment_is_thing, info):
 class PanopticEvaluator:
   """PQ, SQ, RQ over all, thing and stuff categories (fractions), plus box_AP, ..., mask_AP, ... if available."""
 
-  def __init__(self, info, workdir=None):
-    """`workdir`: a local path or a URL that every process reaches (PQ statistics are exchanged there)."""
+  def __init__(self, info, workdir=None, things_only=False):
+    """`workdir`: a local path or a URL that every process reaches (PQ statistics are exchanged there). With
+    `things_only` (a model that segments no stuff, as the instance CRF's labelling), `result` reports PQ, SQ and RQ
+    over the thing categories only (PQ_th, SQ_th, RQ_th): over all categories they would count every stuff segment
+    as missed."""
     if info.eval_panoptic_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no panoptic JSON, so a panoptic model cannot be "
                        "evaluated on it (config.dataset.eval_split)")
     self.info = info
+    self.things_only = things_only
     self.workdir = paths.resolve(workdir) if workdir else None
     self.instances = InstanceEvaluator(info, workdir) if info.eval_instances_json else None
     with open(info.eval_panoptic_json) as f:
@@ -118,6 +122,6 @@ class PanopticEvaluator:
     if stats is None:
       return {}
     pq = panoptic.pq_from_stats(stats, self.accumulator.categories)
-    for split, suffix in _SPLITS:
+    for split, suffix in _SPLITS[1:2] if self.things_only else _SPLITS:
       metrics.update({f"{name.upper()}{suffix}": pq[split][name] for name in ("pq", "sq", "rq")})
     return metrics

@@ -23,6 +23,9 @@
     "detection": the "instance" entries without masks (scored by VOC AP, segjax/evaluation/voc.py).
   Optionally CLASS_AGNOSTIC = True: an "instance" model whose labels are all 1 (bottom-up grouping); the evaluator
   then also scores the unseen-object overlap precision / recall / F-measure (segjax/evaluation/overlap.py).
+  Optionally THINGS_PANOPTIC = True: an "instance" model whose masks are disjoint (a labelling) and that also gives
+  the "panoptic" entries for its things only (no stuff rows); where the eval split has a panoptic JSON the evaluator
+  then also scores PQ_th, SQ_th and RQ_th (segjax/evaluation/panoptic_evaluator.py, things_only).
   Optionally SIZE_DIVISIBILITY: what the input's height and width must be multiples of (segjax.inference pads to it).
   Optionally FORWARD_KEYS: batch entries the forward pass needs in training (two-stage detectors sample RoIs
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with

@@ -45,6 +45,7 @@ BATCH_KEYS = mask_rcnn.BATCH_KEYS
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS
 SIZE_DIVISIBILITY = mask_rcnn.SIZE_DIVISIBILITY
 INFERENCE_KEYS = mask_rcnn.INFERENCE_KEYS | {"crf.test_iterations"}
+THINGS_PANOPTIC = True  # predict's labelling is also a panoptic map of the things (segjax.models' contract)
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -157,12 +158,24 @@ def loss(outputs, batch, model_config):
 
 def predict(outputs, model_config):
   """The detections with the CRF's labelling as their masks: detection k's mask is the pixels whose most probable
-  label is k (0 / 1 floats [B, D, H, W]); a detection that wins no pixel is not valid."""
+  label is k (0 / 1 floats [B, D, H, W]); a detection that wins no pixel is not valid. The labelling is also a
+  things-only panoptic map (the panoptic contract of segjax.models, no stuff rows): segment k + 1 is detection k,
+  0 the background, so the evaluator scores PQ over the thing categories (THINGS_PANOPTIC)."""
   del model_config
   labels = jnp.argmax(outputs["instance_logits"], -1)  # [B, H, W]
   num_detections = outputs["boxes"].shape[1]
-  masks = labels[:, None] == (jnp.arange(num_detections) + 1)[None, :, None, None]
+  ids = jnp.arange(1, num_detections + 1, dtype=jnp.int32)
+  masks = labels[:, None] == ids[None, :, None, None]
   valid = outputs["valid"] & masks.any((2, 3))
-  return {"boxes": jnp.where(valid[..., None], outputs["boxes"], 0.0), "scores": jnp.where(valid, outputs["scores"], 0.0),
-          "labels": jnp.where(valid, outputs["labels"], 0).astype(jnp.int32),
-          "masks": jnp.where(valid[..., None, None], masks, False).astype(jnp.float32), "valid": valid}
+  masks = masks & valid[..., None, None]
+  scores = jnp.where(valid, outputs["scores"], 0.0)
+  classes = jnp.where(valid, outputs["labels"], 0).astype(jnp.int32)
+  panoptic = (masks * ids[None, :, None, None]).sum(1).astype(jnp.int32)  # masks are disjoint
+  order = jnp.argsort(~valid, axis=1, stable=True)  # valid rows first, in id order
+  rows = lambda x: jnp.take_along_axis(x, order, 1)
+  segment_valid = rows(valid)
+  return {"boxes": jnp.where(valid[..., None], outputs["boxes"], 0.0), "scores": scores, "labels": classes,
+          "masks": masks.astype(jnp.float32), "valid": valid, "panoptic": panoptic,
+          "segment_id": jnp.where(segment_valid, rows(jnp.broadcast_to(ids, valid.shape)), 0),
+          "segment_category": rows(classes), "segment_is_thing": segment_valid, "segment_score": rows(scores),
+          "segment_area": rows(masks.sum((2, 3)).astype(jnp.int32)), "segment_valid": segment_valid}

@@ -78,15 +78,23 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
+def _evaluator(model_lib, info, workdir):
+  return make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False),
+                        getattr(model_lib, "THINGS_PANOPTIC", False))
+
+
 _PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",),
                  "detection": ("boxes", "scores", "labels", "valid")}
 
 
-def make_evaluator(task, info, workdir, class_agnostic=False):
+def make_evaluator(task, info, workdir, class_agnostic=False, things_panoptic=False):
   """The evaluator of a model TASK; a class-agnostic instance model (CLASS_AGNOSTIC) is also scored by the unseen-
-  object overlap F-measure (segjax.evaluation.overlap)."""
+  object overlap F-measure (segjax.evaluation.overlap), an instance model with a things-only panoptic map
+  (THINGS_PANOPTIC) by PQ over the things where the eval split has a panoptic JSON."""
   if task == "semantic":
     return SemanticEvaluator(info.num_semantic_classes)
+  if task == "instance" and things_panoptic and info.eval_panoptic_json is not None:
+    return PanopticEvaluator(info, workdir, things_only=True)
   if task == "instance":
     return InstanceEvaluator(info, workdir, overlap_metrics=class_agnostic)
   if task == "panoptic":
@@ -221,7 +229,7 @@ def _train_and_evaluate(config, workdir, devices):
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = multihost.CompiledOnce(
       make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings), "train_step")
-  evaluator = make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False))
+  evaluator = _evaluator(model_lib, info, workdir)
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh,
                                                     shardings.variables, scales, flip), "eval_step")
   keys = set(model_lib.BATCH_KEYS)
@@ -294,7 +302,7 @@ def _evaluate_checkpoint(config, workdir, step, devices):
                               "nothing to evaluate")
   finally:
     checkpointer.close()
-  evaluator = make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False))
+  evaluator = _evaluator(model_lib, info, workdir)
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings,
                                                     scales, flip), "eval_step")
   pictures = (workdir / "pictures" / f"evaluate_step{step:06d}.png"
