@@ -1,7 +1,8 @@
 """Boundary-aware instance segmentation (Hayder et al. 2017) on Mask R-CNN: the RoI targets equal a float64 NumPy
 resampling and encoding of the ground truth, decoding them gives the RoI mask back and keeps the part of the
-object past a box that cuts it, the loss equals a NumPy per-bin cross entropy, config errors name their key, and a
-tiny model trains without recompiling across instance counts and predicts Mask R-CNN's detection contract."""
+object past a box that cuts it, the loss equals a NumPy per-bin cross entropy, the soft decoder's cross entropy
+equals NumPy's and alone fits free maps to a mask cut by the grid, config errors name their key, and a tiny model
+trains without recompiling across instance counts and predicts Mask R-CNN's detection contract."""
 import math
 
 import jax
@@ -14,7 +15,7 @@ from scipy import ndimage
 
 from segjax.models import boundary_aware, get_model
 from segjax.evaluation.instance import to_source_image
-from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, roi_boundary_targets
+from segjax.ops.boundary import decode_boundary_aware, decode_roi_masks, disk_evidence, roi_boundary_targets
 from train_util import counting_jit
 
 INFO = ml_collections.ConfigDict({"num_thing_classes": 2})
@@ -136,6 +137,44 @@ def test_boundary_loss_equals_numpy_per_bin_cross_entropy():
   np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
+def test_decoded_mask_loss_equals_numpy_cross_entropy():
+  """The cross entropy of M = 1 - exp(-S) against 0 / 1 targets, per RoI over the grid, over the valid RoIs."""
+  rng = np.random.default_rng(5)
+  evidence = rng.uniform(0, 4, (2, 3, 8, 8))
+  targets = rng.uniform(size=evidence.shape) < 0.4
+  valid = np.asarray([[True, False, True], [False, True, True]])
+  m = 1 - np.exp(-evidence)
+  expected = (-(targets * np.log(m) + (1 - targets) * np.log(1 - m))).mean((-2, -1))[valid].mean()
+  got = boundary_aware.decoded_mask_loss(jnp.asarray(evidence, jnp.float32), jnp.asarray(targets), valid)
+  np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_decoder_loss_alone_recovers_a_mask():
+  """The soft decoder is differentiable end to end: free maps (logits [K, m, m], all -4 at first) fitted by Adam to
+  the decoded-mask cross entropy alone decode (exactly, after the 0.5 threshold) to a disc cut by the grid's right
+  edge, including its part past the grid, the case the representation exists for."""
+  m, r, k = 16, 5, 5
+  y, x = np.mgrid[:m + 2 * r, :m + 2 * r] - r + 0.5
+  target = (x - 12) ** 2 + (y - 8) ** 2 < 7.5 ** 2  # centre 12, radius 7.5: reaches 3.5 cells past the grid
+  optimizer = optax.adam(0.1)
+  logits = jnp.full((k, m, m), -4.0)
+  state = optimizer.init(logits)
+
+  @jax.jit
+  def step(logits, state):
+    loss_fn = lambda z: boundary_aware.decoded_mask_loss(disk_evidence(z, r, pad=r)[None, None], target[None, None],
+                                                         np.ones((1, 1), bool))
+    value, grad = jax.value_and_grad(loss_fn)(logits)
+    deltas, state = optimizer.update(grad, state)
+    return optax.apply_updates(logits, deltas), state, value
+
+  for _ in range(300):
+    logits, state, value = step(logits, state)
+  decoded = np.asarray(decode_boundary_aware(np.asarray(logits) > 0, r, pad=r))
+  iou = (decoded & target).sum() / (decoded | target).sum()
+  assert iou > 0.9 and decoded[:, r + m:].sum() > 0.5 * target[:, r + m:].sum(), (iou, float(value))
+
+
 def test_registered_and_bad_config_is_an_error_naming_the_key():
   assert get_model("boundary_aware") is boundary_aware and boundary_aware.TASK == "instance"
   for key, value, match in [("boundary_truncation", 3, "boundary_truncation"), ("boundary_bins", 0, "boundary_bins"),
@@ -181,8 +220,14 @@ def _batch(num_instances, size=64, max_instances=4, seed=0):
 
 
 @pytest.mark.slow  # the detector's train step and predict compile
-def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contract():
+@pytest.mark.parametrize("decoder_loss_weight", [0.0, 1.0])
+def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contract(decoder_loss_weight):
+  """With decoder_loss_weight, the soft-decoded masks' targets are the RoI's mask targets on the grid grown by R
+  cells (its centre M x M cells are the RoI's own grid), the step still compiles once and soft_decoding predicts the
+  same contract."""
   config = tiny_config()
+  config.decoder_loss_weight = decoder_loss_weight
+  config.soft_decoding = bool(decoder_loss_weight)
   module = boundary_aware.build(config, INFO)
   batch = _batch(3)
   variables = module.init(jax.random.key(0), batch["image"], train=False)
@@ -215,8 +260,16 @@ def test_tiny_model_trains_without_recompiling_and_predicts_the_instance_contrac
   assert outputs["boundary_logits"].shape == outputs["boundary_targets"].shape == (2, p, 5, 28, 28)
   targets = np.asarray(outputs["boundary_targets"])[np.asarray(outputs["mask_valid"])]
   assert targets.size and targets.sum(1).max() == 1  # positives hold object cells; the bins partition them
-  assert np.mean(totals[-3:]) < 0.7 * np.mean(totals[:3])
-  assert np.mean(mask_losses[-3:]) < 0.85 * np.mean(mask_losses[:3])
+  if decoder_loss_weight:
+    valid = np.asarray(outputs["mask_valid"])
+    decoded_targets = np.asarray(outputs["decoded_targets"])[valid]
+    assert outputs["decoded_evidence"].shape == outputs["decoded_targets"].shape == (2, p, 38, 38)
+    decoded_centre = np.asarray(decode_boundary_aware(targets[0], 5, pad=5))
+    assert (decoded_targets[:, 5:33, 5:33] == targets.any(1)).mean() > 0.99  # the RoI's grid, up to resampling
+    np.testing.assert_array_equal(decoded_centre[5:33, 5:33], targets[0].any(0))
+  if not decoder_loss_weight:  # the decoder's own learning: test_decoder_loss_alone_recovers_a_mask
+    assert np.mean(totals[-3:]) < 0.7 * np.mean(totals[:3])
+    assert np.mean(mask_losses[-3:]) < 0.85 * np.mean(mask_losses[:3])
   for count in (0, 4):  # no instances, and max_instances: the same program
     state, metrics, _ = step(state, _batch(count, seed=count), jax.random.key(100 + count))
     assert np.isfinite(float(metrics["loss_mask"]))

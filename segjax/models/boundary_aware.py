@@ -9,11 +9,18 @@ Network, which predicts no class).
 Training: targets are the matched ground-truth mask resampled into the RoI's grid as Mask R-CNN's targets,
 binarised at 0.5 and encoded; loss_mask is the per-bin sigmoid cross entropy (each bin's mean over the grid,
 summed over the K bins, averaged over the positive RoIs); the other losses are Mask R-CNN's.
+The paper's decoder (Sec. 3.2; the survey deck's M = U_n T(., r_n) * B_n) as a differentiable function of the maps:
+transposed convolutions with the fixed disks T(., r_n) of -log(1 - B_n), summed into S, and M = 1 - exp(-S), the
+probability that some disk covers the pixel (segjax.ops.boundary.soft_decode_boundary_aware; the union for 0 / 1
+maps), so a binary cross entropy on the decoded mask trains the maps end to end; with
+`decoder_loss_weight` > 0 that loss (the decoded grid of the RoI padded by R cells against the matched mask resampled
+over the RoI grown by R cells, binarised at 0.5) is added to the per-bin one. The residual deconvolution layers
+that produce the maps in the paper's Object Mask Network are Mask R-CNN's mask head here.
 Inference: each map is thresholded (sigmoid > 0.5) and decoded exactly as the union of disks M = U_n T(B_n, r_n)
-on the grid padded by R cells, which is pasted over the box grown by R cells on each side: pixels at a box edge
-that cuts the object grow disks past the box, so the mask can extend beyond it (the paper predicts on an enlarged
-box for the same reason). The paper's residual-deconvolution decoder (a differentiable inverse distance transform
-trained end to end) is not built: decoding is the exact op, after the threshold.
+on the grid padded by R cells, or with `soft_decoding` the maps go through the soft decoder (a mask probability the
+evaluator binarises at 0.5); the grid is pasted over the box grown by R cells on each side: pixels
+at a box edge that cuts the object grow disks past the box, so the mask can extend beyond it (the paper predicts on
+an enlarged box for the same reason).
 K = 5 bins and R = 5 are this model's defaults, the values the task names as the paper's; they were not checked
 against the paper's text here.
 """
@@ -22,21 +29,25 @@ import jax.numpy as jnp
 import ml_collections
 
 from segjax.models import mask_rcnn
-from segjax.ops.boundary import decode_roi_masks, quantisation_bins, roi_boundary_targets
+from segjax.ops.boundary import decode_roi_masks, grown_boxes, quantisation_bins, roi_boundary_targets
+from segjax.ops.boundary import disk_evidence
+from segjax.ops.masks import roi_mask_targets
 
 TASK = mask_rcnn.TASK
 BATCH_KEYS = mask_rcnn.BATCH_KEYS
 FORWARD_KEYS = mask_rcnn.FORWARD_KEYS
 SIZE_DIVISIBILITY = mask_rcnn.SIZE_DIVISIBILITY
-INFERENCE_KEYS = mask_rcnn.INFERENCE_KEYS
+INFERENCE_KEYS = mask_rcnn.INFERENCE_KEYS | {"soft_decoding"}
 
 
 def model_config(backbone: str = "fpn") -> ml_collections.ConfigDict:
   """Mask R-CNN's defaults (mask_rcnn.model_config) plus boundary_bins K, boundary_truncation R (in cells of the
-  mask head's M x M grid: 28 with FPN, 14 with C4) and class_agnostic_mask."""
+  mask head's M x M grid: 28 with FPN, 14 with C4), class_agnostic_mask, the decoded mask's loss weight
+  (0: the per-bin loss alone) and soft_decoding at inference."""
   config = mask_rcnn.model_config(backbone)
   config.name = "boundary_aware"
-  config.update({"boundary_bins": 5, "boundary_truncation": 5, "class_agnostic_mask": False})
+  config.update({"boundary_bins": 5, "boundary_truncation": 5, "class_agnostic_mask": False,
+                 "decoder_loss_weight": 0.0, "soft_decoding": False})
   return config
 
 
@@ -63,9 +74,9 @@ class BoundaryAware(mask_rcnn.MaskRCNN):
     grids over at the source image's size."""
     n, k = logits.shape[:2]
     masks, decoded, region = decode_roi_masks(logits.reshape(n * k, *logits.shape[2:]), boxes.reshape(n * k, 4),
-                                              self.config.boundary_truncation, *image_hw)
-    return (masks.reshape(n, k, *masks.shape[1:]), decoded.reshape(n, k, *decoded.shape[1:]).astype(jnp.float32),
-            region.reshape(n, k, 4))
+                                              self.config.boundary_truncation, *image_hw,
+                                              soft=self.config.soft_decoding)
+    return masks.reshape(n, k, *masks.shape[1:]), decoded.reshape(n, k, *decoded.shape[1:]), region.reshape(n, k, 4)
 
   def _mask_train_outputs(self, targets, levels, rois, labels, matched, positive, res5):
     """The K maps' logits and targets of the positives among the first P RoIs of the sample."""
@@ -75,7 +86,13 @@ class BoundaryAware(mask_rcnn.MaskRCNN):
     encode = lambda masks, boxes, index: roi_boundary_targets(masks, boxes, index, m, c.boundary_truncation,
                                                               c.boundary_bins)
     boundary_targets = jax.vmap(encode)(targets["masks"], rois, matched)
-    return {"boundary_logits": logits, "boundary_targets": boundary_targets, "mask_valid": positive}
+    outputs = {"boundary_logits": logits, "boundary_targets": boundary_targets, "mask_valid": positive}
+    if c.decoder_loss_weight:
+      r = c.boundary_truncation
+      outputs["decoded_evidence"] = jax.vmap(jax.vmap(lambda z: disk_evidence(z, r, pad=r)))(logits)
+      resample = lambda masks, boxes, index: roi_mask_targets(masks, boxes, index, m + 2 * r)
+      outputs["decoded_targets"] = jax.vmap(resample)(targets["masks"], grown_boxes(rois, m, r), matched) >= 0.5
+    return outputs
 
 
 def _config(overrides) -> ml_collections.FrozenConfigDict:
@@ -104,12 +121,28 @@ def boundary_loss(logits, targets, valid):
   return jnp.sum(jnp.where(valid, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
 
 
+def decoded_mask_loss(evidence, targets, valid):
+  """Binary cross entropy of the soft-decoded masks M = 1 - exp(-S), from their evidence S [N, P, G, G]
+  (segjax.ops.boundary.disk_evidence), and their 0 / 1 targets: -log M = -log(-expm1(-S)) inside, -log(1 - M) = S
+  outside; each RoI's mean over the grid, averaged over the valid RoIs valid [N, P]."""
+  t = targets.astype(jnp.float32)
+  inside = -jnp.log(-jnp.expm1(-jnp.maximum(evidence, 1e-30)))
+  bce = (t * inside + (1.0 - t) * evidence).mean((-2, -1))
+  return jnp.sum(jnp.where(valid, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+
 def loss(outputs, batch, model_config):
-  """Mask R-CNN's RPN and RoI box losses + loss_mask, the boundary maps' per-bin cross entropy."""
+  """Mask R-CNN's RPN and RoI box losses + loss_mask, the boundary maps' per-bin cross entropy (+ weighted
+  loss_mask_decoded, the decoded masks' cross entropy, where decoder_loss_weight > 0)."""
   total, metrics = mask_rcnn.loss(outputs, batch, model_config)
   metrics["loss_mask"] = boundary_loss(outputs["boundary_logits"], outputs["boundary_targets"].astype(jnp.float32),
                                        outputs["mask_valid"])
-  return total + metrics["loss_mask"], metrics
+  total = total + metrics["loss_mask"]
+  if "decoded_evidence" in outputs:
+    metrics["loss_mask_decoded"] = decoded_mask_loss(outputs["decoded_evidence"], outputs["decoded_targets"],
+                                                     outputs["mask_valid"])
+    total = total + model_config.decoder_loss_weight * metrics["loss_mask_decoded"]
+  return total, metrics
 
 
 def predict(outputs, model_config):

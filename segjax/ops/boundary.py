@@ -71,6 +71,27 @@ def decode_boundary_aware(bins, truncation, pad=0):
   return out
 
 
+def disk_evidence(logits, truncation, pad=0):
+  """S = sum_n T(., r_n) * softplus(z_n) [H + 2 pad, W + 2 pad] of the maps' logits z [K, H, W]: a transposed
+  convolution of each map's -log(1 - B_n) with the fixed disk of radius r_n, summed over the maps; the soft-decoded
+  mask is 1 - exp(-S) (`soft_decode_boundary_aware`)."""
+  evidence = jnp.pad(jax.nn.softplus(jnp.asarray(logits, jnp.float32)), ((0, 0), (pad, pad), (pad, pad)))
+  _, radii = quantisation_bins(truncation, evidence.shape[0])
+  total = jnp.zeros(evidence.shape[1:], jnp.float32)
+  for b, radius in zip(evidence, radii):
+    for dy, dx in _disk_offsets(float(radius)):
+      total = total + _shift(b, dy, dx, 0.0)
+  return total
+
+
+def soft_decode_boundary_aware(logits, truncation, pad=0):
+  """The decoding M = U_n T(., r_n) * B_n made differentiable in the maps' logits z [K, H, W]: a pixel is outside
+  the mask only if no disk of any map covers it, M = 1 - prod_n prod_{q: p in T(q, r_n)} (1 - B_n(q)) with
+  B_n = sigmoid(z_n), i.e. 1 - exp(-S) of `disk_evidence` (fixed-disk transposed convolutions, as the paper's
+  decoder). For confident maps (B_n 0 or 1) it is the union `decode_boundary_aware` gives; [H + 2 pad, W + 2 pad]."""
+  return -jnp.expm1(-disk_evidence(logits, truncation, pad))
+
+
 def roi_boundary_targets(gt_masks, rois, matched_gt, m, truncation, num_bins):
   """The boundary-aware targets [R, K, m, m] bool of RoIs [R, 4]: each RoI's matched mask of gt_masks [M, H, W]
   resampled to m x m as Mask R-CNN's targets (`roi_mask_targets`), binarised at 0.5, then encoded; distances are
@@ -87,11 +108,15 @@ def grown_boxes(boxes, resolution, pad):
   return jnp.stack([boxes[..., 0] - w, boxes[..., 1] - h, boxes[..., 2] + w, boxes[..., 3] + h], -1)
 
 
-def decode_roi_masks(logits, boxes, truncation, height, width):
-  """Predicted maps (logits [R, K, m, m], B_n = sigmoid > 0.5) of boxes [R, 4] -> (masks [R, height, width]
-  float32 pasted as Mask R-CNN's, decoded grids [R, m + 2 R, m + 2 R] bool, the grown boxes [R, 4] they lie over).
-  The decoding runs on the grid padded by the truncation R (a disk reaches at most R - 1 cells) and is pasted over
-  the box grown by as many cells, so the part of the mask past the box is kept."""
-  decoded = jax.vmap(lambda b: decode_boundary_aware(b, truncation, pad=truncation))(logits > 0)
+def decode_roi_masks(logits, boxes, truncation, height, width, soft=False):
+  """Predicted maps (logits [R, K, m, m]) of boxes [R, 4] -> (masks [R, height, width] float32 pasted as Mask
+  R-CNN's, decoded grids [R, m + 2 R, m + 2 R] float32, the grown boxes [R, 4] they lie over). The maps are
+  thresholded (B_n = sigmoid > 0.5) and decoded exactly, or with `soft` decoded by `soft_decode_boundary_aware`. The decoding runs on the grid padded by the truncation R (a disk reaches at most
+  R - 1 cells) and is pasted over the box grown by as many cells, so the part of the mask past the box is kept."""
+  if soft:
+    decoded = jax.vmap(lambda b: soft_decode_boundary_aware(b, truncation, pad=truncation))(logits)
+  else:
+    decoded = jax.vmap(lambda b: decode_boundary_aware(b, truncation, pad=truncation))(logits > 0)
+    decoded = decoded.astype(jnp.float32)
   region = grown_boxes(boxes.astype(jnp.float32), logits.shape[-1], truncation)
-  return paste_masks_in_image(decoded.astype(jnp.float32), region, height, width), decoded, region
+  return paste_masks_in_image(decoded, region, height, width), decoded, region
