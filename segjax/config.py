@@ -34,6 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.scales = (1.0,)
   config.eval.flip = False
+  # Instance and panoptic models: Boundary AP (segjax/evaluation/boundary.py) beside mask AP; it computes the
+  # boundary band of every mask and result, which a COCO-scale run may turn off.
+  config.eval.boundary_ap = True
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"

@@ -50,6 +50,18 @@ def test_ground_truth_at_source_size_scores_one(coco_root, tmp_path):
     results = json.load(f)
   assert results and {"image_id", "category_id", "segmentation", "score"} <= set(results[0])
   assert metrics["mask_AP_agnostic"] == pytest.approx(1.0)
+  assert metrics["boundary_AP"] == pytest.approx(1.0)
+
+
+def test_boundary_ap_can_be_left_out(coco_root, tmp_path):
+  """config.eval.boundary_ap False reaches the evaluator through make_evaluator: no boundary_* metrics, the rest
+  unchanged."""
+  from segjax.train.loop import make_evaluator  # pylint: disable=g-import-not-at-top
+  config = _config(coco_root, (64, 64))
+  evaluator = make_evaluator("instance", pipeline.dataset_info(config), str(tmp_path), boundary_ap=False)
+  _ground_truth_as_detections(evaluator, config)
+  metrics = evaluator.result()
+  assert metrics["mask_AP"] == pytest.approx(1.0) and not any(k.startswith("boundary_") for k in metrics)
 
 
 def test_class_agnostic_mask_ap(coco_root, tmp_path):

@@ -55,15 +55,17 @@ class InstanceEvaluator:
   # What `update` reads; mask_probabilities where the model gives them (the loop leaves out what it does not).
   PREDICTION_KEYS = ("boxes", "scores", "labels", "masks", "valid", "mask_probabilities", "mask_boxes")
 
-  def __init__(self, info, workdir=None, overlap_metrics=False):
+  def __init__(self, info, workdir=None, overlap_metrics=False, boundary_ap=True):
     """`workdir`: a local path or a URL that every process reaches (results are exchanged there). With
     `overlap_metrics`, `result` adds the unseen-object overlap precision / recall / F-measure of every result
-    (segjax.evaluation.overlap): what class-agnostic, bottom-up models are scored by on OCID / OSD."""
+    (segjax.evaluation.overlap): what class-agnostic, bottom-up models are scored by on OCID / OSD. Without
+    `boundary_ap`, it leaves out Boundary AP (boundary_AP, boundary_AP50, boundary_AP75)."""
     if info.eval_instances_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no instances JSON, so an instance model "
                        "cannot be evaluated on it (config.dataset.eval_split)")
     self.info = info
     self.overlap_metrics = overlap_metrics
+    self.boundary_ap = boundary_ap
     self.workdir = paths.resolve(workdir) if workdir else None
     self.label_to_category_id = {k + 1: c for k, c in enumerate(info.thing_category_ids)}
     self.reset()
@@ -126,7 +128,8 @@ class InstanceEvaluator:
     agnostic = coco.evaluate_results(*coco.class_agnostic(ground_truth, results["segm"]), "segm")
     metrics.update({f"{k}_agnostic": v for k, v in agnostic.items()})
     metrics.update(voc_regions.region_ap_metrics(ground_truth, results["segm"]))  # SDS's AP^r (VOC / SBD)
-    metrics.update(boundary.boundary_ap_metrics(ground_truth, results["segm"]))  # Boundary AP (Cheng et al. 2021)
+    if self.boundary_ap:  # Boundary AP (Cheng et al. 2021)
+      metrics.update(boundary.boundary_ap_metrics(ground_truth, results["segm"]))
     if self.overlap_metrics:
       metrics.update(overlap.coco_overlap_metrics(ground_truth, results["segm"]))
     if self.info.name == "cvppp":  # the leaf segmentation challenge's SBD and |DiC| (segjax.evaluation.leaf)

@@ -47,18 +47,18 @@ def segment_category_ids(segment_category, segment_is_thing, info):
 class PanopticEvaluator:
   """PQ, SQ, RQ over all, thing and stuff categories (fractions), plus box_AP, ..., mask_AP, ... if available."""
 
-  def __init__(self, info, workdir=None, things_only=False):
+  def __init__(self, info, workdir=None, things_only=False, boundary_ap=True):
     """`workdir`: a local path or a URL that every process reaches (PQ statistics are exchanged there). With
     `things_only` (a model that segments no stuff, as the instance CRF's labelling), `result` reports PQ, SQ and RQ
     over the thing categories only (PQ_th, SQ_th, RQ_th): over all categories they would count every stuff segment
-    as missed."""
+    as missed. `boundary_ap`: the detections' Boundary AP, as InstanceEvaluator's."""
     if info.eval_panoptic_json is None:
       raise ValueError(f"dataset {info.name!r}: the eval split has no panoptic JSON, so a panoptic model cannot be "
                        "evaluated on it (config.dataset.eval_split)")
     self.info = info
     self.things_only = things_only
     self.workdir = paths.resolve(workdir) if workdir else None
-    self.instances = InstanceEvaluator(info, workdir) if info.eval_instances_json else None
+    self.instances = InstanceEvaluator(info, workdir, boundary_ap=boundary_ap) if info.eval_instances_json else None
     with open(info.eval_panoptic_json) as f:
       ground_truth = json.load(f)
     self.categories = ground_truth["categories"]

@@ -78,27 +78,28 @@ def _initial_state(module, optimizer, config, mesh):
   return jax.jit(init, out_shardings=shardings)(), shardings
 
 
-def _evaluator(model_lib, info, workdir):
+def _evaluator(model_lib, info, workdir, config):
   return make_evaluator(model_lib.TASK, info, workdir, getattr(model_lib, "CLASS_AGNOSTIC", False),
-                        getattr(model_lib, "THINGS_PANOPTIC", False))
+                        getattr(model_lib, "THINGS_PANOPTIC", False), config.eval.get("boundary_ap", True))
 
 
 _PICTURE_KEYS = {"semantic": ("labels",), "instance": ("masks", "scores", "valid"), "panoptic": ("panoptic",),
                  "detection": ("boxes", "scores", "labels", "valid")}
 
 
-def make_evaluator(task, info, workdir, class_agnostic=False, things_panoptic=False):
+def make_evaluator(task, info, workdir, class_agnostic=False, things_panoptic=False, boundary_ap=True):
   """The evaluator of a model TASK; a class-agnostic instance model (CLASS_AGNOSTIC) is also scored by the unseen-
   object overlap F-measure (segjax.evaluation.overlap), an instance model with a things-only panoptic map
-  (THINGS_PANOPTIC) by PQ over the things where the eval split has a panoptic JSON."""
+  (THINGS_PANOPTIC) by PQ over the things where the eval split has a panoptic JSON; `boundary_ap`
+  (config.eval.boundary_ap): instance and panoptic models' detections also get Boundary AP."""
   if task == "semantic":
     return SemanticEvaluator(info.num_semantic_classes)
   if task == "instance" and things_panoptic and info.eval_panoptic_json is not None:
-    return PanopticEvaluator(info, workdir, things_only=True)
+    return PanopticEvaluator(info, workdir, things_only=True, boundary_ap=boundary_ap)
   if task == "instance":
-    return InstanceEvaluator(info, workdir, overlap_metrics=class_agnostic)
+    return InstanceEvaluator(info, workdir, overlap_metrics=class_agnostic, boundary_ap=boundary_ap)
   if task == "panoptic":
-    return PanopticEvaluator(info, workdir)
+    return PanopticEvaluator(info, workdir, boundary_ap=boundary_ap)
   if task == "detection":
     return VOCEvaluator(info, workdir)
   raise ValueError(f"model TASK {task!r} has no evaluator; expected 'semantic', 'instance', 'panoptic' or "
@@ -229,7 +230,7 @@ def _train_and_evaluate(config, workdir, devices):
   progress = Progress(config.total_steps, start_step, primary=primary)
   train_step = multihost.CompiledOnce(
       make_train_step(module, model_lib, config.model, optimizer, schedule, mesh, shardings), "train_step")
-  evaluator = _evaluator(model_lib, info, workdir)
+  evaluator = _evaluator(model_lib, info, workdir, config)
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh,
                                                     shardings.variables, scales, flip), "eval_step")
   keys = set(model_lib.BATCH_KEYS)
@@ -302,7 +303,7 @@ def _evaluate_checkpoint(config, workdir, step, devices):
                               "nothing to evaluate")
   finally:
     checkpointer.close()
-  evaluator = _evaluator(model_lib, info, workdir)
+  evaluator = _evaluator(model_lib, info, workdir, config)
   eval_step = multihost.CompiledOnce(make_eval_step(module, model_lib, config.model, evaluator, mesh, shardings,
                                                     scales, flip), "eval_step")
   pictures = (workdir / "pictures" / f"evaluate_step{step:06d}.png"
