@@ -69,10 +69,11 @@ def region_proposals(masks, valid, image_hw, count, image_id):
   (H, W), image_id int -> (proposals uint8 [count, H, W], proposal_valid bool [count])."""
   h, w = image_hw
   masks = np.asarray(masks, np.uint8)[np.asarray(valid, bool)]
-  masks = masks[masks.reshape(len(masks), -1).any(1)]
+  masks = masks.reshape(-1, h, w)
+  masks = masks[masks.reshape(len(masks), h * w).any(1)]
   rng = np.random.default_rng([max(int(image_id), 0), SEED_TAG])
   jittered = count // 2 if len(masks) else 0
   out = np.zeros((count, h, w), np.uint8)
   for i in range(count):
     out[i] = _jittered(rng, masks, int(rng.integers(len(masks)))) if i < jittered else _ellipse(rng, h, w)
-  return out, out.reshape(count, -1).any(1)
+  return out, out.reshape(count, h * w).any(1)

@@ -216,7 +216,8 @@ class SDS(nn.Module):
       return self.train_outputs(x, targets, region_masks, region_valid)
     features, boxes = self.features(x, region_masks, False)
     logits = self.classifier(features)
-    region, labels, scores = jax.vmap(lambda *a: select_detections(*a, c))(logits, region_masks, region_valid)
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), -1)[..., 1:]
+    region, labels, scores = jax.vmap(lambda *a: select_detections(*a, c))(probabilities, region_masks, region_valid)
     masks = jnp.take_along_axis(region_masks, region[..., None, None], 1)  # [N, D, H, W]
     if c.refinement:
       d = region.shape[1]
@@ -243,7 +244,7 @@ class SDS(nn.Module):
                                                                  targets["classes"], gt_valid)
     features, boxes = self.features(x, jax.lax.stop_gradient(regions), True)
     outputs = {"class_logits": self.classifier(features), "roi_labels": labels, "roi_valid": sampled,
-               "roi_positive": positive}
+               "roi_positive": positive, "roi_masks": regions}
     if c.refinement:
       n, s = labels.shape
       flat = lambda a: a.reshape(n * s, *a.shape[2:])
@@ -258,13 +259,13 @@ class SDS(nn.Module):
     return outputs
 
 
-def select_detections(logits, masks, valid, config):
-  """One image's detections among its regions (Sec. 3.3): logits [P, K+1], masks [P, H, W], valid [P] -> the picked
-  regions' indices, labels (1..K) and scores, [D] each (score 0: no detection). Every (region, foreground class)
-  pair with a softmax score >= score_threshold is a candidate, the best detection_candidates of them go through
-  class-wise hard NMS on region overlap at nms_threshold, the first detections_per_image picks are kept."""
-  p, k = logits.shape[0], logits.shape[1] - 1
-  scores = jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1:]
+def select_detections(scores, masks, valid, config):
+  """One image's detections among its regions (Sec. 3.3): scores [P, K] of the foreground classes (positive; the
+  softmax's), masks [P, H, W], valid [P] -> the picked regions' indices, labels (1..K) and scores, [D] each (score
+  0: no detection). Every (region, class) pair scoring >= score_threshold is a candidate, the best
+  detection_candidates of them go through class-wise hard NMS on region overlap at nms_threshold, the first
+  detections_per_image picks are kept."""
+  p, k = scores.shape
   scores = jnp.where(valid[:, None] & (scores >= config.score_threshold), scores, 0.0).reshape(-1)
   top, candidates = jax.lax.top_k(scores, min(config.detection_candidates, p * k))
   region, label = candidates // k, candidates % k + 1
