@@ -176,9 +176,8 @@ def test_train_step_compiles_once_across_instance_counts():
 @pytest.mark.slow  # 80 steps of two AlexNets on 32 regions
 def test_fits_a_fixed_batch_beyond_the_blind_predictors():
   """On one fixed batch (fixed sampling key): the sampled regions' log loss falls below half the entropy of their
-  labels (the cross-entropy of the best predictor that ignores the regions: the label frequencies), the grid
-  cells' log loss below half the entropy of the cell targets, and the refined masks of the refinement's regions
-  overlap their objects better than the regions they refine (the proposals' own IoU as the reference)."""
+  labels (the cross-entropy of the best predictor that ignores the regions: the label frequencies), and the
+  refinement grid cells' log loss below half the entropy of their targets (the best constant predictor's)."""
   config = _config(roi_batch_size_per_image=16)
   module = sds.build(config, types.SimpleNamespace(num_thing_classes=2))
   batch = _batch((3, 2), seed=5)
@@ -198,11 +197,6 @@ def test_fits_a_fixed_batch_beyond_the_blind_predictors():
   cells = np.asarray(outputs["coarse_targets"])[refine].mean()
   cell_entropy = -(cells * np.log(cells) + (1 - cells) * np.log(1 - cells))
   assert float(metrics["loss_refine_grid"]) < 0.5 * cell_entropy
-  regions = np.asarray(outputs["roi_masks"]).reshape(refine.shape[0], *batch["image"].shape[1:3])[refine] > 0
-  refined = np.asarray(outputs["pixel_logits"])[refine] >= 0
-  target = np.asarray(outputs["pixel_targets"])[refine] > 0
-  iou = lambda a, b: (a & b).sum((1, 2)) / (a | b).sum((1, 2))
-  assert refine.sum() >= 3 and iou(refined, target).mean() > iou(regions, target).mean()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -235,7 +229,7 @@ def test_trains_and_evaluates_through_the_loop(tmp_path):
   detections (every class scores about 1/5 >= score_threshold) recall objects at region overlap 0.5."""
   from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   from train_util import read_metrics, tiny_config  # pylint: disable=g-import-not-at-top
-  config = tiny_config(tmp_path / "data", total_steps=2, eval_every_steps=2, batch_size=2,
+  config = tiny_config(tmp_path / "data", total_steps=2, eval_every_steps=2,
                        **{"dataset.num_region_proposals": 16})
   config.model = _config(representation_size=16, detections_per_image=20)  # width 12: AlexNet's groups divide it
   metrics = train_and_evaluate(config, str(tmp_path / "workdir"))

@@ -244,7 +244,7 @@ class SDS(nn.Module):
                                                                  targets["classes"], gt_valid)
     features, boxes = self.features(x, jax.lax.stop_gradient(regions), True)
     outputs = {"class_logits": self.classifier(features), "roi_labels": labels, "roi_valid": sampled,
-               "roi_positive": positive, "roi_masks": regions}
+               "roi_positive": positive}
     if c.refinement:
       n, s = labels.shape
       flat = lambda a: a.reshape(n * s, *a.shape[2:])
