@@ -28,6 +28,7 @@ WIRING = {
     "test_models_metric_learning.py::test_runs_through_the_training_loop": "test_tiny_model_beats_the_pair_blind_similarity",
     "test_models_ucn.py::test_runs_through_the_training_loop_on_held_out_shapes":
         "test_tiny_model_beats_the_best_constant_embedding",
+    "test_models_sds.py::test_trains_and_evaluates_through_the_loop": "test_fits_a_fixed_batch_beyond_the_blind_predictors",
 }
 
 

@@ -4,8 +4,10 @@ The host ships (augment.py makes it):
   image uint8 [B, H, W, 3]     semantic uint8 [B, H, W]
   masks_packed uint8 [B, k, H, ceil(W / 8)]: instance slots 0..k-1, bit-packed along W as np.packbits;
     k = `bucket(...)` of the batch, the smallest rung of 1, 2, 4, ..., max_instances that holds every valid slot
+  region_masks_packed uint8 [B, P, H, ceil(W / 8)] (SDS's region proposals, when the batch has them), packed alike
 and `expand` turns it into the model batch:
   image float32 [B, H, W, 3] in [0, 1]   semantic int32 [B, H, W]   masks uint8 [B, M, H, W] (0/1)
+  region_masks uint8 [B, P, H, W] (0/1)
 the other keys unchanged. At 800x1344 with M = 100 the image crosses as 3.2 MB instead of 12.9 MB and the masks
 of a COCO-like batch (mean 7 instances, one image with 100) as about 5 MB per image instead of 107.5 MB
 (scripts/bench_input.py: 8.2 MB per image of Mask R-CNN's batch keys instead of 120.4 MB). `expand` runs on the
@@ -14,7 +16,8 @@ compiled program per rung at most.
 """
 import numpy as np
 
-COMPACT_KEYS = {"image": "image", "semantic": "semantic", "masks": "masks_packed"}  # model key -> host key
+COMPACT_KEYS = {"image": "image", "semantic": "semantic", "masks": "masks_packed",
+                "region_masks": "region_masks_packed"}  # model key -> host key
 
 
 def bucket(needed: int, max_instances: int) -> int:
@@ -63,4 +66,6 @@ def expand(batch: dict, xp=np) -> dict:
     masks = xp.unpackbits(packed, axis=-1, count=batch["image"].shape[2])  # W from the image beside it
     max_instances = batch["instance_valid"].shape[1]
     out["masks"] = xp.pad(masks, [(0, 0), (0, max_instances - packed.shape[1]), (0, 0), (0, 0)])
+  if "region_masks_packed" in batch:  # SDS's region proposals: a fixed count, no bucket
+    out["region_masks"] = xp.unpackbits(batch["region_masks_packed"], axis=-1, count=batch["image"].shape[2])
   return out

@@ -42,6 +42,9 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # .npz, segjax/data/proposal_files.py), else the stand-in of segjax/data/proposals.py.
   config.num_proposals = 0
   config.proposal_files = ml_collections.ConfigDict()
+  # Instance sets: this many region proposals (masks) per image for SDS, the stand-in of
+  # segjax/data/region_proposals.py; 0: none.
+  config.num_region_proposals = 0
   config.num_train = 1000  # synthetic only
   config.num_val = 200  # synthetic only
   # Synthetic only: the shape classes ("circle", "square", "triangle", "star") the train / val images draw; empty: all.

@@ -21,6 +21,9 @@ gives the model batch: image float32 in [0, 1], semantic int32, masks uint8 [B, 
 With config.dataset.unet_weight_map, train batches for a model that reads them (U-Net) also hold
   pixel_weights float32 [B, H, W]: U-Net's weight map (Eq. 2, w0 = config.dataset.unet_w0, sigma =
   config.dataset.unet_sigma) of each example's instances (augment.finish_labels), 0 on padding.
+With config.dataset.num_region_proposals = P on an instance set, SDS's region candidates (region_proposals.py):
+  region_masks_packed uint8 [B, P, H, ceil(W / 8)] (the model batch's region_masks uint8 [B, P, H, W])
+  region_valid bool [B, P]
 """
 import collections
 import concurrent.futures
@@ -44,6 +47,7 @@ from segjax.data import cvppp
 from segjax.data import info as info_lib
 from segjax.data import isbi_cells
 from segjax.data import proposal_files
+from segjax.data import region_proposals
 from segjax.data import semantic
 from segjax.data import synthetic
 from segjax.data import tfds_coco
@@ -245,13 +249,28 @@ def _with_proposals(process, proposals, image_size, raw, seed, valid):
   return example
 
 
-def _run(process, max_instances, width, weight_map, raw, seed, valid):
+def _run(process, max_instances, width, weight_map, regions, raw, seed, valid):
   """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
   example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
   if "mask_rle" not in example:  # a box-only detection example: the image crosses as uint8 like the others
     example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
     return example
-  return augment.finish_labels(example, max_instances, width, weight_map)
+  example = augment.finish_labels(example, max_instances, width, weight_map)
+  if regions:
+    example.update(_region_proposals(example, regions, width))
+  return example
+
+
+def _region_proposals(example, count, width):
+  """SDS's region proposals of a finished row: `count` stand-in masks (segjax/data/region_proposals.py) around its
+  non-crowd instances, bit-packed along W as the instance masks ("region_masks_packed", "region_valid")."""
+  masks = np.unpackbits(example["masks_packed"], axis=-1, count=width)
+  n = len(masks)
+  keep = example["instance_valid"][:n] & ~example["is_crowd"][:n]
+  proposals, valid = region_proposals.region_proposals(masks, keep, example["image"].shape[:2], count,
+                                                       int(example["image_id"]))
+  return {"region_masks_packed": np.packbits(proposals, axis=-1),
+          "region_valid": valid & bool(example["valid_image"])}
 
 
 def _assemble(examples):
@@ -271,9 +290,9 @@ class _Batches:
   the running count of instances dropped beyond max_instances.
   """
 
-  def __init__(self, source, process, steps, max_instances, width, workers, depth, weight_map=None):
+  def __init__(self, source, process, steps, max_instances, width, workers, depth, weight_map=None, regions=0):
     self._source, self._process, self._steps = source, process, iter(steps)
-    self._width, self._weight_map = width, weight_map
+    self._width, self._weight_map, self._regions = width, weight_map, regions
     self._max_instances = max_instances
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="segjax_data")
     self._close = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
@@ -285,7 +304,8 @@ class _Batches:
     for step in itertools.islice(self._steps, count):
       raws, seeds, valid = self._source(step)
       self._pending.append([self._pool.submit(_run, self._process, self._max_instances, self._width,
-                                              self._weight_map, *args) for args in zip(raws, seeds, valid)])
+                                              self._weight_map, self._regions, *args)
+                            for args in zip(raws, seeds, valid)])
 
   def __iter__(self):
     return self
@@ -335,7 +355,8 @@ def _batches(builder, source, steps, config, local_batch, train, split, keys=Non
     process = functools.partial(_with_proposals, process, proposals, tuple(ds.image_size))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
-  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth, weight_map)
+  regions = 0 if ds.get("detection") else int(ds.get("num_region_proposals") or 0)  # SDS's region candidates
+  return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth, weight_map, regions)
 
 
 def _records(builder, split):

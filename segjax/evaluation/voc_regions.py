@@ -45,6 +45,10 @@ def region_images(coco_gt, segm_results):
 
 def region_ap_metrics(coco_gt, segm_results) -> dict[str, float]:
   """{"mask_APr50", "mask_APr70", "mask_APr_vol"} of COCO segm results against a pycocotools COCO ground truth."""
-  images, num_classes = region_images(coco_gt, segm_results)
+  return region_ap_of_images(*region_images(coco_gt, segm_results))
+
+
+def region_ap_of_images(images, num_classes) -> dict[str, float]:
+  """{"mask_APr50", "mask_APr70", "mask_APr_vol"} of voc.ImageDetections whose `ious` are mask IoUs."""
   means = {t: float(voc.voc_ap(images, num_classes, t)["voc07"].mean()) for t in THRESHOLDS}
   return {"mask_APr50": means[0.5], "mask_APr70": means[0.7], "mask_APr_vol": float(np.mean(list(means.values())))}

@@ -73,6 +73,7 @@ _MODELS = {
     "pspnet": "segjax.models.pspnet",
     "rfcn": "segjax.models.rfcn",
     "rfcn_coco": "segjax.models.rfcn_coco",
+    "sds": "segjax.models.sds",
     "segnet": "segjax.models.segnet",
     "solov2": "segjax.models.solov2",
     "sppnet": "segjax.models.fast_rcnn",
