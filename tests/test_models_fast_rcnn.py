@@ -9,6 +9,7 @@ import pytest
 
 from segjax.data import augment_detection
 from segjax.models import fast_rcnn, get_model
+from segjax.ops.roi import warp_regions
 from train_util import counting_jit
 
 
@@ -286,7 +287,7 @@ def test_rcnn_warps_each_region_with_context_into_alexnet():
   image = rng.uniform(size=(1, 80, 100, 3)).astype(np.float32)
   boxes = np.array([[[30.0, 20.0, 70.0, 50.0], [40.5, 30.25, 52.0, 61.0]]], np.float32)
   size, padding = 31, 3
-  warped = np.asarray(fast_rcnn.warp_regions(image, boxes, size, padding))
+  warped = np.asarray(warp_regions(image, boxes, size, padding))
   assert warped.shape == (2, size, size, 3)
   for k, (x1, y1, x2, y2) in enumerate(boxes[0].astype(np.float64)):
     scale = size / (size - 2 * padding)

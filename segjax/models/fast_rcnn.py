@@ -20,7 +20,7 @@ and the softmax (the experiment freezes the convolutions) on the same RoI sampli
 (box_loss_weight 0); `roi_features` gives fc7 for the SVMs and the ridge box regressors (segjax.ops.svm,
 segjax.ops.box_regression).
 R-CNN (Girshick et al. 2014; model_config("rcnn"), registered as "rcnn"): AlexNet (segjax.backbones.alexnet) on
-each proposal warped to 227x227 with 16 pixels of context (`warp_regions`), pool5 into fc6/fc7 and the softmax,
+each proposal warped to 227x227 with 16 pixels of context (segjax.ops.roi.warp_regions), pool5 into fc6/fc7 and the softmax,
 fine-tuned on RoIs with 25% positives at IoU >= 0.5 and the rest background (the paper's 32 + 96 of 128 regions),
 then the same SVM and ridge stages on fc7.
 Truncated SVD (Sec. 3.1): `truncated_svd(params, fc6_rank, fc7_rank)` converts trained fc6/fc7 into the two-layer
@@ -40,7 +40,7 @@ from segjax.models import roi_heads, thing_label_map
 from segjax.models.validation import validated
 from segjax.ops.boxes import encode_boxes
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
-from segjax.ops.roi import roi_align, roi_pool
+from segjax.ops.roi import roi_pool, warp_regions
 from segjax.ops.spp import project_boxes, region_pyramid_pool
 from segjax.ops.truncated_svd import factor_kernel
 
@@ -141,20 +141,6 @@ class FastRCNN(nn.Module):
       labels = jnp.asarray(self.label_map, jnp.int32)[labels]
       valid &= labels > 0
     return {"boxes": boxes, "scores": scores, "labels": labels, "valid": valid}
-
-
-def warp_regions(images, boxes, size, context_padding):
-  """R-CNN's region warping (Girshick et al. 2014, Sec. 2.1 and Appendix A): each box of images [N, H, W, C], boxes
-  [N, R, 4], is dilated so that the warped frame holds `context_padding` pixels of context around it at `size`, then
-  warped anisotropically to size x size by bilinear sampling at the output pixels' centres (RoIAlign with one sample
-  per bin); outside the image the samples are 0, the mean of the normalised image (R-CNN fills with the mean).
-  Returns [N * R, size, size, C]."""
-  n, r = boxes.shape[:2]
-  centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:] - boxes[..., :2]) / 2
-  half = half * size / (size - 2 * context_padding)
-  batch_index = jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None]
-  rois = jnp.concatenate([batch_index, (centre - half).reshape(-1, 2), (centre + half).reshape(-1, 2)], 1)
-  return roi_align(images, rois, size, sampling_ratio=1, aligned=True)
 
 
 def build(config, info):

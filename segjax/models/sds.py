@@ -7,7 +7,7 @@ data pipeline's stand-in (config.dataset.num_region_proposals, segjax/data/regio
 cuts and merges the ground-truth masks and adds random ellipses.
 Features (Sec. 3.2, network C, the two pathways fine-tuned jointly): each region's bounding box dilated for
 `context_padding` pixels of context at `warp_size` and warped to warp_size x warp_size as R-CNN does
-(fast_rcnn.warp_regions) feeds the box pathway; the same warp with the pixels outside the region's (warped) mask set
+(segjax.ops.roi.warp_regions) feeds the box pathway; the same warp with the pixels outside the region's (warped) mask set
 to the image mean, 0 after mean subtraction (`region_inputs`; the reference's rcnn_im_crop_mask.m multiplies the mean-
 subtracted window by the nearest-resized mask), feeds the region pathway. Each pathway is AlexNet to pool5
 (segjax.backbones.alexnet), fc6 and fc7 (ReLU, dropout 0.5); the two fc7 are concatenated (the reference's "join")
@@ -42,12 +42,11 @@ import ml_collections
 
 from segjax.backbones.alexnet import AlexNet
 from segjax.models import thing_label_map
-from segjax.models.fast_rcnn import warp_regions
 from segjax.models.validation import validated
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.masks import mask_iou, masks_to_boxes
 from segjax.ops.matching import sample_balanced
-from segjax.ops.roi import roi_align
+from segjax.ops.roi import roi_align, warp_regions
 from segjax.ops.soft_nms import soft_nms
 
 TASK = "instance"
@@ -83,7 +82,7 @@ def region_boxes(masks):
 
 def expanded_boxes(boxes, warp_size, context_padding):
   """The warped frame of each box: half-sides scaled by warp_size / (warp_size - 2 context_padding), as
-  fast_rcnn.warp_regions dilates them (the reference's expand_box(box, 16 / (227 - 32)))."""
+  segjax.ops.roi.warp_regions dilates them (the reference's expand_box(box, 16 / (227 - 32)))."""
   centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:] - boxes[..., :2]) / 2
   half = half * warp_size / (warp_size - 2 * context_padding)
   return jnp.concatenate([centre - half, centre + half], -1)

@@ -464,3 +464,17 @@ def ps_roi_pool(features, rois, output_size, spatial_scale=1.0, group_size=None)
   wy = bin_weights(y1, roi_h, output_size[0], height)
   wx = bin_weights(x1, roi_w, output_size[1], width)
   return _ps_pool(features, b, wy, wx, group_size)
+
+
+def warp_regions(images, boxes, size, context_padding):
+  """R-CNN's region warping (Girshick et al. 2014, Sec. 2.1 and Appendix A): each box of images [N, H, W, C], boxes
+  [N, R, 4], is dilated so that the warped frame holds `context_padding` pixels of context around it at `size`, then
+  warped anisotropically to size x size by bilinear sampling at the output pixels' centres (RoIAlign with one sample
+  per bin); outside the image the samples are 0, the mean of the normalised image (R-CNN fills with the mean).
+  Returns [N * R, size, size, C]."""
+  n, r = boxes.shape[:2]
+  centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:] - boxes[..., :2]) / 2
+  half = half * size / (size - 2 * context_padding)
+  batch_index = jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None]
+  rois = jnp.concatenate([batch_index, (centre - half).reshape(-1, 2), (centre + half).reshape(-1, 2)], 1)
+  return roi_align(images, rois, size, sampling_ratio=1, aligned=True)
