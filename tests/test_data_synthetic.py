@@ -146,7 +146,7 @@ def test_learnable_by_pixel_colour(root):
   assert np.nanmean(iou) >= 0.8, iou
 
 
-def test_ensure_synthetic_rewrites_unfinished_or_other_and_refuses_foreign(tmp_path):
+def test_ensure_synthetic_rewrites_unfinished_or_other_and_refuses_foreign(tmp_path, caplog):
   args = dict(num_train=3, num_val=1, image_size=(24, 24))
   root = str(tmp_path / "set")
   os.makedirs(os.path.join(root, "train2017"))  # a half-written set: no marker
@@ -158,8 +158,10 @@ def test_ensure_synthetic_rewrites_unfinished_or_other_and_refuses_foreign(tmp_p
   stamp = os.stat(os.path.join(root, synthetic.MARKER)).st_mtime_ns
   synthetic.ensure_synthetic(root, **args)  # complete: left alone
   assert os.stat(os.path.join(root, synthetic.MARKER)).st_mtime_ns == stamp
-  synthetic.ensure_synthetic(root, **dict(args, num_train=4))  # other arguments: rewritten
+  assert "replacing" not in caplog.text  # an unfinished set is no one's data
+  synthetic.ensure_synthetic(root, **dict(args, num_train=4))  # other arguments: rewritten, with a warning
   assert len(os.listdir(os.path.join(root, "train2017"))) == 4
+  assert f"replacing the set in {root}" in caplog.text and '"num_train": 3' in caplog.text
   assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
   foreign = tmp_path / "mine"
   foreign.mkdir()

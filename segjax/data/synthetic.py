@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 
+from absl import logging
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -312,7 +313,8 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
 
   Written into a sibling temporary folder and renamed, so a crash never leaves a half-written
   `root`; an existing `root` is replaced only if it is a synthetic set (has the marker) with
-  other arguments, or an unfinished one (only the folders this writer makes, no marker).
+  other arguments (logged as a warning: runs still reading it see the new set), or an unfinished one (only the
+  folders this writer makes, no marker).
   Processes sharing `root` should let one process call this first.
   """
   root = os.path.expanduser(os.fspath(root))
@@ -325,6 +327,10 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
     if not set(os.listdir(root)) <= ours:
       raise ValueError(f"ensure_synthetic: {root} exists and is not a synthetic set "
                        f"(holds {sorted(set(os.listdir(root)) - ours)[:5]}); choose another root")
+    if os.path.exists(os.path.join(root, MARKER)):  # other runs reading this folder see the new set
+      with open(os.path.join(root, MARKER)) as f:
+        logging.warning("ensure_synthetic: replacing the set in %s, written with %s, by one with %s; give runs with "
+                        "other arguments their own dataset.root", root, f.read(), _params(**args))
   partial = f"{root}.partial-{os.getpid()}"
   shutil.rmtree(partial, ignore_errors=True)
   try:
