@@ -9,6 +9,9 @@ COCO_LAYOUT = {
     "panoptic_dir": "annotations/panoptic_{split}",
     "semantic_dir": "semantic_{split}",
 }
+# Depth maps (uint16 PNG, millimetres, named as the images), read with config.dataset.depth; apart from the layout, so
+# that the folders without depth keep their TFDS builds.
+DEPTH_DIR = "depth_{split}"
 
 
 def default_dataset_config() -> ml_collections.ConfigDict:
