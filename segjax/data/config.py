@@ -51,4 +51,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # Disjoint lists give the unseen-object protocol (segment held-out shapes class-agnostically); use another root.
   config.train_shapes = ()
   config.val_shapes = ()
+  # RGB-D: read each image's depth map (DEPTH_DIR, uint16 millimetres; the synthetic set then writes them) into the
+  # batches as "depth" with the camera's "intrinsics" (segjax/data/pipeline.py); COCO-format folders only.
+  config.depth = False
+  config.intrinsics = ()  # (fx, fy, cx, cy) of the source images in pixels; empty: the synthetic camera's
   return config
