@@ -8,9 +8,11 @@ with late fusion by addition, as the authors' SEGNET with INPUT "RGBD" and FUSIO
 depth map is backprojected to an ordered point cloud with the camera intrinsics (segjax.ops.depth.backproject, their
 compute_xyz: X, Y, Z in metres per pixel), a second network of the same architecture (`trunk_depth`, its own weights)
 maps the XYZ image to embedding_dim features, and the two feature maps are summed before the normalisation. The batch
-then carries "depth" (metres) and "intrinsics" (config.dataset.depth, segjax/data/pipeline.py). The background is one more cluster beside the objects, as the authors' code
-does (the table merged into the background; github.com/NVlabs/UnseenObjectClustering, lib/datasets/
-tabletop_object.py, commit f5a00c78f61eff70a2477ab77475c12ef821d739).
+then carries "depth" (metres) and "intrinsics" (config.dataset.depth, segjax/data/pipeline.py).
+
+The background is one more cluster beside the objects, as the authors' code does (the table merged into the
+background; github.com/NVlabs/UnseenObjectClustering, lib/datasets/tabletop_object.py, commit
+f5a00c78f61eff70a2477ab77475c12ef821d739).
 
 Training (segjax.ops.embedding_losses): lambda_intra l_intra + lambda_inter l_inter over the valid non-crowd
 instances and the background (pixels in no instance; a crowd's pixels are in no cluster), with the spherical means
@@ -66,8 +68,8 @@ class UnseenClusteringNet(nn.Module):
   def __call__(self, images, train: bool = False, depth=None, intrinsics=None):
     out = self._trunk(images, train, "trunk")
     if self.input == "rgbd":
-      if (depth is None or intrinsics is None) and self.is_initializing():  # init from the image alone: the loop's
-        depth, intrinsics = jnp.zeros(images.shape[:3]), jnp.ones((images.shape[0], 4))  # variables don't need it
+      if (depth is None or intrinsics is None) and self.is_initializing():  # the loop initialises from an image
+        depth, intrinsics = jnp.zeros(images.shape[:3]), jnp.ones((images.shape[0], 4))  # only: shapes suffice
       if depth is None or intrinsics is None:
         raise ValueError("UCN with input 'rgbd' reads the batch's depth and intrinsics: set config.dataset.depth")
       out = out + self._trunk(depth_ops.backproject(depth, intrinsics), train, "trunk_depth")
