@@ -198,9 +198,9 @@ def test_rgbd_learns_objects_only_depth_separates_without_recompiling(seed):
   best constant embedding's (l_intra = 0, l_inter = delta^2 wherever an image has two clusters or more), in one
   compiled step for any instance counts."""
   rng = np.random.default_rng(seed)
-  config = ml_collections.ConfigDict(RGBD)
+  config = ml_collections.ConfigDict({**RGBD, "width": 8})
   batches = [_depth_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [4, 2])]
-  _, _, history, traces = fit_on_batches(ucn, config, batches, 100, seed)
+  _, _, history, traces = fit_on_batches(ucn, config, batches, 150, seed)
   assert traces["train"] == 1
   defaults = ucn.LOSS_DEFAULTS
   constant = np.mean([defaults["lambda_inter"] * defaults["delta"] ** 2 * np.mean(b["instance_valid"].sum(1) >= 1)

@@ -64,7 +64,7 @@ def _moved_intrinsics(intrinsics, hw, size, flipped, offset):
 
 
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
-               flip=False, semantic=True, instance_ids=False, intrinsics=None):
+               flip=False, semantic=True, instance_ids=False, intrinsics=None, hue=0.0):
   """A decoded TFDS example (see tfds_coco) -> fixed-shape tensors of one batch row.
 
   Args:
@@ -75,6 +75,10 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     semantic: False leaves the semantic labels out (not read: no semantic_rows).
     instance_ids: True passes the example's instance id map uint16 [h, w] on as `instance_ids` int32 [h, w],
       at the source size (U-Net's weight map is computed there, then resampled as the labels: `finish_labels`).
+    hue: train only, > 0: the image's hue rotated by a random fraction of the colour circle in [-hue, hue]
+      (tf.image.adjust_hue; the chromatic augmentation of the UCN authors, github.com/NVlabs/UnseenObjectClustering,
+      lib/utils/blob.py chromatic_transform, there +-0.05; 0.5 makes colour say nothing about the class). Drawn from
+      the example's seed folded with 1, so the other draws are those of hue 0.
     intrinsics: the source camera's (fx, fy, cx, cy) in pixels, for an example with depth uint16 [h, w, 1]: its
       depth is moved as the labels (nearest resize, flip, crop; padding 0 = no depth) and the intrinsics with it.
   Returns:
@@ -111,7 +115,12 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     offset = tf.minimum(tf.cast(u[2:] * tf.cast(slack + 1, tf.float32), tf.int32), slack)
 
   # The image: resize, rounded to uint8, flip, crop, pad (bottom/right with 0).
-  image = tf.cast(tf.clip_by_value(tf.round(_resize_image(image, size)), 0, 255), tf.uint8)
+  image = _resize_image(image, size)
+  if train and hue > 0:
+    delta = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 1), minval=-hue,
+                                        maxval=hue)
+    image = 255 * tf.image.adjust_hue(image / 255, delta)
+  image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
   image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
   image = image[offset[0]:offset[0] + out_h, offset[1]:offset[1] + out_w]
   image = tf.pad(image, [[0, out_h - tf.shape(image)[0]], [0, out_w - tf.shape(image)[1]], [0, 0]])

@@ -30,7 +30,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.max_instances = 16
   config.num_workers = 0  # threads decoding and augmenting examples; 0: segjax.data.tf_env.THREADS
   # translate, exposure, saturation: box-only detection sets only (YOLO's augmentation, augment_detection.py).
-  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "translate": 0.0,
+  # hue: a random hue rotation of the training images by up to this fraction of the colour circle (augment.py).
+  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "hue": 0.0, "translate": 0.0,
                                              "exposure": 1.0, "saturation": 1.0})
   # U-Net's loss weight map (Ronneberger et al. 2015, Eq. 2) in train batches as "pixel_weights", from the instance
   # ids of a set that stores them (isbi_cells): w0 and sigma (pixels of the source image) as the paper's Sec. 3.

@@ -342,6 +342,10 @@ def _batches(builder, source, steps, config, local_batch, train, split, keys=Non
       augment_kwargs["num_proposals"] = int(ds.num_proposals)
   if "depth" in builder.info.features:
     augment_kwargs["intrinsics"] = _intrinsics(ds)
+  if ds.augment.get("hue"):
+    if ds.get("detection"):
+      raise ValueError("config.dataset.augment.hue: instance and semantic sets only (detection sets: saturation)")
+    augment_kwargs["hue"] = float(ds.augment.hue)
   labels = _labels(keys)
   weight_map = None
   if ds.get("unet_weight_map") and train and "pixel_weights" in labels:  # U-Net's loss weights (training only)
