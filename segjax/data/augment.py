@@ -76,9 +76,11 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     instance_ids: True passes the example's instance id map uint16 [h, w] on as `instance_ids` int32 [h, w],
       at the source size (U-Net's weight map is computed there, then resampled as the labels: `finish_labels`).
     hue: train only, > 0: the image's hue rotated by a random fraction of the colour circle in [-hue, hue]
-      (tf.image.adjust_hue; the chromatic augmentation of the UCN authors, github.com/NVlabs/UnseenObjectClustering,
-      lib/utils/blob.py chromatic_transform, there +-0.05; 0.5 makes colour say nothing about the class). Drawn from
-      the example's seed folded with 1, so the other draws are those of hue 0.
+      (tf.image.adjust_hue), after the UCN authors' chromatic augmentation of their training images (cfg.TRAIN.
+      CHROMATIC, utils.blob.chromatic_transform, called in github.com/NVlabs/UnseenObjectClustering,
+      lib/datasets/tabletop_object.py, commit 2600526d9159b020a73da421970b6e867d4007ee; a small jitter there, where
+      0.5 here makes colour say nothing about the class). Drawn from the example's seed folded with 1, so the other
+      draws are those of hue 0.
     intrinsics: the source camera's (fx, fy, cx, cy) in pixels, for an example with depth uint16 [h, w, 1]: its
       depth is moved as the labels (nearest resize, flip, crop; padding 0 = no depth) and the intrinsics with it.
   Returns:
