@@ -1,7 +1,8 @@
 """The Unseen Clustering Network (Xiang et al. 2020): unit embeddings, its loss is the intra/inter cluster losses of
 ops over the instances and the background, predict recovers instances from ideal embeddings and leaves the largest
 cluster as background, training compiles once for any instance counts and beats the best constant embedding,
-8 devices train as 1, and the configs build."""
+8 devices train as 1, the RGB-D variant adds a depth trunk on the backprojected point cloud and learns objects only
+depth separates, and the configs build."""
 import importlib
 
 import jax
