@@ -23,9 +23,9 @@ from experiments import demo
 
 def get_config():
   config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
-  config.total_steps = 1200
-  config.eval_every_steps = 600
-  config.checkpoint_every_steps = 600
+  config.total_steps = 2400
+  config.eval_every_steps = 1200
+  config.checkpoint_every_steps = 1200
   config.model = ml_collections.ConfigDict({
       "name": "ucn", "input": "rgbd", "width": 16, "embedding_dim": 8, "dtype": "float32",
       # Loss (Xiang et al. 2020): intra margin alpha, inter margin delta, the authors' term weights.
