@@ -30,6 +30,7 @@ from segjax.evaluation import tta
 from segjax.evaluation.instance import to_source_image
 from segjax.evaluation.panoptic_evaluator import segment_category_ids, to_source_map
 from segjax.models import get_model
+from segjax.models import input_keys
 
 _INSTANCE_KEYS = ("boxes", "scores", "labels", "masks")
 
@@ -71,9 +72,10 @@ class Predictor:
     self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
     self.model_lib = get_model(model_config.name)
     self.task = self.model_lib.TASK
-    if getattr(self.model_lib, "INPUT_KEYS", ()):
-      raise ValueError(f"Predictor: {model_config.name} reads {', '.join(self.model_lib.INPUT_KEYS)} besides the "
-                       "image (external proposals); Predictor passes images only")
+    extra = input_keys(self.model_lib, model_config)
+    if extra:
+      raise ValueError(f"Predictor: {model_config.name} reads {', '.join(extra)} besides the image (external "
+                       "proposals, depth); Predictor passes images only")
     if self.task != "semantic" and (tuple(scales) != (1.0,) or flip):
       raise ValueError(f"Predictor: scales and flip are for semantic models; {model_config.name} is {self.task}")
     if not scales or any(s <= 0 for s in scales):

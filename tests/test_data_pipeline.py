@@ -310,3 +310,22 @@ def test_unet_weight_map_needs_stored_instance_ids(config):
     pipeline.make_train_iterator(weighted, keys=("image", "semantic", "pixel_weights"))
   batch = next(pipeline.make_train_iterator(weighted, keys=("image", "semantic")))
   assert "pixel_weights" not in batch and "semantic" in batch
+
+
+def test_hue_rotation_keeps_geometry_and_each_pixels_value_and_chroma(config):
+  """augment.hue: the same geometry and labels as without it; a hue rotation in HSV keeps each pixel's V = max(R, G, B)
+  and chroma max - min, up to the uint8 rounding, while the colours change."""
+  rotated = ml_collections.ConfigDict(config.to_dict())
+  rotated.dataset.augment.hue = 0.5
+  changed = 0
+  batches = zip(_take(pipeline.make_train_iterator(config), 2), _take(pipeline.make_train_iterator(rotated), 2))
+  for plain, hued in batches:
+    assert plain.keys() == hued.keys()
+    for key in plain:
+      if key != "image":
+        np.testing.assert_array_equal(plain[key], hued[key], err_msg=key)
+    a, b = np.rint(plain["image"] * 255), np.rint(hued["image"] * 255)
+    np.testing.assert_allclose(b.max(-1), a.max(-1), atol=1.01)
+    np.testing.assert_allclose(b.max(-1) - b.min(-1), a.max(-1) - a.min(-1), atol=2.01)
+    changed += np.mean(np.abs(a - b).max(-1) > 8)
+  assert changed > 0.5

@@ -1,7 +1,8 @@
 """The Unseen Clustering Network (Xiang et al. 2020): unit embeddings, its loss is the intra/inter cluster losses of
 ops over the instances and the background, predict recovers instances from ideal embeddings and leaves the largest
 cluster as background, training compiles once for any instance counts and beats the best constant embedding,
-8 devices train as 1, and the configs build."""
+8 devices train as 1, the RGB-D variant adds a depth trunk on the backprojected point cloud and learns objects only
+depth separates, and the configs build."""
 import importlib
 
 import jax
@@ -15,6 +16,7 @@ from train_util import counting_jit, fit_on_batches, train_through_loop
 
 from segjax.models import get_model, ucn
 from segjax.models.unet import UNet
+from segjax.ops import depth as depth_ops
 from segjax.ops import embedding_losses
 
 CONFIG = {"name": "ucn", "width": 4, "embedding_dim": 4, "dtype": "float32"}
@@ -146,6 +148,69 @@ def test_eight_device_training_gives_the_losses_of_one_device():
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4, atol=1e-6)
 
 
+RGBD = {**CONFIG, "input": "rgbd"}
+
+
+def _depth_batch(rng, counts):
+  """_batch's rectangles, all of one colour on a background of that colour: only the depth tells them apart (each
+  rectangle a plane of its own depth, 1-2.5 m, before a background at 3 m), with the intrinsics of a 90 degree
+  camera."""
+  batch = _batch(rng, counts)
+  batch["image"][:] = 0.5
+  depth = np.full((len(counts), H, W), 3.0, np.float32)
+  for i in range(len(counts)):
+    for k in np.flatnonzero(batch["instance_valid"][i]):
+      depth[i][batch["masks"][i, k] > 0] = rng.uniform(1.0, 2.5)
+  batch["depth"] = depth
+  batch["intrinsics"] = np.tile(np.float32([W / 2, H / 2, W / 2, H / 2]), (len(counts), 1))
+  return batch
+
+
+def test_rgbd_embeddings_fuse_the_image_and_point_cloud_trunks_by_addition():
+  """input 'rgbd' (the authors' FUSION_TYPE 'add'): normalise(trunk(image) + trunk_depth(XYZ)), the XYZ the
+  backprojected depth; the forward pass reads the batch's depth and intrinsics."""
+  config = ml_collections.ConfigDict(RGBD)
+  assert ucn.input_keys(config) == ("depth", "intrinsics") and ucn.input_keys(ml_collections.ConfigDict(CONFIG)) == ()
+  module = ucn.build(config, None)
+  rng = np.random.default_rng(0)
+  batch = _depth_batch(rng, [3, 2])
+  batch["image"] = rng.uniform(0, 1, batch["image"].shape).astype(np.float32)
+  variables = module.init(jax.random.key(0), batch["image"])
+  assert set(variables["params"]) == {"trunk", "trunk_depth"}
+  out = np.asarray(module.apply(variables, batch["image"], depth=batch["depth"], intrinsics=batch["intrinsics"])
+                   ["embeddings"], np.float64)
+  trunk = UNet(num_classes=4, width=4, padding="same")
+  xyz = depth_ops.backproject(batch["depth"], batch["intrinsics"])
+  raw = sum(np.asarray(trunk.apply({"params": variables["params"][name]}, x)["logits"], np.float64)
+            for name, x in (("trunk", batch["image"]), ("trunk_depth", xyz)))
+  norm = np.linalg.norm(raw, axis=-1)
+  clear = norm > 1e-3
+  assert clear.mean() > 0.5
+  np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+  with pytest.raises(ValueError, match="dataset.depth"):
+    module.apply(variables, batch["image"])
+  with pytest.raises(ValueError, match="model.input"):
+    ucn.build(ml_collections.ConfigDict({**CONFIG, "input": "depth"}), None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rgbd_learns_objects_only_depth_separates_without_recompiling(seed):
+  """One colour everywhere, the objects apart in depth only: the RGB-D model's loss falls below a quarter of the
+  best constant embedding's (l_intra = 0, l_inter = delta^2 wherever an image has two clusters or more), in one
+  compiled step for any instance counts."""
+  rng = np.random.default_rng(seed)
+  config = ml_collections.ConfigDict({**RGBD, "width": 8})
+  batches = [_depth_batch(rng, c) for c in ([3, 1], [0, 5], [2, 4], [4, 2])]
+  _, _, history, traces = fit_on_batches(ucn, config, batches, 150, seed)
+  assert traces["train"] == 1
+  defaults = ucn.LOSS_DEFAULTS
+  constant = np.mean([defaults["lambda_inter"] * defaults["delta"] ** 2 * np.mean(b["instance_valid"].sum(1) >= 1)
+                      for b in batches])
+  trained = np.mean([defaults["lambda_intra"] * h["loss_intra"] + defaults["lambda_inter"] * h["loss_inter"]
+                     for h in history[-8:]])
+  assert trained < 0.25 * constant, (trained, constant)
+
+
 @pytest.mark.parametrize("name", ["demo_ucn", "ucn_ocid", "ucn_osd"])
 def test_experiment_configs_build(name):
   config = importlib.import_module(f"experiments.{name}").get_config()
@@ -153,8 +218,12 @@ def test_experiment_configs_build(name):
   assert model_lib is ucn
   module = model_lib.build(config.model, None)
   x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  inputs = {"depth": jax.ShapeDtypeStruct((1, 64, 64), jnp.float32),
+            "intrinsics": jax.ShapeDtypeStruct((1, 4), jnp.float32)}
+  inputs = {k: inputs[k] for k in ucn.input_keys(config.model)}
+  assert bool(inputs) == bool(config.dataset.get("depth"))  # an RGB-D model reads the depth the data set gives
   shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
-  out = jax.eval_shape(lambda v, x: module.apply(v, x), shapes, x)
+  out = jax.eval_shape(lambda v, x, kw: module.apply(v, x, **kw), shapes, x, inputs)
   assert out["embeddings"].shape == (1, 64, 64, config.model.embedding_dim)
 
 

@@ -106,20 +106,24 @@ def fit_semantic(module, loss_fn, images, labels, steps, learning_rate=3e-3):
 
 
 def fit_on_batches(model_lib, config, batches, steps, seed, learning_rate=3e-3, rng_name=None):
-  """Adam on `batches` in turn through one jitted step of `model_lib.loss` (a model without batch statistics);
+  """Adam on `batches` in turn through one jitted step of `model_lib.loss` (a model without batch statistics; the
+  batch entries segjax.models.input_keys names go to the forward pass);
   `rng_name` names the rng stream the model draws from in training (a fresh key each step). Returns (params,
   module, per-step aux as floats, {"train": number of traces})."""
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
+  from segjax.models import input_keys  # pylint: disable=g-import-not-at-top
   module = model_lib.build(config, None)
   params = jax.jit(module.init)(jax.random.key(seed), batches[0]["image"])["params"]
   optimizer = optax.adam(learning_rate)
+  inputs = input_keys(model_lib, config)  # what the forward pass reads besides the image (UCN's depth)
 
   @counting_jit
   def step(params, opt_state, batch, key):
     rngs = {rng_name: key} if rng_name else {}
     (_, aux), grads = jax.value_and_grad(
-        lambda p: model_lib.loss(module.apply({"params": p}, batch["image"], train=True, rngs=rngs), batch, config),
+        lambda p: model_lib.loss(module.apply({"params": p}, batch["image"], train=True, rngs=rngs,
+                                              **{k: batch[k] for k in inputs}), batch, config),
         has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, aux

@@ -51,8 +51,20 @@ def _window(index, offset, out, sentinel, multiple=1):
   return tf.pad(index, [[0, padded - tf.shape(index)[0]]], constant_values=sentinel)
 
 
+def _moved_intrinsics(intrinsics, hw, size, flipped, offset):
+  """(fx, fy, cx, cy) float32 [4] of the output pixels, from the source's: a resize by s = size / source size maps
+  source pixel u to output (u + 0.5) s - 0.5, so f -> s f and c -> s (c + 0.5) - 0.5; a flip of the resized width w'
+  maps c -> w' - 1 - c (the mirrored scene, f unchanged); the crop subtracts its offset; padding changes nothing."""
+  fx, fy, cx, cy = (tf.constant(v, tf.float32) for v in intrinsics)
+  s = tf.cast(size, tf.float32) / hw  # (s_y, s_x)
+  cx = s[1] * (cx + 0.5) - 0.5
+  cx = tf.where(flipped, tf.cast(size[1], tf.float32) - 1 - cx, cx)
+  cy = s[0] * (cy + 0.5) - 0.5
+  return tf.stack([s[1] * fx, s[0] * fy, cx - tf.cast(offset[1], tf.float32), cy - tf.cast(offset[0], tf.float32)])
+
+
 def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_range=(1.0, 1.0),
-               flip=False, semantic=True, instance_ids=False):
+               flip=False, semantic=True, instance_ids=False, intrinsics=None, hue=0.0):
   """A decoded TFDS example (see tfds_coco) -> fixed-shape tensors of one batch row.
 
   Args:
@@ -63,13 +75,22 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     semantic: False leaves the semantic labels out (not read: no semantic_rows).
     instance_ids: True passes the example's instance id map uint16 [h, w] on as `instance_ids` int32 [h, w],
       at the source size (U-Net's weight map is computed there, then resampled as the labels: `finish_labels`).
+    hue: train only, > 0: the image's hue rotated by a random fraction of the colour circle in [-hue, hue]
+      (tf.image.adjust_hue), after the UCN authors' chromatic augmentation of their training images (cfg.TRAIN.
+      CHROMATIC, utils.blob.chromatic_transform, called in github.com/NVlabs/UnseenObjectClustering,
+      lib/datasets/tabletop_object.py, commit 2600526d9159b020a73da421970b6e867d4007ee; a small jitter there, where
+      0.5 here makes colour say nothing about the class). Drawn from the example's seed folded with 1, so the other
+      draws are those of hue 0.
+    intrinsics: the source camera's (fx, fy, cx, cy) in pixels, for an example with depth uint16 [h, w, 1]: its
+      depth is moved as the labels (nearest resize, flip, crop; padding 0 = no depth) and the intrinsics with it.
   Returns:
     image uint8 [H, W, 3], semantic_rows uint8 [H, w + 1] (the semantic labels at the output rows, source
     columns plus a padding one: 255), mask_rle [n] (the first n = min(N, M) masks' RLE counts), mask_source_rows
     int32 [H] and mask_columns int32 [8 ceil(W / 8)] (the source row of each output row, h for padding, and
     column of each output column, w for padding), classes int32 [n],
     is_crowd bool [n], image_id int32, valid_image bool, orig_size int32 [2] (h, w), scale float32
-    (resize factor applied to the source image), num_dropped int32 (instances beyond M).
+    (resize factor applied to the source image), num_dropped int32 (instances beyond M); with depth: depth uint16
+    [H, W] (millimetres, 0 none) and intrinsics float32 [4] (fx, fy, cx, cy of the output pixels).
     `finish_labels` turns the label and instance entries into the batch row's.
   """
   out_h, out_w = image_size
@@ -96,7 +117,12 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     offset = tf.minimum(tf.cast(u[2:] * tf.cast(slack + 1, tf.float32), tf.int32), slack)
 
   # The image: resize, rounded to uint8, flip, crop, pad (bottom/right with 0).
-  image = tf.cast(tf.clip_by_value(tf.round(_resize_image(image, size)), 0, 255), tf.uint8)
+  image = _resize_image(image, size)
+  if train and hue > 0:
+    delta = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 1), minval=-hue,
+                                        maxval=hue)
+    image = 255 * tf.image.adjust_hue(image / 255, delta)
+  image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
   image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
   image = image[offset[0]:offset[0] + out_h, offset[1]:offset[1] + out_w]
   image = tf.pad(image, [[0, out_h - tf.shape(image)[0]], [0, out_w - tf.shape(image)[1]], [0, 0]])
@@ -114,6 +140,13 @@ def preprocess(example, seed, valid, *, image_size, max_instances, train, scale_
     labels["semantic_rows"] = tf.gather(padded, rows, axis=0)  # [H, width + 1]
   if instance_ids:
     labels["instance_ids"] = tf.cast(example["instance_ids"], tf.int32)
+  if "depth" in example:
+    if intrinsics is None:
+      raise ValueError("preprocess: an example with depth needs the camera's intrinsics")
+    depth = tf.pad(tf.cast(example["depth"][..., 0], tf.int32), [[0, 1], [0, 1]])  # padding: 0, no depth
+    depth = tf.gather(tf.gather(depth, rows, axis=0), cols[:out_w], axis=1)
+    labels["depth"] = zero_unless(valid, tf.ensure_shape(tf.cast(depth, tf.uint16), [out_h, out_w]))
+    labels["intrinsics"] = _moved_intrinsics(intrinsics, hw, size, flipped, offset)
   return {
       "image": tf.ensure_shape(image, [out_h, out_w, 3]),
       **labels,

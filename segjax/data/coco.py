@@ -64,6 +64,7 @@ class ImageRecord:
   segments: tuple[Segment, ...]
   panoptic_path: str | None  # None when the split has no panoptic annotations
   semantic_path: str | None  # None when the split has no semantic folder
+  depth_path: str | None = None  # read only with load_split(..., depth=True): config.DEPTH_DIR's PNG of the image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,8 +238,9 @@ def _panoptic(path, content, images, categories):
   return per_image
 
 
-def load_split(root, split, layout=None) -> CocoSplit:
-  """Parses and validates one split of a COCO-format folder."""
+def load_split(root, split, layout=None, depth=False) -> CocoSplit:
+  """Parses and validates one split of a COCO-format folder; with `depth`, every record names its depth PNG
+  (config.DEPTH_DIR, the image's stem + .png; read and checked by coco_example.read_depth)."""
   paths = split_paths(root, split, layout)
   has_instances = os.path.exists(paths.instances)
   has_panoptic = os.path.exists(paths.panoptic_json)
@@ -263,6 +265,7 @@ def load_split(root, split, layout=None) -> CocoSplit:
         _fail(paths.panoptic_json, f"field 'categories': instance category id {cid} "
               f"({category.name}) is not a thing category here")
   has_semantic = os.path.isdir(paths.semantic_dir)
+  depth_dir = os.path.join(os.path.expanduser(os.fspath(root)), config_lib.DEPTH_DIR.format(split=split))
   records = []
   for image_id in sorted(images):
     file_name, height, width = images[image_id]
@@ -277,7 +280,8 @@ def load_split(root, split, layout=None) -> CocoSplit:
         image_id, file_name, height, width, os.path.join(paths.images, file_name),
         image_instances, segments,
         os.path.join(paths.panoptic_dir, pan_name) if pan_name else None,
-        os.path.join(paths.semantic_dir, stem + ".png") if has_semantic else None))
+        os.path.join(paths.semantic_dir, stem + ".png") if has_semantic else None,
+        os.path.join(depth_dir, stem + ".png") if depth else None))
   skips.log()
   return CocoSplit(split, paths, tuple(categories[c] for c in sorted(categories)), tuple(records),
                    has_instances, has_panoptic)

@@ -91,6 +91,19 @@ def read_semantic(record: coco.ImageRecord, num_classes) -> np.ndarray:
   return semantic
 
 
+def read_depth(record: coco.ImageRecord) -> np.ndarray:
+  """Depth uint16 [H, W, 1] (millimetres, 0 = none) from a 16-bit single-channel PNG."""
+  _, image = _open(record.depth_path, record.id, "depth PNG", record.height, record.width)
+  if image.mode not in ("I;16", "I;16B", "I"):
+    raise coco.DatasetError(f"{record.depth_path}: image id {record.id}: depth PNG must be 16-bit single-channel, "
+                            f"is mode {image.mode}")
+  depth = np.asarray(image)
+  if depth.min() < 0 or depth.max() > 65535:
+    raise coco.DatasetError(f"{record.depth_path}: image id {record.id}: depth values {depth.min()}..{depth.max()} "
+                            f"are not uint16 millimetres")
+  return depth.astype(np.uint16)[..., None]
+
+
 def _segment_index(ids, record):
   """Index into record.segments per pixel (-1 for VOID), int [H, W]."""
   values, inverse = np.unique(ids, return_inverse=True)
@@ -110,7 +123,8 @@ def _mask_box(mask):
 
 
 def decode_record(record: coco.ImageRecord, to_semantic, to_thing_label, skips) -> dict:
-  """The TFDS example of one image (see tfds_coco.features()); empty instance masks are skipped."""
+  """The TFDS example of one image (see tfds_coco.features()); empty instance masks are skipped. With the record's
+  depth_path, also its depth (read_depth)."""
   height, width = record.height, record.width
   panoptic_png, segment_index = encode_png(np.zeros((height, width, 3), np.uint8)), None
   if record.panoptic_path:
@@ -139,8 +153,10 @@ def decode_record(record: coco.ImageRecord, to_semantic, to_thing_label, skips) 
     semantic = np.full((height, width), IGNORE_LABEL, np.uint8)
     for _, category_id, _, mask in kept:
       semantic[mask > 0] = to_semantic[category_id]
+  depth = {"depth": read_depth(record)} if record.depth_path else {}
   return {
       "image": read_image(record),
+      **depth,
       "image_id": record.id,
       "semantic": encode_png(semantic),
       "panoptic": panoptic_png,

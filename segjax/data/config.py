@@ -9,6 +9,9 @@ COCO_LAYOUT = {
     "panoptic_dir": "annotations/panoptic_{split}",
     "semantic_dir": "semantic_{split}",
 }
+# Depth maps (uint16 PNG, millimetres, named as the images), read with config.dataset.depth; apart from the layout, so
+# that the folders without depth keep their TFDS builds.
+DEPTH_DIR = "depth_{split}"
 
 
 def default_dataset_config() -> ml_collections.ConfigDict:
@@ -27,7 +30,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.max_instances = 16
   config.num_workers = 0  # threads decoding and augmenting examples; 0: segjax.data.tf_env.THREADS
   # translate, exposure, saturation: box-only detection sets only (YOLO's augmentation, augment_detection.py).
-  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "translate": 0.0,
+  # hue: a random hue rotation of the training images by up to this fraction of the colour circle (augment.py).
+  config.augment = ml_collections.ConfigDict({"scale_range": (0.8, 1.25), "flip": True, "hue": 0.0, "translate": 0.0,
                                              "exposure": 1.0, "saturation": 1.0})
   # U-Net's loss weight map (Ronneberger et al. 2015, Eq. 2) in train batches as "pixel_weights", from the instance
   # ids of a set that stores them (isbi_cells): w0 and sigma (pixels of the source image) as the paper's Sec. 3.
@@ -51,4 +55,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   # Disjoint lists give the unseen-object protocol (segment held-out shapes class-agnostically); use another root.
   config.train_shapes = ()
   config.val_shapes = ()
+  # RGB-D: read each image's depth map (DEPTH_DIR, uint16 millimetres; the synthetic set then writes them) into the
+  # batches as "depth" with the camera's "intrinsics" (segjax/data/pipeline.py); COCO-format folders only.
+  config.depth = False
+  config.intrinsics = ()  # (fx, fy, cx, cy) of the source images in pixels; empty: the synthetic camera's
   return config

@@ -18,6 +18,10 @@ gives the model batch: image float32 in [0, 1], semantic int32, masks uint8 [B, 
   is_crowd bool [B, M]                      instance_valid bool [B, M]
   image_id int32 [B] (-1 padding)           valid_image bool [B]
   orig_size int32 [B, 2] source (h, w)      scale float32 [B] resize factor source -> batch
+With config.dataset.depth (COCO-format folders with depth maps: config.DEPTH_DIR; the synthetic set writes them):
+  depth uint16 [B, H, W] millimetres, 0 none (float32 metres in the model batch)
+  intrinsics float32 [B, 4] (fx, fy, cx, cy) of the batch's pixels: config.dataset.intrinsics (the source camera's;
+  empty: the synthetic camera, synthetic.intrinsics) moved with each example's resize, flip and crop
 With config.dataset.unet_weight_map, train batches for a model that reads them (U-Net) also hold
   pixel_weights float32 [B, H, W]: U-Net's weight map (Eq. 2, w0 = config.dataset.unet_w0, sigma =
   config.dataset.unet_sigma) of each example's instances (augment.finish_labels), 0 on padding.
@@ -81,7 +85,20 @@ def _coco_root(config):
 def _synthetic_args(ds):
   """ensure_synthetic's arguments from config.dataset (the shape classes of each split: the unseen-object split)."""
   return dict(num_train=ds.num_train, num_val=ds.num_val, image_size=tuple(ds.image_size),
-              train_shapes=tuple(ds.get("train_shapes", ())), val_shapes=tuple(ds.get("val_shapes", ())))
+              train_shapes=tuple(ds.get("train_shapes", ())), val_shapes=tuple(ds.get("val_shapes", ())),
+              depth=bool(ds.get("depth", False)))
+
+
+def _intrinsics(ds):
+  """The source camera's (fx, fy, cx, cy) for a set read with depth: config.dataset.intrinsics, else the synthetic
+  camera at the written image size."""
+  if ds.get("intrinsics"):
+    if len(ds.intrinsics) != 4:
+      raise ValueError(f"config.dataset.intrinsics: (fx, fy, cx, cy) in pixels; got {tuple(ds.intrinsics)}")
+    return tuple(float(v) for v in ds.intrinsics)
+  if ds.name != "synthetic":
+    raise ValueError(f"config.dataset.depth: data set {ds.name!r} needs config.dataset.intrinsics (fx, fy, cx, cy)")
+  return synthetic.intrinsics(*ds.image_size)
 
 
 def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_detection.DetectionFolder:
@@ -106,7 +123,10 @@ def prepare(config) -> tfds_coco.CocoFolder | semantic.SemanticFolder | tfds_det
     CONVERTED[ds.name].to_coco(ds.root, (ds.train_split, ds.eval_split), _coco_root(config))
   elif ds.name != "coco":
     raise ValueError(f"config.dataset.name must be one of {', '.join(map(repr, NAMES))}; got {ds.name!r}")
-  return tfds_coco.prepare(_coco_root(config), (ds.train_split, ds.eval_split), ds.data_dir, _layout(config))
+  if ds.get("depth") and ds.name not in ("synthetic", "coco"):
+    raise ValueError(f"config.dataset.depth: read from COCO-format folders (synthetic, coco); got {ds.name!r}")
+  return tfds_coco.prepare(_coco_root(config), (ds.train_split, ds.eval_split), ds.data_dir, _layout(config),
+                           bool(ds.get("depth", False)))
 
 
 def dataset_info(config) -> info_lib.DatasetInfo:
@@ -340,6 +360,12 @@ def _batches(builder, source, steps, config, local_batch, train, split, keys=Non
       augment_kwargs["box_transform"] = True
     elif ds.get("num_proposals"):  # or the stand-in (segjax/data/proposals.py)
       augment_kwargs["num_proposals"] = int(ds.num_proposals)
+  if "depth" in builder.info.features:
+    augment_kwargs["intrinsics"] = _intrinsics(ds)
+  if ds.augment.get("hue"):
+    if ds.get("detection"):
+      raise ValueError("config.dataset.augment.hue: instance and semantic sets only (detection sets: saturation)")
+    augment_kwargs["hue"] = float(ds.augment.hue)
   labels = _labels(keys)
   weight_map = None
   if ds.get("unet_weight_map") and train and "pixel_weights" in labels:  # U-Net's loss weights (training only)

@@ -13,6 +13,15 @@ pixels are exact):
                                                occluded instances and crowds
   annotations/panoptic_{split}.json + _{split}/ID.png   COCO panoptic, id = R + 256 G + 256^2 B, 0 = VOID
   semantic_{split}/ID.png                      uint8 train ids 0..6, 255 = VOID; crowds keep their class
+  depth_{split}/ID.png                         with `depth=True` only: uint16 depth in millimetres (0: none)
+
+Depth (`write_dataset(..., depth=True)`, for RGB-D models such as UCN's): a pinhole camera (`intrinsics`: focal length
+the image width, principal point the image centre) over a ground plane: the grass and road at Z = f h / (v - v_h)
+(camera height h = 1.5 m, horizon row v_h a quarter of the height above the image, so rows nearer the top are
+farther), the sky at 10 m. Every shape (and crowd, and its VOID band) is a plane slightly tilted towards the camera,
+placed at 55-85% of the nearest depth it covers, so it is nearer than everything it occludes (later shapes occlude
+earlier ones and are therefore nearer where they overlap); mild Gaussian noise (0.2% of the depth) as a sensor's.
+Depth draws from its own random stream: the other files are the same with or without it.
 
 Unseen-object split (`write_dataset(..., train_shapes=..., val_shapes=...)`): each split draws its shapes (and its
 crowds) only from the named classes, e.g. train on circles and squares and validate on triangles and stars, the
@@ -113,6 +122,8 @@ class _Canvas:
     self.sigma = np.zeros((height, width), np.float32)
     self.polygons = {}  # segment id -> polygons it was rasterized from
     self.crowds = set()
+    self.sky = np.zeros((height, width), bool)
+    self.layers = []  # pixels of each shape / crowd (with its VOID band), in paint (z) order, for the depth
 
   def paint(self, segment_id, mask, colour, sigma):
     self.ids[mask] = segment_id
@@ -125,6 +136,7 @@ def _paint_stuff(rng, canvas, height, width):
   sky_end = _wavy(rng, rng.uniform(0.15, 0.5) * height, height, width)
   road_start = _wavy(rng, rng.uniform(0.55, 1.15) * height, height, width)
   region = np.where(y < sky_end, 0, np.where(y < road_start, 1, 2))
+  canvas.sky = region == 0
   ys, xs = np.mgrid[:height, :width].astype(np.float32)
   texture = (lambda y, x: 20 * y / height,  # sky: lighter towards the horizon
              lambda y, x: 8 * np.sin(0.9 * x + 0.4 * y),  # grass: stripes
@@ -151,6 +163,7 @@ def _paint_crowd(rng, canvas, height, width, things):
   segment_id = category_id * 1000 + _CROWD_SLOT
   canvas.paint(segment_id, mask, _thing_colour(rng, category_id), 6)
   canvas.crowds.add(segment_id)
+  canvas.layers.append(mask)
 
 
 def _paint_things(rng, canvas, height, width, things):
@@ -169,10 +182,12 @@ def _paint_things(rng, canvas, height, width, things):
     colour = _thing_colour(rng, category_id)
     canvas.paint(segment_id, mask, colour, 6)
     canvas.polygons[segment_id] = [polygon]
+    canvas.layers.append(mask)
     if not tiny and rng.random() < 0.35:  # VOID band: boundary pixels of mixed colour
       band = _dilate(mask, int(rng.integers(1, 3))) & ~mask
       canvas.paint(0, band, colour, 6)
       canvas.colour[band] = 0.5 * (canvas.colour[band] + colour)
+      canvas.layers[-1] = mask | band
 
 
 def shape_ids(names):
@@ -185,9 +200,37 @@ def shape_ids(names):
   return sorted(_SHAPE_IDS[n] for n in set(names))
 
 
-def render_scene(rng, height, width, things=None):
-  """One scene: image uint8 [H, W, 3], segment ids int32 [H, W] (0 VOID), polygons, crowd ids. Shapes and crowds
-  are drawn from the category ids `things` (default: all)."""
+def intrinsics(height, width):
+  """The synthetic camera's (fx, fy, cx, cy) in pixels: focal length the image width (a 53 degree horizontal field of
+  view), principal point the image centre; pixel (u, v) sees the ray ((u - cx) / fx, (v - cy) / fy, 1), as the UCN
+  authors' compute_xyz (pixel indices, offset W / 2, H / 2)."""
+  return (float(width), float(width), width / 2, height / 2)
+
+
+CAMERA_HEIGHT = 1.5  # metres above the ground plane
+SKY_DEPTH = 10.0  # metres
+DEPTH_NOISE = 0.002  # relative standard deviation
+
+
+def render_depth(rng, canvas, height, width):
+  """Depth in millimetres uint16 [H, W] of a painted canvas (module docstring): ground plane and sky, then every
+  layer in paint order a tilted plane at 55-85% of the smallest depth under it."""
+  fy = intrinsics(height, width)[1]
+  v = np.arange(height, dtype=np.float64)[:, None] + np.zeros((1, width))
+  horizon = -0.25 * height
+  depth = np.where(canvas.sky, SKY_DEPTH, np.minimum(fy * CAMERA_HEIGHT / (v - horizon), SKY_DEPTH))
+  ys, xs = np.mgrid[:height, :width].astype(np.float64)
+  for mask in canvas.layers:
+    z0 = rng.uniform(0.55, 0.85) * depth[mask].min()
+    tilt = rng.uniform(-0.05, 0.05, 2)  # the plane varies by at most +-10% of z0 over the image
+    my, mx = ys[mask].mean(), xs[mask].mean()
+    depth[mask] = z0 * (1 + tilt[0] * (xs[mask] - mx) / width + tilt[1] * (ys[mask] - my) / height)
+  depth *= 1 + DEPTH_NOISE * rng.standard_normal((height, width))
+  return np.clip(np.rint(1000 * depth), 1, 65535).astype(np.uint16)
+
+
+def _render(rng, height, width, things=None):
+  """(image uint8 [H, W, 3], painted canvas) of one scene."""
   things = sorted(_THING_IDS) if things is None else sorted(things)
   canvas = _Canvas(height, width)
   _paint_stuff(rng, canvas, height, width)
@@ -201,6 +244,13 @@ def render_scene(rng, height, width, things=None):
   for segment_id, area in zip(ids, areas):  # remnants of < 3 px of an occluded thing become VOID
     if segment_id // 1000 in _THING_IDS and area < 3:
       canvas.ids[canvas.ids == segment_id] = 0
+  return image, canvas
+
+
+def render_scene(rng, height, width, things=None):
+  """One scene: image uint8 [H, W, 3], segment ids int32 [H, W] (0 VOID), polygons, crowd ids. Shapes and crowds
+  are drawn from the category ids `things` (default: all)."""
+  image, canvas = _render(rng, height, width, things)
   return image, canvas.ids, canvas.polygons, canvas.crowds
 
 
@@ -237,17 +287,22 @@ def _save_png(array, path):
   Image.fromarray(array).save(path, format="PNG", compress_level=1)
 
 
-def _write_split(root, split, count, first_id, image_size, seed, things):
+def _write_split(root, split, count, first_id, image_size, seed, things, depth=False):
   height, width = image_size
   paths = {k: os.path.join(root, v.format(split=split)) for k, v in config_lib.COCO_LAYOUT.items()}
-  for key in ("images", "panoptic_dir", "semantic_dir"):
+  paths["depth_dir"] = os.path.join(root, config_lib.DEPTH_DIR.format(split=split))
+  for key in ("images", "panoptic_dir", "semantic_dir") + (("depth_dir",) if depth else ()):
     os.makedirs(paths[key], exist_ok=True)
   images, instances, panoptic = [], [], []
   for index in range(count):
     image_id = first_id + index
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    image, ids, polygons, crowds = render_scene(rng, height, width, things)
+    image, canvas = _render(rng, height, width, things)
+    ids, polygons, crowds = canvas.ids, canvas.polygons, canvas.crowds
     name = f"{image_id:012d}.png"
+    if depth:  # its own stream: the other files do not depend on it
+      depth_rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
+      _save_png(render_depth(depth_rng, canvas, height, width), os.path.join(paths["depth_dir"], name))
     anns, segments = _annotate(image_id, ids, polygons, crowds, 1 + 100 * image_id)
     _save_png(image, os.path.join(paths["images"], name))
     rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
@@ -267,9 +322,11 @@ def _write_split(root, split, count, first_id, image_size, seed, things):
       f.write(json.dumps(content, separators=(",", ":")))  # dumps: the C encoder
 
 
-def _params(num_train, num_val, image_size, seed, train_shapes=(), val_shapes=()):
+def _params(num_train, num_val, image_size, seed, train_shapes=(), val_shapes=(), depth=False):
   params = {"version": _VERSION, "num_train": int(num_train), "num_val": int(num_val),
             "image_size": [int(s) for s in image_size], "seed": int(seed)}
+  if depth:  # absent by default, as the shape lists
+    params["depth"] = True
   for key, names in (("train_shapes", train_shapes), ("val_shapes", val_shapes)):
     if names:  # absent by default, so that sets written before the option keep matching
       params[key] = sorted(set(names))
@@ -277,12 +334,12 @@ def _params(num_train, num_val, image_size, seed, train_shapes=(), val_shapes=()
 
 
 def write_dataset(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0, train_shapes=(),
-                  val_shapes=()):
+                  val_shapes=(), depth=False):
   """Writes the synthetic set into `root` (see the module docstring); returns `root`.
 
-  train_shapes / val_shapes: the shape class names each split draws from (empty: all four). Same arguments ->
-  byte-identical files; the default shapes give the files of a set written without them. Image ids: train
-  1..num_train, val 1000001.. .
+  train_shapes / val_shapes: the shape class names each split draws from (empty: all four). depth: also write
+  depth_{split}/ID.png (uint16 millimetres). Same arguments -> byte-identical files; the default shapes and no depth
+  give the files of a set written without these options. Image ids: train 1..num_train, val 1000001.. .
   """
   things = {SPLITS[0]: shape_ids(train_shapes), SPLITS[1]: shape_ids(val_shapes)}
   height, width = image_size
@@ -291,24 +348,24 @@ def write_dataset(root, *, num_train=1000, num_val=200, image_size=(128, 128), s
                      f"image_size={image_size}, num_train={num_train}, num_val={num_val}, seed={seed}")
   root = os.path.expanduser(os.fspath(root))
   os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-  _write_split(root, SPLITS[0], num_train, 1, image_size, seed, things[SPLITS[0]])
-  _write_split(root, SPLITS[1], num_val, 1_000_001, image_size, seed, things[SPLITS[1]])
+  _write_split(root, SPLITS[0], num_train, 1, image_size, seed, things[SPLITS[0]], depth)
+  _write_split(root, SPLITS[1], num_val, 1_000_001, image_size, seed, things[SPLITS[1]], depth)
   with open(os.path.join(root, MARKER), "w") as f:
-    json.dump(_params(num_train, num_val, image_size, seed, train_shapes, val_shapes), f, sort_keys=True)
+    json.dump(_params(num_train, num_val, image_size, seed, train_shapes, val_shapes, depth), f, sort_keys=True)
   return root
 
 
-def is_complete(root, *, num_train, num_val, image_size, seed=0, train_shapes=(), val_shapes=()):
+def is_complete(root, *, num_train, num_val, image_size, seed=0, train_shapes=(), val_shapes=(), depth=False):
   """Whether `root` holds a finished synthetic set written with these arguments."""
   try:
     with open(os.path.join(os.path.expanduser(root), MARKER)) as f:
-      return json.load(f) == _params(num_train, num_val, image_size, seed, train_shapes, val_shapes)
+      return json.load(f) == _params(num_train, num_val, image_size, seed, train_shapes, val_shapes, depth)
   except (OSError, ValueError):
     return False
 
 
 def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128), seed=0, train_shapes=(),
-                     val_shapes=()):
+                     val_shapes=(), depth=False):
   """Writes the set into `root` unless a complete one with these arguments is there; returns root.
 
   Written into a sibling temporary folder and renamed, so a crash never leaves a half-written
@@ -319,11 +376,11 @@ def ensure_synthetic(root, *, num_train=1000, num_val=200, image_size=(128, 128)
   """
   root = os.path.expanduser(os.fspath(root))
   args = dict(num_train=num_train, num_val=num_val, image_size=tuple(image_size), seed=seed,
-              train_shapes=tuple(train_shapes), val_shapes=tuple(val_shapes))
+              train_shapes=tuple(train_shapes), val_shapes=tuple(val_shapes), depth=bool(depth))
   if is_complete(root, **args):
     return root
   if os.path.isdir(root):
-    ours = {"annotations", MARKER} | {f"{p}{s}" for s in SPLITS for p in ("", "semantic_")}
+    ours = {"annotations", MARKER} | {f"{p}{s}" for s in SPLITS for p in ("", "semantic_", "depth_")}
     if not set(os.listdir(root)) <= ours:
       raise ValueError(f"ensure_synthetic: {root} exists and is not a synthetic set "
                        f"(holds {sorted(set(os.listdir(root)) - ours)[:5]}); choose another root")

@@ -8,6 +8,7 @@ Features of one example:
   panoptic_segments  sequence of {id, category_id, is_crowd}
   instances          sequence of {bbox float32 [4] (x1, y1, x2, y2) pixels, label int32 1..K,
                      is_crowd bool, mask: COCO compressed RLE counts of the [H, W] 0/1 mask}
+  depth              uint16 [H, W, 1] millimetres, 0 = none (builders with depth=True only: config.DEPTH_DIR)
 Metadata (restored with the built data): categories, and per split has_instances / has_panoptic.
 Stored as ArrayRecord, so the pipeline reads any example by index (exact resume, per-host shards).
 """
@@ -28,8 +29,10 @@ from segjax.data.tf_env import OneLineBuildNotice
 from segjax.data.tf_env import tf
 
 
-def features() -> tfds.features.FeaturesDict:
+def features(depth=False) -> tfds.features.FeaturesDict:
+  extra = {"depth": tfds.features.Image(shape=(None, None, 1), dtype=np.uint16)} if depth else {}
   return tfds.features.FeaturesDict({
+      **extra,
       "image": tfds.features.Image(shape=(None, None, 3)),
       "image_id": tfds.features.Scalar(np.int64),
       "semantic": tfds.features.Image(shape=(None, None, 1)),
@@ -52,6 +55,7 @@ class CocoFolderConfig(tfds.core.BuilderConfig):
   root: str = ""
   splits: tuple[str, ...] = ()
   layout: tuple[tuple[str, str], ...] = ()
+  depth: bool = False
 
 
 class CocoFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
@@ -70,14 +74,14 @@ class CocoFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description="A COCO-format folder (instances and/or panoptic annotations).",
-        features=features(), metadata=tfds.core.MetadataDict())
+        features=features(self.builder_config.depth), metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the folder is local; nothing is downloaded
     config = self.builder_config
     generators, categories = {}, None
     for split in config.splits:
-      parsed = coco.load_split(config.root, split, dict(config.layout))
+      parsed = coco.load_split(config.root, split, dict(config.layout), config.depth)
       if categories is not None and parsed.categories != categories:
         raise coco.DatasetError(f"split '{split}' of {config.root}: its categories differ from "
                                 f"split '{config.splits[0]}'")
@@ -97,30 +101,32 @@ class CocoFolder(OneLineBuildNotice, tfds.core.GeneratorBasedBuilder):
     skips.log()
 
 
-def _config_name(root, splits, layout):
-  """'<folder name>_<hash>' of the root, splits, layout and the annotation files' size and mtime."""
+def _config_name(root, splits, layout, depth=False):
+  """'<folder name>_<hash>' of the root, splits, layout, whether depth is read, and the annotation files' size and
+  mtime."""
   stamps = []
   for split in splits:
     paths = coco.split_paths(root, split, layout)
     for path in (paths.instances, paths.panoptic_json):
       stat = os.stat(path) if os.path.exists(path) else None
       stamps.append([path, stat.st_size, stat.st_mtime_ns] if stat else [path])
-  key = json.dumps([root, list(splits), sorted(layout.items()), stamps])
+  key = json.dumps([root, list(splits), sorted(layout.items()), stamps] + (["depth"] if depth else []))
   slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(root.rstrip("/")).lower()).strip("_") or "coco"
   return f"{slug}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _builder_config(root, splits, layout) -> CocoFolderConfig:
+def _builder_config(root, splits, layout, depth=False) -> CocoFolderConfig:
   root = os.path.abspath(os.path.expanduser(os.fspath(root)))
   layout = dict(config_lib.COCO_LAYOUT, **(layout or {}))
   splits = tuple(dict.fromkeys(splits))
-  return CocoFolderConfig(name=_config_name(root, splits, layout), root=root, splits=splits,
-                          layout=tuple(sorted(layout.items())))
+  return CocoFolderConfig(name=_config_name(root, splits, layout, depth), root=root, splits=splits,
+                          layout=tuple(sorted(layout.items())), depth=bool(depth))
 
 
-def builder(root, splits, data_dir, layout=None) -> CocoFolder:
-  """The builder of `root`'s `splits` in `data_dir`; a changed annotation file gives a new one."""
-  return CocoFolder(config=_builder_config(root, splits, layout),
+def builder(root, splits, data_dir, layout=None, depth=False) -> CocoFolder:
+  """The builder of `root`'s `splits` in `data_dir` (with their depth maps if `depth`); a changed annotation file
+  gives a new one."""
+  return CocoFolder(config=_builder_config(root, splits, layout, depth),
                     data_dir=os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
                     file_format="array_record")
 
@@ -128,12 +134,12 @@ def builder(root, splits, data_dir, layout=None) -> CocoFolder:
 _PREPARED = {}  # (data_dir, builder config name) -> builder prepared by this process
 
 
-def prepare(root, splits, data_dir, layout=None) -> CocoFolder:
+def prepare(root, splits, data_dir, layout=None, depth=False) -> CocoFolder:
   """`builder(...)`, built unless it was built before (by any process; then only read)."""
   key = (os.path.abspath(os.path.expanduser(os.fspath(data_dir))),
-         _builder_config(root, splits, layout).name)
+         _builder_config(root, splits, layout, depth).name)
   if key not in _PREPARED:
-    result = builder(root, splits, data_dir, layout)
+    result = builder(root, splits, data_dir, layout, depth)
     result.download_and_prepare()
     _PREPARED[key] = result
   return _PREPARED[key]

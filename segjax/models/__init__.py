@@ -31,7 +31,8 @@
   from the ground truth); the train step then calls module(images, train=True, targets={k: batch[k]}) with
   rngs "dropout" and "sampling".
   Optionally INPUT_KEYS: batch entries the forward pass reads in training and at inference besides the image
-  (Fast R-CNN's external proposals), passed as keyword arguments: module(images, train=..., proposals=...).
+  (Fast R-CNN's external proposals), passed as keyword arguments: module(images, train=..., proposals=...); or
+  input_keys(model_config) -> those entries where they depend on the config (UCN's depth with input "rgbd").
 A project outside segjax adds a model with `register(name, module)` (the module object or its import path) before
 it calls train_and_evaluate, or names the module's import path in config.model.name.
 Images are NHWC floats in [0, 1]. Models that run an ImageNet-pretrained backbone (ResNet, VGG-16) normalise them
@@ -115,6 +116,13 @@ def get_model(name: str) -> types.ModuleType:
                        f"({error})") from None
     return _check_contract(module)
   raise ValueError(f"config.model.name: unknown model {name!r}; known: {sorted(_MODELS)}, or a module path")
+
+
+def input_keys(module: types.ModuleType, model_config) -> tuple[str, ...]:
+  """The batch entries `module`'s forward pass reads besides the image under `model_config` (see the contract)."""
+  if hasattr(module, "input_keys"):
+    return tuple(module.input_keys(model_config))
+  return tuple(getattr(module, "INPUT_KEYS", ()))
 
 
 def thing_label_map(model_config, info) -> tuple[int, ...] | None:

@@ -1,10 +1,18 @@
 """The Unseen Clustering Network (Xiang et al. 2020, "Learning RGB-D Feature Embeddings for Unseen Object Instance
-Segmentation"), its RGB variant, first stage (no second-stage crop refinement).
+Segmentation"), its RGB and RGB-D variants, first stage (no second-stage crop refinement).
 
 A trunk (segjax's U-Net with "same" padding) predicts at every pixel an `embedding_dim`-channel feature, normalised to
-a unit vector (spherical embeddings). The background is one more cluster beside the objects, as the authors' code
-does (the table merged into the background; github.com/NVlabs/UnseenObjectClustering, lib/datasets/
-tabletop_object.py, commit f5a00c78f61eff70a2477ab77475c12ef821d739).
+a unit vector (spherical embeddings). `input` "rgb" reads the image only. `input` "rgbd" is the paper's RGB-D network
+with late fusion by addition, as the authors' SEGNET with INPUT "RGBD" and FUSION_TYPE "add"
+(github.com/NVlabs/UnseenObjectClustering, lib/networks/SEG.py, commit 2600526d9159b020a73da421970b6e867d4007ee): the
+depth map is backprojected to an ordered point cloud with the camera intrinsics (segjax.ops.depth.backproject, their
+compute_xyz: X, Y, Z in metres per pixel), a second network of the same architecture (`trunk_depth`, its own weights)
+maps the XYZ image to embedding_dim features, and the two feature maps are summed before the normalisation. The batch
+then carries "depth" (metres) and "intrinsics" (config.dataset.depth, segjax/data/pipeline.py).
+
+The background is one more cluster beside the objects, as the authors' code does (the table merged into the
+background; github.com/NVlabs/UnseenObjectClustering, lib/datasets/tabletop_object.py, commit
+f5a00c78f61eff70a2477ab77475c12ef821d739).
 
 Training (segjax.ops.embedding_losses): lambda_intra l_intra + lambda_inter l_inter over the valid non-crowd
 instances and the background (pixels in no instance; a crowd's pixels are in no cluster), with the spherical means
@@ -30,11 +38,13 @@ import ml_collections
 
 from segjax.models.unet import UNet
 from segjax.models.validation import validated
+from segjax.ops import depth as depth_ops
 from segjax.ops import embedding_losses
 from segjax.ops import grouping
 
 TASK = "instance"
-BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid")
+BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid", "depth", "intrinsics")  # depth: input "rgbd" only
+INPUTS = ("rgb", "rgbd")
 CLASS_AGNOSTIC = True  # predicted labels are all 1; the evaluator scores mask_AP_agnostic and the overlap F-measure
 PREDICT_DEFAULTS = {"num_seeds": 32, "kappa": 20.0, "bandwidth": 0.4, "mean_shift_iterations": 10, "min_area": 4}
 LOSS_DEFAULTS = {"alpha": embedding_losses.UCN_ALPHA, "delta": embedding_losses.UCN_DELTA, "lambda_intra": 10.0,
@@ -43,29 +53,47 @@ INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)
 
 
 class UnseenClusteringNet(nn.Module):
-  """The trunk's last 1x1 convolution gives embedding_dim channels, L2-normalised per pixel."""
+  """The trunk's last 1x1 convolution gives embedding_dim channels (with input "rgbd" plus those of the depth
+  trunk on the backprojected point cloud), L2-normalised per pixel."""
   embedding_dim: int
   width: int = 16
+  input: str = "rgb"
   dtype: jnp.dtype = jnp.float32
 
+  def _trunk(self, x, train, name):
+    return UNet(num_classes=self.embedding_dim, width=self.width, padding="same", dtype=self.dtype,
+                name=name)(x, train)["logits"].astype(jnp.float32)
+
   @nn.compact
-  def __call__(self, images, train: bool = False):
-    out = UNet(num_classes=self.embedding_dim, width=self.width, padding="same", dtype=self.dtype,
-               name="trunk")(images, train)["logits"].astype(jnp.float32)
+  def __call__(self, images, train: bool = False, depth=None, intrinsics=None):
+    out = self._trunk(images, train, "trunk")
+    if self.input == "rgbd":
+      if (depth is None or intrinsics is None) and self.is_initializing():  # the loop initialises from an image
+        depth, intrinsics = jnp.zeros(images.shape[:3]), jnp.ones((images.shape[0], 4))  # only: shapes suffice
+      if depth is None or intrinsics is None:
+        raise ValueError("UCN with input 'rgbd' reads the batch's depth and intrinsics: set config.dataset.depth")
+      out = out + self._trunk(depth_ops.backproject(depth, intrinsics), train, "trunk_depth")
     norm = jnp.sqrt(jnp.sum(out * out, -1, keepdims=True) + 1e-12)
     return {"embeddings": out / norm}
 
 
 def model_config() -> ml_collections.ConfigDict:
   """8-dimensional unit embeddings on a width-16 U-Net, the paper's margins, the authors' inference settings."""
-  return ml_collections.ConfigDict({"name": "ucn", "width": 16, "embedding_dim": 8, "dtype": "float32",
-                                    **LOSS_DEFAULTS, **PREDICT_DEFAULTS})
+  return ml_collections.ConfigDict({"name": "ucn", "input": "rgb", "width": 16, "embedding_dim": 8,
+                                    "dtype": "float32", **LOSS_DEFAULTS, **PREDICT_DEFAULTS})
+
+
+def input_keys(model_config):
+  """The batch entries the forward pass reads besides the image: depth and intrinsics with input "rgbd"."""
+  return ("depth", "intrinsics") if model_config.get("input", "rgb") == "rgbd" else ()
 
 
 def build(config, info):
   del info  # class-agnostic
   c = validated(config, model_config())
-  return UnseenClusteringNet(embedding_dim=c.embedding_dim, width=c.width, dtype=jnp.dtype(c.dtype))
+  if c.input not in INPUTS:
+    raise ValueError(f"config.model.input: {c.input!r} not in {INPUTS}")
+  return UnseenClusteringNet(embedding_dim=c.embedding_dim, width=c.width, input=c.input, dtype=jnp.dtype(c.dtype))
 
 
 def _settings(model_config, defaults):

@@ -4,14 +4,15 @@ import functools
 import jax
 import optax
 
+from segjax import models
 from segjax.data import compact
 from segjax.evaluation import tta
 from segjax.train import mesh as mesh_lib
 
 
-def _inputs(model_lib, batch):
-  """The batch entries a model's forward pass reads besides the image (its INPUT_KEYS), by name."""
-  return {k: batch[k] for k in getattr(model_lib, "INPUT_KEYS", ())}
+def _inputs(model_lib, model_config, batch):
+  """The batch entries a model's forward pass reads besides the image (segjax.models.input_keys), by name."""
+  return {k: batch[k] for k in models.input_keys(model_lib, model_config)}
 
 
 def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, state_shardings):
@@ -21,7 +22,7 @@ def make_train_step(module, model_lib, model_config, optimizer, schedule, mesh, 
     # Two-stage detectors sample RoIs from the ground truth inside the forward pass (model FORWARD_KEYS).
     forward_keys = getattr(model_lib, "FORWARD_KEYS", ())
     targets = {"targets": {k: batch[k] for k in forward_keys}} if forward_keys else {}
-    targets.update(_inputs(model_lib, batch))
+    targets.update(_inputs(model_lib, model_config, batch))
     dropout_rng, sampling_rng = jax.random.split(rng)
 
     def loss_fn(params):
@@ -48,7 +49,7 @@ def make_eval_step(module, model_lib, model_config, evaluator, mesh, variables_s
   predicted instance masks come back thresholded and bit-packed (compact.pack_masks)."""
 
   def eval_step(variables, batch):
-    forward = functools.partial(module.apply, variables, train=False, **_inputs(model_lib, batch))
+    forward = functools.partial(module.apply, variables, train=False, **_inputs(model_lib, model_config, batch))
     if tuple(scales) != (1.0,) or flip:
       predictions = {"labels": tta.semantic_tta(forward, batch["image"], scales, flip)["labels"]}
     else:
