@@ -82,6 +82,30 @@ def test_predict_recovers_instances_from_ideal_embeddings(kernel):
     assert np.all(np.asarray(out["scores"][i])[np.asarray(out["valid"][i])] > 0.99)
 
 
+def test_score_is_the_foreground_probability_times_the_fraction_within_delta_v():
+  """Object A's embeddings lie at its centre; object B's lie 3/4 at its centre c and 1/4 at c + 1.2 u. With the flat
+  kernel of bandwidth 1.5 B's mode is their mean c + 0.3 u: its central pixels lie 0.3 from it (within delta_v 0.5),
+  the others 0.9, so B scores 3/4 of A, both sigmoid(8) * that fraction, and A ranks first."""
+  emb = np.zeros((1, H, W, 4), np.float32)
+  fg = np.full((1, H, W), -8.0, np.float32)
+  a = np.zeros((H, W), bool)
+  a[2:10, 2:10] = True
+  b = np.zeros((H, W), bool)
+  b[14:22, 14:22] = True
+  c, u = np.array([0, 3.0, 0, 0]), np.array([0, 0, 1.0, 0])
+  emb[0][a] = np.array([3.0, 0, 0, 0])
+  emb[0][b] = c
+  emb[0, 14:16, 14:22] = c + 1.2 * u  # 16 of B's 64 pixels
+  fg[0][a | b] = 8.0
+  config = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8, "bandwidth": 1.5, "min_area": 4})
+  out = jax.jit(lambda o: embedding.predict(o, config))({"embeddings": emb, "foreground_logits": fg})
+  valid = np.asarray(out["valid"][0])
+  masks = np.asarray(out["masks"][0])[valid] > 0.5
+  assert [m.tobytes() for m in masks] == [a.tobytes(), b.tobytes()]
+  p = 1 / (1 + np.exp(-8.0))
+  np.testing.assert_allclose(np.asarray(out["scores"][0])[valid], [p, 0.75 * p], rtol=1e-6)
+
+
 def test_trains_without_recompiling_and_lowers_the_loss():
   rng = np.random.default_rng(2)
   config = ml_collections.ConfigDict(CONFIG)

@@ -111,6 +111,21 @@ def test_ucn_losses_match_equations(num_instances):
     assert ref_intra > 0 and ref_inter > 0
 
 
+def test_sampled_pixels_are_uniform_over_their_instance():
+  """20000 draws from a 10-pixel instance: each pixel's count is Binomial(20000, 1/10), within 5 standard deviations
+  (about 212) of 2000; none fall outside the instance; an absent instance's points are invalid."""
+  masks = np.zeros((2, 8, 8), bool)
+  masks[0, 1, 2:7] = masks[0, 5, 0:5] = True
+  points, point_valid = el.sample_instance_pixels(jax.random.key(3), masks, np.array([True, True]), 20000)
+  points, point_valid = np.asarray(points), np.asarray(point_valid)
+  pixels = np.flatnonzero(masks[0].reshape(-1))
+  counts = np.bincount(points[0], minlength=64)
+  assert counts.sum() == counts[pixels].sum()
+  sd = np.sqrt(20000 * 0.1 * 0.9)
+  assert np.all(np.abs(counts[pixels] - 2000) < 5 * sd)
+  assert point_valid[0].all() and not point_valid[1].any()
+
+
 @pytest.mark.parametrize("num_instances", [0, 1, 3])
 def test_pairwise_loss_matches_equation(num_instances):
   emb, masks, valid = random_case(4, num_instances)

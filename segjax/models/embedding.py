@@ -12,7 +12,12 @@ Inference (`predict`), per image with static shapes (Sec. 3.3, mean-shift cluste
 the foreground probability as S_p, so that seeds spread over the embedding space of the foreground), mean shift from
 them (`kernel`, `bandwidth`, `mean_shift_iterations`), the modes merged as scikit-learn's MeanShift does, every
 foreground pixel assigned to its nearest mode; a cluster of at least `min_area` pixels is an instance, scored by its
-mean foreground probability. Instances are class-agnostic: label 1; evaluate with mask_AP_agnostic.
+mean foreground probability times the fraction of its pixels within delta_v of its mode. The variance term (Eq. 2)
+pulls every pixel of an instance to within delta_v of its centre, so a whole instance scores about its foreground
+probability, while a cluster made of pixels that only fell to their nearest mode (stray boundary pixels, a fragment
+of an instance split between modes) scores lower and ranks below the whole instances in the precision-recall order
+that mask AP integrates; a mean foreground probability alone is near 1 for every cluster and cannot rank them.
+Instances are class-agnostic: label 1; evaluate with mask_AP_agnostic.
 """
 import flax.linen as nn
 import jax
@@ -89,14 +94,18 @@ def _predict_single(embeddings, foreground_logits, s):
                                                       s["seed_alpha"], s["bandwidth"], s["mean_shift_iterations"],
                                                       s["kernel"], kappa=s["kappa"])
   masks = (cluster[None, :] == jnp.arange(modes.shape[0])[:, None]) & foreground[None, :]  # [T, N]
-  scores = (masks * probability[None, :]).sum(1) / jnp.maximum(masks.sum(1), 1)
+  area = jnp.maximum(masks.sum(1), 1)
+  # Compactness: the fraction of the cluster's pixels within delta_v of its mode, where the variance term (Eq. 2)
+  # pulls every pixel of a trained instance; pixels that only fell to the nearest mode lie farther out.
+  near = jnp.linalg.norm(points - modes[cluster], axis=1) <= s["delta_v"]
+  scores = (masks * probability[None, :]).sum(1) / area * (masks & near[None, :]).sum(1) / area
   return grouping.instances_from_masks(masks, keep, scores, s["min_area"], h, w)
 
 
 def predict(outputs, model_config):
   """Seeds, mean shift and nearest-mode assignment of the foreground pixels -> up to num_seeds instances per image
-  (settings: config.model's, else PREDICT_DEFAULTS)."""
-  s = _settings(model_config, PREDICT_DEFAULTS)
+  (settings: config.model's, else PREDICT_DEFAULTS; delta_v: the loss's)."""
+  s = {**_settings(model_config, PREDICT_DEFAULTS), "delta_v": model_config.get("delta_v", LOSS_DEFAULTS["delta_v"])}
   if s["kernel"] not in grouping.KERNELS:
     raise ValueError(f"config.model.kernel must be one of {grouping.KERNELS}; got {s['kernel']!r}")
   return jax.vmap(lambda e, f: _predict_single(e, f, s))(outputs["embeddings"], outputs["foreground_logits"])

@@ -95,12 +95,18 @@ def _log_similarity(d):
 def sample_instance_pixels(key, masks, valid, points_per_instance):
   """Pixel indices [K, P] (into the flattened H x W image) drawn uniformly with replacement from each instance,
   and their validity [K, P]: the same number of points per instance, so that every instance weighs the same in the
-  pairwise loss whatever its size (Fathi et al. 2017, Sec. 3.1)."""
-  m = masks.reshape(masks.shape[0], -1)
-  present = valid & m.any(1)
-  logits = jnp.where(m > 0, 0.0, -jnp.inf)
-  logits = jnp.where(present[:, None], logits, 0.0)  # absent instances draw anything, marked invalid
-  index = jax.random.categorical(key, logits[:, None, :], axis=-1, shape=(m.shape[0], points_per_instance))
+  pairwise loss whatever its size (Fathi et al. 2017, Sec. 3.1).
+
+  By inversion: a uniform rank r in [0, count) per point and the pixel where the instance's running pixel count
+  reaches r + 1, so that the draw costs [K, P] random numbers rather than one per pixel and point.
+  """
+  m = masks.reshape(masks.shape[0], -1) > 0
+  counts = m.sum(1)
+  present = valid & (counts > 0)
+  rank = jax.random.randint(key, (m.shape[0], points_per_instance), 0, jnp.maximum(counts, 1)[:, None])
+  running = jnp.cumsum(m, axis=1, dtype=jnp.int32)
+  index = jax.vmap(lambda c, r: jnp.searchsorted(c, r + 1, side="left"))(running, rank)
+  index = jnp.minimum(index, m.shape[1] - 1)  # absent instances: any pixel, marked invalid
   return index.astype(jnp.int32), jnp.broadcast_to(present[:, None], index.shape)
 
 
