@@ -59,29 +59,29 @@ def encode_boundary_aware(mask, truncation, num_bins):
   return jnp.stack([(d >= lo) & (d < hi) for lo, hi in zip(edges, upper)])
 
 
+def _spread_over_disks(maps, truncation, pad):
+  """sum_n T(., r_n) * X_n [H + 2 pad, W + 2 pad] of maps X [K, H, W] (float32): each map padded by `pad` with 0 and
+  spread over the disk of its bin's radius r_n (a transposed convolution with that fixed disk), summed over the maps."""
+  maps = jnp.pad(maps, ((0, 0), (pad, pad), (pad, pad)))
+  _, radii = quantisation_bins(truncation, maps.shape[0])
+  total = jnp.zeros(maps.shape[1:], jnp.float32)
+  for b, radius in zip(maps, radii):
+    for dy, dx in _disk_offsets(float(radius)):
+      total = total + _shift(b, dy, dx, 0.0)
+  return total
+
+
 def decode_boundary_aware(bins, truncation, pad=0):
   """M = U_n T(B_n, r_n) on the bins' grid grown by `pad` pixels on each side ([H + 2 pad, W + 2 pad]), so the
-  disks of pixels at a cut box edge can reach past the box."""
-  bins = jnp.pad(jnp.asarray(bins, bool), ((0, 0), (pad, pad), (pad, pad)))
-  _, radii = quantisation_bins(truncation, bins.shape[0])
-  out = jnp.zeros(bins.shape[1:], bool)
-  for b, radius in zip(bins, radii):
-    for dy, dx in _disk_offsets(float(radius)):
-      out |= _shift(b, dy, dx, False)
-  return out
+  disks of pixels at a cut box edge can reach past the box: the pixels some disk covers."""
+  return _spread_over_disks(jnp.asarray(bins, bool).astype(jnp.float32), truncation, pad) > 0
 
 
 def disk_evidence(logits, truncation, pad=0):
   """S = sum_n T(., r_n) * softplus(z_n) [H + 2 pad, W + 2 pad] of the maps' logits z [K, H, W]: a transposed
   convolution of each map's -log(1 - B_n) with the fixed disk of radius r_n, summed over the maps; the soft-decoded
   mask is 1 - exp(-S) (`soft_decode_boundary_aware`)."""
-  evidence = jnp.pad(jax.nn.softplus(jnp.asarray(logits, jnp.float32)), ((0, 0), (pad, pad), (pad, pad)))
-  _, radii = quantisation_bins(truncation, evidence.shape[0])
-  total = jnp.zeros(evidence.shape[1:], jnp.float32)
-  for b, radius in zip(evidence, radii):
-    for dy, dx in _disk_offsets(float(radius)):
-      total = total + _shift(b, dy, dx, 0.0)
-  return total
+  return _spread_over_disks(jax.nn.softplus(jnp.asarray(logits, jnp.float32)), truncation, pad)
 
 
 def soft_decode_boundary_aware(logits, truncation, pad=0):
