@@ -133,15 +133,16 @@ def seediness_targets(embeddings, masks, valid, points, point_valid, threshold=0
   """Seediness targets of the sampled points [K, P]: the IoU between the mask that point p grows, {q: sigma(p, q) >=
   threshold} over the image's pixels, and p's ground-truth instance (Fathi et al. 2017, Sec. 3.2: a good seed is a
   pixel whose similar pixels form its object). No gradient flows into the embeddings."""
-  x = jax.lax.stop_gradient(embeddings).reshape(-1, embeddings.shape[-1])
-  m = masks.reshape(masks.shape[0], -1) > 0
+  x = jax.lax.stop_gradient(embeddings).reshape(-1, embeddings.shape[-1]).astype(jnp.float32)
+  m = (masks.reshape(masks.shape[0], -1) > 0).astype(jnp.float32)  # pixel counts, exact in float32
   k, p = points.shape
-  grown = similarity(_squared_distances(x[points.reshape(-1)], x)) >= threshold  # [K P, N]
-  truth = jnp.repeat(m, p, axis=0)
-  inter = jnp.sum(grown & truth, 1)
-  union = jnp.sum(grown | truth, 1)
-  iou = inter / jnp.maximum(union, 1)
-  return jnp.where(point_valid & valid[:, None], iou.reshape(k, p), 0.0).astype(embeddings.dtype)
+  # sigma(p, q) >= t  <=>  ||e_p - e_q||^2 <= log(2 / t - 1): the threshold on distances, no exp per pixel pair.
+  grown = (_squared_distances(x[points.reshape(-1)], x) <= jnp.log(2.0 / threshold - 1.0)).astype(jnp.float32)
+  # |grown & truth| for every instance by one product [K P, K]; each point keeps its own instance's column.
+  inter = jnp.take_along_axis((grown @ m.T).reshape(k, p, k), jnp.arange(k)[:, None, None], axis=2)[..., 0]
+  union = grown.sum(1).reshape(k, p) + m.sum(1)[:, None] - inter
+  iou = inter / jnp.maximum(union, 1.0)
+  return jnp.where(point_valid & valid[:, None], iou, 0.0).astype(embeddings.dtype)
 
 
 def seediness_loss(seediness_logits, points, point_valid, targets):
