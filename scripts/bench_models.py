@@ -9,10 +9,11 @@ in both, torchvision's training and test settings, the same weights); both on th
 Mask R-CNN: the random model returns 100 detections per image in both (printed), so both run the mask head and the
 paste on them; in training its positive RoIs are the --instances ground-truth boxes per image, the RoIs its mask
 head trains on (segjax's on the chunks of 8 slots per image that hold them).
-Memory: XLA's compiled peak (arguments + outputs + temporaries) for segjax, and its part beyond the arguments
-(parameters, optimizer state and batch, which exist before the step); for torch, the growth of the process's peak RSS
-(reset before the step) over its RSS before one training step (its parameters exist before, its gradients and
-momentum buffers are allocated in the step). Compile: wall and CPU seconds, the CPU seconds steadier on a shared
+Memory: XLA's buffers for segjax's training step, its state donated as the training loop donates it (arguments +
+outputs not written into the donated buffers + temporaries), and its part beyond the arguments (parameters, optimizer
+state and batch, which exist before the step); for torch, the growth of the process's peak RSS (reset before the
+step) over its RSS before one training step (its parameters exist before, its gradients and momentum buffers are
+allocated in the step). Compile: wall and CPU seconds, the CPU seconds steadier on a shared
 machine.
 """
 import argparse
@@ -23,6 +24,7 @@ import torchvision
 import torchvision.models.segmentation as tv_segmentation
 
 import jax  # pylint: disable=wrong-import-order
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -57,12 +59,10 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
     deltas, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, deltas), updates["batch_stats"], opt_state, value
 
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  opt_state = optimizer.init(params)
-  train, *train_compile = timed(lambda: jax.jit(step).lower(params, batch_stats, opt_state, images, labels).compile())
+  _, train_step, *train_compile = _compile_train_step(step, variables, optimizer, images, labels)
 
   ours_infer = best_seconds(lambda: infer(variables, images).block_until_ready(), iters)
-  ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, labels)), iters)
+  ours_train = best_seconds(train_step, iters)
 
   model.eval()
   with torch.no_grad():
@@ -81,6 +81,22 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
   torch_train = best_seconds(torch_step, iters)
   _report(f"DeepLab v3 R50 {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
           (ours_train, torch_train), (infer_compile, train_compile))
+
+
+def _compile_train_step(step, variables, optimizer, *batch):
+  """`step(params, batch_stats, opt_state, *batch) -> (params, batch_stats, opt_state, loss)` compiled as segjax's
+  loop compiles its step (segjax/train/steps.py): the state donated, so that its update is written into its own
+  buffers, as torch's optimizer updates its parameters in place. Returns (compiled, a function running one step on
+  the state the previous one returned, compile wall seconds, compile CPU seconds)."""
+  params = jax.tree.map(jnp.copy, variables["params"])  # donated: `variables` stays valid for inference
+  state = [params, jax.tree.map(jnp.copy, variables["batch_stats"]), optimizer.init(params)]
+  train, *seconds = timed(lambda: jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, *batch).compile())
+
+  def run():
+    *state[:], loss = train(*state, *batch)  # the next step reads this step's state
+    jax.block_until_ready(loss)
+
+  return train, run, *seconds
 
 
 def _report(title, batch, inference, train_step, compile_seconds):
@@ -156,7 +172,7 @@ def bench_mask_rcnn(size, batch, iters, instances):
 
   torch_memory = _torch_peak_mb(torch_step)  # the first step: later ones reuse memory torch's allocator kept
   torch_train = best_seconds(torch_step, iters)
-  optimizer = optax.sgd(0.01, momentum=0.9)
+  optimizer = optax.sgd(0.0, momentum=0.9)  # learning rate 0, as torch's above
 
   def step(params, batch_stats, opt_state, x, t):
     def loss_fn(params):
@@ -165,12 +181,10 @@ def bench_mask_rcnn(size, batch, iters, instances):
       return mask_rcnn.loss(outputs, t, config)[0]
     value, grads = jax.value_and_grad(loss_fn)(params)
     deltas, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, deltas), opt_state, value
+    return optax.apply_updates(params, deltas), batch_stats, opt_state, value
 
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  opt_state = optimizer.init(params)
-  train, *train_compile = timed(lambda: jax.jit(step).lower(params, batch_stats, opt_state, images, targets).compile())
-  ours_train = best_seconds(lambda: jax.block_until_ready(train(params, batch_stats, opt_state, images, targets)), iters)
+  train, train_step, *train_compile = _compile_train_step(step, variables, optimizer, images, targets)
+  ours_train = best_seconds(train_step, iters)
 
   infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), config))
   infer, *infer_compile = timed(lambda: infer.lower(variables, images).compile())
@@ -185,11 +199,12 @@ def bench_mask_rcnn(size, batch, iters, instances):
   print(f"  detections per image: torchvision {counts}, segjax {ours_counts}; training on {instances} ground-truth "
         "instances per image")
   memory = xla_memory_mb(train)
-  total, step_own = sum(memory.values()), memory["outputs"] + memory["temporaries"]
-  print(f"  train step peak memory: segjax (XLA) {total:.0f} MiB (arguments {memory['arguments']:.0f} + outputs "
-        f"{memory['outputs']:.0f} + temporaries {memory['temporaries']:.0f}), torchvision (peak RSS growth) "
-        f"{torch_memory:.0f} MiB: {total / torch_memory:.2f}x; beyond the arguments, as torch's growth is beyond its "
-        f"resident parameters: {step_own:.0f} MiB, {step_own / torch_memory:.2f}x")
+  step_own = memory["peak"] - memory["arguments"]
+  print(f"  train step peak memory: segjax (XLA) {memory['peak']:.0f} MiB (arguments {memory['arguments']:.0f}, "
+        f"outputs {memory['outputs']:.0f} of which {memory['aliased']:.0f} written into the donated arguments, "
+        f"temporaries {memory['temporaries']:.0f}), torchvision (peak RSS growth) {torch_memory:.0f} MiB: "
+        f"{memory['peak'] / torch_memory:.2f}x; beyond the arguments, as torch's growth is beyond its resident "
+        f"parameters: {step_own:.0f} MiB, {step_own / torch_memory:.2f}x")
 
 
 def main():
