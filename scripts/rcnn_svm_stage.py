@@ -30,7 +30,6 @@ from segjax.ops import svm  # noqa: E402  pylint: disable=wrong-import-position
 from segjax.ops.box_nms import batched_nms  # noqa: E402  pylint: disable=wrong-import-position
 from segjax.ops.boxes import box_iou  # noqa: E402  pylint: disable=wrong-import-position
 
-FEATURE_NORM = 20.0
 NEGATIVE_IOU = 0.3
 
 
@@ -66,15 +65,13 @@ def main():
   x, labels, negative = [], [], []
   for features, boxes, valid, gt, classes, gt_valid, _ in train:
     p = len(valid) - len(gt_valid)
-    iou = np.asarray(box_iou(gt, boxes))  # [M, P + M]
-    best = np.stack([np.max(np.where((classes == k)[:, None] & gt_valid[:, None], iou, 0.0), 0)
-                     for k in range(num_classes)], 1)  # [P + M, K]
     row_labels = np.concatenate([np.zeros(p, int), np.where(gt_valid, classes, 0)])
     x.append(features[valid])
     labels.append(row_labels[valid])
-    negative.append((best < NEGATIVE_IOU)[valid])
+    negatives = svm.class_negatives(box_iou(gt, boxes), classes, gt_valid, num_classes, NEGATIVE_IOU)
+    negative.append(negatives[valid])
   x, labels, negative = np.concatenate(x), np.concatenate(labels), np.concatenate(negative)
-  scale = FEATURE_NORM / np.mean(np.linalg.norm(x, axis=1))
+  scale = svm.feature_scale(x)
   print(f"train: {len(train)} images, {len(x)} regions, positives per class "
         f"{np.bincount(labels, minlength=num_classes)[1:].tolist()}", flush=True)
   weights, biases = svm.train_class_svms(x * scale, labels, num_classes, negative, C=1e-3, positive_weight=2.0,

@@ -23,9 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rcnn_svm_stage import FEATURE_NORM  # noqa: E402  pylint: disable=wrong-import-position
 from segjax import workdir as workdir_lib  # noqa: E402  pylint: disable=wrong-import-position
 from segjax.data import compact, pipeline  # noqa: E402  pylint: disable=wrong-import-position
 from segjax.evaluation import voc, voc_regions  # noqa: E402  pylint: disable=wrong-import-position
@@ -75,15 +73,14 @@ def main():
   for features, regions, valid, gt, classes, gt_valid, crowd in rows_of(config, config.dataset.train_split, extract,
                                                                         args.max_train_images):
     objects = gt_valid & ~crowd
-    overlaps = _iou(gt, np.concatenate([regions, gt]))  # [M, P + M]
-    best = np.stack([np.max(np.where((classes == k)[:, None] & objects[:, None], overlaps, 0.0), 0)
-                     for k in range(num_classes)], 1)  # [P + M, K]
     rows = np.concatenate([valid, objects])
     x.append(features[rows])
     labels.append(np.concatenate([np.zeros(len(valid), int), np.where(objects, classes, 0)])[rows])
-    negative.append((best < NEGATIVE_OVERLAP)[rows])
+    negatives = svm.class_negatives(_iou(gt, np.concatenate([regions, gt])), classes, objects, num_classes,
+                                    NEGATIVE_OVERLAP)
+    negative.append(negatives[rows])
   x, labels, negative = np.concatenate(x), np.concatenate(labels), np.concatenate(negative)
-  scale = FEATURE_NORM / np.mean(np.linalg.norm(x, axis=1))
+  scale = svm.feature_scale(x)
   print(f"train: {len(x)} regions, positives per class {np.bincount(labels, minlength=num_classes)[1:].tolist()}",
         flush=True)
   weights, biases = svm.train_class_svms(x * scale, labels, num_classes, negative, C=1e-3, positive_weight=2.0,

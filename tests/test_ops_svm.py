@@ -60,3 +60,22 @@ def test_class_svms_take_each_classs_rows_as_positives():
   assert (weights[0] == 0).all()
   for k in (1, 2):
     assert ((scores[:, k] > 0) == (labels == k)).all()
+
+
+def test_class_negatives_follow_the_definition_row_by_row():
+  """Row r is a negative of class k iff no valid class-k object overlaps it at `threshold` or more (checked by a loop
+  over rows, classes and objects); invalid objects, and classes absent from the image, exclude nothing."""
+  rng = np.random.default_rng(3)
+  overlaps = rng.uniform(0, 0.6, (6, 40))
+  classes = np.array([1, 1, 2, 3, 2, 1])
+  valid = np.array([True, True, True, False, True, False])
+  ours = svm.class_negatives(overlaps, classes, valid, 5, 0.3)
+  for r, k in np.ndindex(40, 5):
+    blocking = [m for m in range(6) if valid[m] and classes[m] == k and overlaps[m, r] >= 0.3]
+    assert ours[r, k] == (not blocking), (r, k)
+  assert ours[:, 3].all() and ours[:, 4].all() and not ours[:, 1].all()
+
+
+def test_feature_scale_brings_the_mean_norm_to_twenty():
+  x = np.random.default_rng(4).normal(0, 3, (50, 7))
+  assert np.isclose(np.mean(np.linalg.norm(x * svm.feature_scale(x), axis=1)), 20.0)

@@ -75,6 +75,26 @@ def hard_negative_mining(positives, negatives, *, chunk_size=500, hard_threshold
   return w, b, np.flatnonzero(cache)
 
 
+def class_negatives(overlaps, classes, valid, num_classes, threshold):
+  """negative_mask [R, K] for `train_class_svms`: row r is a negative of class k when its overlap with every valid
+  class-k object stays below `threshold` (R-CNN: box IoU 0.3, rcnn_train.m; SDS: region IoU 0.2, train_svms.m).
+  overlaps [M, R] of the image's M objects with its R rows, classes [M], valid [M]; a class without objects in the
+  image leaves every row a negative."""
+  overlaps, classes, valid = np.asarray(overlaps), np.asarray(classes), np.asarray(valid, bool)
+  best = np.zeros((overlaps.shape[1], num_classes))
+  for k in range(num_classes):
+    of_k = valid & (classes == k)
+    if of_k.any():
+      best[:, k] = overlaps[of_k].max(0)
+  return best < threshold
+
+
+def feature_scale(features, mean_norm=20.0):
+  """The factor that brings the features' mean L2 norm to `mean_norm` (rcnn's feat_norm_mean: 20), computed on the
+  training set and applied to every feature the SVMs score."""
+  return mean_norm / np.mean(np.linalg.norm(np.asarray(features, np.float64), axis=1))
+
+
 def train_class_svms(features, labels, num_classes, negative_mask=None, **kwargs):
   """R-CNN's per-class SVMs: features [N, D], labels [N] in 0..K-1 (0 background); for class k the rows labelled k
   are positives and the others negatives, except where negative_mask [N, K] is False (rcnn: a region overlapping a
