@@ -141,6 +141,13 @@ def _images(path, content):
   return images
 
 
+def image_file_names(root, split, layout=None):
+  """{image id: file name} of a split, from its instances JSON (else its panoptic JSON)."""
+  paths = split_paths(root, split, layout)
+  path = paths.instances if os.path.exists(paths.instances) else paths.panoptic_json
+  return {i: name for i, (name, _, _) in _images(path, _load_json(path, ("images",))).items()}
+
+
 class Skips:
   """Counts skipped records per (kind, file) and logs each count once."""
 

@@ -25,7 +25,10 @@ With config.dataset.depth (COCO-format folders with depth maps: config.DEPTH_DIR
 With config.dataset.unet_weight_map, train batches for a model that reads them (U-Net) also hold
   pixel_weights float32 [B, H, W]: U-Net's weight map (Eq. 2, w0 = config.dataset.unet_w0, sigma =
   config.dataset.unet_sigma) of each example's instances (augment.finish_labels), 0 on padding.
-With config.dataset.num_region_proposals = P on an instance set, SDS's region candidates (region_proposals.py):
+With config.dataset.num_region_proposals = P on an instance set, SDS's region candidates: the first P of each
+image's MCG candidate file where config.dataset.region_proposal_dirs names a directory for the split
+(region_candidate_files.py: the superpixel map moved as the instance masks, the masks built from it), else the
+stand-in of region_proposals.py; invalid empty ones pad an image's:
   region_masks_packed uint8 [B, P, H, ceil(W / 8)] (the model batch's region_masks uint8 [B, P, H, W])
   region_valid bool [B, P]
 """
@@ -51,6 +54,7 @@ from segjax.data import cvppp
 from segjax.data import info as info_lib
 from segjax.data import isbi_cells
 from segjax.data import proposal_files
+from segjax.data import region_candidate_files
 from segjax.data import region_proposals
 from segjax.data import semantic
 from segjax.data import synthetic
@@ -270,20 +274,23 @@ def _with_proposals(process, proposals, image_size, raw, seed, valid):
 
 
 def _run(process, max_instances, width, weight_map, regions, raw, seed, valid):
-  """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed."""
+  """A worker's job: one example's batch row. Holds no reference to the iterator, so that can be freed. `regions`:
+  None, or (finished row, source rows, source columns, width) -> the row's SDS region candidates."""
   example = {k: np.asarray(v) for k, v in process(tf.constant(raw), seed, valid).items()}  # views: .numpy() copies
   if "mask_rle" not in example:  # a box-only detection example: the image crosses as uint8 like the others
     example["image"] = np.round(255 * np.clip(example["image"], 0, 1)).astype(np.uint8)
     return example
+  rows, columns = example["mask_source_rows"], example["mask_columns"]
   example = augment.finish_labels(example, max_instances, width, weight_map)
-  if regions:
-    example.update(_region_proposals(example, regions, width))
+  if regions is not None:
+    example.update(regions(example, rows, columns, width))
   return example
 
 
-def _region_proposals(example, count, width):
+def _region_proposals(count, example, rows, columns, width):
   """SDS's region proposals of a finished row: `count` stand-in masks (segjax/data/region_proposals.py) around its
   non-crowd instances, bit-packed along W as the instance masks ("region_masks_packed", "region_valid")."""
+  del rows, columns  # drawn on the finished row's masks
   masks = np.unpackbits(example["masks_packed"], axis=-1, count=width)
   n = len(masks)
   keep = example["instance_valid"][:n] & ~example["is_crowd"][:n]
@@ -291,6 +298,23 @@ def _region_proposals(example, count, width):
                                                        int(example["image_id"]))
   return {"region_masks_packed": np.packbits(proposals, axis=-1),
           "region_valid": valid & bool(example["valid_image"])}
+
+
+def _region_candidates(config, split):
+  """The row -> SDS region candidates function of `split`: its MCG candidate files where
+  config.dataset.region_proposal_dirs names a directory for it (region_candidate_files.py), else the stand-in
+  (region_proposals.py) with config.dataset.num_region_proposals, else None."""
+  ds = config.dataset
+  count = 0 if ds.get("detection") else int(ds.get("num_region_proposals") or 0)
+  directory = (ds.get("region_proposal_dirs") or {}).get(split)
+  if directory:
+    if not count or ds.name in SEMANTIC_READERS:
+      raise ValueError(f"config.dataset.region_proposal_dirs: SDS's region candidates of an instance set; set "
+                       f"dataset.num_region_proposals (got {ds.get('num_region_proposals')}) on a COCO-format set "
+                       f"(got {ds.name!r}{', detection' if ds.get('detection') else ''})")
+    names = coco.image_file_names(_coco_root(config), split, _layout(config))
+    return region_candidate_files.SplitCandidates(directory, count, names).for_example
+  return functools.partial(_region_proposals, count) if count else None
 
 
 def _assemble(examples):
@@ -310,7 +334,8 @@ class _Batches:
   the running count of instances dropped beyond max_instances.
   """
 
-  def __init__(self, source, process, steps, max_instances, width, workers, depth, weight_map=None, regions=0):
+  def __init__(self, source, process, steps, max_instances, width, workers, depth, weight_map=None,
+               regions=None):
     self._source, self._process, self._steps = source, process, iter(steps)
     self._width, self._weight_map, self._regions = width, weight_map, regions
     self._max_instances = max_instances
@@ -381,7 +406,7 @@ def _batches(builder, source, steps, config, local_batch, train, split, keys=Non
     process = functools.partial(_with_proposals, process, proposals, tuple(ds.image_size))
   workers = ds.get("num_workers") or THREADS
   depth = 2 + -(-2 * workers // local_batch)  # enough examples queued to keep every worker busy
-  regions = 0 if ds.get("detection") else int(ds.get("num_region_proposals") or 0)  # SDS's region candidates
+  regions = _region_candidates(config, split)  # SDS's region candidates
   return _Batches(source, process, steps, ds.max_instances, ds.image_size[1], workers, depth, weight_map, regions)
 
 
