@@ -1,5 +1,7 @@
 """MCG candidate files: read back as masks in score order, truncated and padded to a count, bad fields named; and in
 the batches of a synthetic set, moved with each row's augmentation, at one static shape."""
+import os
+
 import jax
 import ml_collections
 import numpy as np
@@ -195,3 +197,17 @@ def test_one_compile_for_any_candidate_count(candidate_set):
     boxes(batch["region_masks"], batch["region_valid"]).block_until_ready()
     counts |= set(batch["region_valid"].sum(1).tolist())
   assert len(traces) == 1 and len(counts) > 1
+
+
+def test_a_relative_directory_is_in_the_root_and_the_count_is_required(candidate_set):
+  config, _ = candidate_set
+  relative = ml_collections.ConfigDict(config.to_dict())
+  absolute = relative.dataset.region_proposal_dirs["val2017"]
+  relative.dataset.region_proposal_dirs["val2017"] = "../mcg_val2017"
+  regions = pipeline._region_candidates(relative, "val2017")  # pylint: disable=protected-access
+  assert os.path.samefile(regions.__self__.directory, absolute)
+  relative.dataset.num_region_proposals = 0
+  with pytest.raises(ValueError, match="region_proposal_dirs: .* set dataset.num_region_proposals"):
+    pipeline._region_candidates(relative, "val2017")  # pylint: disable=protected-access
+  relative.dataset.region_proposal_dirs["val2017"] = ""
+  assert pipeline._region_candidates(relative, "val2017") is None  # pylint: disable=protected-access

@@ -48,8 +48,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.proposal_files = ml_collections.ConfigDict()
   # Instance sets: this many region proposals (masks) per image for SDS; 0: none. From the MCG candidate files
   # (one <image stem>.mat per image: MCG's own or scripts/region_candidates.py's, segjax/data/region_candidate_files.py)
-  # in the directory region_proposal_dirs names for a split ({split: directory}), else the stand-in of
-  # segjax/data/region_proposals.py.
+  # in the directory region_proposal_dirs names for a split ({split: directory}, relative: in root), else the
+  # stand-in of segjax/data/region_proposals.py.
   config.num_region_proposals = 0
   config.region_proposal_dirs = ml_collections.ConfigDict()
   config.num_train = 1000  # synthetic only

@@ -36,6 +36,7 @@ import collections
 import concurrent.futures
 import functools
 import itertools
+import os
 import weakref
 
 import numpy as np
@@ -313,6 +314,7 @@ def _region_candidates(config, split):
                        f"dataset.num_region_proposals (got {ds.get('num_region_proposals')}) on a COCO-format set "
                        f"(got {ds.name!r}{', detection' if ds.get('detection') else ''})")
     names = coco.image_file_names(_coco_root(config), split, _layout(config))
+    directory = os.path.join(os.path.expanduser(ds.root), os.path.expanduser(directory))  # relative: in the root
     return region_candidate_files.SplitCandidates(directory, count, names).for_example
   return functools.partial(_region_proposals, count) if count else None
 
