@@ -72,6 +72,16 @@ def test_equal_scores_keep_the_files_order_and_write_mat_round_trips(tmp_path):
   assert [c.tolist() for c in candidates] == [list(v) for v in labels] and (scores == 1).all()
 
 
+@pytest.mark.parametrize("width", [16, 13])
+def test_pack_masks_is_packbits_of_the_gathered_masks(width):
+  rng = np.random.default_rng(width)
+  superpixels = rng.integers(0, 30, (70, width))  # 0: padding, in no candidate
+  table = rng.random((9, 30)) < 0.4
+  table[:, 0] = False
+  np.testing.assert_array_equal(region_candidate_files.pack_masks(superpixels, table),
+                                np.packbits(table[:, superpixels], axis=-1))
+
+
 def test_bad_fields_are_named(tmp_path):
   superpixels, labels, scores = _scene(np.random.default_rng(5))
   for field in ("superpixels", "labels", "scores"):

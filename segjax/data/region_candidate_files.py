@@ -24,7 +24,7 @@ import numpy as np
 from segjax.data.coco import DatasetError
 
 FIELDS = ("superpixels", "labels", "scores")
-_CHUNK = 64  # candidates expanded to masks at a time when packing
+_BAND = 64  # image rows packed at a time
 
 
 def _fields(path):
@@ -136,17 +136,30 @@ class SplitCandidates:
     ceil(W / 8)], "region_valid" bool [count]}. rows int [H] / columns int [>= width] are the source row / column
     of each output pixel (augment.preprocess's mask_source_rows / mask_columns; one past the source for padding).
     A padding row (image id -1) gets none; a candidate the crop leaves empty is invalid."""
-    height = len(rows)
-    packed = np.zeros((self.count, height, -(-width // 8)), np.uint8)
-    valid = np.zeros(self.count, bool)
     image_id = int(example["image_id"])
     if image_id < 0 or not bool(example["valid_image"]):
-      return {"region_masks_packed": packed, "region_valid": valid}
+      return {"region_masks_packed": np.zeros((self.count, len(rows), -(-width // 8)), np.uint8),
+              "region_valid": np.zeros(self.count, bool)}
     superpixels, candidates, _ = read(self.path(image_id), example["orig_size"])
     moved = np.pad(superpixels, [(0, 1), (0, 1)])[np.asarray(rows)][:, np.asarray(columns)[:width]]
-    table = membership(candidates, self.count, int(superpixels.max()))
-    for start in range(0, min(len(candidates), self.count), _CHUNK):
-      window = table[start:start + _CHUNK][:, moved]  # [chunk, H, W]
-      packed[start:start + len(window)] = np.packbits(window, axis=-1)
-      valid[start:start + len(window)] = window.reshape(len(window), -1).any(1)
-    return {"region_masks_packed": packed, "region_valid": valid}
+    packed = pack_masks(moved, membership(candidates, self.count, int(superpixels.max())))
+    return {"region_masks_packed": packed, "region_valid": packed.reshape(self.count, -1).any(1)}
+
+
+def pack_masks(superpixels, table):
+  """np.packbits(table[:, superpixels], axis=-1) for superpixels int [H, W] and table bool [K, S + 1] (label 0:
+  none), without the [K, H, W] array: bit b of byte j of row y of mask k is table[k, superpixels[y, 8 j + b]], so each
+  bit plane gathers whole rows of table^T [S + 1, K] (a copy of K bytes per pixel instead of K single-byte gathers),
+  a band of image rows at a time."""
+  height, width = superpixels.shape
+  bytes_per_row = -(-width // 8)
+  labels = np.pad(superpixels, [(0, 0), (0, 8 * bytes_per_row - width)])  # label 0 pads the last byte
+  columns = np.ascontiguousarray(table.T, np.uint8)
+  out = np.empty((len(table), height, bytes_per_row), np.uint8)
+  for top in range(0, height, _BAND):
+    band = labels[top:top + _BAND]
+    acc = np.zeros((len(band), bytes_per_row, len(table)), np.uint8)
+    for bit in range(8):
+      acc |= columns[band[:, bit::8]] << (7 - bit)
+    out[:, top:top + len(band)] = acc.transpose(2, 0, 1)
+  return out

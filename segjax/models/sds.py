@@ -2,9 +2,11 @@
 segmentation model (TASK "instance": masks scored by COCO mask AP and SDS's own AP^r, segjax/evaluation/voc_regions.py).
 
 Region candidates (Sec. 3.1) come with the data, as masks: the batch keys "region_masks" [N, P, H, W] and
-"region_valid" [N, P] (INPUT_KEYS, read in training and at inference). The paper's are MCG's ~2000 per image; the
-data pipeline's stand-in (config.dataset.num_region_proposals, segjax/data/region_proposals.py) moves, grows, shrinks,
-cuts and merges the ground-truth masks and adds random ellipses.
+"region_valid" [N, P] (INPUT_KEYS, read in training and at inference). The paper's are MCG's ~2000 per image: the
+data pipeline reads MCG's candidate files (config.dataset.num_region_proposals, region_proposal_dirs;
+segjax/data/region_candidate_files.py; scripts/region_candidates.py writes selective search's regions in that layout),
+else its stand-in (segjax/data/region_proposals.py) moves, grows, shrinks, cuts and merges the ground-truth masks
+and adds random ellipses.
 Features (Sec. 3.2, network C, the two pathways fine-tuned jointly): each region's bounding box dilated for
 `context_padding` pixels of context at `warp_size` and warped to warp_size x warp_size as R-CNN does
 (segjax.ops.roi.warp_regions) feeds the box pathway; the same warp with the pixels outside the region's (warped) mask set
