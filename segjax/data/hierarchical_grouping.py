@@ -111,10 +111,10 @@ def texture_maps(image):
   return np.stack(maps)
 
 
-def hierarchy(labels, image, terms, space="rgb"):
+def hierarchy(labels, image, terms, space="rgb", maps=None):
   """Selective search's greedy grouping of segments labels int [H, W] (0..n-1) of image uint8 [H, W, 3] in colour
   space `space` (colour_image's; the colour histograms bin each channel over its range) by the similarity summing
-  `terms` (of TERMS).
+  `terms` (of TERMS); maps: texture_maps(image) where the caller has them.
 
   Returns merges int [n - 1, 2]: merge t joins regions merges[t] into region n + t (regions 0..n-1 are the
   segments), the last one the whole image.
@@ -131,7 +131,7 @@ def hierarchy(labels, image, terms, space="rgb"):
   if "colour" in terms:
     hist["colour"] = _histograms(labels, n, np.moveaxis(image, -1, 0), COLOUR_BINS, _RANGES[space])
   if "texture" in terms:
-    maps = texture_maps(image)
+    maps = texture_maps(image) if maps is None else maps
     hist["texture"] = _histograms(labels, n, maps, TEXTURE_BINS, np.maximum(maps.max((1, 2)), 1e-12))
   # Region arrays grow to 2n - 1 rows: the merged regions after the segments.
   size = np.concatenate([size, np.zeros(n - 1)])
@@ -214,10 +214,11 @@ def region_candidates(image, strategies=FAST, seed=0):
   segmentations, hierarchies = [], []
   for space in strategies.colour_spaces:
     converted = colour_image(image, space)
+    maps = texture_maps(converted) if any("texture" in terms for terms in strategies.similarities) else None
     for k in strategies.ks:
       labels = felzenszwalb(converted, k)
       segmentations.append(labels)
-      hierarchies += [(len(segmentations) - 1, hierarchy(labels, converted, terms, space))
+      hierarchies += [(len(segmentations) - 1, hierarchy(labels, converted, terms, space, maps))
                       for terms in strategies.similarities]
   superpixels, segment_of = overlay(segmentations)
   rng = np.random.default_rng(seed)
