@@ -14,10 +14,10 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from segjax.data import proposal_files  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segjax.data import semantic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from segjax.data import voc_detection  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -42,8 +42,9 @@ def main():
   examples = voc_detection.examples(args.root, args.split)
   boxes = []
   for i, example in enumerate(examples):
-    image, _ = semantic.read_image(example.image_path)
-    boxes.append(selective_search(image, args.mode)[:args.max_boxes])
+    with Image.open(example.image_path) as image:
+      rgb = np.asarray(image.convert("RGB"))
+    boxes.append(selective_search(rgb, args.mode)[:args.max_boxes])
     if (i + 1) % 100 == 0 or i + 1 == len(examples):
       print(f"{i + 1}/{len(examples)} images", flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

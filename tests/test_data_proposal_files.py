@@ -117,14 +117,37 @@ def test_voc_batches_carry_the_files_proposals(tmp_path):
     pipeline._proposal_files(config, "2007_test")  # pylint: disable=protected-access
 
 
-@requires_opencv
-def test_selective_search_finds_the_object(tmp_path):
-  """scripts/selective_search.py on an image with one object: some box fits it at IoU >= 0.8, and every box lies in
-  the image as pixel edges."""
+def _selective_search_script():
   spec = importlib.util.spec_from_file_location("selective_search", os.path.join(REPO, "scripts",
                                                                                  "selective_search.py"))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
+  return script
+
+
+@requires_opencv
+def test_selective_search_script_writes_a_split_the_reader_takes(tmp_path, monkeypatch):
+  """scripts/selective_search.py's main on a devkit the test writes: one entry per image of the split, in its list
+  order, every box inside its image, read back by proposal_files."""
+  root = tmp_path / "VOCdevkit"
+  write_devkit(str(root))
+  out = tmp_path / "proposals" / "2007_trainval.npz"
+  monkeypatch.setattr("sys.argv", ["selective_search.py", "--root", str(root), "--split", "2007_trainval",
+                                   "--out", str(out), "--max_boxes", "50"])
+  _selective_search_script().main()
+  names, boxes = proposal_files._read_npz(str(out))  # pylint: disable=protected-access
+  assert names == ["VOC2007/000005", "VOC2007/000007"]  # the split's list order, as voc_detection names them
+  for name, image_boxes in zip(names, boxes):
+    h, w = VOC2007[name.split("/")[1]][0]
+    assert 0 < len(image_boxes) <= 50
+    assert (image_boxes[:, :2] >= 0).all() and (image_boxes[:, 2] <= w).all() and (image_boxes[:, 3] <= h).all()
+
+
+@requires_opencv
+def test_selective_search_finds_the_object(tmp_path):
+  """scripts/selective_search.py on an image with one object: some box fits it at IoU >= 0.8, and every box lies in
+  the image as pixel edges."""
+  script = _selective_search_script()
   rng = np.random.default_rng(0)
   image = rng.integers(0, 40, (96, 128, 3)).astype(np.uint8)
   image[20:60, 30:90] = (200, 180, 20)
