@@ -3,7 +3,10 @@
   python -m segjax.main --config=experiments/demo_ris.py --workdir=workdirs/demo_ris
 
 Not a paper row (RIS reports SBD 56.8 on CVPPP A1, 66.6 with the CRF): a smoke-sized run of the recurrent paradigm on a
-narrow ResNet-18 at output stride 8, class-agnostic.
+narrow ResNet-18 at output stride 8, class-agnostic. Departures from the model's defaults: the masks refined to
+stride 4 by the trunk's C2 (the shapes of the 128 x 128 images are a few stride-8 cells across) and scored for AP by
+confidence times mask quality.
+Target: mask_AP_agnostic >= 0.4 on the synthetic validation split in under 15 minutes on 2 cores.
 """
 from experiments import demo
 
@@ -21,5 +24,8 @@ def get_config():
   config.model.num_steps = 10  # max_instances + 2, the paper's n + 2
   config.model.lstm_features = 32
   config.model.lstm_layers = 2
+  config.model.mask_stride = 4
+  config.model.skip_features = 16
+  config.model.mask_scoring = True
   del config.model.output_stride, config.model.skips, config.model.dtype
   return config

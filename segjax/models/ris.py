@@ -8,9 +8,15 @@ Eq. 3 (`segjax.ops.set_losses.recurrent_instance_loss`: Hungarian-matched relaxe
 stop score); inference stops at the first step whose confidence is below 0.5. With static shapes the network
 always runs `num_steps` steps (at least max_instances + 2) and the steps after the stop are marked invalid.
 
-The trunk is segjax's ResNet at output stride 8 (the paper uses FCN-8s features of a pretrained VGG-16); masks
-are predicted at 1/8 of the input, bilinearly upsampled for inference, and the loss compares them with the
-ground truth averaged over 8 x 8 cells. Class-agnostic: every instance has label 1.
+The trunk is segjax's ResNet at output stride 8 (the paper uses FCN-8s features of a pretrained VGG-16), which is
+the ConvLSTM's resolution. The masks are predicted at `mask_stride` 8 (the spatial inhibition module's 1 x 1
+convolution of the hidden state) or 4 (those logits upsampled bilinearly and refined by the trunk's stride-4 C2, as
+FCN-8s refines its coarse scores with finer layers: the paper's masks are at its FCN's output resolution, which a
+stride-8 grid leaves coarse for small objects); the loss compares them with the ground truth averaged over
+`mask_stride` cells, and inference upsamples them bilinearly to the input. With `mask_scoring`, a detection's score
+is its confidence times its mask's mean probability over its pixels (SOLOv2's maskness): the confidence is trained
+only to say whether a step holds an instance, AP also needs the steps ranked by how good their masks are.
+Class-agnostic: every instance has label 1.
 """
 import flax.linen as nn
 import jax
@@ -28,8 +34,9 @@ from segjax.ops.set_losses import recurrent_instance_loss
 
 TASK = "instance"
 BATCH_KEYS = ("image", "masks", "instance_valid", "is_crowd")
-STRIDE = 8
-INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold"})
+STRIDE = 8  # the trunk's output stride: the ConvLSTM's resolution
+MASK_STRIDES = (8, 4)
+INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold", "mask_scoring"})
 
 
 class RecurrentInstanceSegmentation(nn.Module):
@@ -39,28 +46,53 @@ class RecurrentInstanceSegmentation(nn.Module):
   norm: str = "batch"
   lstm_features: int = 32
   lstm_layers: int = 2
+  mask_stride: int = 8
+  skip_features: int = 16
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
-    features = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=STRIDE,
-                      name="backbone")(x, train=train)["C5"]
-    features = nn.relu(Conv(self.lstm_features, (1, 1), name="reduce")(features))
+    if self.mask_stride not in MASK_STRIDES:
+      raise ValueError(f"config.model.mask_stride: one of {MASK_STRIDES}; got {self.mask_stride}")
+    trunk = ResNet(depth=self.depth, width=self.width, norm=self.norm, output_stride=STRIDE,
+                   name="backbone")(x, train=train)
+    features = nn.relu(Conv(self.lstm_features, (1, 1), name="reduce")(trunk["C5"]))
     hidden = ConvLSTM(self.lstm_features, self.num_steps, self.lstm_layers, name="conv_lstm")(features)
     # Spatial inhibition module: a mask and a confidence per step.
-    mask_logits = Conv(1, (1, 1), name="mask")(hidden)[..., 0]  # [B, T, h, w]
+    if self.mask_stride == STRIDE:
+      mask_logits = Conv(1, (1, 1), name="mask")(hidden)[..., 0]  # [B, T, h, w]
+    else:
+      mask_logits = self.refined_masks(hidden, trunk["C2"])
     score_logits = nn.Dense(1, name="score")(hidden.max(axis=(2, 3)))[..., 0]  # [B, T]
     return {"mask_logits": mask_logits, "score_logits": score_logits}
 
+  def refined_masks(self, hidden, skip):
+    """Stride-4 mask logits [B, T, 2h, 2w] from the hidden states [B, T, h, w, C] and the trunk's C2 [B, 2h, 2w, C2],
+    as FCN-8s refines its coarse scores with a finer layer (Long et al. 2015, Sec. 4.2): the spatial inhibition
+    module's stride-8 mask logits (1 x 1 convolution of the hidden state), upsampled bilinearly, plus a correction
+    from the step's hidden state (1 x 1 convolution, upsampled) and a 3 x 3 convolution of C2 (shared by the steps),
+    through a ReLU and a 3 x 3 convolution to one channel. That last convolution starts at zero, so training starts
+    from the upsampled stride-8 masks and the finer layer only moves their edges."""
+    b, t, h, w, _ = hidden.shape
+    f = self.skip_features
+    up = lambda x: jax.image.resize(x, (b, t, 2 * h, 2 * w, x.shape[-1]), "linear")
+    coarse = up(Conv(1, (1, 1), name="mask")(hidden))
+    embed = up(Conv(f, (1, 1), name="mask_embed")(hidden))
+    fine = Conv(f, (3, 3), name="mask_skip")(skip)[:, None]
+    fused = nn.relu(embed + fine).reshape(b * t, 2 * h, 2 * w, f)
+    correction = Conv(1, (3, 3), kernel_init=nn.initializers.zeros, name="mask_refine")(fused)
+    return (coarse + correction.reshape(b, t, 2 * h, 2 * w, 1))[..., 0]
+
 
 def model_config() -> ml_collections.ConfigDict:
-  """A narrow ResNet-18 trunk, two ConvLSTM layers of 32 channels, 10 steps; lambda 1, n + 2 training steps; the
-  paper's stop at confidence 0.5."""
+  """A narrow ResNet-18 trunk, two ConvLSTM layers of 32 channels, 10 steps, masks at stride 8; lambda 1, n + 2
+  training steps; the paper's stop at confidence 0.5, the confidence as the score."""
   return ml_collections.ConfigDict({
       "name": "ris", "depth": 18, "width": 16, "norm": "batch", "num_steps": 10, "lstm_features": 32,
-      "lstm_layers": 2, "bce_weight": 1.0, "extra_steps": 2, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "lstm_layers": 2, "mask_stride": 8, "skip_features": 16, "bce_weight": 1.0, "extra_steps": 2,
+      "score_threshold": 0.5, "mask_threshold": 0.5, "mask_scoring": False,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -69,7 +101,7 @@ def build(config, info):
   c = validated(config, model_config())
   return RecurrentInstanceSegmentation(
       num_steps=c.num_steps, depth=c.depth, width=c.width, norm=c.norm, lstm_features=c.lstm_features,
-      lstm_layers=c.lstm_layers, **pixel_normalization(c))
+      lstm_layers=c.lstm_layers, mask_stride=c.mask_stride, skip_features=c.skip_features, **pixel_normalization(c))
 
 
 def cell_average(masks, stride=STRIDE):
@@ -85,19 +117,32 @@ def loss(outputs, batch, config):
   if t < batch["masks"].shape[1]:
     raise ValueError(f"config.model.num_steps ({t}) must be at least dataset.max_instances "
                      f"({batch['masks'].shape[1]}), better max_instances + 2: every instance needs a step")
-  probs = jax.nn.sigmoid(mask_logits).reshape(b, t, -1)
-  targets = cell_average(batch["masks"].astype(jnp.float32)).reshape(b, batch["masks"].shape[1], -1)
-  valid = batch["instance_valid"] & ~batch["is_crowd"]
   c = validated(config, model_config())
+  probs = jax.nn.sigmoid(mask_logits).reshape(b, t, -1)
+  targets = cell_average(batch["masks"].astype(jnp.float32), c.mask_stride)
+  targets = targets.reshape(b, batch["masks"].shape[1], -1)
+  valid = batch["instance_valid"] & ~batch["is_crowd"]
   per_image = jax.vmap(lambda p, s, y, v: recurrent_instance_loss(p, s, y, v, c.bce_weight, c.extra_steps))
   total, terms = per_image(probs, outputs["score_logits"], targets, valid)
   return total.mean(), {"loss_iou": terms["iou"].mean(), "loss_score": terms["score"].mean()}
 
 
 def predict(outputs, config):
-  """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5)."""
+  """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5); its score
+  is the confidence, times its mask's quality (`mask_quality`) with mask_scoring."""
   c = validated(config, model_config())
   mask_logits, score_logits = outputs["mask_logits"], outputs["score_logits"]
   b, t, h, w = mask_logits.shape
-  masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * STRIDE, w * STRIDE), "linear")
-  return stepwise_detections(masks, jax.nn.sigmoid(score_logits), c.score_threshold, c.mask_threshold)
+  masks = jax.image.resize(jax.nn.sigmoid(mask_logits), (b, t, h * c.mask_stride, w * c.mask_stride), "linear")
+  detections = stepwise_detections(masks, jax.nn.sigmoid(score_logits), c.score_threshold, c.mask_threshold)
+  if c.mask_scoring:
+    detections["scores"] = detections["scores"] * mask_quality(masks, c.mask_threshold)
+  return detections
+
+
+def mask_quality(masks, mask_threshold):
+  """[..., H, W] probabilities -> [...]: the mean probability over the pixels above mask_threshold (0 for none), how
+  sure the mask is of its own pixels (SOLOv2's maskness, Wang et al. 2020, Sec. 3.3.2), which ranks the steps' masks
+  for AP beside the stop confidence that only says whether a step holds an instance."""
+  binary = masks > mask_threshold
+  return jnp.sum(jnp.where(binary, masks, 0.0), (-2, -1)) / jnp.maximum(binary.sum((-2, -1)), 1)
