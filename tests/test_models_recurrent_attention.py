@@ -121,6 +121,22 @@ def test_box_cnn_is_the_convolution_stack_over_the_concatenated_input():
   np.testing.assert_allclose(np.asarray(ours), np.asarray(u), rtol=1e-5, atol=1e-5)
 
 
+def test_box_coordinates_are_pixel_centres_normalised_as_box_centres():
+  """The channels box_coordinates adds are each pixel centre's (2 (a + 0.5) / W - 1, 2 (b + 0.5) / H - 1), the
+  normalisation of the box centres g~ (box_parameters); the box CNN's first convolution reads them."""
+  coords = np.asarray(ratt.coordinate_channels(4, 6))
+  b, a = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+  np.testing.assert_allclose(coords, np.stack([2 * (a + 0.5) / 6 - 1, 2 * (b + 0.5) / 4 - 1], -1), atol=1e-6)
+  mask = np.zeros((1, 1, 4, 6), np.float32)
+  mask[0, 0, 1, 4] = 1  # the one-pixel box at (4, 1) has the centre of that pixel
+  np.testing.assert_allclose(np.asarray(ratt.box_parameters(jnp.asarray(mask)))[0, 0, :2], coords[1, 4], atol=1e-6)
+  config = _config(box_coordinates=True)
+  variables = ratt.build(config, None).init(jax.random.key(0), _batch([1])["image"])
+  plain = ratt.build(_config(), None).init(jax.random.key(0), _batch([1])["image"])
+  assert (variables["params"]["box_cnn"]["conv0"]["kernel"].shape[2]
+          == plain["params"]["box_cnn"]["conv0"]["kernel"].shape[2] + 2)
+
+
 def test_the_fcn_learns_from_its_own_loss_only():
   """The FCN's maps are the box and segmentation networks' input, as a pretrained FCN's: Eq. 21 sends it no
   gradient, its own loss does."""

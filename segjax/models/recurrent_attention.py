@@ -34,6 +34,9 @@ Departures from the paper, stated:
     angle-bin cross entropy over foreground pixels, weight `fcn_weight`), not a separately pretrained FCN; as a
     pretrained FCN's, its maps enter the box and segmentation networks without gradient. The box network is not
     pretrained either: the canvas and the glimpses take ground truth early in training while it learns.
+  - With `box_coordinates`, the box CNN also reads two channels of the pixels' normalised (x, y): its few layers see
+    too little of the image for zero padding to tell where a feature is, and the soft attention's read-out then
+    carries where it looked, from which the box centre is regressed.
   - The box CNN's first convolution over d_t = [x_0, c_t] is computed as its x_0 part, once per image, plus its
     canvas part per step (`BoxCNN`; the same function, since a convolution is linear in its input channels).
   - The box loss adds the coordinate term (the paper's CVPPP run uses the IoU term alone after pretraining the box
@@ -108,6 +111,13 @@ def box_masks(params, height, width):
     pos = jnp.arange(n) + 0.5
     return (jnp.abs(pos - centre[..., axis, None]) < half[..., axis, None]).astype(jnp.float32)
   return inside(1, height)[..., :, None] * inside(0, width)[..., None, :]
+
+
+def coordinate_channels(height, width):
+  """[H, W, 2] the normalised (x, y) of every pixel centre, 2 (a + 0.5) / size - 1, as the box centres g~."""
+  ys, xs = jnp.meshgrid((jnp.arange(height) + 0.5) * 2 / height - 1, (jnp.arange(width) + 0.5) * 2 / width - 1,
+                        indexing="ij")
+  return jnp.stack([xs, ys], axis=-1)
 
 
 def angle_bins(masks, valid):
@@ -194,6 +204,7 @@ class RecurrentAttention(nn.Module):
   sampling_period: int = 0
   box_sampling_offset: int = -1
   box_padding: float = 0.0
+  box_coordinates: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -232,7 +243,10 @@ class RecurrentAttention(nn.Module):
       coins = jax.random.uniform(self.make_rng("sampling"), (2, self.num_steps, b))
 
     box_cnn = BoxCNN(tuple(self.box_channels), name="box_cnn")
-    image_part = box_cnn.image_part(x0)
+    box_input = x0
+    if self.box_coordinates:
+      box_input = jnp.concatenate([x0, jnp.broadcast_to(coordinate_channels(h, w), (b, h, w, 2))], axis=-1)
+    image_part = box_cnn.image_part(box_input)
     glimpses = SoftAttentionLSTM(self.lstm_features, self.num_glimpses, name="box_lstm")
     # g~ (2), log delta~ (2), log sigma (2), log gamma: zero weights start every box on the whole image.
     box_head = nn.Dense(7, kernel_init=nn.initializers.zeros, name="box")
@@ -302,7 +316,7 @@ def model_config() -> ml_collections.ConfigDict:
       "box_channels": (16, 32, 32), "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
-      "score_threshold": 0.5, "mask_threshold": 0.5,
+      "box_coordinates": False, "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -315,7 +329,8 @@ def build(config, info):
       num_steps=c.num_steps, fcn_channels=tuple(c.fcn_channels), box_channels=tuple(c.box_channels),
       lstm_features=c.lstm_features, num_glimpses=c.num_glimpses, patch_size=c.patch_size,
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
-      box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding, **pixel_normalization(c))
+      box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
+      box_coordinates=c.box_coordinates, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
