@@ -4,7 +4,10 @@ attention, Gaussian glimpses, a patch segmentation network and the Eq. 21 loss, 
   python -m segjax.main --config=experiments/demo_recurrent_attention.py --workdir=workdirs/demo_recurrent_attention
 
 Not a paper row: a smoke-sized run of the recurrent-attention paradigm trained from scratch (FCN head included) on
-2 CPU cores, 128 x 128 images with up to 8 instances, 24 x 24 glimpses.
+2 CPU cores, 128 x 128 images with up to 8 instances, 24 x 24 glimpses. In place of the authors' separate pretraining
+of the FCN and the box network, the FCN learns from its own loss from the start and the authors' scheduled sampling
+feeds ground-truth boxes to the glimpses and ground-truth masks to the canvas early in training. Target:
+mask_AP_agnostic >= 0.4 on the synthetic validation split in under 15 minutes of 2 CPU cores.
 """
 import ml_collections
 
@@ -13,19 +16,21 @@ from experiments import demo
 
 def get_config():
   config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
-  config.total_steps = 3000
-  config.eval_every_steps = 1500
-  config.checkpoint_every_steps = 1500
+  config.total_steps = 800
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
   config.dataset.max_instances = 8
   config.model = ml_collections.ConfigDict({
       "name": "recurrent_attention", "fcn_channels": (16, 32, 64),
       "num_steps": 9,  # max_instances + 1: the authors' timespan covers every instance and one stop
-      "box_channels": (16, 32, 32), "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
+      "box_channels": (8, 16, 32), "box_coordinates": True, "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
       "seg_channels": (16, 32),
       # Eq. 21's lambda_b, lambda_s, the box coordinate term's weight and the FCN head's.
       "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
-      # Scheduled sampling: ground truth in the canvas for 300 steps, then theta halves every 200 steps.
-      "sampling_offset": 300, "sampling_period": 200,
+      # Scheduled sampling (the authors' knobs): the glimpse reads the matched ground-truth box (padded by 0.2 of
+      # its extent per side, as the box targets) for 150 steps, the canvas takes the matched ground-truth mask for
+      # 200; then each probability halves every 100 steps.
+      "box_padding": 0.2, "box_sampling_offset": 150, "sampling_offset": 200, "sampling_period": 100,
       "score_threshold": 0.5, "mask_threshold": 0.5,
   })
   return config

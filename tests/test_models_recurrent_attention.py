@@ -1,6 +1,7 @@
-"""Recurrent Attention (Ren & Zemel, CVPR 2017): the prediction contract, the ground-truth boxes, one compile for any
-instance count, a tiny model that segments its training batch better than any image-blind predictor can, and
-8-device training equal to 1 device."""
+"""Recurrent Attention (Ren & Zemel, CVPR 2017): the prediction contract, the (padded) ground-truth boxes,
+the split box CNN, the FCN trained by its own loss only, ground-truth boxes fed to the glimpses, one compile for any
+instance count, a tiny model that segments its training batch better than any image-blind predictor can, and 8-device
+training equal to 1 device."""
 import importlib
 
 import jax
@@ -73,6 +74,117 @@ def test_ground_truth_box_parameters_give_the_tight_box():
   np.testing.assert_allclose(np.asarray(params[0, 0]), [2 * 7 / 32 - 1, 2 * 7 / 32 - 1, np.log(10 / 32),
                                                         np.log(10 / 32)], rtol=1e-6)
   assert np.isfinite(np.asarray(params)).all() and boxes[1, 1].all()  # padding: the whole image
+
+
+def test_padded_ground_truth_boxes_as_the_authors_get_gt_box():
+  """padded_box_parameters against a NumPy port of renmengye/rec-attend-public modellib.py get_gt_box (commit
+  1e5e8cf7ad18e0659cca665b7d8a4ec40d9f0ebc):
+  the tight box (pixel edges [x1, x2 + 1)) moved by centre_shift x its size and widened by padding x its size on each
+  side, then normalised as box_parameters (centre 2 g / size - 1, log(extent / size))."""
+  batch = _batch([2, 1])
+  masks = batch["masks"].astype(np.float32)
+  padding = np.array([[[0.2], [0.1]], [[0.3], [0.0]]])
+  shift = np.array([[[0.05, -0.05], [0.0, 0.02]], [[-0.03, 0.01], [0.0, 0.0]]])
+  ours = np.asarray(ratt.padded_box_parameters(jnp.asarray(masks), padding, shift))
+  for i in range(2):
+    for k in range(int(batch["instance_valid"][i].sum())):
+      ys, xs = np.nonzero(masks[i, k])
+      top_left = np.array([xs.min(), ys.min()], np.float64)
+      bottom_right = np.array([xs.max(), ys.max()], np.float64) + 1
+      size = bottom_right - top_left
+      top_left += shift[i, k] * size - padding[i, k] * size
+      bottom_right += shift[i, k] * size + padding[i, k] * size
+      expected = np.concatenate([(top_left + bottom_right) / 32 - 1, np.log((bottom_right - top_left) / 32)])
+      np.testing.assert_allclose(ours[i, k], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_box_cnn_is_the_convolution_stack_over_the_concatenated_input():
+  """The split first convolution (x_0 part once, canvas part per step) equals 3 x 3 convolutions, ReLU and 2 x 2 max
+  pooling over [x_0, c] with the two kernels stacked along the input channels."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x0 = jnp.asarray(rng.normal(size=(2, 16, 16, 5)), jnp.float32)
+  canvas = jnp.asarray(rng.random((2, 16, 16, 1)), jnp.float32)
+  module = ratt.BoxCNN((4, 6))
+  variables = module.init(jax.random.key(0), jnp.zeros((2, 16, 16, 4)), canvas)
+  variables["params"].update(module.init(jax.random.key(1), x0, method=module.image_part)["params"])
+  variables["params"]["conv0"]["bias"] = jnp.asarray(rng.normal(size=4), jnp.float32)
+  ours = module.apply(variables, module.apply(variables, x0, method=module.image_part), canvas)
+  p = variables["params"]
+  u = jnp.concatenate([x0, canvas], axis=-1)
+  stack = [(jnp.concatenate([p["conv0"]["kernel"], p["conv0_canvas"]["kernel"]], axis=2), p["conv0"]["bias"]),
+           (p["conv1"]["kernel"], p["conv1"]["bias"])]
+  for kernel, bias in stack:
+    u = nn.max_pool(nn.relu(jax.lax.conv_general_dilated(u, kernel, (1, 1), "SAME",
+                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias),
+                    (2, 2), (2, 2))
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(u), rtol=1e-5, atol=1e-5)
+
+
+def test_box_coordinates_are_pixel_centres_normalised_as_box_centres():
+  """The channels box_coordinates adds are each pixel centre's (2 (a + 0.5) / W - 1, 2 (b + 0.5) / H - 1), the
+  normalisation of the box centres g~ (box_parameters); the box CNN's first convolution reads them."""
+  coords = np.asarray(ratt.coordinate_channels(4, 6))
+  b, a = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+  np.testing.assert_allclose(coords, np.stack([2 * (a + 0.5) / 6 - 1, 2 * (b + 0.5) / 4 - 1], -1), atol=1e-6)
+  mask = np.zeros((1, 1, 4, 6), np.float32)
+  mask[0, 0, 1, 4] = 1  # the one-pixel box at (4, 1) has the centre of that pixel
+  np.testing.assert_allclose(np.asarray(ratt.box_parameters(jnp.asarray(mask)))[0, 0, :2], coords[1, 4], atol=1e-6)
+  config = _config(box_coordinates=True)
+  variables = ratt.build(config, None).init(jax.random.key(0), _batch([1])["image"])
+  plain = ratt.build(_config(), None).init(jax.random.key(0), _batch([1])["image"])
+  assert (variables["params"]["box_cnn"]["conv0"]["kernel"].shape[2]
+          == plain["params"]["box_cnn"]["conv0"]["kernel"].shape[2] + 2)
+
+
+def test_the_fcn_learns_from_its_own_loss_only():
+  """The FCN's maps are the box and segmentation networks' input, as a pretrained FCN's: Eq. 21 sends it no
+  gradient, its own loss does."""
+  config = _config()
+  module = ratt.build(config, None)
+  batch = _batch([2, 1])
+  variables = module.init(jax.random.key(0), batch["image"])
+
+  def fcn_grad_norm(fcn_weight):
+    def objective(params):
+      outputs = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, batch["image"])
+      return ratt.loss(outputs, batch, _config(fcn_weight=fcn_weight))[0]
+    grads = jax.grad(objective)(variables["params"])["fcn"]
+    return sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads))
+
+  assert fcn_grad_norm(0.0) == 0.0
+  assert fcn_grad_norm(1.0) > 0.0
+
+
+def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one():
+  """With box_sampling_offset beyond the step counter (theta_box = 1), each step while an instance is left reads a
+  distinct valid instance's box: its centre within BOX_CENTRE_NOISE of the extent of the padded box's, its extent
+  padded by box_padding +- BOX_PAD_NOISE per side; later steps read their own box. Sampling off (offset -1): every
+  step reads its own box."""
+  config = _config(num_steps=3, box_padding=0.2, box_sampling_offset=10**6)
+  module = ratt.build(config, None)
+  batch = _batch([2, 1], slots=2)
+  variables = module.init(jax.random.key(0), batch["image"])
+  targets = {k: batch[k] for k in ratt.FORWARD_KEYS}
+  outputs, _ = module.apply(variables, batch["image"], train=True, targets=targets, mutable=["batch_stats"],
+                            rngs={"sampling": jax.random.key(3)})
+  glimpse, own = np.asarray(outputs["glimpse_params"]), np.asarray(outputs["box_params"])
+  tight = np.asarray(ratt.box_parameters(jnp.asarray(batch["masks"], jnp.float32)))
+  for i, n in enumerate((2, 1)):
+    picked = []
+    for t in range(n):
+      gaps = np.abs(glimpse[i, t, :2] - tight[i, :n, :2]) / (2 * np.exp(tight[i, :n, 2:]))  # in extents
+      padding = (np.exp(glimpse[i, t, 2:] - tight[i, :n, 2:]) - 1) / 2
+      fits = ((gaps <= ratt.BOX_CENTRE_NOISE + 1e-5)
+              & (np.abs(padding - 0.2) <= ratt.BOX_PAD_NOISE + 1e-5)).all(axis=1)
+      assert fits.sum() == 1, (i, t, gaps, padding)
+      picked.append(int(np.argmax(fits)))
+    assert sorted(picked) == list(range(n))
+    np.testing.assert_array_equal(glimpse[i, n:], own[i, n:])
+  off = ratt.build(_config(num_steps=3, box_padding=0.2), None)
+  outputs, _ = off.apply(variables, batch["image"], train=True, targets=targets, mutable=["batch_stats"],
+                         rngs={"sampling": jax.random.key(3)})
+  np.testing.assert_array_equal(np.asarray(outputs["glimpse_params"]), np.asarray(outputs["box_params"]))
 
 
 def test_one_compile_for_any_instance_count_and_the_sampling_step_counts():

@@ -99,3 +99,11 @@ def test_bad_input_is_named():
     adaptive_avg_pool2d(jnp.zeros((4, 4, 3)), (2, 2))
   with pytest.raises(ValueError, match="resize_align_corners.*positive"):
     resize_align_corners(jnp.zeros((1, 4, 4, 3)), (0, 2))
+
+
+@requires_torch
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
+def test_max_pool_2x2_matches_torch_values_and_gradients(hw):
+  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)  # no ties: one maximum per block
+  _compare(max_pool_2x2, lambda t: F.max_pool2d(t, 2, 2), x, (hw[0] // 2, hw[1] // 2))

@@ -15,17 +15,30 @@ One instance per step t = 1..T, each step:
 The loss is Eq. 21 (`segjax.ops.set_losses.recurrent_attention_loss`): Hungarian-matched soft IoU of the masks,
 lambda_b x the matched box loss (soft IoU of the box mask, a patch of ones written back by the box's filterbank,
 plus the squared error of its normalised centre and log extents), lambda_s x the monotonic score BCE whose positives
-are the matched steps. Training feeds the canvas with scheduled sampling: each step is greedily matched to the
-not-yet-taken ground-truth instance of highest IoU, and that instance replaces y_t in the canvas with probability
-theta = 0.5 ** (max(step - sampling_offset, 0) / sampling_period) (1 during the first sampling_offset steps).
+are the matched steps. The box targets are the instances' boxes widened by `box_padding` x their extent on each side
+(the authors' attn_box_padding_ratio), so that the glimpse sees the instance's surroundings.
+
+Training uses the authors' scheduled sampling (full_model.py's knobs): each step is greedily matched to the
+not-yet-taken ground-truth instance whose padded box has the highest soft IoU with the step's box mask (the authors'
+f_greedy_match); with probability theta_box that instance's padded box, its padding and centre jittered
+(BOX_PAD_NOISE, BOX_CENTRE_NOISE), replaces the predicted box for the glimpse (the box loss still scores the predicted
+one), and with probability theta its mask replaces y_t in the canvas, theta = 0.5 ** (max(step - sampling_offset, 0)
+/ sampling_period) and theta_box the same with box_sampling_offset (-1: never). The outputs' "glimpse_params" are the
+boxes the glimpses read.
 Inference stops at the first step of confidence under 0.5; with static shapes all `num_steps` steps run and the
 later ones are marked invalid. Class-agnostic: every instance has label 1.
 
 Departures from the paper, stated:
   - The foreground + 8-bin angle input comes from a small FCN head (`FCN`: stages of two 3 x 3 convolutions and
     max pooling, a 1 x 1 convolution, bilinear upsampling) trained jointly with its own losses (foreground BCE,
-    angle-bin cross entropy over foreground pixels, weight `fcn_weight`), not a separately pretrained FCN; the box
-    network is not pretrained either.
+    angle-bin cross entropy over foreground pixels, weight `fcn_weight`), not a separately pretrained FCN; as a
+    pretrained FCN's, its maps enter the box and segmentation networks without gradient. The box network is not
+    pretrained either: the canvas and the glimpses take ground truth early in training while it learns.
+  - With `box_coordinates`, the box CNN also reads two channels of the pixels' normalised (x, y): its few layers see
+    too little of the image for zero padding to tell where a feature is, and the soft attention's read-out then
+    carries where it looked, from which the box centre is regressed.
+  - The box CNN's first convolution over d_t = [x_0, c_t] is computed as its x_0 part, once per image, plus its
+    canvas part per step (`BoxCNN`; the same function, since a convolution is linear in its input channels).
   - The box loss adds the coordinate term (the paper's CVPPP run uses the IoU term alone after pretraining the box
     network); its matching minimises the box loss. sigma is regressed relative to the patch spacing delta / K, and
     the written patch is scaled by the spacings (delta_X / K_X)(delta_Y / K_Y) so that a patch of ones writes ~1
@@ -48,6 +61,7 @@ from segjax.models.validation import validated
 from segjax.ops.attention import extract_patch, gaussian_filterbank, write_patch
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from segjax.ops.masks import masks_to_boxes, stepwise_detections
+from segjax.ops.pooling import max_pool_2x2
 from segjax.ops.set_losses import recurrent_attention_loss, soft_iou
 
 TASK = "instance"
@@ -57,6 +71,10 @@ INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold"})
 NUM_ANGLES = 8
 BETA = -5.0  # the output's constant bias (Eq. 19's beta; the authors' code)
 SAMPLING_DECAY = 0.5
+# The jitter of the ground-truth boxes fed to the glimpse (the authors' gt_box_pad_noise, gt_box_ctr_noise): padding
+# ratio +- 0.1, centre +- 0.05 of the extent.
+BOX_PAD_NOISE = 0.1
+BOX_CENTRE_NOISE = 0.05
 
 
 def box_parameters(masks):
@@ -73,6 +91,17 @@ def box_parameters(masks):
   return jnp.concatenate([2 * centre / size - 1, jnp.log(extent / size)], axis=-1).reshape(*lead, 4)
 
 
+def padded_box_parameters(masks, padding, centre_shift=0.0):
+  """`box_parameters` of the boxes the box network attends to: the tight box widened by `padding` x its extent on
+  each side and moved by `centre_shift` x its extent (the authors' modellib.get_gt_box, padding_ratio and
+  center_shift_ratio); padding [...] or [..., 1] and centre_shift [..., 2] broadcast against masks [..., H, W]."""
+  params = box_parameters(masks)
+  extent = jnp.exp(params[..., 2:])
+  centre = params[..., :2] + 2 * jnp.asarray(centre_shift) * extent
+  log_extent = params[..., 2:] + jnp.log1p(2 * jnp.asarray(padding))
+  return jnp.concatenate([centre, log_extent], axis=-1)
+
+
 def box_masks(params, height, width):
   """Filled boxes [..., H, W] (pixel a inside where its centre a + 0.5 lies in the box) of normalised params."""
   size = jnp.array([width, height], jnp.float32)
@@ -82,6 +111,13 @@ def box_masks(params, height, width):
     pos = jnp.arange(n) + 0.5
     return (jnp.abs(pos - centre[..., axis, None]) < half[..., axis, None]).astype(jnp.float32)
   return inside(1, height)[..., :, None] * inside(0, width)[..., None, :]
+
+
+def coordinate_channels(height, width):
+  """[H, W, 2] the normalised (x, y) of every pixel centre, 2 (a + 0.5) / size - 1, as the box centres g~."""
+  ys, xs = jnp.meshgrid((jnp.arange(height) + 0.5) * 2 / height - 1, (jnp.arange(width) + 0.5) * 2 / width - 1,
+                        indexing="ij")
+  return jnp.stack([xs, ys], axis=-1)
 
 
 def angle_bins(masks, valid):
@@ -109,7 +145,7 @@ class SegmentationNet(nn.Module):
     for i, c in enumerate(self.channels):
       x = nn.relu(Conv(c, (3, 3), name=f"enc{i}")(x))
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool_2x2(x)
     bottleneck = x
     for i in reversed(range(len(self.channels))):
       x = nn.ConvTranspose(self.channels[i], (2, 2), strides=(2, 2), name=f"up{i}")(x)
@@ -117,6 +153,28 @@ class SegmentationNet(nn.Module):
     # Bias -beta: an untrained patch writes probability 1/2 inside its box.
     logits = Conv(1, (1, 1), bias_init=nn.initializers.constant(-BETA), name="out")(x)[..., 0]
     return logits, bottleneck
+
+
+class BoxCNN(nn.Module):
+  """The box network's CNN over d_t = [x_0, c_t]: per entry of `channels` a 3 x 3 convolution, ReLU and 2 x 2 max
+  pooling. x_0 is the same at every step and a convolution is linear in its input channels, so the first
+  convolution over the concatenation is split into its x_0 part (`image_part`, computed once) and its canvas part
+  (per step): conv([x_0, c], [W_x; W_c]) + b = conv(x_0, W_x) + b + conv(c, W_c)."""
+  channels: tuple
+
+  def setup(self):
+    self.image_conv = Conv(self.channels[0], (3, 3), name="conv0")
+    self.canvas_conv = Conv(self.channels[0], (3, 3), use_bias=False, name="conv0_canvas")
+    self.convs = [Conv(c, (3, 3), name=f"conv{i}") for i, c in enumerate(self.channels) if i]
+
+  def image_part(self, x0):
+    return self.image_conv(x0)
+
+  def __call__(self, image_part, canvas):
+    u = max_pool_2x2(nn.relu(image_part + self.canvas_conv(canvas)))
+    for conv in self.convs:
+      u = max_pool_2x2(nn.relu(conv(u)))
+    return u
 
 
 class FCN(nn.Module):
@@ -130,7 +188,7 @@ class FCN(nn.Module):
     for i, c in enumerate(self.channels):
       x = nn.relu(Conv(c, (3, 3), name=f"conv{i}a")(x))
       x = nn.relu(Conv(c, (3, 3), name=f"conv{i}b")(x))
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool_2x2(x)
     return jax.image.resize(Conv(1 + NUM_ANGLES, (1, 1), name="out")(x), (b, h, w, 1 + NUM_ANGLES), "linear")
 
 
@@ -144,6 +202,9 @@ class RecurrentAttention(nn.Module):
   seg_channels: tuple = (16, 32)
   sampling_offset: int = 0
   sampling_period: int = 0
+  box_sampling_offset: int = -1
+  box_padding: float = 0.0
+  box_coordinates: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -154,19 +215,38 @@ class RecurrentAttention(nn.Module):
     x = normalize_images(images, self.pixel_mean, self.pixel_std)
     fcn_logits = FCN(tuple(self.fcn_channels), name="fcn")(x)
     x0 = jnp.concatenate([x, jax.nn.sigmoid(fcn_logits[..., :1]), jax.nn.softmax(fcn_logits[..., 1:])], axis=-1)
+    # The FCN learns from its own loss only: in the paper it is pretrained and its maps are the box and segmentation
+    # networks' input.
+    x0 = jax.lax.stop_gradient(x0)
 
     counter = self.variable("batch_stats", "sampling_step", lambda: jnp.zeros((), jnp.int32))
     sampling = train and targets is not None and self.sampling_period > 0 and not self.is_initializing()
     if sampling:
       step = counter.value
       counter.value = step + 1
-      theta = SAMPLING_DECAY ** (jnp.maximum(step - self.sampling_offset, 0) / self.sampling_period)
+      def knob(offset):
+        return SAMPLING_DECAY ** (jnp.maximum(step - offset, 0) / self.sampling_period)
+      theta = knob(self.sampling_offset)
+      theta_box = knob(self.box_sampling_offset) if self.box_sampling_offset >= 0 else jnp.zeros(())
       gt = targets["masks"].astype(jnp.float32)
+      n = gt.shape[1]
       gt_valid = targets["instance_valid"] & ~targets["is_crowd"]
+      gt_boxes = box_masks(padded_box_parameters(gt, self.box_padding), h, w).reshape(b, n, -1)
+      # The boxes fed in place of the predicted ones: padding and centre jittered as the authors' gt_box_pad_noise
+      # and gt_box_ctr_noise.
+      pad_key, shift_key = jax.random.split(self.make_rng("sampling"))
+      noisy_padding = self.box_padding + jax.random.uniform(pad_key, (b, n, 1), minval=-BOX_PAD_NOISE,
+                                                            maxval=BOX_PAD_NOISE)
+      shift = jax.random.uniform(shift_key, (b, n, 2), minval=-BOX_CENTRE_NOISE, maxval=BOX_CENTRE_NOISE)
+      gt_params = padded_box_parameters(gt, jnp.maximum(noisy_padding, 0.0), shift)
       taken = jnp.zeros(gt_valid.shape, bool)
-      coins = jax.random.uniform(self.make_rng("sampling"), (self.num_steps, b))
+      coins = jax.random.uniform(self.make_rng("sampling"), (2, self.num_steps, b))
 
-    box_convs = [Conv(c, (3, 3), name=f"box_conv{i}") for i, c in enumerate(self.box_channels)]
+    box_cnn = BoxCNN(tuple(self.box_channels), name="box_cnn")
+    box_input = x0
+    if self.box_coordinates:
+      box_input = jnp.concatenate([x0, jnp.broadcast_to(coordinate_channels(h, w), (b, h, w, 2))], axis=-1)
+    image_part = box_cnn.image_part(box_input)
     glimpses = SoftAttentionLSTM(self.lstm_features, self.num_glimpses, name="box_lstm")
     # g~ (2), log delta~ (2), log sigma (2), log gamma: zero weights start every box on the whole image.
     box_head = nn.Dense(7, kernel_init=nn.initializers.zeros, name="box")
@@ -174,42 +254,52 @@ class RecurrentAttention(nn.Module):
     score_head = nn.Dense(1, name="score")
     size = jnp.array([w, h], jnp.float32)
     filterbank = jax.vmap(gaussian_filterbank, in_axes=(0, 0, 0, None, None))
+    ones = jnp.ones((b, k, k, 1), images.dtype)
 
-    canvas = jnp.zeros((b, h, w, 1), images.dtype)
-    outputs = {key: [] for key in ("mask_probs", "box_masks", "box_params", "score_logits")}
-    for t in range(self.num_steps):
-      d = jnp.concatenate([x0, canvas], axis=-1)
-      u = d
-      for conv in box_convs:
-        u = nn.max_pool(nn.relu(conv(u)), (2, 2), (2, 2))
-      z, _ = glimpses(u)
-      raw = box_head(z)
-      params = jnp.concatenate([raw[:, :2], jnp.clip(raw[:, 2:4], -6.0, 1.0)], axis=-1)
+    def filterbanks(params, log_sigma):
       centre = (params[:, :2] + 1) * size / 2
       extent = jnp.exp(params[:, 2:4]) * size
       spacing = extent / k
-      sigma = jnp.exp(jnp.clip(raw[:, 4:6], -4.0, 4.0)) * spacing
-      gamma = jnp.exp(jnp.clip(raw[:, 6], -4.0, 4.0))
+      sigma = jnp.exp(log_sigma) * spacing
       f_x = filterbank(centre[:, 0], extent[:, 0], sigma[:, 0], w, k)  # [B, W, K]
       f_y = filterbank(centre[:, 1], extent[:, 1], sigma[:, 1], h, k)  # [B, H, K]
+      return f_y, f_x, (spacing[:, 0] * spacing[:, 1])[:, None, None]
+
+    canvas = jnp.zeros((b, h, w, 1), images.dtype)
+    outputs = {key: [] for key in ("mask_probs", "box_masks", "box_params", "score_logits", "glimpse_params")}
+    for t in range(self.num_steps):
+      d = jnp.concatenate([x0, canvas], axis=-1)
+      z, _ = glimpses(box_cnn(image_part, canvas))
+      raw = box_head(z)
+      params = jnp.concatenate([raw[:, :2], jnp.clip(raw[:, 2:4], -6.0, 1.0)], axis=-1)
+      log_sigma = jnp.clip(raw[:, 4:6], -4.0, 4.0)
+      gamma = jnp.exp(jnp.clip(raw[:, 6], -4.0, 4.0))
+      glimpse = params
+      f_y, f_x, density = filterbanks(params, log_sigma)
+      box = jnp.minimum(jax.vmap(write_patch)(ones, f_y, f_x)[..., 0] * density, 1.0)
+      if sampling:
+        # The step's ground-truth instance: the not-yet-taken one whose (padded) box has the highest soft IoU with
+        # the step's box (the authors' f_greedy_match); with probability theta_box its jittered box replaces the
+        # predicted one for the glimpse, with probability theta its mask replaces y_t in the canvas.
+        iou = jax.vmap(soft_iou)(jax.lax.stop_gradient(box).reshape(b, 1, -1), gt_boxes)[:, 0]
+        free = gt_valid & ~taken
+        pick = jnp.argmax(jnp.where(free, iou, -1.0), axis=1)
+        has = free.any(axis=1)
+        taken = taken | (jax.nn.one_hot(pick, n, dtype=bool) & has[:, None])
+        use_box = has & (coins[0, t] < theta_box)
+        glimpse = jnp.where(use_box[:, None], gt_params[jnp.arange(b), pick], params)
+        f_y, f_x, density = filterbanks(glimpse, log_sigma)
       patch = jax.vmap(extract_patch)(d, f_y, f_x)  # [B, K, K, C]
       patch_logits, v = seg_net(patch)
-      density = (spacing[:, 0] * spacing[:, 1])[:, None, None]
       written = jax.vmap(write_patch)(patch_logits[..., None], f_y, f_x)[..., 0] * density  # [B, H, W]
       y = jax.nn.sigmoid(gamma[:, None, None] * written + BETA)
-      box = jnp.minimum(jax.vmap(write_patch)(jnp.ones((b, k, k, 1), d.dtype), f_y, f_x)[..., 0] * density, 1.0)
       score = score_head(jnp.concatenate([z, v.reshape(b, -1)], axis=-1))[:, 0]
-      for key, value in zip(outputs, (y, box, params, score)):
+      for key, value in zip(outputs, (y, box, params, score, glimpse)):
         outputs[key].append(value)
 
       written_canvas = jax.lax.stop_gradient(y)
       if sampling:
-        iou = jax.vmap(soft_iou)(written_canvas.reshape(b, 1, -1), gt.reshape(b, gt.shape[1], -1))[:, 0]
-        free = gt_valid & ~taken
-        pick = jnp.argmax(jnp.where(free, iou, -1.0), axis=1)
-        has = free.any(axis=1)
-        taken = taken | (jax.nn.one_hot(pick, gt.shape[1], dtype=bool) & has[:, None])
-        use = has & (coins[t] < theta)
+        use = has & (coins[1, t] < theta)
         written_canvas = jnp.where(use[:, None, None], gt[jnp.arange(b), pick], written_canvas)
       canvas = jnp.maximum(canvas, written_canvas[..., None])
 
@@ -225,7 +315,8 @@ def model_config() -> ml_collections.ConfigDict:
       "name": "recurrent_attention", "fcn_channels": (16, 32, 64), "num_steps": 10,
       "box_channels": (16, 32, 32), "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
-      "sampling_offset": 0, "sampling_period": 0, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
+      "box_coordinates": False, "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -238,7 +329,8 @@ def build(config, info):
       num_steps=c.num_steps, fcn_channels=tuple(c.fcn_channels), box_channels=tuple(c.box_channels),
       lstm_features=c.lstm_features, num_glimpses=c.num_glimpses, patch_size=c.patch_size,
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
-      **pixel_normalization(c))
+      box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
+      box_coordinates=c.box_coordinates, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
@@ -262,7 +354,7 @@ def loss(outputs, batch, config):
                      f"({batch['masks'].shape[1]}): every instance needs a step")
   masks = batch["masks"].astype(jnp.float32)
   valid = batch["instance_valid"] & ~batch["is_crowd"]
-  target_params = box_parameters(masks)
+  target_params = padded_box_parameters(masks, c.box_padding)
   target_boxes = box_masks(target_params, h, w)
   n = masks.shape[1]
   per_image = jax.vmap(lambda *a: recurrent_attention_loss(*a, c.box_weight, c.coord_weight, c.score_weight))

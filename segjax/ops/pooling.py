@@ -75,3 +75,12 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
   dtype."""
   y = jax.image.resize(x.astype(jnp.float32), (x.shape[0], height, width, x.shape[-1]), "linear", antialias=False)
   return y.astype(x.dtype)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """flax.linen.max_pool(x, (2, 2), (2, 2)) (VALID: an odd last row or column is dropped) on NHWC as a reshape and
+  a max over each 2 x 2 block. Its gradient is an elementwise mask (jnp.max's) rather than XLA's select-and-scatter,
+  which is slow on XLA:CPU; where a block's maximum is tied, the gradient is shared among the tied entries."""
+  n, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
