@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from segjax.ops import adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners, resize_bilinear
+from segjax.ops import platform
 from references import requires_torch, torch
 
 F = torch.nn.functional if torch else None
@@ -102,8 +103,21 @@ def test_bad_input_is_named():
 
 
 @requires_torch
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
-def test_max_pool_2x2_matches_torch_values_and_gradients(hw):
+def test_max_pool_2x2_matches_torch_values_and_gradients(hw, kernels):
+  """Both implementations (the block max of CPU programs, reduce_window elsewhere) against torch."""
   from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)  # no ties: one maximum per block
-  _compare(max_pool_2x2, lambda t: F.max_pool2d(t, 2, 2), x, (hw[0] // 2, hw[1] // 2))
+  with platform.kernels(kernels):
+    # a fresh function per kernel: jit caches traces by function, and `kernels` acts when tracing
+    _compare(lambda x: max_pool_2x2(x), lambda t: F.max_pool2d(t, 2, 2), x, (hw[0] // 2, hw[1] // 2))
+
+
+def test_max_pool_2x2_block_max_stays_out_of_tpu_programs():
+  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
+  grad = jax.grad(lambda x: max_pool_2x2(x).sum())
+  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  tpu = jax.jit(grad).trace(x).lower(lowering_platforms=("tpu",)).as_text(debug_info=True)
+  cpu = jax.jit(grad).trace(x).lower(lowering_platforms=("cpu",)).as_text(debug_info=True)
+  assert platform.CPU_SCOPE not in tpu and platform.CPU_SCOPE in cpu

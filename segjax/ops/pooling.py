@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segjax.ops import platform
+
 
 def _adaptive_bins(size: int, bins: int) -> np.ndarray:
   """[bins, size] averaging matrix with torch's bins: row i averages [floor(i*size/bins), ceil((i+1)*size/bins))."""
@@ -78,9 +80,17 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """flax.linen.max_pool(x, (2, 2), (2, 2)) (VALID: an odd last row or column is dropped) on NHWC as a reshape and
-  a max over each 2 x 2 block. Its gradient is an elementwise mask (jnp.max's) rather than XLA's select-and-scatter,
-  which is slow on XLA:CPU; where a block's maximum is tied, the gradient is shared among the tied entries."""
+  """flax.linen.max_pool(x, (2, 2), (2, 2)) on NHWC (VALID: an odd last row or column is dropped). In programs
+  lowered for CPU (segjax.ops.platform.select) a reshape and a max over each 2 x 2 block, whose gradient is an
+  elementwise mask (jnp.max's) rather than XLA's select-and-scatter, which is slow on XLA:CPU; where a block's maximum
+  is tied, that gradient is shared among the tied entries. Elsewhere XLA's reduce_window."""
   n, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+  def blocks(x):
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+  def reduce_window(x):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+  return platform.select(x, cpu=blocks, xla=reduce_window)
