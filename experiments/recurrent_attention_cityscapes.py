@@ -25,6 +25,11 @@ def get_config():
   config.eval_every_steps = 10_000
   config.checkpoint_every_steps = 5_000
   config.model.num_steps = 41  # max_instances + 1
+  # run_cityscapes.sh's knobs: ground-truth boxes for the glimpses until step 8000, ground-truth masks in the canvas
+  # until step 100, each probability then halved every 1500 steps.
+  config.model.box_sampling_offset = 8_000
+  config.model.sampling_offset = 100
+  config.model.sampling_period = 1_500
   config.dataset = ml_collections.ConfigDict(dict(config.dataset))
   config.dataset.name = "cityscapes_instances"
   config.dataset.root = "~/data/cityscapes"

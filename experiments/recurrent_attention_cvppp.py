@@ -35,6 +35,9 @@ def get_config():
   config.model.seg_channels = (16, 32, 64)
   config.model.sampling_offset = 3_000
   config.model.sampling_period = 700
+  # run_cvppp.sh: the glimpses never read ground-truth boxes (knob_box_offset -50000); no coordinate channels.
+  config.model.box_sampling_offset = -1
+  config.model.box_coordinates = False
   config.dataset = ml_collections.ConfigDict(dict(config.dataset))
   config.dataset.name = "cvppp"
   config.dataset.root = "~/data/CVPPP2017_LSC_training/training"
