@@ -236,3 +236,18 @@ def test_runs_through_the_training_loop_on_held_out_shapes(tmp_path):
   assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075",
           "boundary_F"} <= set(metrics)
   assert {"loss_intra", "loss_inter"} <= set(train_rows[-1])
+
+
+@pytest.mark.parametrize("name", ["demo_ucn", "ucn_ocid", "ucn_osd"])
+def test_experiment_configs_merge_modes_within_twice_alpha(name):
+  """The authors merge mean-shift modes within cosine distance 2 alpha (github.com/NVlabs/UnseenObjectClustering,
+  lib/utils/mean_shift.py, commit f5a00c78f61eff70a2477ab77475c12ef821d739: connected_components(Z, 2 *
+  cfg.TRAIN.EMBEDDING_ALPHA)); our bandwidth is the Euclidean distance of unit vectors, ||a - b||^2 = 2 - 2 a.b =
+  4 d(a, b), so at d = 2 alpha it is 2 sqrt(2 alpha): two unit vectors at that cosine distance sit on the radius."""
+  model = importlib.import_module(f"experiments.{name}").get_config().model
+  alpha = model.get("alpha", ucn.LOSS_DEFAULTS["alpha"])
+  bandwidth = model.get("bandwidth", ucn.PREDICT_DEFAULTS["bandwidth"])
+  angle = np.arccos(1 - 2 * (2 * alpha))  # unit vectors at cosine distance 2 alpha
+  a, b = np.array([1.0, 0.0]), np.array([np.cos(angle), np.sin(angle)])
+  np.testing.assert_allclose(0.5 * (1 - a @ b), 2 * alpha, rtol=1e-9)
+  np.testing.assert_allclose(bandwidth, np.linalg.norm(a - b), rtol=2e-3)
