@@ -6,6 +6,9 @@ dilated stage drops its stride, multiplies the running dilation by 2, and its fi
 uses the previous dilation. Padding is torch's symmetric padding, so converted torchvision weights
 give torchvision's outputs.
 
+The ReLUs are segjax.ops.activations.relu, differentiated through their outputs as torch's: a training step keeps
+each block's output, not also the convolution outputs and shortcut it is summed from.
+
 Parameter names mirror torchvision's state dict: conv1, bn1, layer{1..4}_{block}/{conv1, bn1, conv2,
 bn2, conv3, bn3, downsample_conv, downsample_bn}.
 """
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 from segjax.layers.conv import Conv
 from segjax.layers.deform_conv import DeformConv
 from segjax.layers.norms import NORMS, norm_layer
+from segjax.ops.activations import relu
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = (8, 16, 32)
@@ -45,10 +49,10 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     d = self.dilation
     y = self.conv(self.planes, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d, name="conv1")(x)
-    y = nn.relu(self.norm(name="bn1")(y))
+    y = relu(self.norm(name="bn1")(y))
     y = self.conv(self.planes, (3, 3), padding=_pad(3, d), kernel_dilation=d, name="conv2")(y)
     y = self.norm(name="bn2")(y)
-    return nn.relu(y + _shortcut(self, x, self.planes))
+    return relu(y + _shortcut(self, x, self.planes))
 
 
 class Bottleneck(nn.Module):
@@ -70,7 +74,7 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     d = self.dilation
-    y = nn.relu(self.norm(name="bn1")(self.conv(self.planes, (1, 1), padding=0, name="conv1")(x)))
+    y = relu(self.norm(name="bn1")(self.conv(self.planes, (1, 1), padding=0, name="conv1")(x)))
     if self.deformable:
       offset = Conv(2 * 3 * 3, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d,
                     kernel_init=nn.initializers.zeros, dtype=y.dtype, param_dtype=jnp.float32,
@@ -79,9 +83,9 @@ class Bottleneck(nn.Module):
                      dtype=y.dtype, name="conv2")(y, offset)
     else:
       y = self.conv(self.planes, (3, 3), strides=self.strides, padding=_pad(3, d), kernel_dilation=d, name="conv2")(y)
-    y = nn.relu(self.norm(name="bn2")(y))
+    y = relu(self.norm(name="bn2")(y))
     y = self.norm(name="bn3")(self.conv(4 * self.planes, (1, 1), padding=0, name="conv3")(y))
-    return nn.relu(y + _shortcut(self, x, 4 * self.planes))
+    return relu(y + _shortcut(self, x, 4 * self.planes))
 
 
 def _shortcut(block: nn.Module, x: jax.Array, features: int) -> jax.Array:
@@ -155,7 +159,7 @@ class ResNet(nn.Module):
 
     x = x.astype(self.dtype)
     if start == "stem":
-      x = nn.relu(norm(name="bn1")(conv(self.width, (7, 7), strides=2, padding=_pad(7, 1), name="conv1")(x)))
+      x = relu(norm(name="bn1")(conv(self.width, (7, 7), strides=2, padding=_pad(7, 1), name="conv1")(x)))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3, 1))
 
     stride, dilation, features = 4, 1, {}
