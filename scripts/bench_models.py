@@ -9,12 +9,12 @@ in both, torchvision's training and test settings, the same weights); both on th
 Mask R-CNN: the random model returns 100 detections per image in both (printed), so both run the mask head and the
 paste on them; in training its positive RoIs are the --instances ground-truth boxes per image, the RoIs its mask
 head trains on (segjax's on the chunks of 8 slots per image that hold them).
-Memory: XLA's buffers for segjax's training step, its state donated as the training loop donates it (arguments +
-outputs not written into the donated buffers + temporaries), and its part beyond the arguments (parameters, optimizer
-state and batch, which exist before the step); for torch, the growth of the process's peak RSS (reset before the
-step) over its RSS before one training step (its parameters exist before, its gradients and momentum buffers are
-allocated in the step). Compile: wall and CPU seconds, the CPU seconds steadier on a shared
-machine.
+Memory: XLA's buffers for segjax's training step, its state donated as the training loop donates it (arguments:
+parameters, frozen BatchNorm statistics, momentum and batch; + outputs not written into the donated buffers +
+temporaries); for torch, the same things: the growth of the process's peak RSS (reset before the step) over its RSS
+before its first training step, in which it allocates its gradients and momentum buffers, plus the bytes of what it
+holds before the step (parameters, FrozenBatchNorm buffers, the batch). Compile: wall and CPU seconds, the CPU
+seconds steadier on a shared machine.
 """
 import argparse
 import ctypes
@@ -199,12 +199,18 @@ def bench_mask_rcnn(size, batch, iters, instances):
   print(f"  detections per image: torchvision {counts}, segjax {ours_counts}; training on {instances} ground-truth "
         "instances per image")
   memory = xla_memory_mb(train)
-  step_own = memory["peak"] - memory["arguments"]
+  # What torch holds before the step that XLA counts among its arguments: the parameters and FrozenBatchNorm
+  # buffers (segjax's params and batch_stats) and the batch. The momentum buffers are not there yet: torch allocates
+  # them in its first step, within its growth, as XLA holds segjax's momentum among its arguments.
+  resident = (sum(t.numel() * t.element_size() for t in model.state_dict().values())
+              + sum(t.numel() * t.element_size() for t in x_torch)
+              + sum(v.numel() * v.element_size() for t in t_torch for v in t.values())) / 2**20
+  torch_total = torch_memory + resident
   print(f"  train step peak memory: segjax (XLA) {memory['peak']:.0f} MiB (arguments {memory['arguments']:.0f}, "
         f"outputs {memory['outputs']:.0f} of which {memory['aliased']:.0f} written into the donated arguments, "
-        f"temporaries {memory['temporaries']:.0f}), torchvision (peak RSS growth) {torch_memory:.0f} MiB: "
-        f"{memory['peak'] / torch_memory:.2f}x; beyond the arguments, as torch's growth is beyond its resident "
-        f"parameters: {step_own:.0f} MiB, {step_own / torch_memory:.2f}x")
+        f"temporaries {memory['temporaries']:.0f}), torchvision {torch_total:.0f} MiB (peak RSS growth "
+        f"{torch_memory:.0f} over its resident parameters, buffers and batch, {resident:.0f}): "
+        f"{memory['peak'] / torch_total:.2f}x")
 
 
 def main():
