@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from scipy import ndimage
 from test_models_embedding import H, M, W, _batch  # rectangles of random colours, padded to M instances
 from train_util import counting_jit, fit_on_batches, train_through_loop
 
@@ -251,3 +252,22 @@ def test_experiment_configs_merge_modes_within_twice_alpha(name):
   a, b = np.array([1.0, 0.0]), np.array([np.cos(angle), np.sin(angle)])
   np.testing.assert_allclose(0.5 * (1 - a @ b), 2 * alpha, rtol=1e-9)
   np.testing.assert_allclose(bandwidth, np.linalg.norm(a - b), rtol=2e-3)
+
+
+def test_split_components_separates_apart_objects_of_one_cluster():
+  """Two squares with one embedding, apart, on a background of another: one instance of both squares' pixels
+  without split_components, the two squares (as scipy.ndimage.label finds them) with it, each scored by the mean
+  cosine distance of its pixels to the cluster's mode."""
+  emb = np.zeros((1, 16, 16, 4), np.float32)
+  emb[..., 0] = 1.0  # background
+  objects = np.zeros((16, 16), bool)
+  objects[2:6, 2:6] = objects[9:14, 8:12] = True
+  emb[0][objects] = [0.0, 1.0, 0.0, 0.0]
+  reference, n = ndimage.label(objects)
+  assert n == 2
+  for split, expected in ((False, [objects]), (True, [reference == 1, reference == 2])):
+    config = ml_collections.ConfigDict({**CONFIG, "num_seeds": 4, "split_components": split})
+    out = jax.device_get(jax.jit(lambda o: ucn.predict(o, config))({"embeddings": emb}))
+    predicted = [out["masks"][0, k] > 0.5 for k in range(4) if out["valid"][0, k]]
+    assert sorted(m.tobytes() for m in predicted) == sorted(m.tobytes() for m in expected)
+    np.testing.assert_allclose(out["scores"][0][out["valid"][0]], 1.0, atol=1e-6)

@@ -148,3 +148,27 @@ def test_connected_components_long_snake_and_no_recompile():
   assert int(count) == 1 and np.asarray(labels)[mask].min() == 1
   labels, count = fn(np.random.default_rng(0).uniform(size=(15, 15)) < 0.5)
   assert int(count) > 1 and fn.traces == 1
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_connected_components_within_regions_match_scipy_per_region(connectivity, seed):
+  """Neighbours join only inside one region: scipy.ndimage.label of each region's mask, the components of all
+  regions numbered together in raster order of their first pixel."""
+  rng = np.random.default_rng(seed)
+  regions = rng.integers(0, 3, (17, 23))
+  mask = rng.uniform(size=(17, 23)) < 0.8
+  structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+  first, parts = [], []
+  for r in range(3):
+    lab, n = ndimage.label(mask & (regions == r), structure)
+    for k in range(1, n + 1):
+      part = lab == k
+      first.append(np.flatnonzero(part)[0])
+      parts.append(part)
+  ref = np.zeros(mask.shape, np.int32)
+  for number, k in enumerate(np.argsort(first)):
+    ref[parts[k]] = number + 1
+  ours, count = jax.jit(grouping.connected_components, static_argnums=1)(mask, connectivity, regions)
+  np.testing.assert_array_equal(np.asarray(ours), ref)
+  assert int(count) == len(parts) > 3

@@ -30,6 +30,11 @@ merge keeps modes by decreasing window count as scikit-learn's MeanShift where t
 every pixel labelled by its nearest mode. The largest cluster is the background; every other cluster of at least
 `min_area` pixels is an object, scored by 1 minus the mean cosine distance of its pixels to its mode (the paper gives
 no score; this one ranks tight clusters first for AP). Instances are class-agnostic (label 1).
+
+With `split_components` each object cluster becomes its 4-connected components in the image instead
+(segjax.ops.grouping.connected_components within clusters; the num_seeds largest are kept), each scored by 1 minus
+the mean cosine distance of its pixels to the cluster's mode: a step the authors' first stage does not have (their
+test code labels the clusters only), for unseen objects whose embeddings fall together although they lie apart.
 """
 import flax.linen as nn
 import jax
@@ -46,7 +51,8 @@ TASK = "instance"
 BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid", "depth", "intrinsics")  # depth: input "rgbd" only
 INPUTS = ("rgb", "rgbd")
 CLASS_AGNOSTIC = True  # predicted labels are all 1; the evaluator scores mask_AP_agnostic and the overlap F-measure
-PREDICT_DEFAULTS = {"num_seeds": 32, "kappa": 20.0, "bandwidth": 0.4, "mean_shift_iterations": 10, "min_area": 4}
+PREDICT_DEFAULTS = {"num_seeds": 32, "kappa": 20.0, "bandwidth": 0.4, "mean_shift_iterations": 10, "min_area": 4,
+                    "split_components": False}
 LOSS_DEFAULTS = {"alpha": embedding_losses.UCN_ALPHA, "delta": embedding_losses.UCN_DELTA, "lambda_intra": 10.0,
                  "lambda_inter": 10.0}
 INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)
@@ -129,8 +135,23 @@ def _predict_single(embeddings, s):
   area = jnp.where(keep, masks.sum(1), -1)
   objects = keep & (jnp.arange(modes.shape[0]) != jnp.argmax(area))  # the largest cluster is the background
   distance = embedding_losses.cosine_distance(modes, x)  # [T, N]
+  if s["split_components"]:
+    return _components(cluster, jnp.take_along_axis(distance, cluster[None], 0)[0], jnp.argmax(area), s, h, w)
   scores = 1.0 - jnp.sum(masks * distance, 1) / jnp.maximum(masks.sum(1), 1)
   return grouping.instances_from_masks(masks, objects, scores, s["min_area"], h, w)
+
+
+def _components(cluster, distance, background, s, h, w):
+  """The 4-connected components of every object cluster (cluster [N] labels, distance [N] of each pixel to its
+  cluster's mode): the num_seeds largest are the candidates, each scored by 1 minus its pixels' mean distance."""
+  regions = cluster.reshape(h, w)
+  components, _ = grouping.connected_components(regions != background, 4, regions)
+  flat = components.reshape(-1)
+  area = jnp.zeros(h * w + 1).at[flat].add(1.0).at[0].set(0.0)
+  area, ids = jax.lax.top_k(area, s["num_seeds"])
+  masks = flat[None, :] == ids[:, None]  # [T, N]
+  scores = 1.0 - jnp.sum(masks * distance, 1) / jnp.maximum(area, 1.0)
+  return grouping.instances_from_masks(masks, area > 0, scores, s["min_area"], h, w)
 
 
 def predict(outputs, model_config):

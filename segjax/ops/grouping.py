@@ -171,9 +171,13 @@ def instances_from_masks(masks, valid, scores, min_area, height, width):
           "valid": valid}
 
 
-def connected_components(mask, connectivity=4):
+def connected_components(mask, connectivity=4, regions=None):
   """Labels int32 [H, W] (0 off the mask, components 1..n numbered in raster order of their first pixel, as
-  scipy.ndimage.label with its cross (4) or full 3x3 (8) structure) and n."""
+  scipy.ndimage.label with its cross (4) or full 3x3 (8) structure) and n.
+
+  With `regions` (int [H, W], e.g. cluster labels) two neighbouring mask pixels join only where their regions are
+  equal: the components of every region at once, as scipy.ndimage.label of each `mask & (regions == r)` numbered
+  together in raster order."""
   if connectivity not in (4, 8):
     raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
   h, w = mask.shape
@@ -183,11 +187,17 @@ def connected_components(mask, connectivity=4):
   if connectivity == 8:
     shifts += [(-1, -1), (-1, 1), (1, -1), (1, 1)]
 
+  if regions is not None:
+    padded_regions = jnp.pad(regions, 1)
+    same = [padded_regions[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == regions for dy, dx in shifts]
+  else:
+    same = [True] * len(shifts)
+
   def neighbour_min(label):
     padded = jnp.pad(label, 1, constant_values=big)
     out = label
-    for dy, dx in shifts:
-      out = jnp.minimum(out, padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w])
+    for (dy, dx), joins in zip(shifts, same):
+      out = jnp.minimum(out, jnp.where(joins, padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w], big))
     return jnp.where(mask, out, big)
 
   def step(carry):
