@@ -151,3 +151,103 @@ def test_runs_through_the_training_loop(tmp_path):
   assert {"mask_AP_agnostic", "overlap_F", "overlap_precision", "overlap_recall", "objects_detected_075",
           "boundary_F"} <= set(metrics)
   assert {"loss_pairwise", "loss_seediness", "loss_foreground"} <= set(train_rows[-1])
+
+
+def _sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _reference_instances(emb, seed_logits, fg_logits, num_seeds, alpha, threshold, fg_threshold, min_area, recentre):
+  """NumPy float64 predict of one image, written from the module docstring: Fathi et al. 2017's sequential seeds,
+  masks {q foreground: sigma > threshold}, seeds inside an earlier kept mask dropped; with `recentre`, each mask
+  grown again from its mean embedding and scored seediness x IoU(first mask, second mask). Returns [(score, mask)]."""
+  x = emb.reshape(-1, emb.shape[-1]).astype(np.float64)
+  s = _sigmoid(seed_logits).reshape(-1)
+  fg = _sigmoid(fg_logits).reshape(-1) > fg_threshold
+  sigma = lambda c: 2.0 / (1.0 + np.exp(np.sum((x - c) ** 2, -1)))
+  seeds, min_dist, taken = [], np.full(len(x), np.inf), np.zeros(len(x), bool)
+  for t in range(num_seeds):
+    score = np.log(s) + (alpha * np.log(np.maximum(min_dist, 1e-30)) if t else 0.0)
+    score = np.where(fg & ~taken, score, -np.inf)
+    p = int(np.argmax(score))
+    if not np.isfinite(score[p]):
+      break
+    seeds.append(p)
+    taken[p] = True
+    min_dist = np.minimum(min_dist, np.sum((x - x[p]) ** 2, -1))
+  kept, out = [], []
+  for p in seeds:
+    mask = (sigma(x[p]) > threshold) & fg
+    score = s[p]
+    if recentre:
+      first = mask
+      mask = (sigma(first.astype(np.float64) @ x / first.sum()) > threshold) & fg
+      score = score * (first & mask).sum() / (first | mask).sum()
+    if any(k[p] for k in kept):
+      continue
+    kept.append(mask)
+    if mask.sum() >= min_area:
+      out.append((score, mask))
+  return out
+
+
+def _predicted_instances(out, i, h, w):
+  valid = np.asarray(out["valid"][i])
+  return [(float(out["scores"][i][k]), np.asarray(out["masks"][i][k]).reshape(h * w) > 0.5)
+          for k in range(valid.shape[0]) if valid[k]]
+
+
+def _assert_same_instances(predicted, reference):
+  predicted = sorted(predicted, key=lambda r: -r[0])
+  reference = sorted(reference, key=lambda r: -r[0])
+  assert len(predicted) == len(reference)
+  for (ps, pm), (rs, rm) in zip(predicted, reference):
+    np.testing.assert_allclose(ps, rs, rtol=1e-5)
+    np.testing.assert_array_equal(pm, rm)
+
+
+def test_recentred_masks_grow_from_the_mask_mean_and_score_by_the_iou_of_the_two_masks():
+  """An object whose embeddings lie along a line at 0, 0.5, 1, 1.5, 2 (4 pixels each): the first seed (at 0, highest
+  seediness) grows the pixels within squared distance log 3 (0, 0.5, 1: 12 pixels), their mean 0.5 grows 0, ..., 1.5
+  (16 pixels), so the instance is those 16 pixels scored sigmoid(3) x 12 / 16. A compact object scores its seed's
+  seediness. Everything else matches the float64 reference."""
+  h, w, e = 4, 10, 4
+  emb = np.zeros((h, w, e), np.float32)
+  seed_logits = np.zeros((h, w), np.float32)
+  fg_logits = np.full((h, w), -8.0, np.float32)
+  emb[:, :5, 0] = np.array([0.0, 0.5, 1.0, 1.5, 2.0])[None, :]  # columns 0-4: the elongated object
+  emb[:, 5:8, 1] = 10.0  # columns 5-7: a compact object; columns 8-9: background
+  fg_logits[:, :8] = 8.0
+  seed_logits[0, 0] = 3.0
+  seed_logits[:, 5:8] = 1.0
+  config = ml_collections.ConfigDict({**CONFIG, "num_seeds": 8, "min_area": 1, "recentre_masks": True})
+  outputs = {"embeddings": emb[None], "seediness_logits": seed_logits[None], "foreground_logits": fg_logits[None]}
+  out = jax.jit(lambda o: metric_learning.predict(o, config))(outputs)
+  predicted = _predicted_instances(out, 0, h, w)
+  first = [r for r in predicted if r[1].reshape(h, w)[0, 0]]  # the first seed's instance
+  assert len(first) == 1
+  top_score, top_mask = first[0]
+  expected = np.zeros((h, w), bool)
+  expected[:, :4] = True
+  np.testing.assert_array_equal(top_mask.reshape(h, w), expected)
+  np.testing.assert_allclose(top_score, _sigmoid(3.0) * 12 / 16, rtol=1e-6)
+  compact = [r for r in predicted if r[1].reshape(h, w)[:, 5:8].all()]
+  assert len(compact) == 1 and not compact[0][1].reshape(h, w)[:, :5].any()
+  np.testing.assert_allclose(compact[0][0], _sigmoid(1.0), rtol=1e-6)
+  _assert_same_instances(predicted, _reference_instances(emb, seed_logits, fg_logits, 8, 1.0, 0.5, 0.5, 1, True))
+
+
+@pytest.mark.parametrize("recentre", [False, True])
+def test_predict_matches_the_float64_reference_on_random_outputs(recentre):
+  rng = np.random.default_rng(7)
+  b, h, w, e = 2, 12, 12, 3
+  emb = rng.normal(0, 1.2, (b, h, w, e)).astype(np.float32)
+  seed_logits = rng.normal(0, 2, (b, h, w)).astype(np.float32)
+  fg_logits = rng.normal(1, 2, (b, h, w)).astype(np.float32)
+  config = ml_collections.ConfigDict({**CONFIG, "num_seeds": 12, "min_area": 3, "recentre_masks": recentre})
+  outputs = {"embeddings": emb, "seediness_logits": seed_logits, "foreground_logits": fg_logits}
+  out = jax.jit(lambda o: metric_learning.predict(o, config))(outputs)
+  for i in range(b):
+    reference = _reference_instances(emb[i], seed_logits[i], fg_logits[i], 12, 1.0, 0.5, 0.5, 3, recentre)
+    assert len(reference) > 2
+    _assert_same_instances(_predicted_instances(out, i, h, w), reference)

@@ -24,7 +24,19 @@ Inference (`predict`), per image with static shapes: `num_seeds` seeds among the
 p_1:t-1) (segjax.ops.grouping.sequential_seeds, S the seediness probability); seed t's mask is the foreground pixels
 q with sigma(p_t, q) > similarity_threshold (0.5, the paper's); a seed that lies inside the mask of an earlier kept
 seed repeats that object and is dropped; a mask of at least `min_area` pixels is an instance, scored by its seed's
-seediness. Masks may overlap. Instances are class-agnostic (label 1); evaluate with mask_AP_agnostic.
+seediness (the paper scores a mask by its seed's classification score). Masks may overlap. Instances are
+class-agnostic (label 1); evaluate with mask_AP_agnostic.
+
+With `recentre_masks` (a departure from the paper, off by default): each seed's mask M0_t is grown once more, from
+the mean embedding c_t of M0_t's pixels (one flat-kernel mean-shift step of radius sqrt(log(2 / threshold - 1)),
+the distance at which sigma falls to the threshold), M_t = {q foreground: sigma(c_t, q) > similarity_threshold},
+and M_t is scored S_{p_t} IoU(M0_t, M_t). A single seed pixel's embedding lies off the centre of its object's
+cluster, so its similarity ball cuts off the far side of the cluster or reaches into a neighbour's; the mean of the
+mask lies nearer the centre and its ball covers more of the object. A seed inside a compact cluster grows about the
+same mask from itself and from the mean (IoU near 1), while a seed on a cluster's rim or between two clusters grows a
+fragment or a union that moves when re-grown from its mean (IoU well below 1): the IoU ranks such masks below whole
+objects in the precision-recall order that mask AP integrates, which the seediness of one pixel (regressed at a few
+sampled points per instance) does not do alone.
 """
 import flax.linen as nn
 import jax
@@ -40,7 +52,7 @@ TASK = "instance"
 BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid")
 CLASS_AGNOSTIC = True  # predicted labels are all 1; the evaluator scores mask_AP_agnostic and the overlap F-measure
 PREDICT_DEFAULTS = {"num_seeds": 32, "seed_alpha": 1.0, "similarity_threshold": 0.5, "foreground_threshold": 0.5,
-                    "min_area": 4}
+                    "min_area": 4, "recentre_masks": False}
 LOSS_DEFAULTS = {"points_per_instance": 16, "embedding_weight": 1.0, "seediness_weight": 1.0,
                  "foreground_weight": 1.0}
 INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)
@@ -118,13 +130,21 @@ def _predict_single(embeddings, seediness_logits, foreground_logits, s):
   seeds, seed_valid = grouping.sequential_seeds(x, seediness, foreground, s["num_seeds"], s["seed_alpha"])
   sq = jnp.sum(jnp.square(x[seeds][:, None, :] - x[None, :, :]), -1)  # [T, N]
   masks = (embedding_losses.similarity(sq) > s["similarity_threshold"]) & foreground[None, :]
+  scores = seediness[seeds]
+  if s["recentre_masks"]:  # grown again from each mask's mean embedding, scored by the IoU of the two masks
+    grown = masks.astype(jnp.float32)
+    centres = (grown @ x) / jnp.maximum(grown.sum(1), 1.0)[:, None]
+    sq = jnp.sum(jnp.square(centres[:, None, :] - x[None, :, :]), -1)
+    masks = (embedding_losses.similarity(sq) > s["similarity_threshold"]) & foreground[None, :]
+    inter = jnp.sum(grown * masks, 1)
+    scores = scores * inter / jnp.maximum(grown.sum(1) + masks.sum(1) - inter, 1.0)
 
   def body(t, keep):
     repeated = jnp.any(keep & masks[:, seeds[t]] & (jnp.arange(keep.shape[0]) < t))
     return keep.at[t].set(seed_valid[t] & ~repeated)
 
   keep = jax.lax.fori_loop(0, seeds.shape[0], body, jnp.zeros(seeds.shape[0], bool))
-  return grouping.instances_from_masks(masks, keep, seediness[seeds], s["min_area"], h, w)
+  return grouping.instances_from_masks(masks, keep, scores, s["min_area"], h, w)
 
 
 def predict(outputs, model_config):
