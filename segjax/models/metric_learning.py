@@ -128,14 +128,16 @@ def _predict_single(embeddings, seediness_logits, foreground_logits, s):
   seediness = jax.nn.sigmoid(seediness_logits.reshape(-1).astype(jnp.float32))
   foreground = jax.nn.sigmoid(foreground_logits.reshape(-1).astype(jnp.float32)) > s["foreground_threshold"]
   seeds, seed_valid = grouping.sequential_seeds(x, seediness, foreground, s["num_seeds"], s["seed_alpha"])
-  sq = jnp.sum(jnp.square(x[seeds][:, None, :] - x[None, :, :]), -1)  # [T, N]
-  masks = (embedding_losses.similarity(sq) > s["similarity_threshold"]) & foreground[None, :]
+
+  def grow(centres):  # [T, D] -> [T, N]: the foreground pixels more similar to each centre than the threshold
+    sq = jnp.sum(jnp.square(centres[:, None, :] - x[None, :, :]), -1)
+    return (embedding_losses.similarity(sq) > s["similarity_threshold"]) & foreground[None, :]
+
+  masks = grow(x[seeds])
   scores = seediness[seeds]
   if s["recentre_masks"]:  # grown again from each mask's mean embedding, scored by the IoU of the two masks
     grown = masks.astype(jnp.float32)
-    centres = (grown @ x) / jnp.maximum(grown.sum(1), 1.0)[:, None]
-    sq = jnp.sum(jnp.square(centres[:, None, :] - x[None, :, :]), -1)
-    masks = (embedding_losses.similarity(sq) > s["similarity_threshold"]) & foreground[None, :]
+    masks = grow((grown @ x) / jnp.maximum(grown.sum(1), 1.0)[:, None])
     inter = jnp.sum(grown * masks, 1)
     scores = scores * inter / jnp.maximum(grown.sum(1) + masks.sum(1) - inter, 1.0)
 
