@@ -202,9 +202,8 @@ def bench_mask_rcnn(size, batch, iters, instances):
   # What torch holds before the step that XLA counts among its arguments: the parameters and FrozenBatchNorm
   # buffers (segjax's params and batch_stats) and the batch. The momentum buffers are not there yet: torch allocates
   # them in its first step, within its growth, as XLA holds segjax's momentum among its arguments.
-  resident = (sum(t.numel() * t.element_size() for t in model.state_dict().values())
-              + sum(t.numel() * t.element_size() for t in x_torch)
-              + sum(v.numel() * v.element_size() for t in t_torch for v in t.values())) / 2**20
+  tensors = [*model.state_dict().values(), *x_torch, *(v for t in t_torch for v in t.values())]
+  resident = sum(t.numel() * t.element_size() for t in tensors) / 2**20
   torch_total = torch_memory + resident
   print(f"  train step peak memory: segjax (XLA) {memory['peak']:.0f} MiB (arguments {memory['arguments']:.0f}, "
         f"outputs {memory['outputs']:.0f} of which {memory['aliased']:.0f} written into the donated arguments, "
