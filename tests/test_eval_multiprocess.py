@@ -8,13 +8,14 @@ import pytest
 
 import multiprocess_eval
 from test_train_multiprocess import _free_port
+from train_util import xla_flags
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_eval.py")
 
 
 def _run(data_root, workdir, num_processes):
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
   processes = [subprocess.Popen([sys.executable, SCRIPT, str(data_root), str(workdir), str(num_processes), str(i),
                                  str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for i in range(num_processes)]

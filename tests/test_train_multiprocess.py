@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segjax.train.loop import train_and_evaluate
-from train_util import read_metrics, run_cli, tiny_config
+from train_util import read_metrics, run_cli, tiny_config, xla_flags
 
 # A constant learning rate, so that a run of 6 steps is the first half of a run of 9. SGD rather than the
 # demo's AdamW: Adam's normalised update turns the last-bit differences of another all-reduce order into
@@ -34,7 +34,7 @@ def _free_port():
 
 def start_two_processes(workdir, data_root, **overrides):
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2)}
   return [run_cli(workdir, data_root, extra=(f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                                              f"--process_id={i}", "--verbose"), env=env, **{**RUN, **overrides})
           for i in range(2)]

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,12 @@ FAST_OPTIMIZER = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-2, "o
 # ignores the image gives every pixel the training split's class frequencies; their entropy is 0.76 log 7 for the
 # 64 x 64 tiny split and 0.78 log 7 at 32 x 32. A cross-entropy below 0.7 log 7 = 1.36 needs the image.
 CE_BELOW_IMAGE_BLIND = 0.7 * math.log(7)
+
+
+def xla_flags(device_count):
+  """The test session's XLA_FLAGS (conftest.py) for a subprocess with `device_count` host devices."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+  return f"{flags} --xla_force_host_platform_device_count={device_count}".strip()
 
 
 def set_keys(config, overrides):
