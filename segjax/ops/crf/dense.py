@@ -12,11 +12,16 @@ FILTERS = ("lattice", "exact")
 
 
 def _features(image, theta_position, theta_colour=None):
-  """[N, HW, D] features: pixel positions (x, y) / theta_position (and colours / theta_colour), densecrf's order."""
+  """[N, HW, D] features: pixel positions (x, y) / theta_position (and colours / theta_colour), densecrf's order.
+
+  In the image's precision, at least float32: the exact filter recomputes its kernel wherever it is applied (in the
+  mean-field loop and again in the backward pass), and float32 kernels there need not round alike, which puts a
+  float64 gradient about 1e-5 away from the function's difference quotient."""
   n, h, w, _ = image.shape
-  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  dtype = jnp.result_type(image.dtype, jnp.float32)
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=dtype), jnp.arange(w, dtype=dtype), indexing="ij")
   position = jnp.broadcast_to(jnp.stack([xs, ys], -1) / theta_position, (n, h, w, 2))
-  parts = [position] if theta_colour is None else [position, image.astype(jnp.float32) / theta_colour]
+  parts = [position] if theta_colour is None else [position, image.astype(dtype) / theta_colour]
   return jnp.concatenate(parts, -1).reshape(n, h * w, -1)
 
 
