@@ -1,15 +1,28 @@
-"""The notebooks of notebooks/ run top to bottom in a fresh kernel (nbclient, as scripts/execute_notebook.py runs
-them) and are stored executed, with their outputs."""
+"""The notebooks of notebooks/ are stored executed, with their outputs, and run top to bottom in a fresh kernel
+(nbclient, as scripts/execute_notebook.py runs them) in `make test-slow`: each reduced, and each at a length where the
+paper's ordering is asserted where its effect is large."""
 import importlib.util
 import json
 import os
 
+import matplotlib
 import nbformat
 import pytest
 
-from train_util import REPO, majority_pixel_share
+from experiments import demo
+from segjax import notebook
+from train_util import REPO, majority_pixel_share, xla_flags
 
 NOTEBOOKS = os.path.join(REPO, "notebooks")
+NAMES = sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb"))
+# The reduced runs: 2 training steps per row on 16 training and 8 validation images of each synthetic set.
+REDUCED_STEPS = 2
+REDUCED_OVERRIDES = {"dataset.num_train": 16, "dataset.num_val": 8}
+# The file each notebook writes its table to (beside its chart, the same name .png) in SEGJAX_NOTEBOOK_WORKDIR.
+RESULTS = {"crf_gains.ipynb": "crf_gains", "detection_lineage.ipynb": "detection_lineage", "fcn_skips.ipynb": "fcn_skips",
+           "matrix_nms.ipynb": "matrix_nms", "panoptic_fcn_vs_fpn.ipynb": "panoptic_fcn_vs_fpn",
+           "pspnet_pooling.ipynb": "pspnet_pooling", "recurrent_paradigm.ipynb": "recurrent_paradigm",
+           "roialign_ablation.ipynb": "ablation"}
 
 
 def run_notebook(name, workdir, steps, monkeypatch):
@@ -17,21 +30,42 @@ def run_notebook(name, workdir, steps, monkeypatch):
   spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(REPO, "scripts", "execute_notebook.py"))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
+  monkeypatch.setenv("XLA_FLAGS", xla_flags(1))  # one CPU device, as a notebook runs on a user's machine
   monkeypatch.setenv("SEGJAX_NOTEBOOK_STEPS", str(steps))
   monkeypatch.setenv("SEGJAX_NOTEBOOK_WORKDIR", str(workdir))
   return script.execute(os.path.join(NOTEBOOKS, name))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb")))
-def test_stored_executed(name):
-  """Every code cell ran, in order, and the notebook shows its results (a table or a picture)."""
-  notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+def assert_executed(notebook, name):
+  """Every code cell ran, in order, without an error, and the notebook shows a picture among its outputs."""
   cells = [c for c in notebook.cells if c.cell_type == "code"]
   assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), name
   outputs = [o for c in cells for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"], name
   assert any(o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
-             for o in outputs), f"{name}: no picture among the stored outputs"
+             for o in outputs), f"{name}: no picture among the outputs"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_executed(name):
+  assert_executed(nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4), name)
+
+
+# Slow: compiling every row's programs makes the eight reduced runs about 20 minutes of one core (a row of the RoIAlign
+# ablation about a minute), which `make test`'s budget on 2 cores does not hold.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_reduced_run(name, tmp_path, monkeypatch):
+  """The notebook from a fresh kernel at REDUCED_STEPS steps per row on REDUCED_OVERRIDES (its synthetic sets written
+  under a temporary home): every cell runs, and its results file and chart are written."""
+  monkeypatch.setenv("MPLCONFIGDIR", matplotlib.get_configdir())  # the font cache stays where it is
+  (tmp_path / "home").mkdir()
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  monkeypatch.setenv("SEGJAX_NOTEBOOK_OVERRIDES", json.dumps(REDUCED_OVERRIDES))
+  workdir = tmp_path / "workdir"
+  assert_executed(run_notebook(name, workdir, REDUCED_STEPS, monkeypatch), name)
+  assert json.loads((workdir / f"{RESULTS[name]}.json").read_text()), name
+  assert (workdir / f"{RESULTS[name]}.png").stat().st_size > 0, name
 
 
 @pytest.mark.slow
@@ -138,3 +172,13 @@ def test_detection_lineage(tmp_path, monkeypatch):
   assert (tmp_path / "detection_lineage.png").stat().st_size > 0
   assert results["YOLO"]["voc_mAP"] >= 0.5
   assert results["R-CNN"]["network_s"] > results["SPP-net"]["network_s"]
+
+
+def test_row_config_sets_the_length_and_the_overrides(monkeypatch):
+  monkeypatch.setenv("SEGJAX_NOTEBOOK_OVERRIDES", json.dumps({"dataset.num_val": 8, "model.width": 4}))
+  config = notebook.row_config(demo.get_config(), 7)
+  assert (config.total_steps, config.eval_every_steps, config.checkpoint_every_steps) == (7, 7, 7)
+  assert (config.num_pictures, config.dataset.num_val, config.model.width) == (0, 8, 4)
+  monkeypatch.setenv("SEGJAX_NOTEBOOK_OVERRIDES", json.dumps({"dataset.num_vals": 8}))
+  with pytest.raises(KeyError, match="dataset.num_vals"):
+    notebook.row_config(demo.get_config(), 7)
