@@ -8,6 +8,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # quarter to a third off a compile-bound test; -O0 would take a little more but runs the emitted loops several times
 # slower. SEGJAX_TEST_LLVM_OPT_LEVEL=2 runs the suite as users' programs compile.
 os.environ["XLA_FLAGS"] += f" --xla_backend_optimization_level={os.environ.get('SEGJAX_TEST_LLVM_OPT_LEVEL', '1')}"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Runs that compile the same program (the CLI subprocesses of the resume tests) share compiled executables.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "segjax-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # The parity references load before TensorFlow: importing torchvision.ops (torch -> triton) after TensorFlow
 # 2.21 segfaults in triton's extension, so a worker that collected a TF-importing module first would crash
