@@ -11,9 +11,12 @@ import pytest
 
 from segjax.train.checkpoint import CheckpointMismatchError
 from segjax.train.loop import train_and_evaluate
-from train_util import majority_pixel_share, read_metrics, run_cli, tiny_config
+from train_util import majority_pixel_share, read_metrics, run_cli, tiny_config, wait_for_step
 
-RESUME = {"total_steps": 30, "eval_every_steps": 30, "checkpoint_every_steps": 3}
+# The resume tests' run: 30 steps, a checkpoint at the end only (each save costs the tiny run about as much as 5
+# steps); the SIGKILL case adds one every 10 steps, the last of which its restart resumes from.
+RESUME = {"total_steps": 30, "eval_every_steps": 30, "checkpoint_every_steps": 30}
+PERIODIC_CHECKPOINTS = {"checkpoint_every_steps": 10}
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +77,10 @@ def test_compiles_the_train_step_once(data_root, tmp_path, caplog):
   assert sum("eval_step" in m for m in compiles) == 1, compiles
 
 
-def _wait_for_checkpoint(workdir, process, timeout=300):
+def _wait_for_checkpoint(workdir, step, process, timeout=300):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    if os.path.isdir(workdir / "checkpoints" / "3"):
+    if os.path.isdir(workdir / "checkpoints" / str(step)):  # orbax renames a save's directory to its step when done
       return
     assert process.poll() is None, process.communicate()[0]
     time.sleep(0.05)
@@ -86,8 +89,15 @@ def _wait_for_checkpoint(workdir, process, timeout=300):
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
-  process = run_cli(tmp_path, data_root, **RESUME)
-  _wait_for_checkpoint(tmp_path, process)
+  """SIGKILL after the checkpoint of step 10: the restart resumes from it. SIGTERM (preemption) after step 3 of a run
+  without periodic checkpoints: the run saves the step it is at and exits 0; the restart resumes from that step.
+  Either way the losses are those of the uninterrupted run."""
+  overrides = {**RESUME, **PERIODIC_CHECKPOINTS} if stop == signal.SIGKILL else RESUME
+  process = run_cli(tmp_path, data_root, **overrides)
+  if stop == signal.SIGKILL:
+    _wait_for_checkpoint(tmp_path, PERIODIC_CHECKPOINTS["checkpoint_every_steps"], process)
+  else:
+    wait_for_step(tmp_path, 3, [process])
   process.send_signal(stop)
   output, _ = process.communicate(timeout=300)
   if stop == signal.SIGTERM:
@@ -96,7 +106,7 @@ def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
   saved = max(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   assert saved < RESUME["total_steps"], "the run ended before the signal: nothing was tested"
 
-  process = run_cli(tmp_path, data_root, **RESUME)
+  process = run_cli(tmp_path, data_root, **overrides)
   output, _ = process.communicate(timeout=600)
   assert process.returncode == 0, output
   assert f"Restored step {saved}" in output

@@ -4,14 +4,13 @@ import re
 import shutil
 import signal
 import socket
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from segjax.train.loop import train_and_evaluate
-from train_util import read_metrics, run_cli, tiny_config, xla_flags
+from train_util import read_metrics, run_cli, tiny_config, wait_for_step, xla_flags
 
 # A constant learning rate, so that a run of 6 steps is the first half of a run of 9. SGD rather than the
 # demo's AdamW: Adam's normalised update turns the last-bit differences of another all-reduce order into
@@ -22,7 +21,7 @@ from train_util import read_metrics, run_cli, tiny_config, xla_flags
 # loss agrees exactly. RTOL allows that growth over 9 steps; a wrong data shard or a bad restore changes the loss by
 # more than 1e-2 from step 1.
 RTOL = 2e-3
-RUN = {"total_steps": 9, "eval_every_steps": 9, "checkpoint_every_steps": 3, "optimizer.name": "sgd",
+RUN = {"total_steps": 9, "eval_every_steps": 9, "checkpoint_every_steps": 6, "optimizer.name": "sgd",
        "optimizer.learning_rate": 0.001, "optimizer.schedule": "constant", "optimizer.warmup_steps": 0}
 
 
@@ -79,17 +78,14 @@ def test_sigterm_to_one_process_saves_the_same_step_in_both_and_resumes(referenc
   """SIGTERM reaches one process (a preempted host): both agree at the next step, save it and exit 0; the
   restarted pair continues with the losses of an uninterrupted 2-process run (the same programs: equal)."""
   data_root, _, _ = reference
-  steps = {"total_steps": 24, "eval_every_steps": 24}
+  steps = {"total_steps": 24, "eval_every_steps": 24, "checkpoint_every_steps": 24}  # no periodic save to resume
   uninterrupted = tmp_path / "uninterrupted"
   run_two_processes(uninterrupted, data_root, **steps)
   expected = [r["loss"] for r in read_metrics(uninterrupted)]
 
   workdir = tmp_path / "preempted"
   processes = start_two_processes(workdir, data_root, **steps)
-  deadline = time.time() + 600
-  while not os.path.isdir(workdir / "checkpoints" / "3"):
-    assert time.time() < deadline and all(p.poll() is None for p in processes), "no checkpoint appeared"
-    time.sleep(0.05)
+  wait_for_step(workdir, 3, processes)
   processes[1].send_signal(signal.SIGTERM)
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,29 @@ def run_cli(workdir, data_root, extra=(), env=None, **overrides):
              *cli_args(flags), *extra]
   return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
+
+
+def wait_for_step(workdir, step, processes, timeout=600):
+  """Returns once the metrics.jsonl of `workdir` holds training step `step`; fails if one of `processes` (the run)
+  ends first or `timeout` seconds pass. The file is rewritten whole at each row: a line cut short is skipped."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    for process in processes:
+      assert process.poll() is None, process.communicate()[0]
+    try:
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = f.read().splitlines()
+    except FileNotFoundError:
+      lines = []
+    for line in lines:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if row["split"] == "train" and row["step"] >= step:
+        return
+    time.sleep(0.05)
+  raise TimeoutError(f"{workdir}: step {step} not reached in {timeout} s")
 
 
 def read_metrics(workdir, split="train"):
