@@ -3,7 +3,6 @@ import logging
 import os
 import re
 import signal
-import time
 
 import jax
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 
 from segjax.train.checkpoint import CheckpointMismatchError
 from segjax.train.loop import train_and_evaluate
-from train_util import majority_pixel_share, read_metrics, run_cli, tiny_config, wait_for_step
+from train_util import (majority_pixel_share, read_metrics, run_cli, tiny_config, wait_for_checkpoint,
+                        wait_for_step)
 
 # The resume tests' run: 30 steps, a checkpoint at the end only (each save costs the tiny run about as much as 5
 # steps); the SIGKILL case adds one every 10 steps, the last of which its restart resumes from.
@@ -77,16 +77,6 @@ def test_compiles_the_train_step_once(data_root, tmp_path, caplog):
   assert sum("eval_step" in m for m in compiles) == 1, compiles
 
 
-def _wait_for_checkpoint(workdir, step, process, timeout=300):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if os.path.isdir(workdir / "checkpoints" / str(step)):  # orbax renames a save's directory to its step when done
-      return
-    assert process.poll() is None, process.communicate()[0]
-    time.sleep(0.05)
-  raise TimeoutError("no checkpoint appeared")
-
-
 # SIGTERM in one process is slow-marked: make test sends it to one of two processes
 # (test_train_multiprocess.py), which runs the same handler and also checks that the processes agree on the step.
 @pytest.mark.parametrize("stop", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
@@ -97,7 +87,7 @@ def test_restart_resumes_exactly(stop, data_root, tmp_path, uninterrupted_run):
   overrides = {**RESUME, **PERIODIC_CHECKPOINTS} if stop == signal.SIGKILL else RESUME
   process = run_cli(tmp_path, data_root, **overrides)
   if stop == signal.SIGKILL:
-    _wait_for_checkpoint(tmp_path, PERIODIC_CHECKPOINTS["checkpoint_every_steps"], process)
+    wait_for_checkpoint(tmp_path, PERIODIC_CHECKPOINTS["checkpoint_every_steps"], [process], timeout=300)
   else:
     wait_for_step(tmp_path, 3, [process])
   process.send_signal(stop)

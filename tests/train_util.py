@@ -67,27 +67,45 @@ def run_cli(workdir, data_root, extra=(), env=None, **overrides):
                           text=True)
 
 
-def wait_for_step(workdir, step, processes, timeout=600):
-  """Returns once the metrics.jsonl of `workdir` holds training step `step`; fails if one of `processes` (the run)
-  ends first or `timeout` seconds pass. The file is rewritten whole at each row: a line cut short is skipped."""
+def wait_until(ready, processes, timeout, what):
+  """Polls `ready()` until it is true; fails if one of `processes` (the run) ends first or `timeout` seconds pass."""
   deadline = time.time() + timeout
   while time.time() < deadline:
+    if ready():
+      return
     for process in processes:
       assert process.poll() is None, process.communicate()[0]
+    time.sleep(0.05)
+  raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
+def wait_for_step(workdir, step, processes, timeout=600):
+  """Returns once the metrics.jsonl of `workdir` holds training step `step`. The file is rewritten whole at each row:
+  a line cut short is skipped."""
+
+  def has_step():
     try:
       with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = f.read().splitlines()
     except FileNotFoundError:
-      lines = []
+      return False
     for line in lines:
       try:
         row = json.loads(line)
       except json.JSONDecodeError:
         continue
       if row["split"] == "train" and row["step"] >= step:
-        return
-    time.sleep(0.05)
-  raise TimeoutError(f"{workdir}: step {step} not reached in {timeout} s")
+        return True
+    return False
+
+  wait_until(has_step, processes, timeout, f"{workdir}: step {step}")
+
+
+def wait_for_checkpoint(workdir, step, processes, timeout=600):
+  """Returns once `workdir` holds the checkpoint of `step` (orbax renames a save's directory to its step when the
+  save is complete)."""
+  wait_until(lambda: os.path.isdir(os.path.join(workdir, "checkpoints", str(step))), processes, timeout,
+             f"{workdir}: checkpoint {step}")
 
 
 def read_metrics(workdir, split="train"):
