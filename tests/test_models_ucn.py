@@ -191,7 +191,32 @@ def test_rgbd_embeddings_fuse_the_image_and_point_cloud_trunks_by_addition():
   with pytest.raises(ValueError, match="dataset.depth"):
     module.apply(variables, batch["image"])
   with pytest.raises(ValueError, match="model.input"):
-    ucn.build(ml_collections.ConfigDict({**CONFIG, "input": "depth"}), None)
+    ucn.build(ml_collections.ConfigDict({**CONFIG, "input": "xyz"}), None)
+
+
+def test_depth_input_reads_the_point_cloud_trunk_alone():
+  """input 'depth' (the authors' INPUT 'DEPTH'): normalise(trunk_depth(XYZ)), no image trunk; the image does not
+  change the embeddings."""
+  config = ml_collections.ConfigDict({**CONFIG, "input": "depth"})
+  assert ucn.input_keys(config) == ("depth", "intrinsics")
+  module = ucn.build(config, None)
+  rng = np.random.default_rng(1)
+  batch = _depth_batch(rng, [2, 3])
+  variables = module.init(jax.random.key(0), batch["image"])
+  assert set(variables["params"]) == {"trunk_depth"}
+  outs = [np.asarray(module.apply(variables, rng.uniform(0, 1, batch["image"].shape).astype(np.float32),
+                                  depth=batch["depth"], intrinsics=batch["intrinsics"])["embeddings"], np.float64)
+          for _ in range(2)]
+  xyz = depth_ops.backproject(batch["depth"], batch["intrinsics"])
+  raw = np.asarray(UNet(num_classes=4, width=4, padding="same").apply(
+      {"params": variables["params"]["trunk_depth"]}, xyz)["logits"], np.float64)
+  norm = np.linalg.norm(raw, axis=-1)
+  clear = norm > 1e-3
+  assert clear.mean() > 0.5
+  for out in outs:
+    np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+  with pytest.raises(ValueError, match="dataset.depth"):
+    module.apply(variables, batch["image"])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

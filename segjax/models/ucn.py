@@ -1,5 +1,5 @@
 """The Unseen Clustering Network (Xiang et al. 2020, "Learning RGB-D Feature Embeddings for Unseen Object Instance
-Segmentation"), its RGB and RGB-D variants, first stage (no second-stage crop refinement).
+Segmentation"), its RGB, depth and RGB-D variants, first stage (no second-stage crop refinement).
 
 A trunk (segjax's U-Net with "same" padding) predicts at every pixel an `embedding_dim`-channel feature, normalised to
 a unit vector (spherical embeddings). `input` "rgb" reads the image only. `input` "rgbd" is the paper's RGB-D network
@@ -8,7 +8,10 @@ with late fusion by addition, as the authors' SEGNET with INPUT "RGBD" and FUSIO
 depth map is backprojected to an ordered point cloud with the camera intrinsics (segjax.ops.depth.backproject, their
 compute_xyz: X, Y, Z in metres per pixel), a second network of the same architecture (`trunk_depth`, its own weights)
 maps the XYZ image to embedding_dim features, and the two feature maps are summed before the normalisation. The batch
-then carries "depth" (metres) and "intrinsics" (config.dataset.depth, segjax/data/pipeline.py).
+then carries "depth" (metres) and "intrinsics" (config.dataset.depth, segjax/data/pipeline.py). `input` "depth" is
+that second network alone on the XYZ image, the authors' INPUT "DEPTH"
+(experiments/cfgs/seg_resnet34_8s_embedding_cosine_depth_tabletop.yml, commit
+db7d2da945a6d41a4274e487ce1dbcb245b5541f), the paper's depth-only rows.
 
 The background is one more cluster beside the objects, as the authors' code does (the table merged into the
 background; github.com/NVlabs/UnseenObjectClustering, lib/datasets/tabletop_object.py, commit
@@ -49,7 +52,7 @@ from segjax.ops import grouping
 
 TASK = "instance"
 BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid", "depth", "intrinsics")  # depth: input "rgbd" only
-INPUTS = ("rgb", "rgbd")
+INPUTS = ("rgb", "depth", "rgbd")
 CLASS_AGNOSTIC = True  # predicted labels are all 1; the evaluator scores mask_AP_agnostic and the overlap F-measure
 PREDICT_DEFAULTS = {"num_seeds": 32, "kappa": 20.0, "bandwidth": 0.4, "mean_shift_iterations": 10, "min_area": 4,
                     "split_components": False}
@@ -59,8 +62,8 @@ INFERENCE_KEYS = frozenset(PREDICT_DEFAULTS)
 
 
 class UnseenClusteringNet(nn.Module):
-  """The trunk's last 1x1 convolution gives embedding_dim channels (with input "rgbd" plus those of the depth
-  trunk on the backprojected point cloud), L2-normalised per pixel."""
+  """The image trunk's last 1x1 convolution gives embedding_dim channels (input "rgb"; "rgbd" adds those of the
+  depth trunk on the backprojected point cloud, which "depth" uses alone), L2-normalised per pixel."""
   embedding_dim: int
   width: int = 16
   input: str = "rgb"
@@ -72,12 +75,13 @@ class UnseenClusteringNet(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False, depth=None, intrinsics=None):
-    out = self._trunk(images, train, "trunk")
-    if self.input == "rgbd":
+    out = self._trunk(images, train, "trunk") if self.input != "depth" else 0.0
+    if self.input in ("depth", "rgbd"):
       if (depth is None or intrinsics is None) and self.is_initializing():  # the loop initialises from an image
         depth, intrinsics = jnp.zeros(images.shape[:3]), jnp.ones((images.shape[0], 4))  # only: shapes suffice
       if depth is None or intrinsics is None:
-        raise ValueError("UCN with input 'rgbd' reads the batch's depth and intrinsics: set config.dataset.depth")
+        raise ValueError(f"UCN with input {self.input!r} reads the batch's depth and intrinsics: set "
+                         "config.dataset.depth")
       out = out + self._trunk(depth_ops.backproject(depth, intrinsics), train, "trunk_depth")
     norm = jnp.sqrt(jnp.sum(out * out, -1, keepdims=True) + 1e-12)
     return {"embeddings": out / norm}
@@ -90,8 +94,9 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def input_keys(model_config):
-  """The batch entries the forward pass reads besides the image: depth and intrinsics with input "rgbd"."""
-  return ("depth", "intrinsics") if model_config.get("input", "rgb") == "rgbd" else ()
+  """The batch entries the forward pass reads besides the image: depth and intrinsics with input "depth" or
+  "rgbd"."""
+  return ("depth", "intrinsics") if model_config.get("input", "rgb") in ("depth", "rgbd") else ()
 
 
 def build(config, info):
