@@ -1,5 +1,6 @@
 """The synthetic writer's depth maps: opt-in (the other files stay byte-identical), a ground plane behind the shapes,
-every shape nearer than what it occludes; and their reader: a bad or missing depth PNG fails naming the file."""
+every shape nearer than what it occludes, no depth at VOID pixels; and their reader: a bad or missing depth PNG fails
+naming the file."""
 import dataclasses
 import os
 
@@ -64,20 +65,21 @@ def _background(sky):
 
 def _scene(split, index):
   """The writer's scene of one image, re-rendered from its seed: the index of the topmost shape / crowd layer at each
-  pixel (-1: background), each layer's pixels, and the sky."""
+  pixel (-1: background), each layer's pixels, the sky and the VOID pixels."""
   rng = np.random.default_rng([ARGS["seed"], synthetic.SPLITS.index(split), index])
   things = synthetic.shape_ids(())
   _, canvas = synthetic._render(rng, *SIZE, things)  # pylint: disable=protected-access
   top = np.full(SIZE, -1)
   for k, layer in enumerate(canvas.layers):
     top[layer] = k
-  return top, canvas.layers, canvas.sky
+  return top, canvas.layers, canvas.sky, canvas.ids == 0
 
 
 @pytest.mark.parametrize("split, index", [("train2017", i) for i in range(12)] + [("val2017", i) for i in range(4)])
 def test_shapes_are_nearer_than_the_background_and_what_they_occlude(root, split, index):
   depth = _depth(root, split, index)
-  top, layers, sky = _scene(split, index)
+  top, layers, sky, void = _scene(split, index)
+  assert np.all(depth[void] == 0) and np.all(depth[~void] > 0)  # no depth exactly where the labels say VOID
   background = _background(sky)
   np.testing.assert_allclose(depth[top < 0], background[top < 0], rtol=0.015)  # 0.2% noise: within 7 sigma
   assert np.all(depth[top >= 0] < 0.97 * background[top >= 0])  # every shape is in front of the background
@@ -92,7 +94,7 @@ def test_shapes_are_nearer_than_the_background_and_what_they_occlude(root, split
       hidden = np.zeros_like(occluding)
       for k in np.unique(tb[occluding]):
         hidden |= (tb == k) & (layers[k][p] if k >= 0 else True)
-      check = occluding & hidden
+      check = occluding & hidden & ~void[p] & ~void[q]
       pairs += check.sum()
       assert np.all(depth[p][check] < depth[q][check]), (split, index)
   assert pairs > 0

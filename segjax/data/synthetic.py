@@ -21,6 +21,9 @@ the image width, principal point the image centre) over a ground plane: the gras
 farther), the sky at 10 m. Every shape (and crowd, and its VOID band) is a plane slightly tilted towards the camera,
 placed at 55-85% of the nearest depth it covers, so it is nearer than everything it occludes (later shapes occlude
 earlier ones and are therefore nearer where they overlap); mild Gaussian noise (0.2% of the depth) as a sensor's.
+The VOID pixels (the bands of mixed colour, the remnants of occluded shapes) have no depth (0), as a depth sensor
+returns none on the mixed pixels of an occlusion edge: where the labels leave a pixel out, the depth does not place
+it on a shape either.
 Depth draws from its own random stream: the other files are the same with or without it.
 
 Unseen-object split (`write_dataset(..., train_shapes=..., val_shapes=...)`): each split draws its shapes (and its
@@ -62,6 +65,7 @@ CATEGORIES = tuple(
 SPLITS = ("train2017", "val2017")
 MARKER = ".segjax_synthetic.json"  # written last: its presence means the folder is complete
 _VERSION = 1
+DEPTH_VERSION = 2  # of the depth maps alone (2: none at VOID pixels); a set without depth keeps its files
 _TRAIN_ID = np.full(1 + max(c["id"] for c in CATEGORIES), IGNORE_LABEL, np.uint8)
 _TRAIN_ID[[c["id"] for c in CATEGORIES]] = np.arange(len(CATEGORIES))
 _COLOUR = dict((i, c) for i, _, c in THINGS + STUFF)
@@ -214,7 +218,7 @@ DEPTH_NOISE = 0.002  # relative standard deviation
 
 def render_depth(rng, canvas, height, width):
   """Depth in millimetres uint16 [H, W] of a painted canvas (module docstring): ground plane and sky, then every
-  layer in paint order a tilted plane at 55-85% of the smallest depth under it."""
+  layer in paint order a tilted plane at 55-85% of the smallest depth under it; 0 (none) at VOID pixels."""
   fy = intrinsics(height, width)[1]
   v = np.arange(height, dtype=np.float64)[:, None] + np.zeros((1, width))
   horizon = -0.25 * height
@@ -226,7 +230,8 @@ def render_depth(rng, canvas, height, width):
     my, mx = ys[mask].mean(), xs[mask].mean()
     depth[mask] = z0 * (1 + tilt[0] * (xs[mask] - mx) / width + tilt[1] * (ys[mask] - my) / height)
   depth *= 1 + DEPTH_NOISE * rng.standard_normal((height, width))
-  return np.clip(np.rint(1000 * depth), 1, 65535).astype(np.uint16)
+  millimetres = np.clip(np.rint(1000 * depth), 1, 65535).astype(np.uint16)
+  return np.where(canvas.ids == 0, np.uint16(0), millimetres)  # VOID: no depth
 
 
 def _render(rng, height, width, things=None):
@@ -326,7 +331,7 @@ def _params(num_train, num_val, image_size, seed, train_shapes=(), val_shapes=()
   params = {"version": _VERSION, "num_train": int(num_train), "num_val": int(num_val),
             "image_size": [int(s) for s in image_size], "seed": int(seed)}
   if depth:  # absent by default, as the shape lists
-    params["depth"] = True
+    params["depth"] = DEPTH_VERSION
   for key, names in (("train_shapes", train_shapes), ("val_shapes", val_shapes)):
     if names:  # absent by default, so that sets written before the option keep matching
       params[key] = sorted(set(names))
