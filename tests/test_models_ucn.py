@@ -23,6 +23,16 @@ from segjax.ops import embedding_losses
 CONFIG = {"name": "ucn", "width": 4, "embedding_dim": 4, "dtype": "float32"}
 
 
+def _assert_normalised(out, raw):
+  """`out` is raw / ||raw|| per pixel wherever the 1e-12 under the square root is immaterial (most pixels); returns
+  ||raw||."""
+  norm = np.linalg.norm(raw, axis=-1)
+  clear = norm > 1e-3
+  assert clear.mean() > 0.5
+  np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+  return norm
+
+
 def test_embeddings_are_the_trunks_outputs_normalised():
   """Unit vectors in the trunk's output directions; a pixel where the trunk outputs 0 stays 0 (as F.normalize)."""
   module = ucn.build(ml_collections.ConfigDict(CONFIG), None)
@@ -31,10 +41,7 @@ def test_embeddings_are_the_trunks_outputs_normalised():
   out = np.asarray(module.apply(variables, images)["embeddings"], np.float64)
   trunk = UNet(num_classes=4, width=4, padding="same")
   raw = np.asarray(trunk.apply({"params": variables["params"]["trunk"]}, images)["logits"], np.float64)
-  norm = np.linalg.norm(raw, axis=-1)
-  clear = norm > 1e-3  # where the 1e-12 under the square root is immaterial
-  assert clear.mean() > 0.5
-  np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+  norm = _assert_normalised(out, raw)
   np.testing.assert_array_equal(out[norm == 0], 0.0)
 
 
@@ -184,10 +191,7 @@ def test_rgbd_embeddings_fuse_the_image_and_point_cloud_trunks_by_addition():
   xyz = depth_ops.backproject(batch["depth"], batch["intrinsics"])
   raw = sum(np.asarray(trunk.apply({"params": variables["params"][name]}, x)["logits"], np.float64)
             for name, x in (("trunk", batch["image"]), ("trunk_depth", xyz)))
-  norm = np.linalg.norm(raw, axis=-1)
-  clear = norm > 1e-3
-  assert clear.mean() > 0.5
-  np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+  _assert_normalised(out, raw)
   with pytest.raises(ValueError, match="dataset.depth"):
     module.apply(variables, batch["image"])
   with pytest.raises(ValueError, match="model.input"):
@@ -210,11 +214,8 @@ def test_depth_input_reads_the_point_cloud_trunk_alone():
   xyz = depth_ops.backproject(batch["depth"], batch["intrinsics"])
   raw = np.asarray(UNet(num_classes=4, width=4, padding="same").apply(
       {"params": variables["params"]["trunk_depth"]}, xyz)["logits"], np.float64)
-  norm = np.linalg.norm(raw, axis=-1)
-  clear = norm > 1e-3
-  assert clear.mean() > 0.5
   for out in outs:
-    np.testing.assert_allclose(out[clear], raw[clear] / norm[clear][:, None], atol=1e-5)
+    _assert_normalised(out, raw)
   with pytest.raises(ValueError, match="dataset.depth"):
     module.apply(variables, batch["image"])
 

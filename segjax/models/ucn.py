@@ -51,8 +51,9 @@ from segjax.ops import embedding_losses
 from segjax.ops import grouping
 
 TASK = "instance"
-BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid", "depth", "intrinsics")  # depth: input "rgbd" only
+BATCH_KEYS = ("image", "masks", "is_crowd", "instance_valid", "depth", "intrinsics")  # depth: DEPTH_INPUTS only
 INPUTS = ("rgb", "depth", "rgbd")
+DEPTH_INPUTS = ("depth", "rgbd")  # the inputs that read the batch's depth and intrinsics
 CLASS_AGNOSTIC = True  # predicted labels are all 1; the evaluator scores mask_AP_agnostic and the overlap F-measure
 PREDICT_DEFAULTS = {"num_seeds": 32, "kappa": 20.0, "bandwidth": 0.4, "mean_shift_iterations": 10, "min_area": 4,
                     "split_components": False}
@@ -76,7 +77,7 @@ class UnseenClusteringNet(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False, depth=None, intrinsics=None):
     out = self._trunk(images, train, "trunk") if self.input != "depth" else 0.0
-    if self.input in ("depth", "rgbd"):
+    if self.input in DEPTH_INPUTS:
       if (depth is None or intrinsics is None) and self.is_initializing():  # the loop initialises from an image
         depth, intrinsics = jnp.zeros(images.shape[:3]), jnp.ones((images.shape[0], 4))  # only: shapes suffice
       if depth is None or intrinsics is None:
@@ -96,7 +97,7 @@ def model_config() -> ml_collections.ConfigDict:
 def input_keys(model_config):
   """The batch entries the forward pass reads besides the image: depth and intrinsics with input "depth" or
   "rgbd"."""
-  return ("depth", "intrinsics") if model_config.get("input", "rgb") in ("depth", "rgbd") else ()
+  return ("depth", "intrinsics") if model_config.get("input", "rgb") in DEPTH_INPUTS else ()
 
 
 def build(config, info):
