@@ -1,5 +1,7 @@
 """segjax.ops.conv against lax.conv_general_dilated and torch's conv2d on this CPU, in the same run: forward +
-backward (input and weight gradients) of single convolutions at the shapes of the models' hot layers.
+backward (input and weight gradients) of single convolutions at the shapes of the models' hot layers; then
+ops.conv.up_convolution against lax.conv_transpose (what flax.linen.ConvTranspose runs) and torch's
+conv_transpose2d at U-Net's 2x2 up-convolutions.
 
   PYTHONPATH=. python scripts/bench_conv.py [--iters 3]
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from bench_util import best_seconds  # scripts/, on sys.path as the script's folder
 from segjax.ops import platform
-from segjax.ops.conv import conv_as_matmul, conv_general_dilated
+from segjax.ops.conv import conv_as_matmul, conv_general_dilated, up_convolution
 
 _DIMENSIONS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 # (what it is, batch, size, in, out, kernel, stride, dilation)
@@ -37,6 +39,15 @@ ROWS = [
     ("ResNet-50 layer3 3x3 dilation 2 at OS8", 2, 64, 256, 256, 3, 1, 2),
     ("ResNet-50 layer4 3x3 dilation 4 at OS8", 2, 64, 512, 512, 3, 1, 4),
     ("ResNet-50 layer1 3x3", 2, 128, 64, 64, 3, 1, 1),
+]
+# (what it is, batch, input size, in, out): 2x2 stride-2 up-convolutions of the width-16 U-Net on 8 images of
+# 128 x 128 (the bottom-up demos) and of the paper's width-64 U-Net on one 572 x 572 tile.
+UP_ROWS = [
+    ("U-Net width 16, upconv4", 8, 8, 256, 128),
+    ("U-Net width 16, upconv2", 8, 32, 64, 32),
+    ("U-Net width 16, upconv1", 8, 64, 32, 16),
+    ("U-Net width 64, upconv4", 1, 28, 1024, 512),
+    ("U-Net width 64, upconv1", 1, 196, 128, 64),
 ]
 
 
@@ -76,6 +87,29 @@ def bench_row(batch, size, channels_in, channels_out, kernel, stride, dilation, 
           *(1e3 * t for t in times))
 
 
+def bench_up_row(batch, size, channels_in, channels_out, iters):
+  """(lax.conv_transpose ms, up_convolution ms, torch ms) of forward + backward."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(batch, size, size, channels_in)).astype(np.float32)
+  w = rng.normal(0, 0.01, size=(2, 2, channels_in, channels_out)).astype(np.float32)
+  native = lambda x, w: lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  times = []
+  for impl in (native, up_convolution):
+    step = jax.jit(jax.grad(lambda x, w, impl=impl: jnp.sum(impl(x, w) ** 2), (0, 1)))
+    jax.block_until_ready(step(x, w))
+    times.append(best_seconds(lambda step=step: jax.block_until_ready(step(x, w)), iters))
+  xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+  wt = torch.tensor(w[::-1, ::-1].transpose(2, 3, 0, 1).copy(), requires_grad=True)
+
+  def torch_step():
+    xt.grad, wt.grad = None, None
+    (torch.nn.functional.conv_transpose2d(xt, wt, stride=2) ** 2).sum().backward()
+
+  torch_step()
+  times.append(best_seconds(torch_step, iters))
+  return [1e3 * t for t in times]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--iters", type=int, default=3)
@@ -91,6 +125,10 @@ def _run(args):
   for name, *shape in ROWS:
     path, ours_lax, ours, matmul, reference = bench_row(*shape, args.iters)
     print(f"  {name:40s} [{path:19s}] lax {ours_lax:7.1f}  ops.conv {ours:7.1f}  conv_as_matmul {matmul:7.1f}  "
+          f"torch {reference:7.1f}  speed-up {ours_lax / ours:.2f}x  vs torch {reference / ours:.2f}x", flush=True)
+  for name, *shape in UP_ROWS:
+    ours_lax, ours, reference = bench_up_row(*shape, args.iters)
+    print(f"  {name:40s} [up-convolution     ] lax {ours_lax:7.1f}  ops.conv {ours:7.1f}  "
           f"torch {reference:7.1f}  speed-up {ours_lax / ours:.2f}x  vs torch {reference / ours:.2f}x", flush=True)
 
 

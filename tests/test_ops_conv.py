@@ -12,6 +12,7 @@ import pytest
 
 from segjax.ops import conv as conv_module
 from segjax.ops import platform
+from segjax.layers.conv import UpConvolution
 from segjax.ops.conv import conv_as_matmul, conv_general_dilated
 from references import requires_torch, torch
 
@@ -147,3 +148,37 @@ def test_other_layouts_and_groups_go_to_lax():
   variables = grouped.init(jax.random.key(0), x)
   primitives = {e.primitive.name for e in jax.make_jaxpr(lambda x: grouped.apply(variables, x))(x).eqns}
   assert "conv_general_dilated" in primitives
+
+
+@requires_torch
+@pytest.mark.parametrize("mode", ["cpu", "xla"])
+@pytest.mark.parametrize("h,w,kernel,use_bias", [(5, 7, (2, 2), True), (4, 3, (2, 3), False), (3, 3, (3, 3), True)])
+def test_up_convolution_matches_torch_conv_transpose2d_and_flax(mode, h, w, kernel, use_bias):
+  """UpConvolution against torch's conv_transpose2d(stride = kernel) in float64 (outputs, input and weight
+  gradients) and against flax.linen.ConvTranspose on the same variables; kernels "cpu" is one dot and no
+  convolution, "xla" lax's transposed convolution."""
+  rng = np.random.default_rng(h * w + kernel[1])
+  x = rng.normal(size=(2, h, w, 5)).astype(np.float32)
+  flax_module = nn.ConvTranspose(6, kernel, strides=kernel, use_bias=use_bias)
+  with platform.kernels(mode):
+    module = UpConvolution(6, kernel, use_bias=use_bias)
+    variables = module.init(jax.random.key(0), x)
+    y = module.apply(variables, x)
+    cotangent = rng.normal(size=y.shape).astype(np.float32)
+    dx, dvars = jax.vjp(lambda x, v: module.apply(v, x), x, variables)[1](cotangent)
+    primitives = [e.primitive.name for e in jax.make_jaxpr(lambda x: module.apply(variables, x))(x).eqns]
+  assert primitives.count("conv_general_dilated") == (mode == "xla"), primitives
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, flax_module.init(jax.random.key(0), x))
+  np.testing.assert_allclose(y, flax_module.apply(variables, x), rtol=1e-6, atol=1e-6)
+
+  # torch's ConvTranspose2d weight [I, O, a, b] writes input pixel i at output kh i + a, unflipped.
+  kernel_values = np.asarray(variables["params"]["kernel"])
+  xt = torch.tensor(np.moveaxis(x, -1, 1), dtype=torch.float64, requires_grad=True)
+  wt = torch.tensor(kernel_values[::-1, ::-1].transpose(2, 3, 0, 1).copy(), dtype=torch.float64, requires_grad=True)
+  bias = torch.tensor(np.asarray(variables["params"]["bias"]), dtype=torch.float64) if use_bias else None
+  yt = torch.nn.functional.conv_transpose2d(xt, wt, bias, stride=kernel)
+  yt.backward(torch.tensor(np.moveaxis(cotangent, -1, 1), dtype=torch.float64))
+  for ours, reference in ((y, np.moveaxis(yt.detach().numpy(), 1, -1)),
+                          (dx, np.moveaxis(xt.grad.numpy(), 1, -1)),
+                          (dvars["params"]["kernel"], wt.grad.numpy().transpose(2, 3, 0, 1)[::-1, ::-1])):
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * np.abs(reference).max())

@@ -1,6 +1,7 @@
 """segjax.ops.platform: the XLA:CPU kernels (convolutions as dots, optimization barriers, the chunked gather, Mask
-R-CNN's mask-head loop) only in programs lowered for CPU; TPU and GPU programs, lowered here from this CPU host,
-hold plain lax only; and both implementations give the same outputs and gradients."""
+R-CNN's mask-head loop, U-Net's up-convolution as a dot and its pooling as a reshape) only in programs lowered for
+CPU; TPU and GPU programs, lowered here from this CPU host, hold plain lax only; and both implementations give the
+same outputs and gradients."""
 import sys
 
 import jax
@@ -9,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from segjax.models import deeplab, mask_rcnn
+from segjax.models import deeplab, mask_rcnn, unet
 from segjax.ops import platform
 from segjax.ops.gather import weighted_gather
 
@@ -54,8 +55,24 @@ def _mask_rcnn(norm="batch"):
   return module, loss, batch
 
 
+def _unet():
+  """The padded U-Net of width 4 on 32x32 images (its 2x2 up-convolutions and max pools, the 1x1 score conv); it
+  has no batch statistics."""
+  config = ml_collections.ConfigDict({"name": "unet", "width": 4, "padding": "same", "dtype": "float32"})
+  module = unet.build(config, ml_collections.ConfigDict({"num_semantic_classes": 3}))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.uniform(size=(2, 32, 32, 3)).astype(np.float32),
+           "semantic": rng.integers(0, 3, size=(2, 32, 32)).astype(np.int32)}
+
+  def loss(params, batch_stats, batch, key):
+    del batch_stats, key
+    return unet.loss(module.apply({"params": params}, batch["image"], train=True), batch, config)[0]
+
+  return module, loss, batch
+
+
 MODELS = {"fcn_resnet50": lambda: _deeplab("fcn"), "deeplab_v3_resnet50": lambda: _deeplab("aspp"),
-          "mask_rcnn_resnet50_fpn": _mask_rcnn}
+          "mask_rcnn_resnet50_fpn": _mask_rcnn, "unet": _unet}
 
 
 def _train_step(name):
@@ -68,7 +85,7 @@ def _train_step(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_training_step_for_tpu_and_gpu_holds_no_cpu_kernel(name):
   step, variables, batch = _train_step(name)
-  traced = step.trace(variables["params"], variables["batch_stats"], batch, jax.random.key(0))
+  traced = step.trace(variables["params"], variables.get("batch_stats", {}), batch, jax.random.key(0))
   texts = {p: traced.lower(lowering_platforms=(p,)).as_text(debug_info=True) for p in ("cpu", "tpu", "cuda")}
   # The CPU program holds the CPU kernels (else this test could not fail) ...
   assert platform.CPU_SCOPE in texts["cpu"] and "optimization_barrier" in texts["cpu"]
@@ -76,15 +93,16 @@ def test_training_step_for_tpu_and_gpu_holds_no_cpu_kernel(name):
     assert platform.CPU_SCOPE not in texts[p], p
     assert "optimization_barrier" not in texts[p], p
     assert texts[p].count("stablehlo.convolution") > texts["cpu"].count("stablehlo.convolution"), p
+    assert name != "unet" or "reduce_window" in texts[p], p  # the pooling (select-and-scatter in the gradient)
 
 
 # Batch statistics over these tiny batches amplify float32 rounding through 50 layers: the comparison runs the norms
 # on fixed statistics (DeepLab in eval mode, Mask R-CNN with frozen norms, as torchvision trains it).
 LINEAR_NORM_MODELS = {"deeplab_v3_resnet50": lambda: _deeplab("aspp", train=False),
-                      "mask_rcnn_resnet50_fpn": lambda: _mask_rcnn(norm="frozen")}
+                      "mask_rcnn_resnet50_fpn": lambda: _mask_rcnn(norm="frozen"), "unet": _unet}
 
 
-@pytest.mark.parametrize("name", ["deeplab_v3_resnet50",
+@pytest.mark.parametrize("name", ["deeplab_v3_resnet50", "unet",
                                   pytest.param("mask_rcnn_resnet50_fpn", marks=pytest.mark.slow)])
 def test_cpu_and_plain_kernels_give_the_same_loss_and_gradients(name):
   module, loss, batch = LINEAR_NORM_MODELS[name]()
@@ -93,7 +111,7 @@ def test_cpu_and_plain_kernels_give_the_same_loss_and_gradients(name):
   for mode in ("cpu", "xla"):
     with platform.kernels(mode):  # a fresh jit per mode: the choice is made when tracing
       step = jax.jit(jax.value_and_grad(loss))
-      results[mode] = step(variables["params"], variables["batch_stats"], batch, jax.random.key(1))
+      results[mode] = step(variables["params"], variables.get("batch_stats", {}), batch, jax.random.key(1))
   (loss_cpu, grads_cpu), (loss_xla, grads_xla) = results["cpu"], results["xla"]
   np.testing.assert_allclose(loss_cpu, loss_xla, rtol=1e-5)
   for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(grads_cpu), jax.tree.leaves(grads_xla)):

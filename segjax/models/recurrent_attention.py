@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from segjax.layers.conv import Conv
+from segjax.layers.conv import Conv, UpConvolution
 from segjax.layers.soft_attention import SoftAttentionLSTM
 from segjax.models import pixel_normalization
 from segjax.models.validation import validated
@@ -148,7 +148,7 @@ class SegmentationNet(nn.Module):
       x = max_pool_2x2(x)
     bottleneck = x
     for i in reversed(range(len(self.channels))):
-      x = nn.ConvTranspose(self.channels[i], (2, 2), strides=(2, 2), name=f"up{i}")(x)
+      x = UpConvolution(self.channels[i], (2, 2), name=f"up{i}")(x)
       x = nn.relu(Conv(self.channels[i], (3, 3), name=f"dec{i}")(jnp.concatenate([x, skips[i]], axis=-1)))
     # Bias -beta: an untrained patch writes probability 1/2 inside its box.
     logits = Conv(1, (1, 1), bias_init=nn.initializers.constant(-BETA), name="out")(x)[..., 0]

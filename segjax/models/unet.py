@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from segjax.layers.conv import Conv
+from segjax.layers.conv import Conv, UpConvolution
 from segjax.models.per_pixel import loss, predict  # noqa: F401  cross entropy (Eq. 1, with the batch's weights), argmax
 from segjax.models.validation import validated
+from segjax.ops.pooling import max_pool_2x2
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic", "pixel_weights")  # pixel_weights: with config.dataset.unet_weight_map only
@@ -61,12 +62,12 @@ class UNet(nn.Module):
     for level in range(4):
       x = self._double_conv(x, self.width * 2 ** level, f"down{level + 1}")
       skips.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = self._double_conv(x, self.width * 16, "bottom")
     for level in reversed(range(4)):
       channels = self.width * 2 ** level
-      x = nn.ConvTranspose(channels, (2, 2), strides=(2, 2), kernel_init=_HE_NORMAL_UPCONV, dtype=self.dtype,
-                           name=f"upconv{level + 1}")(x)
+      x = UpConvolution(channels, (2, 2), kernel_init=_HE_NORMAL_UPCONV, dtype=self.dtype,
+                        name=f"upconv{level + 1}")(x)
       x = jnp.concatenate([_center_crop(skips[level], x.shape[1], x.shape[2]), x], axis=-1)
       x = self._double_conv(x, channels, f"up{level + 1}")
     logits = Conv(self.num_classes, (1, 1), kernel_init=_HE_NORMAL, dtype=self.dtype, name="score")(x)

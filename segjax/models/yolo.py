@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from segjax.layers.conv import Conv
 from segjax.models.validation import validated
 from segjax.ops.box_nms import batched_nms
+from segjax.ops.pooling import max_pool_2x2
 
 TASK = "detection"
 BATCH_KEYS = ("image", "boxes", "classes", "instance_valid")
@@ -107,11 +109,11 @@ class YOLO(nn.Module):
     for layer in self.layers:
       if layer == "M":
         if pool_index >= self.skip_pools:
-          x = nn.max_pool(x, (2, 2), (2, 2))
+          x = max_pool_2x2(x)
         pool_index += 1
         continue
       filters, size, stride = layer
-      x = nn.Conv(max(int(filters * self.width_multiplier), 1), (size, size), (stride, stride),
+      x = Conv(max(int(filters * self.width_multiplier), 1), (size, size), (stride, stride),
                   padding=[(size // 2, size // 2)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
                   name=f"conv{conv_index}")(x)
       if self.batch_norm:  # Darknet: normalise, scale, then add the bias

@@ -12,7 +12,9 @@ lax.conv_general_dilated (segjax.ops.platform.select).
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
 Everything else goes to lax.conv_general_dilated. `conv_as_matmul` is for convolutions inside control flow, where
-XLA:CPU's convolutions are slow: im2col, one dot. scripts/bench_conv.py times each path
+XLA:CPU's convolutions are slow: im2col, one dot. `up_convolution`, a transposed convolution whose kernel equals its
+stride (U-Net's 2x2 up-convolution), is one dot and a depth-to-space reshape on CPU, where XLA's transposed
+convolution and its gradients run as convolutions of a zero-dilated input. scripts/bench_conv.py times each path
 against lax and torch at the models' layer shapes; scripts/bench_models.py gives the effect on whole models.
 """
 import functools
@@ -78,6 +80,26 @@ def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
   native = lambda lhs, rhs: lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                                      dimension_numbers, precision=precision)
   return platform.select(lhs, rhs, cpu=lambda x, w: _im2col(x, w, *args, precision), xla=native)
+
+
+def up_convolution(x, kernel, precision=None):
+  """flax.linen.ConvTranspose(O, (kh, kw), strides=(kh, kw)) without bias: NHWC x [N, H, W, C], HWIO kernel
+  [kh, kw, C, O] -> [N, kh H, kw W, O]. A kernel as large as its stride writes every input pixel's own kh x kw block
+  of the output (U-Net's 2x2 up-convolution, Ronneberger et al. 2015), with the kernel flipped:
+  y[n, kh i + a, kw j + b] = x[n, i, j] @ kernel[kh - 1 - a, kw - 1 - b], as lax.conv_transpose without
+  transpose_kernel correlates the stride-dilated input with the kernel. In programs for CPU one dot [N H W, C] x
+  [C, kh kw O] and a reshape; on other platforms (segjax.ops.platform.select) lax.conv_transpose, as flax runs it."""
+  kh, kw = kernel.shape[:2]
+  native = lambda x, w: lax.conv_transpose(x, w, (kh, kw), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                           precision=precision)
+  return platform.select(x, kernel, cpu=lambda x, w: _blocks_by_dot(x, w, precision), xla=native)
+
+
+def _blocks_by_dot(x, w, precision):
+  n, h, width, c = x.shape
+  kh, kw, _, o = w.shape
+  blocks = jnp.matmul(x, w[::-1, ::-1].transpose(2, 0, 1, 3).reshape(c, kh * kw * o), precision=precision)
+  return blocks.reshape(n, h, width, kh, kw, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, kh * h, kw * width, o)
 
 
 def _channels_last_2d(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
