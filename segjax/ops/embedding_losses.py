@@ -135,12 +135,14 @@ def seediness_targets(embeddings, masks, valid, points, point_valid, threshold=0
   pixel whose similar pixels form its object). No gradient flows into the embeddings."""
   x = jax.lax.stop_gradient(embeddings).reshape(-1, embeddings.shape[-1]).astype(jnp.float32)
   m = (masks.reshape(masks.shape[0], -1) > 0).astype(jnp.float32)  # pixel counts, exact in float32
-  k, p = points.shape
+  e, x_t = x[points], x.T  # [K, P, E], [E, N]
+  # ||e_p - e_q||^2 [K, P, N] summed one embedding dimension at a time: the differences, not |e_p|^2 - 2 e_p.e_q +
+  # |e_q|^2, whose cancellation moves pixels across the threshold; one fused elementwise pass over the pairs.
+  squared = sum(jnp.square(e[:, :, d, None] - x_t[d]) for d in range(x.shape[1]))
   # sigma(p, q) >= t  <=>  ||e_p - e_q||^2 <= log(2 / t - 1): the threshold on distances, no exp per pixel pair.
-  grown = (_squared_distances(x[points.reshape(-1)], x) <= jnp.log(2.0 / threshold - 1.0)).astype(jnp.float32)
-  # |grown & truth| for every instance by one product [K P, K]; each point keeps its own instance's column.
-  inter = jnp.take_along_axis((grown @ m.T).reshape(k, p, k), jnp.arange(k)[:, None, None], axis=2)[..., 0]
-  union = grown.sum(1).reshape(k, p) + m.sum(1)[:, None] - inter
+  grown = (squared <= jnp.log(2.0 / threshold - 1.0)).astype(jnp.float32)
+  inter = jnp.einsum("kpn,kn->kp", grown, m)  # |grown & truth|, each point with its own instance
+  union = grown.sum(2) + m.sum(1)[:, None] - inter
   iou = inter / jnp.maximum(union, 1.0)
   return jnp.where(point_valid & valid[:, None], iou, 0.0).astype(embeddings.dtype)
 
