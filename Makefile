@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# XLA:CPU allocates each step's buffers afresh; huge pages turn the page faults of touching them (a fifth of a CPU
+# training step, scripts/bench_allocator.py) into few. On an accelerator host it only affects host memory.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test test-slow venv-tpu venv-gpu
 

@@ -39,6 +39,9 @@ _PLATFORM = flags.DEFINE_enum("platform", None, ["tpu", "gpu", "cpu"],
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the INFO logs of absl, orbax, JAX, TensorFlow and TFDS "
                              "(by default: warnings, the progress lines and the results only).")
 flags.mark_flags_as_required(["config", "workdir"])
+# glibc's tunable for huge pages under malloc: XLA:CPU allocates every call's buffers afresh, and each 4 KiB page it
+# touches is a page fault (scripts/bench_allocator.py). glibc reads it when the process starts.
+HUGE_PAGES = "glibc.malloc.hugetlb"
 
 
 def check_platform(platform):
@@ -50,6 +53,9 @@ def check_platform(platform):
     raise SystemExit(f"error: --platform={platform}, but JAX runs on {backend} ({', '.join(kinds)}). Install the "
                      f"{platform} jaxlib: .venv/bin/python -m pip install -r requirements-{platform}.txt "
                      f"(make venv-{platform}).")
+  if backend == "cpu" and sys.platform == "linux" and HUGE_PAGES not in os.environ.get("GLIBC_TUNABLES", ""):
+    logging.warning("XLA:CPU steps run faster with huge pages: start with GLIBC_TUNABLES=%s=1 (the Makefile sets it; "
+                    "scripts/bench_allocator.py)", HUGE_PAGES)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """The accelerator installs (requirements-tpu.txt, -gpu.txt) and `--platform`, checked on this CPU machine."""
 import importlib.metadata
+import logging
 import os
 import re
 import subprocess
@@ -44,6 +45,18 @@ def test_platform_check_passes_on_the_backend_it_names():
   check_platform(None)
   with pytest.raises(SystemExit, match="--platform=gpu, but JAX runs on cpu"):
     check_platform("gpu")
+
+
+@pytest.mark.parametrize("tunables,warns", [("", True), ("glibc.malloc.hugetlb=1", False),
+                                             ("glibc.malloc.hugetlb=0", False)])
+def test_cpu_runs_point_to_huge_pages_unless_the_tunable_is_set(tunables, warns, monkeypatch, caplog):
+  """The Makefile exports GLIBC_TUNABLES=glibc.malloc.hugetlb=1; a CPU run started without the tunable says how to
+  set it, one that chose either value hears nothing."""
+  from segjax.main import check_platform  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+  with caplog.at_level(logging.WARNING):
+    check_platform(None)
+  assert ("GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in caplog.text) == warns, caplog.text
 
 
 def test_platform_tpu_refuses_to_start_on_cpu(tmp_path):
