@@ -2,12 +2,13 @@
 cores, instances by sequential seeds and similarity > 0.5 (each mask grown again from its mean embedding),
 class-agnostic.
 
-  python -m segjax.main --config=experiments/demo_metric_learning.py --workdir=workdirs/demo_metric_learning
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m segjax.main --config=experiments/demo_metric_learning.py \
+      --workdir=workdirs/demo_metric_learning
 
 Not a paper row: a smoke-sized run of the pairwise embedding loss, the seediness head and seed-based grouping through
 the whole pipeline (class-agnostic COCO mask AP and the overlap F-measure on the synthetic validation split), on a
 1200-step cosine schedule.
-Target: mask_AP_agnostic >= 0.4 in under 15 minutes on 2 cores.
+Target: mask_AP_agnostic >= 0.4 in under 15 minutes on 2 cores (with huge pages, see README: Running experiments).
 """
 import ml_collections
 
