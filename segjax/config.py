@@ -50,3 +50,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.decay_steps = ()
   config.optimizer.decay_factor = 0.1
   return config
+
+
+def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """Sets each dotted key "a.b.c" of `overrides` in `config` (in place, returned), as --config.a.b.c flags do; a key
+  the config lacks is a KeyError naming it."""
+  for key, value in overrides.items():
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+      if part not in node:
+        raise KeyError(f"the config has no key {key!r}")
+      node = node[part]
+    if name not in node:
+      raise KeyError(f"the config has no key {key!r}")
+    node[name] = value
+  return config

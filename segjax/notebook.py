@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 
+from segjax.config import override
+
 
 def steps(default: int) -> int:
   return int(os.environ.get("SEGJAX_NOTEBOOK_STEPS", default))
@@ -24,12 +26,7 @@ def row_config(config, total_steps: int):
   keys of SEGJAX_NOTEBOOK_OVERRIDES set (a key the config lacks is an error)."""
   config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = total_steps
   config.num_pictures = 0
-  for key, value in json.loads(os.environ.get("SEGJAX_NOTEBOOK_OVERRIDES", "{}")).items():
-    *path, name = key.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    if name not in node:
-      raise KeyError(f"SEGJAX_NOTEBOOK_OVERRIDES: the config has no key {key!r}")
-    node[name] = value
-  return config
+  try:
+    return override(config, json.loads(os.environ.get("SEGJAX_NOTEBOOK_OVERRIDES", "{}")))
+  except KeyError as error:
+    raise KeyError(f"SEGJAX_NOTEBOOK_OVERRIDES: {error.args[0]}") from None

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from segjax.backbones.vgg import VGG16
+from segjax.config import override
 from segjax.layers.upsample import interp_zoom
 from segjax.models import deeplab_v1, deeplab_v2, get_model
 from segjax.train import pretrained
@@ -265,10 +266,10 @@ def test_demo_trains_through_the_loop(tmp_path):
   ends below CE_BELOW_IMAGE_BLIND (0.7 log 7: under any image-blind predictor's, see train_util)."""
   from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   from train_util import CE_BELOW_IMAGE_BLIND, FAST_OPTIMIZER, TINY as TINY_RUN  # pylint: disable=g-import-not-at-top
-  from train_util import read_metrics, set_keys  # pylint: disable=g-import-not-at-top
+  from train_util import read_metrics  # pylint: disable=g-import-not-at-top
   from experiments import demo_deeplab_crf  # pylint: disable=g-import-not-at-top
   steps = 30
-  config = set_keys(demo_deeplab_crf.get_config(), {
+  config = override(demo_deeplab_crf.get_config(), {
       **{k: v for k, v in TINY_RUN.items() if not k.startswith("model.")}, **FAST_OPTIMIZER,
       "optimizer.learning_rate": 1e-3, "total_steps": steps, "eval_every_steps": steps,
       "checkpoint_every_steps": steps, "model.base.width": 8, "dataset.root": str(tmp_path / "data"),

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from segjax.backbones.vgg import VGG16
+from segjax.config import override
 from segjax.layers.upsample import BilinearUpsample
 from segjax.models import fcn, get_model
 from segjax.train import pretrained
@@ -295,9 +296,9 @@ def test_demo_crf_rnn_trains_through_the_loop(tmp_path):
   hence the 100 steps."""
   from segjax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
   from train_util import CE_BELOW_IMAGE_BLIND, FAST_OPTIMIZER  # pylint: disable=g-import-not-at-top
-  from train_util import read_metrics, set_keys  # pylint: disable=g-import-not-at-top
+  from train_util import read_metrics  # pylint: disable=g-import-not-at-top
   steps = 100
-  config = set_keys(_experiment("demo_crf_rnn").get_config(), FAST_OPTIMIZER)
+  config = override(_experiment("demo_crf_rnn").get_config(), FAST_OPTIMIZER)
   config.update({"batch_size": 8, "total_steps": steps, "log_every_steps": 1, "eval_every_steps": steps,
                  "checkpoint_every_steps": steps, "num_pictures": 2})
   config.model.base.width = 8

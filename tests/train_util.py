@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from segjax.config import override
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,21 +36,10 @@ def xla_flags(device_count):
   return f"{flags} --xla_force_host_platform_device_count={device_count}".strip()
 
 
-def set_keys(config, overrides):
-  """Sets each "a.b.c" key of `overrides` in `config`, as --config.a.b.c flags do."""
-  for key, value in overrides.items():
-    *path, name = key.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    node[name] = value
-  return config
-
-
 def tiny_config(data_root, **overrides):
   sys.path.insert(0, REPO)
   from experiments import demo  # pylint: disable=g-import-not-at-top
-  return set_keys(demo.get_config(), {**TINY, "dataset.root": str(data_root),
+  return override(demo.get_config(), {**TINY, "dataset.root": str(data_root),
                                       "dataset.data_dir": str(data_root) + "_tfds", **overrides})
 
 
