@@ -3,9 +3,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# XLA:CPU allocates each step's buffers afresh; huge pages turn the page faults of touching them (a fifth of a CPU
-# training step, scripts/bench_allocator.py) into few. On an accelerator host it only affects host memory.
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test test-slow venv-tpu venv-gpu
 
@@ -30,6 +27,9 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 venv-tpu venv-gpu: venv-%: $(VENV)/.runtime requirements-%.txt
 	$(PY) -m pip install -q -r requirements-$*.txt
 
+# XLA:CPU allocates each step's buffers afresh; huge pages turn the page faults of touching them (a fifth of a CPU
+# training step, scripts/bench_allocator.py) into few. The tests, bound by compilation, do not gain from them.
+demo: export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 demo: $(VENV)/.runtime
 	$(PY) -m segjax.main --config=experiments/demo.py --workdir=workdirs/demo
 

@@ -54,7 +54,7 @@ def check_platform(platform):
                      f"{platform} jaxlib: .venv/bin/python -m pip install -r requirements-{platform}.txt "
                      f"(make venv-{platform}).")
   if backend == "cpu" and sys.platform == "linux" and HUGE_PAGES not in os.environ.get("GLIBC_TUNABLES", ""):
-    logging.warning("XLA:CPU steps run faster with huge pages: start with GLIBC_TUNABLES=%s=1 (the Makefile sets it; "
+    logging.warning("XLA:CPU steps run faster with huge pages: start with GLIBC_TUNABLES=%s=1 (make demo sets it; "
                     "scripts/bench_allocator.py)", HUGE_PAGES)
 
 

@@ -50,7 +50,7 @@ def test_platform_check_passes_on_the_backend_it_names():
 @pytest.mark.parametrize("tunables,warns", [("", True), ("glibc.malloc.hugetlb=1", False),
                                              ("glibc.malloc.hugetlb=0", False)])
 def test_cpu_runs_point_to_huge_pages_unless_the_tunable_is_set(tunables, warns, monkeypatch, caplog):
-  """The Makefile exports GLIBC_TUNABLES=glibc.malloc.hugetlb=1; a CPU run started without the tunable says how to
+  """`make demo` exports GLIBC_TUNABLES=glibc.malloc.hugetlb=1; a CPU run started without the tunable says how to
   set it, one that chose either value hears nothing."""
   from segjax.main import check_platform  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("GLIBC_TUNABLES", tunables)
