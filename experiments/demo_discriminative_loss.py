@@ -15,7 +15,7 @@ from experiments import demo
 def get_config():
   config = demo.get_config()  # demo.py's batch, logging and AdamW recipe
   config.total_steps = 1200
-  config.eval_every_steps = 600
+  config.eval_every_steps = 1200  # evaluated once, at the end
   config.checkpoint_every_steps = 600
   config.model = ml_collections.ConfigDict({
       "name": "discriminative_embedding", "width": 16, "embedding_dim": 8, "dtype": "float32",
