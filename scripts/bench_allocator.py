@@ -1,5 +1,5 @@
 """A CPU training step with glibc's default allocator against huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
-what the Makefile exports), each in its own process, in the same run.
+what `make demo` exports), each in its own process, in the same run.
 
   PYTHONPATH=. python scripts/bench_allocator.py [--steps 10]
 

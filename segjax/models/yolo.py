@@ -114,8 +114,8 @@ class YOLO(nn.Module):
         continue
       filters, size, stride = layer
       x = Conv(max(int(filters * self.width_multiplier), 1), (size, size), (stride, stride),
-                  padding=[(size // 2, size // 2)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
-                  name=f"conv{conv_index}")(x)
+               padding=[(size // 2, size // 2)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
+               name=f"conv{conv_index}")(x)
       if self.batch_norm:  # Darknet: normalise, scale, then add the bias
         x = nn.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum, epsilon=1e-6, dtype=self.dtype,
                          name=f"bn{conv_index}")(x)
@@ -126,13 +126,13 @@ class YOLO(nn.Module):
         raise ValueError(f"YOLO: the convolutional head needs the last convolution's map to be S x S = {s} x {s}; "
                          f"got {x.shape[1]} x {x.shape[2]} from {height} x {width} inputs (set skip_pools or the "
                          f"input size)")
-      x = nn.Conv(self.hidden_units, (3, 3), padding=[(1, 1)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
-                  name="head_conv")(x)
+      x = Conv(self.hidden_units, (3, 3), padding=[(1, 1)] * 2, use_bias=not self.batch_norm, dtype=self.dtype,
+               name="head_conv")(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=self.batch_norm_momentum, epsilon=1e-6,
                          dtype=self.dtype, name="head_bn")(x)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(leaky_relu(x))
-      x = nn.Conv(5 * b + c, (1, 1), dtype=self.dtype, name="head_out")(x).astype(jnp.float32)  # [N, S, S, 5B + C]
+      x = Conv(5 * b + c, (1, 1), dtype=self.dtype, name="head_out")(x).astype(jnp.float32)  # [N, S, S, 5B + C]
       class_probs, confidence = x[..., :c], x[..., c:c + b]
       coords = x[..., c + b:].reshape(n, s, s, b, 4)
     else:
