@@ -39,6 +39,10 @@ ROWS = [
     ("ResNet-50 layer3 3x3 dilation 2 at OS8", 2, 64, 256, 256, 3, 1, 2),
     ("ResNet-50 layer4 3x3 dilation 4 at OS8", 2, 64, 512, 512, 3, 1, 4),
     ("ResNet-50 layer1 3x3", 2, 128, 64, 64, 3, 1, 1),
+    ("U-Net width 16, 3x3 32 -> 16 at 128x128", 8, 128, 32, 16, 3, 1, 1),
+    ("U-Net width 16, 3x3 16 -> 32 at 64x64", 8, 64, 16, 32, 3, 1, 1),
+    ("U-Net width 16, 3x3 64 -> 128 at 32x32", 8, 32, 64, 128, 3, 1, 1),
+    ("U-Net width 16, 3x3 256 -> 256 at 8x8", 8, 8, 256, 256, 3, 1, 1),
 ]
 # (what it is, batch, input size, in, out): 2x2 stride-2 up-convolutions of the width-16 U-Net on 8 images of
 # 128 x 128 (the bottom-up demos) and of the paper's width-64 U-Net on one 572 x 572 tile.

@@ -1,7 +1,7 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
 weight gradients; float32 here, so atol 1e-5 of the largest value), on the four paths it takes: the 1x1 dot, the
-tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient between wide layers, and lax's
-convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
+tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient (16 -> 32 or more channels), and
+lax's convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
 paths of programs for CPU, forced here by segjax.ops.platform.kernels("cpu"); tests/test_ops_platform.py checks
 the choice by platform."""
 import flax.linen as nn
@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax.ops import conv as conv_module
 from segjax.ops import platform
 from segjax.layers.conv import UpConvolution
 from segjax.ops.conv import conv_as_matmul, conv_general_dilated
@@ -73,8 +72,7 @@ def _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding,
 
 @requires_torch
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
-def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path, monkeypatch):
-  monkeypatch.setattr(conv_module, "_MIN_TAP_GRADIENT_ROWS", 0)  # small maps here; the threshold is tested below
+def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path):
   channels = (256, 256) if path == "wide" else (5, 6)
   conv, variables, x = _assert_matches_torch(conv_general_dilated, h, w, kernel, stride, dilation, padding, *channels)
 
@@ -134,12 +132,15 @@ def _primitives(conv, input_shape):
   return [e.primitive.name for e in jax.make_jaxpr(conv.apply)(variables, x).eqns]
 
 
-def test_tap_weight_gradient_only_for_wide_layers_over_many_pixels():
-  conv = lambda channels: nn.Conv(channels, (3, 3), padding=1, conv_general_dilated=conv_general_dilated)
+def test_tap_weight_gradient_from_16_input_and_32_output_channels_at_stride_1():
+  conv = lambda channels, stride=1: nn.Conv(channels, (3, 3), strides=stride, padding=1,
+                                            conv_general_dilated=conv_general_dilated)
   assert "custom_vjp_call" in _primitives(conv(256), (256, 14, 14, 256))  # Mask R-CNN's mask head
-  assert "custom_vjp_call" in _primitives(conv(256), (2, 128, 128, 256))  # an FPN output conv on P2
-  assert "conv_general_dilated" in _primitives(conv(256), (2, 64, 64, 256))  # 8192 pixels
-  assert "conv_general_dilated" in _primitives(conv(128), (2, 128, 128, 256))  # 128 output channels
+  assert "custom_vjp_call" in _primitives(conv(64), (2, 128, 128, 64))  # ResNet-50's layer1 at 512 x 512
+  assert "custom_vjp_call" in _primitives(conv(32), (8, 64, 64, 16))  # U-Net width 16, its second level
+  assert "conv_general_dilated" in _primitives(conv(16), (8, 128, 128, 32))  # 16 output channels
+  assert "conv_general_dilated" in _primitives(conv(64), (8, 128, 128, 3))  # an RGB input
+  assert "conv_general_dilated" in _primitives(conv(64, stride=2), (2, 128, 128, 64))  # strided
 
 
 def test_other_layouts_and_groups_go_to_lax():

@@ -5,9 +5,9 @@ lax.conv_general_dilated (segjax.ops.platform.select).
 - A 1x1 convolution is one dot: XLA:CPU runs it about 2x faster than the convolution, and the dot's transposes
   (the gradients) 2-4x faster than the 1x1 weight- and strided input-gradient convolutions. Its VJP materialises
   the output gradient before transposing it for the weight gradient (see _pointwise_bwd).
-- A dense stride-1 kernel between wide layers over many pixels keeps lax's convolution and input gradient (a
-  custom VJP), but its weight gradient is k*k dots, one per tap: XLA:CPU's weight-gradient convolution runs these
-  at about a fifth of its dot's speed (Mask R-CNN's mask head on 14x14 RoIs, the FPN output convs on P2).
+- A stride-1 kernel from 16 to 32 or more channels keeps lax's convolution and input gradient (a custom VJP), but
+  its weight gradient is k*k dots, one per tap: XLA:CPU's weight-gradient convolution runs these at a fraction of
+  its dot's speed (ResNet's 3x3 convolutions, dilated too, U-Net's, Mask R-CNN's mask head, the FPN output convs).
 - A dilated kernel whose taps mostly read zero padding (DeepLab v3 Sec. 3.3: at rates near the feature-map size a
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
@@ -29,11 +29,12 @@ _CHANNELS_LAST = (0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)  # NHWC, HWIO, NHWC as
 # Tap by tap below this share of in-bounds multiply-adds (bench_conv, forward + backward: ASPP rate 24 at 64x64,
 # share 0.56, 1.75x faster than lax; rate 12, share 0.77, stays with lax).
 _MAX_IN_BOUNDS_SHARE = 2 / 3
-# The weight gradient tap by tap from 256 channels and 2^14 output pixels (N * H * W); bench_conv, 3x3 256 -> 256,
-# forward + backward: 256 RoIs of 14x14 1.27x, 2 x 128x128 1.57x faster than lax; below these bounds (2 x 64x64 maps,
-# 64 channels) it is not faster than lax.
-_MIN_TAP_GRADIENT_CHANNELS = 256
-_MIN_TAP_GRADIENT_ROWS = 2 ** 14
+# The weight gradient tap by tap from 16 input and 32 output channels (bench_conv, 3x3, forward + backward: 1.1-1.6x
+# faster than lax over U-Net's layers from 16 -> 32 at 64x64 to 256 -> 256 at 8x8, 2.0-2.4x over ResNet-50's at 2 x
+# 64x64 and 2 x 128x128, 1.6x at ASPP rate 12); with 16 output channels (U-Net's 128x128 layers) or an RGB input,
+# lax's weight-gradient convolution is as fast or faster.
+_MIN_TAP_GRADIENT_INPUTS = 16
+_MIN_TAP_GRADIENT_OUTPUTS = 32
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -58,8 +59,7 @@ def _cpu_path(lhs_shape, rhs_shape, strides, padding, dilation, precision):
   in_bounds = _count(spans[0]) * _count(spans[1])
   if in_bounds < _MAX_IN_BOUNDS_SHARE * rhs_shape[0] * rhs_shape[1] * output_size[0] * output_size[1]:
     return lambda x, w: _tap_by_tap(x, w, strides, spans, output_size, precision)
-  rows = lhs_shape[0] * output_size[0] * output_size[1]
-  if strides == (1, 1) and min(rhs_shape[2:]) >= _MIN_TAP_GRADIENT_CHANNELS and rows >= _MIN_TAP_GRADIENT_ROWS:
+  if strides == (1, 1) and rhs_shape[2] >= _MIN_TAP_GRADIENT_INPUTS and rhs_shape[3] >= _MIN_TAP_GRADIENT_OUTPUTS:
     return lambda x, w: _conv_tap_weight_gradient(x, w, padding, dilation, precision)
   return None
 
