@@ -143,6 +143,13 @@ def test_tap_weight_gradient_from_16_input_and_32_output_channels_at_stride_1():
   assert "conv_general_dilated" in _primitives(conv(64, stride=2), (2, 128, 128, 64))  # strided
 
 
+def test_several_processes_keep_the_lax_weight_gradient(monkeypatch):
+  conv = nn.Conv(64, (3, 3), padding=1, conv_general_dilated=conv_general_dilated)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  primitives = _primitives(conv, (2, 32, 32, 64))
+  assert "conv_general_dilated" in primitives and "custom_vjp_call" not in primitives
+
+
 def test_other_layouts_and_groups_go_to_lax():
   x = jnp.ones((1, 6, 6, 4))
   grouped = nn.Conv(4, (1, 1), feature_group_count=2, conv_general_dilated=conv_general_dilated)
