@@ -59,9 +59,9 @@ def _cpu_path(lhs_shape, rhs_shape, strides, padding, dilation, precision):
   in_bounds = _count(spans[0]) * _count(spans[1])
   if in_bounds < _MAX_IN_BOUNDS_SHARE * rhs_shape[0] * rhs_shape[1] * output_size[0] * output_size[1]:
     return lambda x, w: _tap_by_tap(x, w, strides, spans, output_size, precision)
-  # One process only: in a CPU run of several processes (gloo collectives) the taps' loop left the processes running
-  # their collectives in different orders (gloo: "received data size doesn't match expected size";
-  # tests/test_train_multiprocess.py), so there the weight gradient stays lax's.
+  # One process only: with the taps' loop, a CPU run of two processes (gloo collectives) aborted with gloo's
+  # collective-mismatch error ("received data size doesn't match expected size"; tests/test_train_multiprocess.py),
+  # so there the weight gradient stays lax's.
   if (strides == (1, 1) and rhs_shape[2] >= _MIN_TAP_GRADIENT_INPUTS and rhs_shape[3] >= _MIN_TAP_GRADIENT_OUTPUTS
       and jax.process_count() == 1):
     return lambda x, w: _conv_tap_weight_gradient(x, w, padding, dilation, precision)
