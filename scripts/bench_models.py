@@ -14,10 +14,12 @@ parameters, frozen BatchNorm statistics, momentum and batch; + outputs not writt
 temporaries); for torch, the same things: the growth of the process's peak RSS (reset before the step) over its RSS
 before its first training step, in which it allocates its gradients and momentum buffers, plus the bytes of what it
 holds before the step (parameters, FrozenBatchNorm buffers, the batch). Compile: wall and CPU seconds, the CPU
-seconds steadier on a shared machine.
+seconds steadier on a shared machine; cold, then warm: loaded from JAX's persistent compilation cache (a temporary
+folder of this run), as segjax.main's next run of the same program loads it (segjax/compilation_cache.py).
 """
 import argparse
 import ctypes
+import tempfile
 
 import torch  # before TensorFlow-importing modules (see tests/conftest.py)
 import torchvision
@@ -29,7 +31,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from bench_util import best_seconds, timed, xla_memory_mb  # scripts/, on sys.path as the script's folder
+from bench_util import best_seconds, compiled_cold_and_warm, xla_memory_mb  # scripts/, on sys.path
+from segjax import compilation_cache
 from segjax.models import deeplab, mask_rcnn
 from segjax.weights import torchvision as tv_weights
 
@@ -47,7 +50,7 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
   x_torch, y_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels).long()
 
   infer = jax.jit(lambda v, x: module.apply(v, x, train=False)["logits"])
-  infer, *infer_compile = timed(lambda: infer.lower(variables, images).compile())
+  infer, *infer_compile = compiled_cold_and_warm(lambda: infer.lower(variables, images).compile())
   optimizer = optax.sgd(0.01, momentum=0.9)
 
   def step(params, batch_stats, opt_state, x, y):
@@ -80,17 +83,18 @@ def bench_deeplab_v3(size, batch, iters, instances, num_classes=21):
 
   torch_train = best_seconds(torch_step, iters)
   _report(f"DeepLab v3 R50 {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
-          (ours_train, torch_train), (infer_compile, train_compile))
+          (ours_train, torch_train), tuple(zip(infer_compile, train_compile)))
 
 
 def _compile_train_step(step, variables, optimizer, *batch):
   """`step(params, batch_stats, opt_state, *batch) -> (params, batch_stats, opt_state, loss)` compiled as segjax's
   loop compiles its step (segjax/train/steps.py): the state donated, so that its update is written into its own
   buffers, as torch's optimizer updates its parameters in place. Returns (compiled, a function running one step on
-  the state the previous one returned, compile wall seconds, compile CPU seconds)."""
+  the state the previous one returned, cold (wall, CPU) and warm (wall, CPU) compile seconds)."""
   params = jax.tree.map(jnp.copy, variables["params"])  # donated: `variables` stays valid for inference
   state = [params, jax.tree.map(jnp.copy, variables["batch_stats"]), optimizer.init(params)]
-  train, *seconds = timed(lambda: jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, *batch).compile())
+  train, *seconds = compiled_cold_and_warm(
+      lambda: jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, *batch).compile())
 
   def run():
     *state[:], loss = train(*state, *batch)  # the next step reads this step's state
@@ -101,13 +105,13 @@ def _compile_train_step(step, variables, optimizer, *batch):
 
 def _report(title, batch, inference, train_step, compile_seconds):
   """Prints (segjax, torchvision) seconds per batch as seconds per image, their ratio, and the time to trace, lower
-  and compile each program ((wall, CPU) seconds; torch has no compile step)."""
+  and compile each program, cold and from the persistent cache ((wall, CPU) seconds; torch has no compile step)."""
   print(f"{title} (s per image):")
   for name, (ours, reference) in (("inference ", inference), ("train step", train_step)):
     print(f"  {name} segjax {ours / batch:.3f}  torchvision {reference / batch:.3f}  ratio {reference / ours:.2f}x")
-  (infer_wall, infer_cpu), (train_wall, train_cpu) = compile_seconds
-  print(f"  XLA compile (trace + lower + compile): inference {infer_wall:.1f} s (CPU {infer_cpu:.1f} s), "
-        f"train step {train_wall:.1f} s (CPU {train_cpu:.1f} s)")
+  for name, (infer, train) in (("cold", compile_seconds[0]), ("warm (persistent cache)", compile_seconds[1])):
+    print(f"  XLA compile {name} (trace + lower + compile): inference {infer[0]:.1f} s (CPU {infer[1]:.1f} s), "
+          f"train step {train[0]:.1f} s (CPU {train[1]:.1f} s)")
 
 
 def _status_mb(field):
@@ -187,7 +191,7 @@ def bench_mask_rcnn(size, batch, iters, instances):
   ours_train = best_seconds(train_step, iters)
 
   infer = jax.jit(lambda v, x: mask_rcnn.predict(module.apply(v, x, train=False), config))
-  infer, *infer_compile = timed(lambda: infer.lower(variables, images).compile())
+  infer, *infer_compile = compiled_cold_and_warm(lambda: infer.lower(variables, images).compile())
   model.eval()
   with torch.no_grad():
     counts = [len(d["boxes"]) for d in model(x_torch)]
@@ -195,7 +199,7 @@ def bench_mask_rcnn(size, batch, iters, instances):
   ours_counts = np.asarray(infer(variables, images)["valid"]).sum(1).tolist()
   ours_infer = best_seconds(lambda: jax.block_until_ready(infer(variables, images)), iters)
   _report(f"Mask R-CNN R50-FPN {size}x{size}, batch {batch}, best of {iters}", batch, (ours_infer, torch_infer),
-          (ours_train, torch_train), (infer_compile, train_compile))
+          (ours_train, torch_train), tuple(zip(infer_compile, train_compile)))
   print(f"  detections per image: torchvision {counts}, segjax {ours_counts}; training on {instances} ground-truth "
         "instances per image")
   memory = xla_memory_mb(train)
@@ -227,8 +231,10 @@ def main():
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads")
   rows = {"deeplab_v3": bench_deeplab_v3, "mask_rcnn": bench_mask_rcnn}
-  for name in args.models.split(","):
-    rows[name](args.size, args.batch, args.iters, args.instances)
+  with tempfile.TemporaryDirectory(prefix="bench_models_cache_") as cache:
+    compilation_cache.configure(cache)  # before the first compilation
+    for name in args.models.split(","):
+      rows[name](args.size, args.batch, args.iters, args.instances)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,18 @@ def timed(fn):
   return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def compiled_cold_and_warm(compile_fn):
+  """compile_fn() (trace, lower and compile a program) timed twice: cold, then warm, after jax.clear_caches(), where
+  JAX's persistent compilation cache (which the caller enabled, segjax.compilation_cache) holds the program, as a
+  resumed or evaluate-only run of segjax.main finds it. Returns (compiled, (cold wall, cold CPU seconds), (warm wall,
+  warm CPU seconds))."""
+  compiled, *cold = timed(compile_fn)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+  _, *warm = timed(compile_fn)
+  return compiled, tuple(cold), tuple(warm)
+
+
 def xla_memory_mb(compiled):
   """XLA's buffer sizes of a compiled executable in MiB: its arguments, outputs, the outputs written into donated
   arguments' buffers (aliased), temporaries (one allocation, buffers whose lives do not overlap sharing it), and

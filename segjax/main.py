@@ -17,7 +17,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from segjax import paths
+from segjax import compilation_cache, paths
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                           lock_config=True)
@@ -36,6 +36,10 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 _PLATFORM = flags.DEFINE_enum("platform", None, ["tpu", "gpu", "cpu"],
                               "Refuse to start unless JAX runs on this backend (a TPU VM or GPU node whose jaxlib is the "
                               "CPU one would otherwise train on its CPU: install requirements-tpu.txt / -gpu.txt).")
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "Folder (or gs:// URL) of JAX's persistent compilation cache, where a run finds the programs an earlier run "
+    f"compiled; default $JAX_COMPILATION_CACHE_DIR, else {compilation_cache.DEFAULT}; empty: no cache.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the INFO logs of absl, orbax, JAX, TensorFlow and TFDS "
                              "(by default: warnings, the progress lines and the results only).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -121,6 +125,7 @@ def main(argv):
   from segjax.train.loop import evaluate_checkpoint, train_and_evaluate  # pylint: disable=g-import-not-at-top
   if not _VERBOSE.value:
     quiet_libraries()
+  compilation_cache.configure(compilation_cache.directory(_COMPILATION_CACHE_DIR.value))
   if _COORDINATOR.value or _DISTRIBUTED.value:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Only used where devices are CPUs.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

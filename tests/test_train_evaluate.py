@@ -1,5 +1,7 @@
-"""Evaluation without training (--mode=evaluate, init_from), a finished run's final metrics, segjax.load,
-Predictor.from_workdir, test-time augmentation through the loop, and which config changes a checkpoint accepts."""
+"""Evaluation without training (--mode=evaluate, its programs written to --compilation_cache_dir; init_from), a
+finished run's final metrics, segjax.load, Predictor.from_workdir, test-time augmentation through the loop, and which
+config changes a checkpoint accepts."""
+import os
 import types
 
 import jax
@@ -39,11 +41,13 @@ def _metrics(line):
   return {k: v for k, v in line.items() if k not in ("step", "split")}
 
 
-def test_evaluate_mode_reproduces_the_training_evaluation(trained, data_root):
+def test_evaluate_mode_reproduces_the_training_evaluation(trained, data_root, tmp_path):
   workdir, line = trained
-  process = run_cli(workdir, data_root, extra=["--mode=evaluate"], **RUN)
+  cache = tmp_path / "compilation_cache"
+  process = run_cli(workdir, data_root, extra=["--mode=evaluate", f"--compilation_cache_dir={cache}"], **RUN)
   output, _ = process.communicate(timeout=600)
   assert process.returncode == 0, output
+  assert os.listdir(cache)  # the run's programs, written to the folder of --compilation_cache_dir
   assert f"eval: mIoU {line['mIoU']:.4f}" in output
   first, again = read_metrics(workdir, "eval")[:2]
   assert first == line and again["step"] == 4
