@@ -1,7 +1,7 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
-weight gradients; float32 here, so atol 1e-5 of the largest value), on the four paths it takes: the 1x1 dot, the
-tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient (16 -> 32 or more channels), and
-lax's convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
+weight gradients; float32 here, so atol 1e-5 of the largest value), on the five paths it takes: the 1x1 dot, the
+tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient (16 -> 32 or more channels), im2col
+(fewer than 16 input channels to 32 or more, or strided from 128), and lax's convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
 paths of programs for CPU, forced here by segjax.ops.platform.kernels("cpu"); tests/test_ops_platform.py checks
 the choice by platform."""
 import flax.linen as nn
@@ -24,14 +24,19 @@ def _cpu_kernels():
 
 # (H, W, kernel, stride, dilation, flax padding, path): the 1x1 kernel with every padding form and stride; dilated
 # 3x3 kernels whose taps mostly read padding (DeepLab's ASPP rates on small maps, one above the map size, strided,
-# asymmetric padding, a 5x5); wide (256-channel) dense kernels, one with asymmetric padding; and dense kernels
-# that stay with lax.
+# asymmetric padding, a 5x5); wide (256-channel) dense kernels, one with asymmetric padding; im2col kernels on 3 input
+# channels to 32 (a 7x7 stride-2 stem, a strided dilated one, asymmetric padding); and dense kernels that stay with
+# lax.
 CASES = [(9, 8, 1, 1, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "VALID", "dot"),
          (10, 7, 1, 3, 1, 0, "dot"),
          (17, 19, 3, 1, 12, 12, "taps"), (17, 19, 3, 1, 36, 36, "taps"), (17, 13, 3, 2, 9, 9, "taps"),
          (17, 13, 3, 2, 9, "SAME", "taps"), (17, 13, 3, 1, 7, ((7, 3), (2, 9)), "taps"), (12, 12, 5, 1, 4, 8, "taps"),
          (7, 6, 3, 1, 1, 1, "wide"), (9, 8, 3, 1, 2, "SAME", "wide"), (8, 9, 5, 1, 1, ((2, 1), (0, 3)), "wide"),
+         (13, 12, 7, 2, 1, 3, "im2col"), (11, 10, 3, 2, 2, "SAME", "im2col"), (9, 8, 3, 1, 1, ((2, 0), (1, 2)), "im2col"),
          (12, 12, 3, 1, 1, 1, "lax"), (16, 16, 3, 1, 2, 2, "lax"), (12, 11, 3, 2, 1, 1, "lax")]
+
+
+_CHANNELS = {"wide": (256, 256), "im2col": (3, 32)}  # (in, out) by path; (5, 6) for the others
 
 
 def _torch_padding(padding, kernel, dilation, size, stride):
@@ -73,15 +78,20 @@ def _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding,
 @requires_torch
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES)
 def test_matches_torch_conv2d_and_takes_the_expected_path(h, w, kernel, stride, dilation, padding, path):
-  channels = (256, 256) if path == "wide" else (5, 6)
-  conv, variables, x = _assert_matches_torch(conv_general_dilated, h, w, kernel, stride, dilation, padding, *channels)
+  conv, variables, x = _assert_matches_torch(conv_general_dilated, h, w, kernel, stride, dilation, padding,
+                                             *_CHANNELS.get(path, (5, 6)))
 
   eqns = jax.make_jaxpr(lambda x: conv.apply(variables, x))(x).eqns
   primitives = [e.primitive.name for e in eqns]
-  # The dot and wide paths are custom VJPs (their own gradients): one call, whose forward is a dot or lax's conv.
+  # The dot, wide and im2col paths are custom VJPs (their own gradients): one call, whose forward is a dot, lax's
+  # conv, or the windows concatenated and one dot.
   custom = [[i.primitive.name for i in e.params["call_jaxpr"].eqns]
             for e in eqns if e.primitive.name == "custom_vjp_call"]
-  assert custom == {"dot": [["dot_general"]], "wide": [["conv_general_dilated"]]}.get(path, []), custom
+  if path == "im2col":
+    (forward,) = custom
+    assert {"concatenate", "dot_general"} <= set(forward) and "conv_general_dilated" not in forward, forward
+  else:
+    assert custom == {"dot": [["dot_general"]], "wide": [["conv_general_dilated"]]}.get(path, []), custom
   assert primitives.count("conv_general_dilated") == (path == "lax"), primitives
   (top, bottom), (left, right) = _torch_padding(padding, kernel, dilation, (h, w), stride)
   taps = _in_bounds_taps((h, w), kernel, stride, dilation, ((top, bottom), (left, right))) if path == "taps" else 0
@@ -102,7 +112,7 @@ def test_conv_as_matmul_matches_torch_conv2d_without_a_convolution(h, w, kernel,
 @pytest.mark.parametrize("h,w,kernel,stride,dilation,padding,path", CASES[::3])
 def test_plain_lax_kernels_match_torch_conv2d(h, w, kernel, stride, dilation, padding, path):
   """The implementation of TPU and GPU programs (kernels "xla"): lax's convolution for both functions."""
-  channels = (256, 256) if path == "wide" else (5, 6)
+  channels = _CHANNELS.get(path, (5, 6))
   with platform.kernels("xla"):
     for conv_general in (conv_general_dilated, conv_as_matmul):
       conv, variables, x = _assert_matches_torch(conv_general, h, w, kernel, stride, dilation, padding, *channels)
@@ -139,8 +149,28 @@ def test_tap_weight_gradient_from_16_input_and_32_output_channels_at_stride_1():
   assert "custom_vjp_call" in _primitives(conv(64), (2, 128, 128, 64))  # ResNet-50's layer1 at 512 x 512
   assert "custom_vjp_call" in _primitives(conv(32), (8, 64, 64, 16))  # U-Net width 16, its second level
   assert "conv_general_dilated" in _primitives(conv(16), (8, 128, 128, 32))  # 16 output channels
-  assert "conv_general_dilated" in _primitives(conv(64), (8, 128, 128, 3))  # an RGB input
-  assert "conv_general_dilated" in _primitives(conv(64, stride=2), (2, 128, 128, 64))  # strided
+
+
+def _path(conv, input_shape):
+  """ "tap weight gradient", "im2col" or "lax": the path of a 3x3 Conv in a program for CPU."""
+  x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  eqns = jax.make_jaxpr(conv.apply)(variables, x).eqns
+  custom = {i.primitive.name for e in eqns if e.primitive.name == "custom_vjp_call" for i in e.params["call_jaxpr"].eqns}
+  if custom:
+    return "tap weight gradient" if "conv_general_dilated" in custom else "im2col"
+  return "lax" if any(e.primitive.name == "conv_general_dilated" for e in eqns) else "?"
+
+
+def test_im2col_from_few_input_channels_to_32_or_strided_from_128():
+  conv = lambda channels, kernel=3, stride=1: nn.Conv(channels, (kernel, kernel), strides=stride, padding=kernel // 2,
+                                                      conv_general_dilated=conv_general_dilated)
+  assert _path(conv(64, 7, 2), (2, 512, 512, 3)) == "im2col"  # ResNet's stem
+  assert _path(conv(64), (2, 448, 448, 3)) == "im2col"  # VGG-16's conv1_1
+  assert _path(conv(128, stride=2), (2, 128, 128, 128)) == "im2col"  # ResNet v1.5's stride-2 3x3
+  assert _path(conv(64), (2, 128, 128, 64)) == "tap weight gradient"  # stride 1 from 16 input channels
+  assert _path(conv(16), (8, 128, 128, 3)) == "lax"  # U-Net's RGB layer: 16 outputs
+  assert _path(conv(64, stride=2), (2, 64, 64, 64)) == "lax"  # strided under 128 channels
 
 
 def test_several_processes_keep_the_lax_weight_gradient(monkeypatch):

@@ -8,6 +8,10 @@ lax.conv_general_dilated (segjax.ops.platform.select).
 - A stride-1 kernel from 16 to 32 or more channels keeps lax's convolution and input gradient (a custom VJP), but
   its weight gradient is k*k dots, one per tap: XLA:CPU's weight-gradient convolution runs these at a fraction of
   its dot's speed (ResNet's 3x3 convolutions, dilated too, U-Net's, Mask R-CNN's mask head, the FPN output convs).
+- A kernel on fewer than 16 input channels to 32 or more (ResNet's 7x7 stride-2 stem and VGG's first layer on the
+  RGB image), or strided from 128 channels (ResNet v1.5's stride-2 3x3 convolutions), is im2col and one dot
+  (conv_as_matmul's path), its gradients too: there the taps' dots would be thin or strided, and XLA:CPU's
+  weight-gradient convolution is at its slowest.
 - A dilated kernel whose taps mostly read zero padding (DeepLab v3 Sec. 3.3: at rates near the feature-map size a
   3x3 atrous filter degenerates to its centre tap) runs tap by tap, each tap one dot over the output rows and
   columns where it reads the image: the padding's multiply-adds are skipped, in the gradients too.
@@ -35,6 +39,11 @@ _MAX_IN_BOUNDS_SHARE = 2 / 3
 # 32 -> 16 at 128x128, 0.93x) or an RGB input, lax's weight-gradient convolution is as fast or faster.
 _MIN_TAP_GRADIENT_INPUTS = 16
 _MIN_TAP_GRADIENT_OUTPUTS = 32
+# im2col for a kernel on fewer than _MIN_TAP_GRADIENT_INPUTS channels to _MIN_TAP_GRADIENT_OUTPUTS or more, or
+# strided from _MIN_STRIDED_IM2COL_CHANNELS to as many (bench_conv, forward + backward, against lax: ResNet-50's 7x7
+# stem at 512x512 4.2x and VGG-16's conv1_1 at 448x448 2.2x, both without the image's gradient; ResNet-50's stride-2
+# 3x3 layers 1.2-1.4x). Narrower strided layers were not measured and stay with lax.
+_MIN_STRIDED_IM2COL_CHANNELS = 128
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -65,6 +74,9 @@ def _cpu_path(lhs_shape, rhs_shape, strides, padding, dilation, precision):
   if (strides == (1, 1) and rhs_shape[2] >= _MIN_TAP_GRADIENT_INPUTS and rhs_shape[3] >= _MIN_TAP_GRADIENT_OUTPUTS
       and jax.process_count() == 1):
     return lambda x, w: _conv_tap_weight_gradient(x, w, padding, dilation, precision)
+  if ((rhs_shape[2] < _MIN_TAP_GRADIENT_INPUTS and rhs_shape[3] >= _MIN_TAP_GRADIENT_OUTPUTS)
+      or (strides != (1, 1) and min(rhs_shape[2:]) >= _MIN_STRIDED_IM2COL_CHANNELS)):
+    return lambda x, w: _im2col(x, w, strides, padding, dilation, precision)
   return None
 
 
