@@ -36,7 +36,8 @@ _MAX_IN_BOUNDS_SHARE = 2 / 3
 # The weight gradient tap by tap from 16 input and 32 output channels (bench_conv, 3x3, forward + backward, against
 # lax: U-Net's 16 -> 32 at 64x64 1.16x, 64 -> 128 at 32x32 1.62x, 256 -> 256 at 8x8 1.03x; ResNet-50's layer1 1.30x,
 # layer3 at dilation 2 1.74x, layer4 at dilation 4 2.03x; ASPP rate 12 1.64x); with 16 output channels (U-Net's
-# 32 -> 16 at 128x128, 0.93x) or an RGB input, lax's weight-gradient convolution is as fast or faster.
+# 32 -> 16 at 128x128, 0.93x) lax's weight-gradient convolution is as fast or faster, and on an RGB input the taps'
+# dots are thin (im2col below).
 _MIN_TAP_GRADIENT_INPUTS = 16
 _MIN_TAP_GRADIENT_OUTPUTS = 32
 # im2col for a kernel on fewer than _MIN_TAP_GRADIENT_INPUTS channels to _MIN_TAP_GRADIENT_OUTPUTS or more, or
