@@ -9,8 +9,8 @@ the hosts of a pod can share one. Entries are keyed by the program, the XLA flag
 versions, so a change of any of these compiles afresh; JAX writes only programs that took at least
 jax_persistent_cache_min_compile_time_secs (1 s) to compile. The folder is not pruned: remove it to reclaim space.
 Whoever can write to the folder can make the run execute their code (JAX's warning): keep it private to the user
-or the job. CPU executables are built for the host's instruction set, so machines of different CPU generations
-sharing one folder load each other's entries in vain and compile again: give them a folder each.
+or the job. XLA:CPU builds its executables for the host's instruction set: give machines of different CPU
+generations a folder each.
 """
 import os
 
