@@ -1,8 +1,8 @@
 """segjax.ops.conv.conv_general_dilated inside flax.linen.Conv against torch's conv2d in float64 (outputs, input and
 weight gradients; float32 here, so atol 1e-5 of the largest value), on the five paths it takes: the 1x1 dot, the
 tap-by-tap dilated kernel, lax's convolution with the tap-by-tap weight gradient (16 -> 32 or more channels), im2col
-(fewer than 16 input channels to 32 or more, or strided from 128), and lax's convolution; and conv_as_matmul (im2col) on the same geometries. The jaxprs show which path ran. These are the
-paths of programs for CPU, forced here by segjax.ops.platform.kernels("cpu"); tests/test_ops_platform.py checks
+(fewer than 16 input channels to 32 or more, or strided from 128), and lax's convolution; and conv_as_matmul
+(im2col) on the same geometries. The jaxprs show which path ran. These are the paths of programs for CPU, forced here by segjax.ops.platform.kernels("cpu"); tests/test_ops_platform.py checks
 the choice by platform."""
 import flax.linen as nn
 import jax
@@ -32,7 +32,8 @@ CASES = [(9, 8, 1, 1, 1, "SAME", "dot"), (9, 8, 1, 2, 1, "SAME", "dot"), (9, 8, 
          (17, 19, 3, 1, 12, 12, "taps"), (17, 19, 3, 1, 36, 36, "taps"), (17, 13, 3, 2, 9, 9, "taps"),
          (17, 13, 3, 2, 9, "SAME", "taps"), (17, 13, 3, 1, 7, ((7, 3), (2, 9)), "taps"), (12, 12, 5, 1, 4, 8, "taps"),
          (7, 6, 3, 1, 1, 1, "wide"), (9, 8, 3, 1, 2, "SAME", "wide"), (8, 9, 5, 1, 1, ((2, 1), (0, 3)), "wide"),
-         (13, 12, 7, 2, 1, 3, "im2col"), (11, 10, 3, 2, 2, "SAME", "im2col"), (9, 8, 3, 1, 1, ((2, 0), (1, 2)), "im2col"),
+         (13, 12, 7, 2, 1, 3, "im2col"), (11, 10, 3, 2, 2, "SAME", "im2col"),
+         (9, 8, 3, 1, 1, ((2, 0), (1, 2)), "im2col"),
          (12, 12, 3, 1, 1, 1, "lax"), (16, 16, 3, 1, 2, 2, "lax"), (12, 11, 3, 2, 1, 1, "lax")]
 
 
@@ -136,10 +137,15 @@ def _in_bounds_taps(size, kernel, stride, dilation, padding):
   return int(np.outer(*reads).sum())
 
 
-def _primitives(conv, input_shape):
+def _eqns(conv, input_shape):
+  """The top-level equations of a Conv's forward on an input of input_shape, traced without running it."""
   x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
   variables = jax.eval_shape(conv.init, jax.random.key(0), x)
-  return [e.primitive.name for e in jax.make_jaxpr(conv.apply)(variables, x).eqns]
+  return jax.make_jaxpr(conv.apply)(variables, x).eqns
+
+
+def _primitives(conv, input_shape):
+  return [e.primitive.name for e in _eqns(conv, input_shape)]
 
 
 def test_tap_weight_gradient_from_16_input_and_32_output_channels_at_stride_1():
@@ -152,11 +158,10 @@ def test_tap_weight_gradient_from_16_input_and_32_output_channels_at_stride_1():
 
 
 def _path(conv, input_shape):
-  """ "tap weight gradient", "im2col" or "lax": the path of a 3x3 Conv in a program for CPU."""
-  x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
-  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
-  eqns = jax.make_jaxpr(conv.apply)(variables, x).eqns
-  custom = {i.primitive.name for e in eqns if e.primitive.name == "custom_vjp_call" for i in e.params["call_jaxpr"].eqns}
+  """The path of a dense Conv in a program for CPU: "tap weight gradient", "im2col" or "lax"."""
+  eqns = _eqns(conv, input_shape)
+  custom = {i.primitive.name for e in eqns if e.primitive.name == "custom_vjp_call"
+            for i in e.params["call_jaxpr"].eqns}
   if custom:
     return "tap weight gradient" if "conv_general_dilated" in custom else "im2col"
   return "lax" if any(e.primitive.name == "conv_general_dilated" for e in eqns) else "?"
