@@ -1,6 +1,8 @@
 """Timing and memory helpers shared by the scripts/bench_*.py benchmarks."""
 import time
 
+import jax
+
 
 def best_seconds(fn, repeats):
   """The shortest wall time of `repeats` calls of `fn` (already compiled: warm-up is the caller's)."""
@@ -26,7 +28,6 @@ def compiled_cold_and_warm(compile_fn):
   resumed or evaluate-only run of segjax.main finds it. Returns (compiled, (cold wall, cold CPU seconds), (warm wall,
   warm CPU seconds))."""
   compiled, *cold = timed(compile_fn)
-  import jax  # pylint: disable=g-import-not-at-top
   jax.clear_caches()
   _, *warm = timed(compile_fn)
   return compiled, tuple(cold), tuple(warm)

@@ -38,8 +38,8 @@ _PLATFORM = flags.DEFINE_enum("platform", None, ["tpu", "gpu", "cpu"],
                               "CPU one would otherwise train on its CPU: install requirements-tpu.txt / -gpu.txt).")
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "compilation_cache_dir", None,
-    "Folder (or gs:// URL) of JAX's persistent compilation cache, where a run finds the programs an earlier run "
-    f"compiled; default $JAX_COMPILATION_CACHE_DIR, else {compilation_cache.DEFAULT}; empty: no cache.")
+    "Folder (or gs:// URL) of JAX's persistent compilation cache: compiled programs are written there and loaded "
+    f"instead of compiled again; default $JAX_COMPILATION_CACHE_DIR, else {compilation_cache.DEFAULT}; empty: none.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the INFO logs of absl, orbax, JAX, TensorFlow and TFDS "
                              "(by default: warnings, the progress lines and the results only).")
 flags.mark_flags_as_required(["config", "workdir"])
