@@ -34,6 +34,7 @@ import optax
 from bench_util import best_seconds, compiled_cold_and_warm, xla_memory_mb  # scripts/, on sys.path
 from segjax import compilation_cache
 from segjax.models import deeplab, mask_rcnn
+from segjax.ops import platform
 from segjax.weights import torchvision as tv_weights
 
 
@@ -225,6 +226,9 @@ def main():
   parser.add_argument("--instances", type=int, default=4,
                       help="Mask R-CNN ground-truth boxes per image: with random weights these are the positive "
                            "RoIs, and so the RoIs the mask head trains on")
+  parser.add_argument("--kernels", default="auto", choices=platform.KERNELS,
+                      help="segjax.ops.platform's implementations (config.kernels); auto: those of the devices' "
+                           "platform, resolved before tracing as segjax.main's steps resolve it")
   args = parser.parse_args()
   if args.batch < 2:
     parser.error("--batch must be at least 2: the image-pooling BatchNorm sees one value per channel per image")
@@ -233,8 +237,9 @@ def main():
   rows = {"deeplab_v3": bench_deeplab_v3, "mask_rcnn": bench_mask_rcnn}
   with tempfile.TemporaryDirectory(prefix="bench_models_cache_") as cache:
     compilation_cache.configure(cache)  # before the first compilation
-    for name in args.models.split(","):
-      rows[name](args.size, args.batch, args.iters, args.instances)
+    with platform.kernels(platform.for_devices(args.kernels, jax.devices())):
+      for name in args.models.split(","):
+        rows[name](args.size, args.batch, args.iters, args.instances)
 
 
 if __name__ == "__main__":

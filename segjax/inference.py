@@ -31,6 +31,7 @@ from segjax.evaluation.instance import to_source_image
 from segjax.evaluation.panoptic_evaluator import segment_category_ids, to_source_map
 from segjax.models import get_model
 from segjax.models import input_keys
+from segjax.ops import platform
 
 _INSTANCE_KEYS = ("boxes", "scores", "labels", "masks")
 
@@ -85,6 +86,8 @@ class Predictor:
     self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
     self.divisibility = int(getattr(self.model_lib, "SIZE_DIVISIBILITY", 1))
     self._predict = jax.jit(self._semantic if self.task == "semantic" else self._instance)
+    # The implementations of segjax.ops.platform for the platform of the default device, which the program runs on.
+    self._kernels = platform.for_devices(config.get("kernels", "auto") if experiment else "auto", jax.devices()[:1])
 
   @property
   def thing_category_ids(self):
@@ -153,9 +156,14 @@ class Predictor:
     if isinstance(images, np.ndarray) and images.ndim != 4:
       raise ValueError(f"Predictor: pass a list of [H, W, 3] images or an array [N, H, W, 3]; got shape {images.shape}")
     prepared = [self.prepare(image, i) for i, image in enumerate(images)]
+    with platform.kernels(self._kernels):  # read when a new shape's program is traced
+      return self._predict_shapes(prepared)
+
+  def _predict_shapes(self, prepared):
+    """Prepared images -> their result dicts, one compiled program per padded shape."""
     results = [None] * len(prepared)
     shapes = sorted({p[0].shape for p in prepared})
-    for shape in shapes:  # one compiled program per padded shape
+    for shape in shapes:
       indices = [i for i, p in enumerate(prepared) if p[0].shape == shape]
       outputs = jax.device_get(self._predict(self.variables, np.stack([prepared[i][0] for i in indices])))
       for row, i in enumerate(indices):

@@ -3,6 +3,7 @@ R-CNN's mask-head loop, U-Net's up-convolution as a dot and its pooling as a res
 CPU; TPU and GPU programs, lowered here from this CPU host, hold plain lax only; and both implementations give the
 same outputs and gradients."""
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -148,3 +149,21 @@ def test_auto_lowers_each_implementation_for_its_platform():
   with pytest.raises(ValueError, match="config.kernels must be one of"):
     with platform.kernels("gpu"):
       pass
+
+
+def test_for_devices_resolves_auto_by_the_devices_platform():
+  """A program jitted for known devices traces that platform's implementation only: "auto" on CPU devices is
+  "cpu" (its jaxpr holds the CPU branch and no platform_dependent cond), on TPU or GPU devices "xla"; a forced mode
+  stays, and devices of several platforms leave the choice to platform_dependent."""
+  tpu, gpu = types.SimpleNamespace(platform="tpu"), types.SimpleNamespace(platform="gpu")
+  assert platform.for_devices("auto", jax.devices()) == "cpu"
+  assert platform.for_devices("auto", [tpu, tpu]) == platform.for_devices("auto", [gpu]) == "xla"
+  assert platform.for_devices("auto", [tpu, gpu]) == "auto"
+  assert platform.for_devices("xla", jax.devices()) == "xla" and platform.for_devices("cpu", [tpu]) == "cpu"
+
+  def f(x):
+    return platform.select(x, cpu=lambda x: jax.lax.optimization_barrier(x) * 2, xla=lambda x: x + x)
+
+  with platform.kernels(platform.for_devices("auto", jax.devices())):
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: f(x).sum()))(jnp.ones(3)))
+  assert "optimization_barrier" in jaxpr and "cond" not in jaxpr and "platform_index" not in jaxpr

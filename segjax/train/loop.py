@@ -193,8 +193,13 @@ def _last_eval(workdir, step):
 def train_and_evaluate(config, workdir, devices=None) -> dict:
   """Runs the job described by `config` in `workdir` (a local path or a gs:// URL) on `devices` (default all);
   returns the last eval metrics (those of total_steps where the workdir had already reached it)."""
-  with platform.kernels(config.get("kernels", "auto")):  # read when the steps are traced, inside the block
+  with _kernels(config, devices):  # read when the steps are traced, inside the block
     return _train_and_evaluate(config, paths.resolve(workdir), devices)
+
+
+def _kernels(config, devices):
+  """The block in which the steps are traced: config.kernels, "auto" resolved by the devices' platform."""
+  return platform.kernels(platform.for_devices(config.get("kernels", "auto"), devices or jax.devices()))
 
 
 def _job(config, devices):
@@ -282,7 +287,7 @@ def evaluate_checkpoint(config, workdir, step=None, devices=None) -> dict:
   config.init_from, on dataset.eval_split with `config.eval`'s options, without training. Appends the metrics to
   workdir/metrics.jsonl (split "eval", the checkpoint's step), draws pictures/evaluate_stepN.png and returns the
   metrics (on process 0; {} elsewhere)."""
-  with platform.kernels(config.get("kernels", "auto")):
+  with _kernels(config, devices):
     return _evaluate_checkpoint(config, paths.resolve(workdir), step, devices)
 
 
