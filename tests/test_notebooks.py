@@ -51,8 +51,8 @@ def test_stored_executed(name):
   assert_executed(nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4), name)
 
 
-# Slow: compiling every row's programs makes the eight reduced runs about 24 minutes of a test worker (the RoIAlign
-# ablation's five Mask R-CNN rows nearly 5), which `make test`'s budget on 2 cores does not hold.
+# Slow: compiling every row's programs (five Mask R-CNN trainings in the RoIAlign ablation, three models in the
+# recurrent paradigm's) makes the eight reduced runs longer than `make test`'s budget on 2 cores holds.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_reduced_run(name, tmp_path, monkeypatch):
