@@ -14,10 +14,9 @@ from a CPU host (`jax.jit(f).trace(...).lower(lowering_platforms=("tpu",))`) hol
 `kernels("xla" | "cpu")` (config.kernels) forces one everywhere, for benchmarks and for the tests that compare them.
 
 A program jitted for known devices (segjax.main's train and eval steps, the Predictor) is lowered for their platform,
-so `for_devices` resolves "auto" to that platform's implementation before tracing: the program is the one
-platform_dependent would leave after XLA drops the other branch, but only one implementation is traced, and under
-grad neither is linearized and transposed as a cond's branch (Mask R-CNN's training step traces in about half the
-time: scripts/bench_models.py prints its compile time).
+so `for_devices` resolves "auto" to that platform's implementation before tracing: the implementation
+platform_dependent's cond would keep for that platform, traced alone, and under grad not linearized and transposed
+as a cond branch beside the other one (scripts/bench_models.py prints the compile time this spares).
 """
 import contextlib
 
