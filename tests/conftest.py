@@ -8,6 +8,12 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # quarter to a third off a compile-bound test; -O0 would take a little more but runs the emitted loops several times
 # slower. SEGJAX_TEST_LLVM_OPT_LEVEL=2 runs the suite as users' programs compile.
 os.environ["XLA_FLAGS"] += f" --xla_backend_optimization_level={os.environ.get('SEGJAX_TEST_LLVM_OPT_LEVEL', '1')}"
+# XLA:CPU emits each fusion through its MLIR fusion emitters by default, which compile each kernel through a pipeline
+# of MLIR passes before LLVM; the legacy loop emitters build the same fusions' LLVM IR directly and compile the suite's
+# programs in less time (scripts/bench_models.py's compile figures are made with the default, as users compile).
+# SEGJAX_TEST_FUSION_EMITTERS=1 runs the suite with them.
+if os.environ.get("SEGJAX_TEST_FUSION_EMITTERS", "0") != "1":
+  os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # Runs that compile the same program (the CLI subprocesses of the resume tests) share compiled executables.
