@@ -1,6 +1,6 @@
 """The notebooks of notebooks/ are stored executed, with their outputs, and run top to bottom in a fresh kernel
-(nbclient, as scripts/execute_notebook.py runs them) in `make test-slow`: each reduced, and each at a length where the
-paper's ordering is asserted where its effect is large."""
+(nbclient, as scripts/execute_notebook.py runs them): each reduced in `make test`, and each at a length where the
+paper's ordering is asserted where its effect is large in `make test-slow`."""
 import importlib.util
 import json
 import os
@@ -51,9 +51,6 @@ def test_stored_executed(name):
   assert_executed(nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4), name)
 
 
-# Slow: compiling every row's programs (five Mask R-CNN trainings in the RoIAlign ablation, three models in the
-# recurrent paradigm's) makes the eight reduced runs longer than `make test`'s budget on 2 cores holds.
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_reduced_run(name, tmp_path, monkeypatch):
   """The notebook from a fresh kernel at REDUCED_STEPS steps per row on REDUCED_OVERRIDES (its synthetic sets written
