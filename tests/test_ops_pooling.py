@@ -114,6 +114,17 @@ def test_max_pool_2x2_matches_torch_values_and_gradients(hw, kernels):
     _compare(lambda x: max_pool_2x2(x), lambda t: F.max_pool2d(t, 2, 2), x, (hw[0] // 2, hw[1] // 2))
 
 
+@requires_torch
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_max_pool_2x2_gives_a_tied_blocks_gradient_to_its_first_maximum_as_torch(kernels):
+  """Values in {0, 1, 2} tie within most 2 x 2 blocks: torch's max_pool2d (and XLA's select-and-scatter) give the
+  gradient to the first maximum in row-major order, and so does each implementation."""
+  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(2).integers(0, 3, size=(2, 8, 10, 3)).astype(np.float32)
+  with platform.kernels(kernels):
+    _compare(lambda x: max_pool_2x2(x), lambda t: F.max_pool2d(t, 2, 2), x, (4, 5))
+
+
 def test_max_pool_2x2_block_max_stays_out_of_tpu_programs():
   from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
   grad = jax.grad(lambda x: max_pool_2x2(x).sum())

@@ -81,14 +81,23 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """flax.linen.max_pool(x, (2, 2), (2, 2)) on NHWC (VALID: an odd last row or column is dropped). In programs
-  lowered for CPU (segjax.ops.platform.select) a reshape and a max over each 2 x 2 block, whose gradient is an
-  elementwise mask (jnp.max's) rather than XLA's select-and-scatter, which is slow on XLA:CPU; where a block's maximum
-  is tied, that gradient is shared among the tied entries. Elsewhere XLA's reduce_window."""
+  lowered for CPU (segjax.ops.platform.select) each 2 x 2 block's four entries compared by selects, whose gradient is
+  elementwise rather than XLA's select-and-scatter, which is slow on XLA:CPU. The gradient goes to the block's first
+  maximum in row-major order, as select-and-scatter and torch's max_pool2d give it: the selects pick one entry of
+  the block itself, where a mask of the entries equal to a separately computed maximum (jnp.max's gradient) can
+  find none when XLA recomputes the block in another fusion and rounds it differently. Elsewhere XLA's
+  reduce_window."""
   n, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]
 
+  def first_max(a, b):  # a comes first in the block: a wins ties, and a NaN propagates as max's does
+    return jnp.where((a >= b) | jnp.isnan(a), a, b)
+
   def blocks(x):
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    x = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    top = first_max(x[:, :, 0, :, 0], x[:, :, 0, :, 1])
+    bottom = first_max(x[:, :, 1, :, 0], x[:, :, 1, :, 1])
+    return first_max(top, bottom)
 
   def reduce_window(x):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
