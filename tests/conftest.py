@@ -3,15 +3,14 @@ import os
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-# The suite's time is mostly XLA:CPU compiling small programs, and much of a compilation is LLVM optimising the
-# emitted loops. LLVM at -O1 keeps XLA's HLO passes (fusion, layout, algebraic rewrites) as they are and takes a
-# quarter to a third off a compile-bound test; -O0 would take a little more but runs the emitted loops several times
-# slower. SEGJAX_TEST_LLVM_OPT_LEVEL=2 runs the suite as users' programs compile.
-os.environ["XLA_FLAGS"] += f" --xla_backend_optimization_level={os.environ.get('SEGJAX_TEST_LLVM_OPT_LEVEL', '1')}"
-# XLA:CPU emits each fusion through its MLIR fusion emitters by default, which compile each kernel through a pipeline
-# of MLIR passes before LLVM; the legacy loop emitters build the same fusions' LLVM IR directly and compile the suite's
-# programs in less time (scripts/bench_models.py's compile figures are made with the default, as users compile).
-# SEGJAX_TEST_FUSION_EMITTERS=1 runs the suite with them.
+# The suite's time is mostly XLA:CPU compiling small programs, and two code-generation settings, which leave XLA's HLO
+# passes (fusion, layout, algebraic rewrites) as they are, make compiles shorter and the compiled loops slower:
+# - LLVM at -O0 instead of -O2 (SEGJAX_TEST_LLVM_OPT_LEVEL=2 runs the suite at users' level);
+# - XLA's legacy loop emitters, which build a fusion's LLVM IR directly, instead of its MLIR fusion emitters, which
+#   take each fusion through a pipeline of MLIR passes first (SEGJAX_TEST_FUSION_EMITTERS=1 runs the suite with them).
+# scripts/bench_models.py's compile figures are made with XLA's defaults, as users compile; train_util.xla_flags drops
+# these two for the subprocesses that train long enough to want fast loops (the notebooks' study-length runs).
+os.environ["XLA_FLAGS"] += f" --xla_backend_optimization_level={os.environ.get('SEGJAX_TEST_LLVM_OPT_LEVEL', '0')}"
 if os.environ.get("SEGJAX_TEST_FUSION_EMITTERS", "0") != "1":
   os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

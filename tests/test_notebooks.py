@@ -30,7 +30,9 @@ def run_notebook(name, workdir, steps, monkeypatch):
   spec = importlib.util.spec_from_file_location("execute_notebook", os.path.join(REPO, "scripts", "execute_notebook.py"))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
-  monkeypatch.setenv("XLA_FLAGS", xla_flags(1))  # one CPU device, as a notebook runs on a user's machine
+  # One CPU device, as a notebook runs on a user's machine; compiled as users' programs are for the study-length runs,
+  # whose training loops dominate.
+  monkeypatch.setenv("XLA_FLAGS", xla_flags(1, fast_compiles=steps <= REDUCED_STEPS))
   monkeypatch.setenv("SEGJAX_NOTEBOOK_STEPS", str(steps))
   monkeypatch.setenv("SEGJAX_NOTEBOOK_WORKDIR", str(workdir))
   return script.execute(os.path.join(NOTEBOOKS, name))

@@ -30,9 +30,12 @@ FAST_OPTIMIZER = {"optimizer.name": "adamw", "optimizer.learning_rate": 1e-2, "o
 CE_BELOW_IMAGE_BLIND = 0.7 * math.log(7)
 
 
-def xla_flags(device_count):
-  """The test session's XLA_FLAGS (conftest.py) for a subprocess with `device_count` host devices."""
+def xla_flags(device_count, fast_compiles=True):
+  """The test session's XLA_FLAGS (conftest.py) for a subprocess with `device_count` host devices; without
+  `fast_compiles`, less conftest's two settings for shorter compiles (the subprocess compiles as users' programs do)."""
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+  if not fast_compiles:
+    flags = re.sub(r"--xla_(backend_optimization_level|cpu_use_fusion_emitters)=\S+", "", flags)
   return f"{flags} --xla_force_host_platform_device_count={device_count}".strip()
 
 
