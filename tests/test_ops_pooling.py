@@ -1,5 +1,5 @@
-"""adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners and resize_bilinear against torch (values and
-gradients), one compile per shape."""
+"""max_pool, adaptive_avg_pool2d, adaptive_max_pool2d, resize_align_corners and resize_bilinear against torch (values
+and gradients), one compile per shape."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,32 +102,54 @@ def test_bad_input_is_named():
     resize_align_corners(jnp.zeros((1, 4, 4, 3)), (0, 2))
 
 
+# (window, stride, padding, ceil_mode): 2 x 2 blocks (U-Net, YOLO), ResNet's stem, VGG's pool1-3 in Caffe's ceil
+# mode (segjax.backbones.vgg.max_pool_ceil) and DeepLab's stride-1 pool4 / pool5.
+POOLS = ((2, 2, 0, False), (3, 2, 1, False), (2, 2, 0, True), (3, 2, 1, True), (3, 1, 1, False))
+
+
+def _pool_pair(window, stride, pad, ceil_mode, x):
+  """(ours, torch's) for one POOLS row on x [N, H, W, C], and the output size."""
+  from segjax.backbones.vgg import max_pool_ceil  # pylint: disable=g-import-not-at-top
+  from segjax.ops.pooling import max_pool, max_pool_2x2  # pylint: disable=g-import-not-at-top
+  reference = lambda t: F.max_pool2d(t, window, stride, pad, ceil_mode=ceil_mode)
+  out_hw = reference(torch.zeros(1, 1, *x.shape[1:3])).shape[2:]
+  if ceil_mode:
+    ours = lambda x: max_pool_ceil(x, window, stride, pad)
+  elif window == 2:
+    ours = max_pool_2x2
+  else:
+    ours = lambda x: max_pool(x, (window, window), (stride, stride), ((pad, pad), (pad, pad)))
+  return ours, reference, tuple(out_hw)
+
+
 @requires_torch
 @pytest.mark.parametrize("kernels", ["cpu", "xla"])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)])
-def test_max_pool_2x2_matches_torch_values_and_gradients(hw, kernels):
-  """Both implementations (the block max of CPU programs, reduce_window elsewhere) against torch."""
-  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
-  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)  # no ties: one maximum per block
+@pytest.mark.parametrize("pool", POOLS)
+def test_max_pool_matches_torch_values_and_gradients(pool, hw, kernels):
+  """Both implementations (the taps' selects of CPU programs, reduce_window elsewhere) against torch."""
+  x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)  # no ties: one maximum per window
+  ours, reference, out_hw = _pool_pair(*pool, x)
   with platform.kernels(kernels):
     # a fresh function per kernel: jit caches traces by function, and `kernels` acts when tracing
-    _compare(lambda x: max_pool_2x2(x), lambda t: F.max_pool2d(t, 2, 2), x, (hw[0] // 2, hw[1] // 2))
+    _compare(lambda x: ours(x), reference, x, out_hw)
 
 
 @requires_torch
 @pytest.mark.parametrize("kernels", ["cpu", "xla"])
-def test_max_pool_2x2_gives_a_tied_blocks_gradient_to_its_first_maximum_as_torch(kernels):
-  """Values in {0, 1, 2} tie within most 2 x 2 blocks: torch's max_pool2d (and XLA's select-and-scatter) give the
-  gradient to the first maximum in row-major order, and so does each implementation."""
-  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
-  x = np.random.default_rng(2).integers(0, 3, size=(2, 8, 10, 3)).astype(np.float32)
+@pytest.mark.parametrize("pool", POOLS)
+def test_max_pool_gives_a_tied_windows_gradient_to_its_first_maximum_as_torch(pool, kernels):
+  """Values in {0, 1, 2} tie within most windows: torch's max_pool2d (and XLA's select-and-scatter) give the gradient
+  to the first maximum in row-major order, and so does each implementation."""
+  x = np.random.default_rng(2).integers(0, 3, size=(2, 8, 11, 3)).astype(np.float32)
+  ours, reference, out_hw = _pool_pair(*pool, x)
   with platform.kernels(kernels):
-    _compare(lambda x: max_pool_2x2(x), lambda t: F.max_pool2d(t, 2, 2), x, (4, 5))
+    _compare(lambda x: ours(x), reference, x, out_hw)
 
 
-def test_max_pool_2x2_block_max_stays_out_of_tpu_programs():
-  from segjax.ops.pooling import max_pool_2x2  # pylint: disable=g-import-not-at-top
-  grad = jax.grad(lambda x: max_pool_2x2(x).sum())
+def test_max_pool_taps_stay_out_of_tpu_programs():
+  from segjax.ops.pooling import max_pool  # pylint: disable=g-import-not-at-top
+  grad = jax.grad(lambda x: max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))).sum())
   x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
   tpu = jax.jit(grad).trace(x).lower(lowering_platforms=("tpu",)).as_text(debug_info=True)
   cpu = jax.jit(grad).trace(x).lower(lowering_platforms=("cpu",)).as_text(debug_info=True)

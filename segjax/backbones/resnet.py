@@ -23,6 +23,7 @@ from segjax.layers.conv import Conv
 from segjax.layers.deform_conv import DeformConv
 from segjax.layers.norms import NORMS, norm_layer
 from segjax.ops.activations import relu
+from segjax.ops.pooling import max_pool
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 OUTPUT_STRIDES = (8, 16, 32)
@@ -160,7 +161,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     if start == "stem":
       x = relu(norm(name="bn1")(conv(self.width, (7, 7), strides=2, padding=_pad(7, 1), name="conv1")(x)))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3, 1))
+      x = max_pool(x, (3, 3), (2, 2), _pad(3, 1))
 
     stride, dilation, features = 4, 1, {}
     for stage, num_blocks in enumerate(STAGE_BLOCKS[self.depth]):

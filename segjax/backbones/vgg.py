@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.layers.conv import Conv
+from segjax.ops.pooling import max_pool
 
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 VARIANTS = ("fcn", "deeplab", "deeplab_largefov", "conv5")
@@ -45,7 +46,7 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array
     if (out - 1) * stride >= size + pad:
       out -= 1
     pads.append((pad, (out - 1) * stride + window - size - pad))
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+  return max_pool(x, (window, window), (stride, stride), tuple(pads))
 
 
 class VGG16(nn.Module):

@@ -79,27 +79,39 @@ def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
   return y.astype(x.dtype)
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """flax.linen.max_pool(x, (2, 2), (2, 2)) on NHWC (VALID: an odd last row or column is dropped). In programs
-  lowered for CPU (segjax.ops.platform.select) each 2 x 2 block's four entries compared by selects, whose gradient is
-  elementwise rather than XLA's select-and-scatter, which is slow on XLA:CPU. The gradient goes to the block's first
-  maximum in row-major order, as select-and-scatter and torch's max_pool2d give it: the selects pick one entry of
-  the block itself, where a mask of the entries equal to a separately computed maximum (jnp.max's gradient) can
-  find none when XLA recomputes the block in another fusion and rounds it differently. Elsewhere XLA's
-  reduce_window."""
+def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+             padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))) -> jax.Array:
+  """flax.linen.max_pool(x, window, strides, padding) on NHWC, -inf padding (low, high) per spatial axis. In programs
+  lowered for CPU (segjax.ops.platform.select) the window's taps are strided slices compared by selects, whose
+  gradient is elementwise, where XLA:CPU runs reduce_window's gradient (select-and-scatter) slowly and with index
+  buffers of the input's size. The gradient goes to the window's first maximum in row-major order, as
+  select-and-scatter and torch's max_pool2d give it: each select picks one entry of the window itself, where a mask
+  of the entries equal to a separately computed maximum (jnp.max's gradient) can find none when XLA recomputes the
+  window in another fusion and rounds it differently. Elsewhere XLA's reduce_window."""
+  (kh, kw), (sh, sw) = window, strides
   n, h, w, c = x.shape
-  x = x[:, :h - h % 2, :w - w % 2]
+  out_h = (h + sum(padding[0]) - kh) // sh + 1
+  out_w = (w + sum(padding[1]) - kw) // sw + 1
 
-  def first_max(a, b):  # a comes first in the block: a wins ties, and a NaN propagates as max's does
+  def first_max(a, b):  # a comes first in the window: a wins ties, and a NaN propagates as max's does
     return jnp.where((a >= b) | jnp.isnan(a), a, b)
 
-  def blocks(x):
-    x = x.reshape(n, h // 2, 2, w // 2, 2, c)
-    top = first_max(x[:, :, 0, :, 0], x[:, :, 0, :, 1])
-    bottom = first_max(x[:, :, 1, :, 0], x[:, :, 1, :, 1])
-    return first_max(top, bottom)
+  def taps(x):
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    tap = lambda i, j: jax.lax.slice(padded, (0, i, j, 0), (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c),
+                                     (1, sh, sw, 1))
+    result = tap(0, 0)
+    for i, j in ((i, j) for i in range(kh) for j in range(kw) if i or j):
+      result = first_max(result, tap(i, j))
+    return result
 
   def reduce_window(x):
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+                                 ((0, 0), *padding, (0, 0)))
 
-  return platform.select(x, cpu=blocks, xla=reduce_window)
+  return platform.select(x, cpu=taps, xla=reduce_window)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """flax.linen.max_pool(x, (2, 2), (2, 2)) on NHWC (VALID: an odd last row or column is dropped), as `max_pool`."""
+  return max_pool(x, (2, 2), (2, 2))
