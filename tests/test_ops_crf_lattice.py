@@ -172,6 +172,21 @@ def test_overflow_flag():
   assert np.isnan(q).all()
 
 
+def test_batch_gives_each_image_its_own_marginals():
+  """A batch (the images one after the other in one call, the spatial filter shared) gives each image the marginals
+  it gets alone, and NaN only to an image whose lattice overflows."""
+  scenes = [_scene(20, 24, 4, seed) for seed in (10, 11, 12)]
+  images = np.stack([image for image, _ in scenes]).astype(np.float32)
+  logits = np.stack([logit for _, logit in scenes])
+  images[2] = np.random.default_rng(0).uniform(0, 255, images[2].shape)  # noise: thousands of bilateral points
+  capacity = 1000  # the scenes' bilateral lattices have a few hundred points, the spatial one under a hundred
+  batched = _dense_crf(logits, images, num_iterations=3, lattice_capacity=capacity)
+  for n in range(2):
+    alone = _dense_crf(logits[n:n + 1], images[n:n + 1], num_iterations=3, lattice_capacity=capacity)
+    np.testing.assert_allclose(batched[n], alone[0], atol=1e-6)
+  assert np.isfinite(batched[:2]).all() and np.isnan(batched[2]).all()
+
+
 def test_one_compile_for_new_images():
   traces = []
 

@@ -52,15 +52,19 @@ def _message(features, weight, normalization, filter, capacity):
   return lambda q: permutohedral.apply_lattice(lattice, q), overflow
 
 
+def _check(normalization, filter):
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
+  if filter not in FILTERS:
+    raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
+
+
 def crf_messages(image, *, theta_alpha, theta_beta, theta_gamma, w_bilateral=1.0, w_spatial=1.0,
                  normalization="symmetric", filter="lattice", lattice_capacity=None):
   """(bilateral, spatial, overflow [N]) for an image [N, H, W, 3] in 0..255: functions Q [N, HW, L] -> w m, the
   weighted, normalised messages of the bilateral kernel (positions / theta_alpha, colours / theta_beta) and of the
   spatial kernel (positions / theta_gamma), their filters built once for every mean-field iteration."""
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {normalization!r}")
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}; got {filter!r}")
+  _check(normalization, filter)
   n, h, w, _ = image.shape
   bilateral, bilateral_overflow = _message(_features(image, theta_alpha, theta_beta), w_bilateral, normalization,
                                            filter, lattice_capacity)
@@ -93,19 +97,31 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
   n, h, w, num_labels = unary_logits.shape
   if compatibility is not None and jnp.shape(compatibility) != (num_labels, num_labels):
     raise ValueError(f"compatibility must be [{num_labels}, {num_labels}]; got {jnp.shape(compatibility)}")
+  _check(normalization, filter)
   dtype = jnp.result_type(unary_logits, jnp.float32)
   unary = unary_logits.astype(dtype).reshape(n, h * w, num_labels)
-  bilateral, spatial, overflow = crf_messages(
-      image.astype(dtype), theta_alpha=theta_alpha, theta_beta=theta_beta, theta_gamma=theta_gamma,
-      w_bilateral=w_bilateral, w_spatial=w_spatial, normalization=normalization, filter=filter,
-      lattice_capacity=lattice_capacity)
+  image = image.astype(dtype)
+  # The spatial kernel depends on positions only: one filter for the whole batch.
+  spatial, spatial_overflow = _message(_features(image[:1], theta_gamma), w_spatial, normalization, filter,
+                                       lattice_capacity)
 
-  def iteration(_, q):
-    message = bilateral(q) + spatial(q)
-    if compatibility is None:  # Potts: mu m = sum_l' m_l' - m_l, whose first term the softmax cancels
-      return jax.nn.softmax(unary + message, -1)
-    return jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)
+  def marginals(inputs):
+    """One image's mean field: its bilateral filter, then the iterations."""
+    unary, image = inputs[0][None], inputs[1]
+    bilateral, overflow = _message(_features(image[None], theta_alpha, theta_beta), w_bilateral, normalization, filter,
+                                   lattice_capacity)
 
-  q = jax.lax.fori_loop(0, num_iterations, iteration, jax.nn.softmax(unary, -1))  # a loop: compiles one iteration
-  q = jnp.where(overflow[:, None, None], jnp.nan, q)
-  return q.reshape(n, h, w, num_labels)
+    def iteration(_, q):
+      message = bilateral(q) + spatial(q)
+      if compatibility is None:  # Potts: mu m = sum_l' m_l' - m_l, whose first term the softmax cancels
+        return jax.nn.softmax(unary + message, -1)
+      return jax.nn.softmax(unary - message @ jnp.asarray(compatibility, dtype).T, -1)
+
+    q = jax.lax.fori_loop(0, num_iterations, iteration, jax.nn.softmax(unary, -1))  # compiles one iteration
+    return jnp.where(overflow[0] | spatial_overflow[0], jnp.nan, q[0])
+
+  if n == 1:
+    return marginals((unary[0], image[0])).reshape(n, h, w, num_labels)
+  # The images one at a time (a loop: one compiled body), so that a batch holds one image's lattice and marginals
+  # at a time and costs per image what a single image does, less its share of the spatial filter built once.
+  return jax.lax.map(marginals, (unary, image)).reshape(n, h, w, num_labels)
