@@ -1,5 +1,6 @@
 """Metric writers: metrics.jsonl (the results as data), TensorBoard events, and a progress line."""
 import json
+import os
 import sys
 import time
 
@@ -67,7 +68,7 @@ class MetricWriter:
     if self.path.exists():
       self._lines = [line + "\n" for line in self.path.read_text().splitlines()
                      if line.strip() and (resume_step is None or json.loads(line)["step"] <= resume_step)]
-      self.path.write_text("".join(self._lines))
+      self._rewrite()
     self._summary = summary_writer(workdir / "tensorboard")
 
   def write(self, step: int, split: str, metrics: dict):
@@ -76,10 +77,23 @@ class MetricWriter:
       return
     # The whole file is written again: object stores (gs://) have no append. A run writes a few thousand lines.
     self._lines.append(json.dumps({"step": step, "split": split, **metrics}) + "\n")
-    self.path.write_text("".join(self._lines))
+    self._rewrite()
     for name, value in metrics.items():
       self._summary.add_scalar(f"{split}/{name}", value, step)
     self._summary.flush()
+
+  def _rewrite(self):
+    """The file written whole. A local file is written under a temporary name and renamed over metrics.jsonl, so a
+    process killed while writing (a preempted machine) leaves the previous file, where writing in place would leave
+    it truncated and the restart would find no lines to keep; an object store's (gs://) upload replaces the object
+    whole or not at all."""
+    text = "".join(self._lines)
+    if "://" in str(self.path):
+      self.path.write_text(text)
+      return
+    temporary = self.path.parent / (self.path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, self.path)
 
   def close(self):
     if self._summary is not None:
