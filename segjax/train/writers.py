@@ -88,7 +88,7 @@ class MetricWriter:
     it truncated and the restart would find no lines to keep; an object store's (gs://) upload replaces the object
     whole or not at all."""
     text = "".join(self._lines)
-    if "://" in str(self.path):
+    if paths.is_url(self.path):
       self.path.write_text(text)
       return
     temporary = self.path.parent / (self.path.name + ".tmp")
