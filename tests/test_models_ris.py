@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from segjax.models import get_model
+from segjax.ops.crf import dense_crf
 from train_util import counting_jit
 
 ris = get_model("ris")
@@ -170,3 +171,54 @@ def test_mask_quality_matches_numpy():
   masks[0, 0] = 0.2  # nothing above the threshold: quality 0
   expected = [[np.mean(m[m > 0.6]) if (m > 0.6).any() else 0.0 for m in row] for row in masks]
   np.testing.assert_allclose(ris.mask_quality(jnp.asarray(masks), 0.6), expected, rtol=1e-6)
+
+
+def test_crf_refinement_is_densecrf_on_each_steps_mask_and_reaches_the_colour_edges():
+  """With crf.num_iterations > 0 the evaluation outputs hold every step's mask refined by a two-label DenseCRF over
+  the image (unaries: the mask's log odds), which predict uses: equal to segjax.ops.crf.dense_crf called per step on
+  the same unaries (itself checked against pydensecrf), and a mask that covers half of a uniformly coloured square
+  and leaks onto the background grows to the square's edges."""
+  config = _config(mask_stride=4, crf={"num_iterations": 10, "w_bilateral": 20.0, "theta_alpha": 40.0})
+  module = ris.build(config, None)
+  images = np.zeros((1, 32, 32, 3), np.float32) + np.float32([0.2, 0.6, 0.3])
+  images[0, 8:24, 8:24] = (0.9, 0.2, 0.2)
+  variables = module.init(jax.random.key(0), jnp.asarray(images))
+  outputs = module.apply(variables, jnp.asarray(images), train=False)
+  masks = np.asarray(ris.input_size_masks(outputs["mask_logits"], 4))
+  unary = np.log(np.clip(masks, 1e-4, 1 - 1e-4)) - np.log1p(-np.clip(masks, 1e-4, 1 - 1e-4))
+  for t in range(masks.shape[1]):
+    expected = dense_crf(jnp.stack([jnp.zeros((1, 32, 32)), jnp.asarray(unary[:, t])], -1), 255.0 * images,
+                         **{k: v for k, v in config.crf.items()})[..., 1]
+    np.testing.assert_allclose(outputs["crf_masks"][:, t], expected, atol=1e-5)
+  assert "crf_masks" not in module.apply(variables, jnp.asarray(images), train=True, mutable=["batch_stats"])[0]
+
+  square = np.zeros((1, 1, 32, 32), bool)
+  square[0, 0, 8:24, 8:24] = True
+  half = np.where(square, 0.45, 0.1).astype(np.float32)
+  half[0, 0, 8:24, 8:16] = 0.9
+  half[0, 0, 4:8, 8:16] = 0.6  # the leak onto the background
+  refined = np.asarray(ris.refined_by_crf(jnp.asarray(half), jnp.asarray(images), dict(config.crf)))
+  iou = lambda m: (m & square).sum() / (m | square).sum()
+  assert iou(half > 0.5) < 0.5 and iou(refined > 0.5) == 1.0, (iou(half > 0.5), iou(refined > 0.5))
+  confident = jnp.full((1, 5), 5.0)
+  predictions = ris.predict({**outputs, "crf_masks": jnp.asarray(np.repeat(refined, 5, 1)), "score_logits": confident},
+                            config)
+  np.testing.assert_array_equal(np.asarray(predictions["masks"])[0, 0] > 0.5, square[0, 0])
+
+
+def test_inhibition_keeps_the_most_salient_region():
+  """With inhibition the coarse mask logits are the shape channel s plus the salience channel z less its maximum over
+  the map (per image and step), m(p) = s(p) + z(p) - max_q z(q): the model's mask logits against NumPy on its
+  1 x 1 convolution's two channels."""
+  config = _config(inhibition=True)
+  module = ris.build(config, None)
+  images = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
+  variables = module.init(jax.random.key(0), images)
+  outputs, state = module.apply(variables, images, capture_intermediates=True)
+  channels = np.asarray(state["intermediates"]["mask"]["__call__"][0], np.float64)
+  assert channels.shape == (2, 5, 4, 4, 2)
+  shape, salience = channels[..., 0], channels[..., 1]
+  expected = shape + salience - salience.max(axis=(2, 3), keepdims=True)
+  logits = np.asarray(outputs["mask_logits"])
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+  assert (logits <= shape + 1e-5).all() and np.isclose(logits, shape, atol=1e-6).any(axis=(2, 3)).all()
