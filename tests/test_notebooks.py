@@ -1,6 +1,7 @@
 """The notebooks of notebooks/ are stored executed, with their outputs, and run top to bottom in a fresh kernel
-(nbclient, as scripts/execute_notebook.py runs them): each reduced in `make test`, and each at a length where the
-paper's ordering is asserted where its effect is large in `make test-slow`."""
+(nbclient, as scripts/execute_notebook.py runs them): each reduced in `make test` (but SLOW_REDUCED, reduced in
+`make test-slow`), and each at a length where the paper's ordering is asserted where its effect is large in
+`make test-slow`."""
 import importlib.util
 import json
 import os
@@ -53,7 +54,12 @@ def test_stored_executed(name):
   assert_executed(nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4), name)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# Reduced runs in `make test-slow` only, beside their study-length runs there: Mask R-CNN's five RoI pooling rows
+# and the CRF notebook's trainings and grid solvers compile the most of all (over 2 minutes each of a CI worker).
+SLOW_REDUCED = ("crf_gains.ipynb", "roialign_ablation.ipynb")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_REDUCED else n for n in NAMES])
 def test_reduced_run(name, tmp_path, monkeypatch):
   """The notebook from a fresh kernel at REDUCED_STEPS steps per row on REDUCED_OVERRIDES (its synthetic sets written
   under a temporary home): every cell runs, and its results file and chart are written."""
