@@ -6,8 +6,6 @@ labels are the argmax of the marginals.
 config.model: base (the unary model's config, with its name), crf (dense_crf's keyword arguments). The CRF sees the
 input image in 0..255. Outputs: the base's, plus crf_probabilities [N,H,W,L] at test time.
 """
-import inspect
-
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
@@ -15,7 +13,7 @@ import ml_collections
 from segjax.models import get_model
 from segjax.models.crf_rnn import build_base
 from segjax.models.validation import validated
-from segjax.ops.crf import dense_crf
+from segjax.ops.crf import dense_crf, dense_crf_defaults
 
 TASK = "semantic"
 BATCH_KEYS = ("image", "semantic")
@@ -40,7 +38,7 @@ class DenseCRFPostprocessed(nn.Module):
 def model_config() -> ml_collections.ConfigDict:
   """`crf`: dense_crf's keyword arguments and their defaults; `base`, the unary model's config with its name, is
   checked by that model's build."""
-  crf = {k: p.default for k, p in inspect.signature(dense_crf).parameters.items() if p.kind == p.KEYWORD_ONLY}
+  crf = dense_crf_defaults()
   return ml_collections.ConfigDict({"name": "dense_crf", "base": {}, "crf": crf})
 
 

@@ -26,8 +26,6 @@ previous hidden state, `segjax.layers.conv_lstm`), `coordinates` (the ConvLSTM's
 maximum over the map: the most salient region wins). A 3 x 3 recurrence decides locally; these let a step choose
 one instance over the whole map, where without them a step's mask tends to cover parts of several.
 """
-import inspect
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,7 +36,7 @@ from segjax.layers.conv import Conv
 from segjax.layers.conv_lstm import ConvLSTM
 from segjax.models import pixel_normalization
 from segjax.models.validation import validated
-from segjax.ops.crf import dense_crf
+from segjax.ops.crf import dense_crf, dense_crf_defaults
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, coord_features, normalize_images
 from segjax.ops.masks import stepwise_detections
 from segjax.ops.set_losses import recurrent_instance_loss
@@ -49,8 +47,7 @@ STRIDE = 8  # the trunk's output stride: the ConvLSTM's resolution
 MASK_STRIDES = (8, 4)
 INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold", "mask_scoring", "crf"})
 # The DenseCRF refinement's settings: dense_crf's keyword arguments; num_iterations 0 leaves the masks as predicted.
-CRF_DEFAULTS = {k: p.default for k, p in inspect.signature(dense_crf).parameters.items() if p.kind == p.KEYWORD_ONLY}
-CRF_DEFAULTS["num_iterations"] = 0
+CRF_DEFAULTS = {**dense_crf_defaults(), "num_iterations": 0}
 
 
 class RecurrentInstanceSegmentation(nn.Module):
@@ -165,8 +162,9 @@ def loss(outputs, batch, config):
 
 
 def predict(outputs, config):
-  """Masks at the input size; a step is a detection until the first confidence under the threshold (0.5); its score
-  is the confidence, times its mask's quality (`mask_quality`) with mask_scoring."""
+  """Masks at the input size (the CRF's refined masks where the outputs hold them); a step is a detection until the
+  first confidence under score_threshold (0.5); its score is the confidence, times its mask's quality
+  (`mask_quality`) with mask_scoring."""
   c = validated(config, model_config())
   if "crf_masks" in outputs:
     masks = outputs["crf_masks"]

@@ -2,6 +2,8 @@
 the permutohedral lattice filter (O(HW) memory, as densecrf) or the exact dense filter (O((HW)^2) memory, for small
 images and as the reference of the lattice).
 """
+import inspect
+
 import jax
 import jax.numpy as jnp
 
@@ -125,3 +127,8 @@ def dense_crf(unary_logits, image, *, num_iterations=10, theta_alpha=80.0, theta
   # The images one at a time (a loop: one compiled body), so that a batch holds one image's lattice and marginals
   # at a time and costs per image what a single image does, less its share of the spatial filter built once.
   return jax.lax.map(marginals, (unary, image)).reshape(n, h, w, num_labels)
+
+
+def dense_crf_defaults() -> dict:
+  """`dense_crf`'s keyword arguments and their defaults, as models' configs hold them."""
+  return {k: p.default for k, p in inspect.signature(dense_crf).parameters.items() if p.kind == p.KEYWORD_ONLY}
