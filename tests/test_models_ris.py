@@ -222,3 +222,22 @@ def test_inhibition_keeps_the_most_salient_region():
   logits = np.asarray(outputs["mask_logits"])
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
   assert (logits <= shape + 1e-5).all() and np.isclose(logits, shape, atol=1e-6).any(axis=(2, 3)).all()
+
+
+def test_matrix_nms_decays_a_step_that_segments_an_instance_again():
+  """nms "matrix": a step whose mask repeats a higher-scored step's (IoU 1, that step undecayed) keeps
+  exp(-sigma x 1^2) of its score (SOLOv2 Eq. 4), a step on another region keeps all of it; the steps stay in order."""
+  logits = np.full((1, 4, 4, 4), -8.0, np.float32)
+  logits[0, 0, :2, :2] = logits[0, 2, :2, :2] = 8.0  # steps 0 and 2: the same square
+  logits[0, 1, 2:, 2:] = logits[0, 3, 2:, :2] = 8.0  # steps 1 and 3: two others
+  outputs = {"mask_logits": jnp.asarray(logits), "score_logits": jnp.asarray([[3.0, 2.0, 1.0, 0.5]])}
+  config = _config(mask_stride=8, score_threshold=0.0)
+  plain = np.asarray(ris.predict(outputs, config)["scores"])[0]
+  decayed = np.asarray(ris.predict(outputs, _config(mask_stride=8, score_threshold=0.0, nms="matrix",
+                                                    nms_sigma=1.5))["scores"])[0]
+  np.testing.assert_allclose(decayed, plain * np.array([1, 1, np.exp(-1.5), 1]), rtol=1e-5)
+
+
+def test_unknown_nms_is_named():
+  with pytest.raises(ValueError, match="config.model.nms"):
+    ris.build(_config(nms="soft"), None)

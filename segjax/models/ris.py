@@ -24,7 +24,10 @@ Options not in the paper, off by default: `global_context` (the ConvLSTM's gates
 previous hidden state, `segjax.layers.conv_lstm`), `coordinates` (the ConvLSTM's input holds each cell's normalised
 (x, y)) and `inhibition` (the mask logits of a step are lowered where a second channel, a salience, is below its
 maximum over the map: the most salient region wins). A 3 x 3 recurrence decides locally; these let a step choose
-one instance over the whole map, where without them a step's mask tends to cover parts of several.
+one instance over the whole map, where without them a step's mask tends to cover parts of several. At inference,
+`nms` "matrix" decays each step's score by the masks of the steps scored above it (SOLOv2's Matrix NMS,
+`segjax.ops.mask_nms`): where every step is reported (score_threshold 0), the steps that segment an instance again
+rank below the first.
 """
 import flax.linen as nn
 import jax
@@ -38,6 +41,7 @@ from segjax.models import pixel_normalization
 from segjax.models.validation import validated
 from segjax.ops.crf import dense_crf, dense_crf_defaults
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD, coord_features, normalize_images
+from segjax.ops.mask_nms import KERNELS, matrix_nms_in_place
 from segjax.ops.masks import stepwise_detections
 from segjax.ops.set_losses import recurrent_instance_loss
 
@@ -45,7 +49,9 @@ TASK = "instance"
 BATCH_KEYS = ("image", "masks", "instance_valid", "is_crowd")
 STRIDE = 8  # the trunk's output stride: the ConvLSTM's resolution
 MASK_STRIDES = (8, 4)
-INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold", "mask_scoring", "crf"})
+INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold", "mask_scoring", "crf", "nms", "nms_kernel",
+                            "nms_sigma"})
+NMS = ("none", "matrix")
 # The DenseCRF refinement's settings: dense_crf's keyword arguments; num_iterations 0 leaves the masks as predicted.
 CRF_DEFAULTS = {**dense_crf_defaults(), "num_iterations": 0}
 
@@ -119,18 +125,22 @@ class RecurrentInstanceSegmentation(nn.Module):
 
 def model_config() -> ml_collections.ConfigDict:
   """A narrow ResNet-18 trunk, two ConvLSTM layers of 32 channels, 10 steps, masks at stride 8; lambda 1, n + 2
-  training steps; the paper's stop at confidence 0.5, the confidence as the score; no CRF."""
+  training steps; the paper's stop at confidence 0.5, the confidence as the score; no NMS, no CRF."""
   return ml_collections.ConfigDict({
       "name": "ris", "depth": 18, "width": 16, "norm": "batch", "num_steps": 10, "lstm_features": 32,
       "lstm_layers": 2, "mask_stride": 8, "skip_features": 16, "global_context": False, "coordinates": False,
       "inhibition": False, "bce_weight": 1.0, "extra_steps": 2,
-      "score_threshold": 0.5, "mask_threshold": 0.5, "mask_scoring": False, "crf": dict(CRF_DEFAULTS),
+      "score_threshold": 0.5, "mask_threshold": 0.5, "mask_scoring": False, "nms": "none", "nms_kernel": "gaussian",
+      "nms_sigma": 2.0, "crf": dict(CRF_DEFAULTS),
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
 def build(config, info):
   del info  # class-agnostic
   c = validated(config, model_config())
+  if c.nms not in NMS or c.nms_kernel not in KERNELS:
+    raise ValueError(f"config.model.nms: one of {NMS} (got {c.nms!r}); config.model.nms_kernel: one of {KERNELS} "
+                     f"(got {c.nms_kernel!r})")
   return RecurrentInstanceSegmentation(
       num_steps=c.num_steps, depth=c.depth, width=c.width, norm=c.norm, lstm_features=c.lstm_features,
       lstm_layers=c.lstm_layers, mask_stride=c.mask_stride, skip_features=c.skip_features,
@@ -164,7 +174,7 @@ def loss(outputs, batch, config):
 def predict(outputs, config):
   """Masks at the input size (the CRF's refined masks where the outputs hold them); a step is a detection until the
   first confidence under score_threshold (0.5); its score is the confidence, times its mask's quality
-  (`mask_quality`) with mask_scoring."""
+  (`mask_quality`) with mask_scoring, decayed by Matrix NMS over the steps with nms "matrix"."""
   c = validated(config, model_config())
   if "crf_masks" in outputs:
     masks = outputs["crf_masks"]
@@ -174,6 +184,9 @@ def predict(outputs, config):
   detections = stepwise_detections(masks, jax.nn.sigmoid(score_logits), c.score_threshold, c.mask_threshold)
   if c.mask_scoring:
     detections["scores"] = detections["scores"] * mask_quality(masks, c.mask_threshold)
+  if c.nms == "matrix":
+    binary = (masks > c.mask_threshold) & detections["valid"][..., None, None]
+    detections["scores"] = matrix_nms_in_place(binary, detections["scores"], kernel=c.nms_kernel, sigma=c.nms_sigma)
   return detections
 
 

@@ -4,6 +4,7 @@ Follows the official implementation (WXinlong/SOLO, matrix_nms): same-label IoUs
 the squared IoU in the Gaussian kernel. Where two masks are both empty their union is 0 and their IoU is
 taken as 0 (as mmdeploy's export of it), so zero-padded masks leave the other scores unchanged.
 """
+import jax
 import jax.numpy as jnp
 
 from segjax.ops.masks import mask_iou
@@ -60,3 +61,20 @@ def matrix_nms_from_iou(iou, labels, scores, kernel="gaussian", sigma=2.0):
   else:
     decay = (1 - iou) / (1 - compensate)
   return scores * jnp.min(decay, axis=0)
+
+
+def matrix_nms_in_place(masks, scores, labels=None, kernel="gaussian", sigma=2.0):
+  """`matrix_nms` of masks in any order: masks [..., N, H, W] binary, scores [..., N] (labels [..., N], default one
+  class) -> the decayed scores [..., N] in the input order, each mask decayed by those scored above it. For models
+  that emit their masks in an order of their own (a recurrent model's steps) and keep it."""
+  *lead, n, h, w = masks.shape
+  labels = jnp.ones(scores.shape, jnp.int32) if labels is None else labels
+
+  def one(m, s, l):
+    order = jnp.argsort(-s)
+    decayed = matrix_nms(m[order], l[order], s[order], kernel, sigma)
+    return jnp.zeros_like(s).at[order].set(decayed)
+
+  flat = lambda x, *shape: x.reshape(-1, *shape)
+  out = jax.vmap(one)(flat(masks, n, h, w), flat(scores, n), flat(labels, n))
+  return out.reshape(scores.shape)
