@@ -67,7 +67,7 @@ def matrix_nms_in_place(masks, scores, labels=None, kernel="gaussian", sigma=2.0
   """`matrix_nms` of masks in any order: masks [..., N, H, W] binary, scores [..., N] (labels [..., N], default one
   class) -> the decayed scores [..., N] in the input order, each mask decayed by those scored above it. For models
   that emit their masks in an order of their own (a recurrent model's steps) and keep it."""
-  *lead, n, h, w = masks.shape
+  n, h, w = masks.shape[-3:]
   labels = jnp.ones(scores.shape, jnp.int32) if labels is None else labels
 
   def one(m, s, l):
@@ -75,6 +75,5 @@ def matrix_nms_in_place(masks, scores, labels=None, kernel="gaussian", sigma=2.0
     decayed = matrix_nms(m[order], l[order], s[order], kernel, sigma)
     return jnp.zeros_like(s).at[order].set(decayed)
 
-  flat = lambda x, *shape: x.reshape(-1, *shape)
-  out = jax.vmap(one)(flat(masks, n, h, w), flat(scores, n), flat(labels, n))
+  out = jax.vmap(one)(masks.reshape(-1, n, h, w), scores.reshape(-1, n), labels.reshape(-1, n))
   return out.reshape(scores.shape)
