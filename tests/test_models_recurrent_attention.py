@@ -137,6 +137,31 @@ def test_box_coordinates_are_pixel_centres_normalised_as_box_centres():
           == plain["params"]["box_cnn"]["conv0"]["kernel"].shape[2] + 2)
 
 
+def test_content_attention_centres_the_box_on_the_last_glimpse():
+  """With content_attention the box centre g~ is the last glimpse's expected position over the box CNN's map (in the
+  normalisation of coordinate_channels) plus the box head's offset, and the first glimpse is not uniform."""
+  config = _config(content_attention=True)
+  module = ratt.build(config, None)
+  images = _batch([2, 1])["image"]
+  variables = module.init(jax.random.key(0), images)
+  params = jax.tree.map(np.asarray, variables["params"])
+  offset = np.array([0.1, -0.2], np.float32)
+  params["box"]["bias"] = params["box"]["bias"].copy()
+  params["box"]["bias"][:2] = offset
+  params["box"]["kernel"] = np.random.default_rng(0).normal(0, 0.1, params["box"]["kernel"].shape).astype(np.float32)
+  outputs, state = module.apply({**variables, "params": params}, images,
+                                capture_intermediates=lambda m, _: m.name == "box_lstm")
+  calls = state["intermediates"]["box_lstm"]["__call__"]
+  assert len(calls) == config.num_steps
+  for t, (z, attention) in enumerate(calls):
+    weights = np.asarray(attention["weights"], np.float64)  # [B, glimpses, 8 * 8]
+    assert np.abs(weights[:, 0] - 1 / 64).max() > 1e-4
+    grid = np.asarray(ratt.coordinate_channels(8, 8), np.float64).reshape(-1, 2)
+    regressed = np.asarray(z, np.float64) @ params["box"]["kernel"][:, :2] + offset
+    np.testing.assert_allclose(np.asarray(outputs["box_params"][:, t, :2]), weights[:, -1] @ grid + regressed,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_the_fcn_learns_from_its_own_loss_only():
   """The FCN's maps are the box and segmentation networks' input, as a pretrained FCN's: Eq. 21 sends it no
   gradient, its own loss does."""

@@ -37,6 +37,11 @@ Departures from the paper, stated:
   - With `box_coordinates`, the box CNN also reads two channels of the pixels' normalised (x, y): its few layers see
     too little of the image for zero padding to tell where a feature is, and the soft attention's read-out then
     carries where it looked, from which the box centre is regressed.
+  - With `content_attention`, the box LSTM's attention logits add Xu et al.'s content term v^T tanh(U u_p + W z)
+    (`SoftAttentionLSTM(content=True)`) to Eq. 5's MLP(z), so the first glimpse already weighs positions by what they
+    hold; u_p also carries the position's normalised (x, y), and the box centre g~ is the last glimpse's expected
+    position plus the regressed offset. With the paper's position-only weights the first glimpse reads the map's mean
+    and the box network, trained from scratch, regresses little more than the mean box.
   - The box CNN's first convolution over d_t = [x_0, c_t] is computed as its x_0 part, once per image, plus its
     canvas part per step (`BoxCNN`; the same function, since a convolution is linear in its input channels).
   - The box loss adds the coordinate term (the paper's CVPPP run uses the IoU term alone after pretraining the box
@@ -205,6 +210,7 @@ class RecurrentAttention(nn.Module):
   box_sampling_offset: int = -1
   box_padding: float = 0.0
   box_coordinates: bool = False
+  content_attention: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -247,7 +253,8 @@ class RecurrentAttention(nn.Module):
     if self.box_coordinates:
       box_input = jnp.concatenate([x0, jnp.broadcast_to(coordinate_channels(h, w), (b, h, w, 2))], axis=-1)
     image_part = box_cnn.image_part(box_input)
-    glimpses = SoftAttentionLSTM(self.lstm_features, self.num_glimpses, name="box_lstm")
+    glimpses = SoftAttentionLSTM(self.lstm_features, self.num_glimpses, content=self.content_attention,
+                                 name="box_lstm")
     # g~ (2), log delta~ (2), log sigma (2), log gamma: zero weights start every box on the whole image.
     box_head = nn.Dense(7, kernel_init=nn.initializers.zeros, name="box")
     seg_net = SegmentationNet(tuple(self.seg_channels), name="seg")
@@ -269,8 +276,16 @@ class RecurrentAttention(nn.Module):
     outputs = {key: [] for key in ("mask_probs", "box_masks", "box_params", "score_logits", "glimpse_params")}
     for t in range(self.num_steps):
       d = jnp.concatenate([x0, canvas], axis=-1)
-      z, _ = glimpses(box_cnn(image_part, canvas))
+      u = box_cnn(image_part, canvas)
+      if self.content_attention:
+        # Each position also carries its normalised (x, y); the box centre is the last glimpse's expected position
+        # plus the regressed offset.
+        grid = coordinate_channels(*u.shape[1:3])
+        u = jnp.concatenate([u, jnp.broadcast_to(grid, (b, *grid.shape))], axis=-1)
+      z, attention = glimpses(u)
       raw = box_head(z)
+      if self.content_attention:
+        raw = raw.at[:, :2].add(attention["weights"][:, -1] @ grid.reshape(-1, 2))
       params = jnp.concatenate([raw[:, :2], jnp.clip(raw[:, 2:4], -6.0, 1.0)], axis=-1)
       log_sigma = jnp.clip(raw[:, 4:6], -4.0, 4.0)
       gamma = jnp.exp(jnp.clip(raw[:, 6], -4.0, 4.0))
@@ -316,7 +331,7 @@ def model_config() -> ml_collections.ConfigDict:
       "box_channels": (16, 32, 32), "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
-      "box_coordinates": False, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "box_coordinates": False, "content_attention": False, "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -330,7 +345,7 @@ def build(config, info):
       lstm_features=c.lstm_features, num_glimpses=c.num_glimpses, patch_size=c.patch_size,
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
       box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
-      box_coordinates=c.box_coordinates, **pixel_normalization(c))
+      box_coordinates=c.box_coordinates, content_attention=c.content_attention, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
