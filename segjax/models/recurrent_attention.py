@@ -125,6 +125,12 @@ def coordinate_channels(height, width):
   return jnp.stack([xs, ys], axis=-1)
 
 
+def with_coordinates(x):
+  """x [B, H, W, C] -> [B, H, W, C + 2]: x then its `coordinate_channels`."""
+  b, h, w, _ = x.shape
+  return jnp.concatenate([x, jnp.broadcast_to(coordinate_channels(h, w), (b, h, w, 2))], axis=-1)
+
+
 def angle_bins(masks, valid):
   """The FCN's targets from masks [N, H, W] and valid [N]: foreground [H, W] and, per foreground pixel, the bin
   0..7 of the direction from the pixel to its instance's centroid (Ren & Zemel Sec. 3.1)."""
@@ -251,7 +257,7 @@ class RecurrentAttention(nn.Module):
     box_cnn = BoxCNN(tuple(self.box_channels), name="box_cnn")
     box_input = x0
     if self.box_coordinates:
-      box_input = jnp.concatenate([x0, jnp.broadcast_to(coordinate_channels(h, w), (b, h, w, 2))], axis=-1)
+      box_input = with_coordinates(x0)
     image_part = box_cnn.image_part(box_input)
     glimpses = SoftAttentionLSTM(self.lstm_features, self.num_glimpses, content=self.content_attention,
                                  name="box_lstm")
@@ -278,14 +284,13 @@ class RecurrentAttention(nn.Module):
       d = jnp.concatenate([x0, canvas], axis=-1)
       u = box_cnn(image_part, canvas)
       if self.content_attention:
-        # Each position also carries its normalised (x, y); the box centre is the last glimpse's expected position
-        # plus the regressed offset.
-        grid = coordinate_channels(*u.shape[1:3])
-        u = jnp.concatenate([u, jnp.broadcast_to(grid, (b, *grid.shape))], axis=-1)
+        u = with_coordinates(u)  # each position also carries its normalised (x, y)
       z, attention = glimpses(u)
       raw = box_head(z)
       if self.content_attention:
-        raw = raw.at[:, :2].add(attention["weights"][:, -1] @ grid.reshape(-1, 2))
+        # The box centre is the last glimpse's expected position (what it read of the (x, y) channels) plus the
+        # regressed offset.
+        raw = raw.at[:, :2].add(attention["attended"][:, -1, -2:])
       params = jnp.concatenate([raw[:, :2], jnp.clip(raw[:, 2:4], -6.0, 1.0)], axis=-1)
       log_sigma = jnp.clip(raw[:, 4:6], -4.0, 4.0)
       gamma = jnp.exp(jnp.clip(raw[:, 6], -4.0, 4.0))
