@@ -181,12 +181,14 @@ def test_the_fcn_learns_from_its_own_loss_only():
   assert fcn_grad_norm(1.0) > 0.0
 
 
-def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one():
+@pytest.mark.parametrize("pad_noise, centre_noise", [(0.0, 0.0), (0.15, 0.1)])
+def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one(pad_noise, centre_noise):
   """With box_sampling_offset beyond the step counter (theta_box = 1), each step while an instance is left reads a
-  distinct valid instance's box: its centre within BOX_CENTRE_NOISE of the extent of the padded box's, its extent
-  padded by box_padding +- BOX_PAD_NOISE per side; later steps read their own box. Sampling off (offset -1): every
+  distinct valid instance's box: its centre within box_centre_noise of the extent of the padded box's, its extent
+  padded by box_padding +- box_pad_noise per side; later steps read their own box. Sampling off (offset -1): every
   step reads its own box."""
-  config = _config(num_steps=3, box_padding=0.2, box_sampling_offset=10**6)
+  config = _config(num_steps=3, box_padding=0.2, box_pad_noise=pad_noise, box_centre_noise=centre_noise,
+                   box_sampling_offset=10**6)
   module = ratt.build(config, None)
   batch = _batch([2, 1], slots=2)
   variables = module.init(jax.random.key(0), batch["image"])
@@ -200,8 +202,7 @@ def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one
     for t in range(n):
       gaps = np.abs(glimpse[i, t, :2] - tight[i, :n, :2]) / (2 * np.exp(tight[i, :n, 2:]))  # in extents
       padding = (np.exp(glimpse[i, t, 2:] - tight[i, :n, 2:]) - 1) / 2
-      fits = ((gaps <= ratt.BOX_CENTRE_NOISE + 1e-5)
-              & (np.abs(padding - 0.2) <= ratt.BOX_PAD_NOISE + 1e-5)).all(axis=1)
+      fits = ((gaps <= centre_noise + 1e-5) & (np.abs(padding - 0.2) <= pad_noise + 1e-5)).all(axis=1)
       assert fits.sum() == 1, (i, t, gaps, padding)
       picked.append(int(np.argmax(fits)))
     assert sorted(picked) == list(range(n))

@@ -21,7 +21,7 @@ are the matched steps. The box targets are the instances' boxes widened by `box_
 Training uses the authors' scheduled sampling (full_model.py's knobs): each step is greedily matched to the
 not-yet-taken ground-truth instance whose padded box has the highest soft IoU with the step's box mask (the authors'
 f_greedy_match); with probability theta_box that instance's padded box, its padding and centre jittered
-(BOX_PAD_NOISE, BOX_CENTRE_NOISE), replaces the predicted box for the glimpse (the box loss still scores the predicted
+(box_pad_noise, box_centre_noise), replaces the predicted box for the glimpse (the box loss still scores the predicted
 one), and with probability theta its mask replaces y_t in the canvas, theta = 0.5 ** (max(step - sampling_offset, 0)
 / sampling_period) and theta_box the same with box_sampling_offset (-1: never). The outputs' "glimpse_params" are the
 boxes the glimpses read.
@@ -76,10 +76,6 @@ INFERENCE_KEYS = frozenset({"score_threshold", "mask_threshold"})
 NUM_ANGLES = 8
 BETA = -5.0  # the output's constant bias (Eq. 19's beta; the authors' code)
 SAMPLING_DECAY = 0.5
-# The jitter of the ground-truth boxes fed to the glimpse (the authors' gt_box_pad_noise, gt_box_ctr_noise): padding
-# ratio +- 0.1, centre +- 0.05 of the extent.
-BOX_PAD_NOISE = 0.1
-BOX_CENTRE_NOISE = 0.05
 
 
 def box_parameters(masks):
@@ -215,6 +211,8 @@ class RecurrentAttention(nn.Module):
   sampling_period: int = 0
   box_sampling_offset: int = -1
   box_padding: float = 0.0
+  box_pad_noise: float = 0.1
+  box_centre_noise: float = 0.05
   box_coordinates: bool = False
   content_attention: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
@@ -244,12 +242,12 @@ class RecurrentAttention(nn.Module):
       n = gt.shape[1]
       gt_valid = targets["instance_valid"] & ~targets["is_crowd"]
       gt_boxes = box_masks(padded_box_parameters(gt, self.box_padding), h, w).reshape(b, n, -1)
-      # The boxes fed in place of the predicted ones: padding and centre jittered as the authors' gt_box_pad_noise
-      # and gt_box_ctr_noise.
+      # The boxes fed in place of the predicted ones: padding and centre jittered (uniform, box_pad_noise and
+      # box_centre_noise, the authors' gt_box_pad_noise and gt_box_ctr_noise).
       pad_key, shift_key = jax.random.split(self.make_rng("sampling"))
-      noisy_padding = self.box_padding + jax.random.uniform(pad_key, (b, n, 1), minval=-BOX_PAD_NOISE,
-                                                            maxval=BOX_PAD_NOISE)
-      shift = jax.random.uniform(shift_key, (b, n, 2), minval=-BOX_CENTRE_NOISE, maxval=BOX_CENTRE_NOISE)
+      noisy_padding = self.box_padding + jax.random.uniform(pad_key, (b, n, 1), minval=-self.box_pad_noise,
+                                                            maxval=self.box_pad_noise)
+      shift = jax.random.uniform(shift_key, (b, n, 2), minval=-self.box_centre_noise, maxval=self.box_centre_noise)
       gt_params = padded_box_parameters(gt, jnp.maximum(noisy_padding, 0.0), shift)
       taken = jnp.zeros(gt_valid.shape, bool)
       coins = jax.random.uniform(self.make_rng("sampling"), (2, self.num_steps, b))
@@ -336,7 +334,8 @@ def model_config() -> ml_collections.ConfigDict:
       "box_channels": (16, 32, 32), "lstm_features": 64, "num_glimpses": 3, "patch_size": 24,
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
-      "box_coordinates": False, "content_attention": False, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "box_pad_noise": 0.1, "box_centre_noise": 0.05, "box_coordinates": False, "content_attention": False,
+      "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -350,7 +349,8 @@ def build(config, info):
       lstm_features=c.lstm_features, num_glimpses=c.num_glimpses, patch_size=c.patch_size,
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
       box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
-      box_coordinates=c.box_coordinates, content_attention=c.content_attention, **pixel_normalization(c))
+      box_pad_noise=c.box_pad_noise, box_centre_noise=c.box_centre_noise, box_coordinates=c.box_coordinates,
+      content_attention=c.content_attention, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
