@@ -65,6 +65,12 @@ def test_unknown_key_is_named():
     ratt.build(_config(lstm_size=3), None)
 
 
+@pytest.mark.parametrize("key", ["box_pad_noise", "box_centre_noise"])
+def test_negative_jitter_is_named(key):
+  with pytest.raises(ValueError, match=f"config.model.{key}"):
+    ratt.build(_config(**{key: -0.1}), None)
+
+
 def test_ground_truth_box_parameters_give_the_tight_box():
   batch = _batch([2, 1])
   params = ratt.box_parameters(jnp.asarray(batch["masks"], jnp.float32))

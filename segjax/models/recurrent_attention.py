@@ -344,6 +344,9 @@ def build(config, info):
   c = validated(config, model_config())
   if c.patch_size % (2 ** len(c.seg_channels)):
     raise ValueError(f"config.model.patch_size ({c.patch_size}) must be a multiple of 2 ** len(seg_channels)")
+  for key in ("box_pad_noise", "box_centre_noise"):
+    if c[key] < 0:
+      raise ValueError(f"config.model.{key} ({c[key]}) must be >= 0: the half-width of a uniform jitter")
   return RecurrentAttention(
       num_steps=c.num_steps, fcn_channels=tuple(c.fcn_channels), box_channels=tuple(c.box_channels),
       lstm_features=c.lstm_features, num_glimpses=c.num_glimpses, patch_size=c.patch_size,
