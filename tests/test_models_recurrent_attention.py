@@ -187,6 +187,21 @@ def test_the_fcn_learns_from_its_own_loss_only():
   assert fcn_grad_norm(1.0) > 0.0
 
 
+def test_disable_overwrite_keeps_a_step_off_the_canvas():
+  """With disable_overwrite (the authors' code), y_t = (1 - c_t) y_t: step 1's mask is the unmasked model's times
+  1 - c_1, with c_1 = y_0 (the canvas is empty at step 0, so both models see the same inputs up to step 1); without
+  it, the pixels already on the canvas keep their probability."""
+  batch = _batch([2, 1])
+  off = ratt.build(_config(), None)
+  on = ratt.build(_config(disable_overwrite=True), None)
+  variables = off.init(jax.random.key(0), batch["image"])
+  y_off = np.asarray(off.apply(variables, batch["image"])["mask_probs"], np.float64)
+  y_on = np.asarray(on.apply(variables, batch["image"])["mask_probs"], np.float64)
+  np.testing.assert_allclose(y_on[:, 0], y_off[:, 0], rtol=1e-6)
+  np.testing.assert_allclose(y_on[:, 1], y_off[:, 1] * (1 - y_off[:, 0]), rtol=1e-5, atol=1e-7)
+  assert np.abs(y_on[:, 1] - y_off[:, 1]).max() > 0.1
+
+
 @pytest.mark.parametrize("pad_noise, centre_noise", [(0.0, 0.0), (0.15, 0.1)])
 def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one(pad_noise, centre_noise):
   """With box_sampling_offset beyond the step counter (theta_box = 1), each step while an instance is left reads a

@@ -12,6 +12,9 @@ One instance per step t = 1..T, each step:
   seg net    v_t = CNN(p_t), y~_t = D-CNN(v_t) with skip connections (Eqs. 17-18);
              y_t = sigmoid(gamma Extract(y~_t, F_Y^T, F_X^T) + beta) written back at the box (Eq. 19);
   score      s_t = sigmoid(w_s^T [z_t, v_t] + b_s) (Eq. 20).
+With `disable_overwrite` (an option of the authors' code, renmengye/rec-attend-public full_model.py, on there by
+default; not in the paper's equations), y_t is multiplied by 1 - c_t, so that a step cannot take again the pixels
+the canvas already holds.
 The loss is Eq. 21 (`segjax.ops.set_losses.recurrent_attention_loss`): Hungarian-matched soft IoU of the masks,
 lambda_b x the matched box loss (soft IoU of the box mask, a patch of ones written back by the box's filterbank,
 plus the squared error of its normalised centre and log extents), lambda_s x the monotonic score BCE whose positives
@@ -215,6 +218,7 @@ class RecurrentAttention(nn.Module):
   box_centre_noise: float = 0.05
   box_coordinates: bool = False
   content_attention: bool = False
+  disable_overwrite: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -311,6 +315,8 @@ class RecurrentAttention(nn.Module):
       patch_logits, v = seg_net(patch)
       written = jax.vmap(write_patch)(patch_logits[..., None], f_y, f_x)[..., 0] * density  # [B, H, W]
       y = jax.nn.sigmoid(gamma[:, None, None] * written + BETA)
+      if self.disable_overwrite:
+        y = y * (1 - canvas[..., 0])
       score = score_head(jnp.concatenate([z, v.reshape(b, -1)], axis=-1))[:, 0]
       for key, value in zip(outputs, (y, box, params, score, glimpse)):
         outputs[key].append(value)
@@ -335,7 +341,7 @@ def model_config() -> ml_collections.ConfigDict:
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
       "box_pad_noise": 0.1, "box_centre_noise": 0.05, "box_coordinates": False, "content_attention": False,
-      "score_threshold": 0.5, "mask_threshold": 0.5,
+      "disable_overwrite": False, "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -353,7 +359,7 @@ def build(config, info):
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
       box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
       box_pad_noise=c.box_pad_noise, box_centre_noise=c.box_centre_noise, box_coordinates=c.box_coordinates,
-      content_attention=c.content_attention, **pixel_normalization(c))
+      content_attention=c.content_attention, disable_overwrite=c.disable_overwrite, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
