@@ -17,9 +17,10 @@ default; not in the paper's equations), y_t is multiplied by 1 - c_t, so that a 
 the canvas already holds.
 The loss is Eq. 21 (`segjax.ops.set_losses.recurrent_attention_loss`): Hungarian-matched soft IoU of the masks,
 lambda_b x the matched box loss (soft IoU of the box mask, a patch of ones written back by the box's filterbank,
-plus the squared error of its normalised centre and log extents), lambda_s x the monotonic score BCE whose positives
-are the matched steps. The box targets are the instances' boxes widened by `box_padding` x their extent on each side
-(the authors' attn_box_padding_ratio), so that the glimpse sees the instance's surroundings.
+plus the squared error of its normalised centre and log extents), lambda_s x the monotonic score BCE. Both matchings
+assign the n instances to the first n steps (as the authors' code does), so the score's positives are steps 1..n.
+The box targets are the instances' boxes widened by `box_padding` x their extent on each side (the authors'
+attn_box_padding_ratio), so that the glimpse sees the instance's surroundings.
 
 Training uses the authors' scheduled sampling (full_model.py's knobs): each step is greedily matched to the
 not-yet-taken ground-truth instance whose padded box has the highest soft IoU with the step's box mask (the authors'

@@ -30,12 +30,7 @@ def matched_soft_iou(predictions, targets, target_valid, num_candidates):
   if num_predictions < num_targets:
     raise ValueError(f"matched_soft_iou: {num_predictions} predictions cannot cover {num_targets} target slots")
   iou = soft_iou(predictions, targets)
-  candidate = jnp.arange(num_predictions)[:, None] < num_candidates
-  # Padded targets cost nothing anywhere; valid ones may only take one of the candidates.
-  cost = jnp.where(target_valid[None, :], jnp.where(candidate, -jax.lax.stop_gradient(iou), jnp.inf), 0.0)
-  rows, cols, _ = linear_sum_assignment(cost)
-  match = jnp.zeros(iou.shape, bool).at[rows, cols].set(True) & target_valid[None, :]
-  return iou, match
+  return iou, hungarian_match(-iou, target_valid, num_candidates)
 
 
 def recurrent_instance_loss(mask_probs, score_logits, target_masks, target_valid, bce_weight=1.0, extra_steps=2):
@@ -62,10 +57,15 @@ def recurrent_instance_loss(mask_probs, score_logits, target_masks, target_valid
   return iou_term + bce_weight * score_term, {"iou": iou_term, "score": score_term}
 
 
-def hungarian_match(cost, target_valid):
+def hungarian_match(cost, target_valid, num_candidates=None):
   """The assignment of the valid targets (columns of cost [T, N]) to distinct rows of least summed cost, held
-  fixed in the gradient. Returns match bool [T, N]."""
-  cost = jnp.where(target_valid[None, :], jax.lax.stop_gradient(cost), 0.0)
+  fixed in the gradient; with `num_candidates`, only the first num_candidates rows may take a valid target.
+  Returns match bool [T, N]."""
+  cost = jax.lax.stop_gradient(cost)
+  if num_candidates is not None:
+    cost = jnp.where(jnp.arange(cost.shape[0])[:, None] < num_candidates, cost, jnp.inf)
+  # Padded targets cost nothing anywhere.
+  cost = jnp.where(target_valid[None, :], cost, 0.0)
   rows, cols, _ = linear_sum_assignment(cost)
   return jnp.zeros(cost.shape, bool).at[rows, cols].set(True) & target_valid[None, :]
 
@@ -86,10 +86,14 @@ def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, ta
 
     L_y = -1/N max_delta sum_{t, j} delta_{t, j} f_IoU(y_t, y*_j)       (Hungarian matching on the mask IoU)
     L_b = 1/N min_delta' sum_{t, j} delta'_{t, j} (-f_IoU(b_t, b*_j) + coord_weight |theta_t - theta*_j|^2)
-    L_s = 1/T sum_t monotonic BCE(s_t, s*_t),  s*_t = 1 where step t is matched in L_y
+    L_s = 1/T sum_t monotonic BCE(s_t, s*_t),  s*_t = [t < n]
 
   with f_IoU the relaxed IoU (`soft_iou`), N = max(n, 1) for n valid targets, b_t the step's soft box mask and
   theta its normalised box coordinates (centre and log extent). The box matching minimises the box loss itself.
+  Both matchings assign the n targets to the first n steps, as the authors' code does (renmengye/rec-attend-public
+  modellib.py f_segm_match multiplies the IoU and the matching by the ground-truth score sequence s* on the steps'
+  axis as well as the targets'): every step before the n-th is matched, so s*_t, the steps that are matched, is
+  [t < n], and an early step cannot be left unmatched with a later one taking its instance.
 
   Args:
     mask_probs, box_probs: [T, P] the steps' masks and box masks (probabilities), flattened.
@@ -101,16 +105,17 @@ def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, ta
     (loss, {"mask_iou", "box_iou", "box_coord", "score"}): the terms before weighting (mask_iou and box_iou are
     the negated mean matched IoUs).
   """
-  n = jnp.maximum(target_valid.sum(), 1).astype(mask_probs.dtype)
+  count = target_valid.sum()
+  n = jnp.maximum(count, 1).astype(mask_probs.dtype)
   mask_iou = soft_iou(mask_probs, target_masks)
-  mask_match = hungarian_match(-mask_iou, target_valid)
+  mask_match = hungarian_match(-mask_iou, target_valid, count)
   mask_term = -jnp.sum(jnp.where(mask_match, mask_iou, 0.0)) / n
   box_iou = soft_iou(box_probs, target_boxes)
   coord = jnp.sum(jnp.square(box_params[:, None, :] - target_box_params[None, :, :]), axis=-1)
-  box_match = hungarian_match(-box_iou + coord_weight * coord, target_valid)
+  box_match = hungarian_match(-box_iou + coord_weight * coord, target_valid, count)
   box_iou_term = -jnp.sum(jnp.where(box_match, box_iou, 0.0)) / n
   coord_term = jnp.sum(jnp.where(box_match, coord, 0.0)) / n
-  labels = mask_match.any(axis=1).astype(score_logits.dtype)
+  labels = (jnp.arange(score_logits.shape[0]) < count).astype(score_logits.dtype)
   score_term = monotonic_score_bce(score_logits, labels).mean()
   total = mask_term + box_weight * (box_iou_term + coord_weight * coord_term) + score_weight * score_term
   return total, {"mask_iou": mask_term, "box_iou": box_iou_term, "box_coord": coord_term, "score": score_term}
