@@ -102,3 +102,14 @@ def test_faster_rcnn_has_no_mask_branch():
   assert predictions["boxes"].shape == (1, 5, 4)
   with pytest.raises(ValueError, match="config.model.mask: faster_rcnn has no mask branch"):
     model_lib.build(ml_collections.ConfigDict({"name": "faster_rcnn", "mask": True}), INFO)
+
+
+def test_config_defaults_follow_the_keys_that_choose_them():
+  """`config_defaults` is what `build` fills in: Mask R-CNN's C4 defaults for a C4 config, the wrapped model's under
+  "base", and a model's newest option at its default."""
+  c4 = models.config_defaults(ml_collections.ConfigDict({"name": "mask_rcnn", "backbone": "c4"}))
+  assert c4 == models.get_model("mask_rcnn").model_config("c4").to_dict()
+  assert c4 != models.get_model("mask_rcnn").model_config("fpn").to_dict()
+  wrapped = models.config_defaults(ml_collections.ConfigDict({"name": "crf_rnn", "base": TINY_BASE}))
+  assert wrapped["base"]["output_stride"] == models.get_model("fcn").model_config().output_stride
+  assert models.config_defaults(ml_collections.ConfigDict({"name": "recurrent_attention"}))["disable_overwrite"] is False

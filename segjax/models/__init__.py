@@ -40,6 +40,7 @@ first by config.model.pixel_mean / pixel_std (torchvision's ImageNet statistics 
 a CRF on top still sees the [0, 1] image.
 """
 import importlib
+import inspect
 import types
 
 from segjax.ops.image import IMAGENET_MEAN, IMAGENET_STD
@@ -149,6 +150,23 @@ def inference_keys(model_config) -> frozenset:
   if base is not None and "name" in base:
     keys |= {f"base.{k}" for k in inference_keys(base)}
   return frozenset(keys)
+
+
+def config_defaults(model_config) -> dict:
+  """The default config of `model_config`'s model (its module's `model_config`, where it has one) as a dict, its
+  base model's under "base" (crf_rnn, dense_crf): what a key that a config leaves out means. A module's
+  `model_config` parameters are config keys whose values choose the defaults (backbone, name): they are read from
+  `model_config`, as the module's build does."""
+  module = get_model(model_config.name)
+  defaults = {}
+  if hasattr(module, "model_config"):
+    chosen = {p.name: model_config.get(p.name, p.default)
+              for p in inspect.signature(module.model_config).parameters.values()}
+    defaults = module.model_config(**chosen).to_dict()
+  base = model_config.get("base")
+  if base is not None and "name" in base:
+    defaults["base"] = {**defaults.get("base", {}), **config_defaults(base)}
+  return defaults
 
 
 def pixel_normalization(model_config) -> dict:

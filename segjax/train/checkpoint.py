@@ -33,11 +33,15 @@ class Checkpointer:
   compared on restore, so a workdir is never silently reused by a different model (identity None: not compared, to
   read a workdir whose config.json is the config). Fields named in `ignore`
   (dotted, e.g. "model.score_threshold", or a prefix such as "model.crf") may differ: the model's inference-only
-  keys, which change no variable.
+  keys, which change no variable. `defaults` (a dict shaped as identity: the model's default config) stands in
+  for a field that the saved identity or the config lacks, so that a checkpoint saved before a model gained an
+  option (whose default keeps the earlier behaviour) is still that model's.
   """
 
-  def __init__(self, directory, identity: dict, *, every_steps: int = 1, keep: int = 1, ignore=(), create=True):
+  def __init__(self, directory, identity: dict, *, every_steps: int = 1, keep: int = 1, ignore=(), create=True,
+               defaults: dict = None):
     self.identity = None if identity is None else _flatten(json.loads(json.dumps(identity)))
+    self.defaults = _flatten(json.loads(json.dumps(defaults or {})))
     self.ignore = tuple(ignore)
     self.every_steps = every_steps
     self._manager = ocp.CheckpointManager(
@@ -50,12 +54,13 @@ class Checkpointer:
   def check_identity(self, step: int):
     """Raises CheckpointMismatchError, naming the fields, where checkpoint `step` is of another model."""
     saved = self._manager.restore(step, args=ocp.args.Composite(identity=ocp.args.JsonRestore()))["identity"]
-    differences = sorted(k for k in set(saved) | set(self.identity)
-                         if saved.get(k) != self.identity.get(k) and not _ignored(k, self.ignore))
+    saved, current = {**self.defaults, **saved}, {**self.defaults, **self.identity}
+    differences = sorted(k for k in set(saved) | set(current)
+                         if saved.get(k) != current.get(k) and not _ignored(k, self.ignore))
     if differences:
       raise CheckpointMismatchError(
           f"{self._manager.directory} holds a checkpoint (step {step}) of another model: "
-          + "; ".join(f"{k}: saved {saved.get(k)!r}, config {self.identity.get(k)!r}" for k in differences)
+          + "; ".join(f"{k}: saved {saved.get(k)!r}, config {current.get(k)!r}" for k in differences)
           + ". Use another --workdir, or delete the old checkpoints.")
 
   def restore(self, state):

@@ -16,7 +16,7 @@ from segjax.evaluation.instance import InstanceEvaluator
 from segjax.evaluation.panoptic_evaluator import PanopticEvaluator
 from segjax.evaluation.semantic import SemanticEvaluator
 from segjax.evaluation.voc import VOCEvaluator
-from segjax.models import get_model, inference_keys
+from segjax.models import config_defaults, get_model, inference_keys
 from segjax.ops import platform
 from segjax.train import mesh as mesh_lib
 from segjax.train import multihost
@@ -169,8 +169,9 @@ def _checkpointer(config, info, workdir, create=True):
   """The workdir's checkpoints; the model's inference-only keys may differ from those it was trained with."""
   identity = {"model": config.model.to_dict(), "num_semantic_classes": info.num_semantic_classes}
   ignore = [f"model.{k}" for k in inference_keys(config.model)]
+  defaults = {"model": config_defaults(config.model)}
   return Checkpointer(paths.resolve(workdir) / "checkpoints", identity, ignore=ignore, create=create,
-                      every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints)
+                      every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints, defaults=defaults)
 
 
 def _init_from(state, shardings, config):
