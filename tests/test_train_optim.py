@@ -51,6 +51,29 @@ def test_sgd_equals_torch_sgd_with_weight_decay():
   np.testing.assert_allclose(np.asarray(params["w"]), w.detach().numpy(), rtol=1e-5)
 
 
+@requires_torch
+def test_clip_value_equals_torch_clip_grad_value_then_adamw():
+  rng = np.random.default_rng(1)
+  w0 = rng.normal(size=(6,)).astype(np.float32)
+  grads = [rng.normal(scale=3.0, size=(6,)).astype(np.float32) for _ in range(4)]
+  optimizer = make_optimizer(_config(name="adamw", learning_rate=0.01, clip_value=1.0))
+  params = {"w": w0}
+  state = optimizer.init(params)
+  for g in grads:
+    updates, state = optimizer.update({"w": g}, state, params)
+    params = optax.apply_updates(params, updates)
+  w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+  reference = torch.optim.AdamW([w], lr=0.01, weight_decay=1e-2, eps=1e-8)
+  for g in grads:
+    w.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_value_([w], 1.0)
+    reference.step()
+  np.testing.assert_allclose(np.asarray(params["w"]), w.detach().numpy(), rtol=1e-5, atol=1e-6)
+  assert np.abs(np.concatenate(grads)).max() > 2  # the clipping is exercised
+  with pytest.raises(ValueError, match="config.optimizer.clip_value"):
+    make_optimizer(_config(clip_value=0.0))
+
+
 def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match="config.optimizer.schedule"):
     learning_rate_schedule(_config(schedule="linear"))

@@ -31,17 +31,25 @@ def learning_rate_schedule(config):
 
 
 def _trained(config):
-  """SGD with momentum and torch-style (coupled) weight decay, or AdamW."""
+  """SGD with momentum and torch-style (coupled) weight decay, or AdamW; with optimizer.clip_value, each gradient
+  entry is first clipped to [-clip_value, clip_value] (torch.nn.utils.clip_grad_value_ before the step)."""
   opt = config.optimizer
   lr = learning_rate_schedule(config)
   if opt.name == "sgd":
     # torch.optim.SGD: g + wd * w, then momentum, then -lr.
-    return optax.chain(
+    tx = optax.chain(
         optax.add_decayed_weights(opt.weight_decay),
         optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.get("nesterov", False)))
-  if opt.name == "adamw":
-    return optax.adamw(lr, weight_decay=opt.weight_decay)
-  raise ValueError(f"config.optimizer.name: unknown optimizer {opt.name!r}; expected sgd or adamw")
+  elif opt.name == "adamw":
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  else:
+    raise ValueError(f"config.optimizer.name: unknown optimizer {opt.name!r}; expected sgd or adamw")
+  clip = opt.get("clip_value")
+  if clip is None:
+    return tx
+  if not clip > 0:
+    raise ValueError(f"config.optimizer.clip_value ({clip}) must be positive (None: no clipping)")
+  return optax.chain(optax.clip(clip), tx)
 
 
 def make_optimizer(config):
