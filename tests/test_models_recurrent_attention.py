@@ -202,6 +202,20 @@ def test_disable_overwrite_keeps_a_step_off_the_canvas():
   assert np.abs(y_on[:, 1] - y_off[:, 1]).max() > 0.1
 
 
+@pytest.mark.parametrize("time_scale", [False, True])
+def test_sampling_probabilities_are_the_authors_knobs(time_scale):
+  """theta per recurrent step as renmengye/rec-attend-public full_model.py (36deeac) computes gt_knob_prob_segm:
+  tf.train.exponential_decay(1, max(step - offset, 0), period, 0.5), times 1 + log(1 + 3 t) with knob_use_timescale,
+  capped at 1."""
+  for step in (0, 150, 400, 1300):
+    got = np.asarray(ratt.sampling_probabilities(step, 300, 200, 9, time_scale))
+    base = 0.5 ** (max(step - 300, 0) / 200)
+    scale = 1 + np.log(1 + 3.0 * np.arange(9)) if time_scale else np.ones(9)
+    np.testing.assert_allclose(got, np.minimum(base * scale, 1.0), rtol=1e-6)
+  late = np.asarray(ratt.sampling_probabilities(1300, 300, 200, 9, time_scale))
+  assert (late[-1] > 2 * late[0]) == time_scale
+
+
 @pytest.mark.parametrize("pad_noise, centre_noise", [(0.0, 0.0), (0.15, 0.1)])
 def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one(pad_noise, centre_noise):
   """With box_sampling_offset beyond the step counter (theta_box = 1), each step while an instance is left reads a

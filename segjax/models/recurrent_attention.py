@@ -27,8 +27,9 @@ not-yet-taken ground-truth instance whose padded box has the highest soft IoU wi
 f_greedy_match); with probability theta_box that instance's padded box, its padding and centre jittered
 (box_pad_noise, box_centre_noise), replaces the predicted box for the glimpse (the box loss still scores the predicted
 one), and with probability theta its mask replaces y_t in the canvas, theta = 0.5 ** (max(step - sampling_offset, 0)
-/ sampling_period) and theta_box the same with box_sampling_offset (-1: never). The outputs' "glimpse_params" are the
-boxes the glimpses read.
+/ sampling_period) and theta_box the same with box_sampling_offset (-1: never); with `sampling_time_scale` both grow
+with the recurrent step t by 1 + log(1 + 3 t), capped at 1 (the authors' knob_use_timescale). The outputs'
+"glimpse_params" are the boxes the glimpses read.
 Inference stops at the first step of confidence under 0.5; with static shapes all `num_steps` steps run and the
 later ones are marked invalid. Class-agnostic: every instance has label 1.
 
@@ -105,6 +106,16 @@ def padded_box_parameters(masks, padding, centre_shift=0.0):
   centre = params[..., :2] + 2 * jnp.asarray(centre_shift) * extent
   log_extent = params[..., 2:] + jnp.log1p(2 * jnp.asarray(padding))
   return jnp.concatenate([centre, log_extent], axis=-1)
+
+
+def sampling_probabilities(step, offset, period, num_steps, time_scale=False):
+  """theta [num_steps], the probability that recurrent step t takes ground truth at training step `step`:
+  0.5 ** (max(step - offset, 0) / period) (the authors' exponential knob decay); with `time_scale`, multiplied by
+  1 + log(1 + 3 t) and capped at 1 (the authors' knob_use_timescale, on in their CVPPP, KITTI and Cityscapes runs),
+  so that later steps, whose canvas holds more of the earlier ones' output, take ground truth for longer."""
+  theta = SAMPLING_DECAY ** (jnp.maximum(step - offset, 0) / period)
+  scale = 1 + jnp.log1p(3.0 * jnp.arange(num_steps)) if time_scale else jnp.ones(num_steps)
+  return jnp.minimum(theta * scale, 1.0)
 
 
 def box_masks(params, height, width):
@@ -220,6 +231,7 @@ class RecurrentAttention(nn.Module):
   box_coordinates: bool = False
   content_attention: bool = False
   disable_overwrite: bool = False
+  sampling_time_scale: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -240,9 +252,9 @@ class RecurrentAttention(nn.Module):
       step = counter.value
       counter.value = step + 1
       def knob(offset):
-        return SAMPLING_DECAY ** (jnp.maximum(step - offset, 0) / self.sampling_period)
+        return sampling_probabilities(step, offset, self.sampling_period, self.num_steps, self.sampling_time_scale)
       theta = knob(self.sampling_offset)
-      theta_box = knob(self.box_sampling_offset) if self.box_sampling_offset >= 0 else jnp.zeros(())
+      theta_box = knob(self.box_sampling_offset) if self.box_sampling_offset >= 0 else jnp.zeros(self.num_steps)
       gt = targets["masks"].astype(jnp.float32)
       n = gt.shape[1]
       gt_valid = targets["instance_valid"] & ~targets["is_crowd"]
@@ -309,7 +321,7 @@ class RecurrentAttention(nn.Module):
         pick = jnp.argmax(jnp.where(free, iou, -1.0), axis=1)
         has = free.any(axis=1)
         taken = taken | (jax.nn.one_hot(pick, n, dtype=bool) & has[:, None])
-        use_box = has & (coins[0, t] < theta_box)
+        use_box = has & (coins[0, t] < theta_box[t])
         glimpse = jnp.where(use_box[:, None], gt_params[jnp.arange(b), pick], params)
         f_y, f_x, density = filterbanks(glimpse, log_sigma)
       patch = jax.vmap(extract_patch)(d, f_y, f_x)  # [B, K, K, C]
@@ -324,7 +336,7 @@ class RecurrentAttention(nn.Module):
 
       written_canvas = jax.lax.stop_gradient(y)
       if sampling:
-        use = has & (coins[1, t] < theta)
+        use = has & (coins[1, t] < theta[t])
         written_canvas = jnp.where(use[:, None, None], gt[jnp.arange(b), pick], written_canvas)
       canvas = jnp.maximum(canvas, written_canvas[..., None])
 
@@ -342,7 +354,7 @@ def model_config() -> ml_collections.ConfigDict:
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
       "box_pad_noise": 0.1, "box_centre_noise": 0.05, "box_coordinates": False, "content_attention": False,
-      "disable_overwrite": False, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "disable_overwrite": False, "sampling_time_scale": False, "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -360,7 +372,8 @@ def build(config, info):
       seg_channels=tuple(c.seg_channels), sampling_offset=c.sampling_offset, sampling_period=c.sampling_period,
       box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
       box_pad_noise=c.box_pad_noise, box_centre_noise=c.box_centre_noise, box_coordinates=c.box_coordinates,
-      content_attention=c.content_attention, disable_overwrite=c.disable_overwrite, **pixel_normalization(c))
+      content_attention=c.content_attention, disable_overwrite=c.disable_overwrite,
+      sampling_time_scale=c.sampling_time_scale, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
