@@ -29,7 +29,7 @@ def get_config():
       "name": "recurrent_attention", "fcn_channels": (16, 32, 64),
       "num_steps": 9,  # max_instances + 1: the authors' timespan covers every instance and one stop
       "box_channels": (8, 16, 32), "box_coordinates": True, "content_attention": True, "disable_overwrite": False,
-      "sampling_time_scale": False,
+      "sampling_time_scale": False, "fixed_order": False,
       "lstm_features": 64,
       "num_glimpses": 3, "patch_size": 24, "seg_channels": (16, 32),
       # Eq. 21's lambda_b, lambda_s, the box coordinate term's weight and the FCN head's.

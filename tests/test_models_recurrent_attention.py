@@ -248,6 +248,33 @@ def test_the_glimpse_reads_the_matched_ground_truth_boxes_while_theta_box_is_one
   np.testing.assert_array_equal(np.asarray(outputs["glimpse_params"]), np.asarray(outputs["box_params"]))
 
 
+def test_fixed_order_takes_the_instances_largest_first():
+  """With fixed_order (the authors' option; their data sets sort the instances by area, largest first), step t's
+  glimpse reads the t-th largest instance's box while theta_box = 1, and the loss assigns step t that instance in
+  both matchings."""
+  config = _config(num_steps=3, box_padding=0.2, box_pad_noise=0.0, box_centre_noise=0.0, box_sampling_offset=10**6,
+                   fixed_order=True)
+  module = ratt.build(config, None)
+  batch = _batch([2, 2], slots=3)
+  batch["masks"][0, 0, 2:7, 2:7] = 0  # image 0's first square loses a corner: its second is the larger
+  variables = module.init(jax.random.key(0), batch["image"])
+  outputs, _ = module.apply(variables, batch["image"], train=True, targets={k: batch[k] for k in ratt.FORWARD_KEYS},
+                            mutable=["batch_stats"], rngs={"sampling": jax.random.key(3)})
+  want = np.asarray(ratt.padded_box_parameters(jnp.asarray(batch["masks"], jnp.float32), 0.2))
+  glimpse = np.asarray(outputs["glimpse_params"])
+  np.testing.assert_allclose(glimpse[0, :2], want[0, [1, 0]], atol=1e-5)
+  np.testing.assert_allclose(glimpse[1, :2], want[1, [0, 1]], atol=1e-5)  # equal areas: by index
+  np.testing.assert_array_equal(glimpse[:, 2], np.asarray(outputs["box_params"])[:, 2])
+  _, terms = ratt.loss(outputs, batch, config)
+  masks = np.asarray(batch["masks"], np.float64).reshape(2, 3, -1)
+  probs = np.asarray(outputs["mask_probs"], np.float64).reshape(2, 3, -1)
+  def iou(p, y):
+    return (p * y).sum() / ((p + y - p * y).sum())
+  want_mask_iou = -np.mean([(iou(probs[0, 0], masks[0, 1]) + iou(probs[0, 1], masks[0, 0])) / 2,
+                            (iou(probs[1, 0], masks[1, 0]) + iou(probs[1, 1], masks[1, 1])) / 2])
+  np.testing.assert_allclose(float(terms["loss_mask_iou"]), want_mask_iou, rtol=1e-4)
+
+
 def test_one_compile_for_any_instance_count_and_the_sampling_step_counts():
   config = _config(fcn_channels=(8,), num_glimpses=1)
   module = ratt.build(config, None)

@@ -28,8 +28,10 @@ f_greedy_match); with probability theta_box that instance's padded box, its padd
 (box_pad_noise, box_centre_noise), replaces the predicted box for the glimpse (the box loss still scores the predicted
 one), and with probability theta its mask replaces y_t in the canvas, theta = 0.5 ** (max(step - sampling_offset, 0)
 / sampling_period) and theta_box the same with box_sampling_offset (-1: never); with `sampling_time_scale` both grow
-with the recurrent step t by 1 + log(1 + 3 t), capped at 1 (the authors' knob_use_timescale). The outputs'
-"glimpse_params" are the boxes the glimpses read.
+with the recurrent step t by 1 + log(1 + 3 t), capped at 1 (the authors' knob_use_timescale). With `fixed_order`
+(the authors' fixed_order) step t is assigned the t-th largest instance, in the sampling and in both matchings of
+the loss, instead of the greedy and Hungarian matchings. The outputs' "glimpse_params" are the boxes the glimpses
+read.
 Inference stops at the first step of confidence under 0.5; with static shapes all `num_steps` steps run and the
 later ones are marked invalid. Class-agnostic: every instance has label 1.
 
@@ -116,6 +118,14 @@ def sampling_probabilities(step, offset, period, num_steps, time_scale=False):
   theta = SAMPLING_DECAY ** (jnp.maximum(step - offset, 0) / period)
   scale = 1 + jnp.log1p(3.0 * jnp.arange(num_steps)) if time_scale else jnp.ones(num_steps)
   return jnp.minimum(theta * scale, 1.0)
+
+
+def area_order(masks, valid):
+  """rank [..., N] of each instance by area, largest first (ties by index), the order of the authors' data sets
+  (renmengye/rec-attend-public data_api/ins_seg_dataset.py sorts the instances by area, descending); invalid
+  instances rank after every valid one."""
+  area = jnp.where(valid, masks.sum((-2, -1)), -1.0)
+  return jnp.argsort(jnp.argsort(-area, axis=-1, stable=True), axis=-1)
 
 
 def box_masks(params, height, width):
@@ -232,6 +242,7 @@ class RecurrentAttention(nn.Module):
   content_attention: bool = False
   disable_overwrite: bool = False
   sampling_time_scale: bool = False
+  fixed_order: bool = False
   pixel_mean: tuple = IMAGENET_MEAN
   pixel_std: tuple = IMAGENET_STD
 
@@ -267,6 +278,7 @@ class RecurrentAttention(nn.Module):
       shift = jax.random.uniform(shift_key, (b, n, 2), minval=-self.box_centre_noise, maxval=self.box_centre_noise)
       gt_params = padded_box_parameters(gt, jnp.maximum(noisy_padding, 0.0), shift)
       taken = jnp.zeros(gt_valid.shape, bool)
+      rank = area_order(gt, gt_valid)
       coins = jax.random.uniform(self.make_rng("sampling"), (2, self.num_steps, b))
 
     box_cnn = BoxCNN(tuple(self.box_channels), name="box_cnn")
@@ -316,10 +328,14 @@ class RecurrentAttention(nn.Module):
         # The step's ground-truth instance: the not-yet-taken one whose (padded) box has the highest soft IoU with
         # the step's box (the authors' f_greedy_match); with probability theta_box its jittered box replaces the
         # predicted one for the glimpse, with probability theta its mask replaces y_t in the canvas.
-        iou = jax.vmap(soft_iou)(jax.lax.stop_gradient(box).reshape(b, 1, -1), gt_boxes)[:, 0]
-        free = gt_valid & ~taken
-        pick = jnp.argmax(jnp.where(free, iou, -1.0), axis=1)
-        has = free.any(axis=1)
+        if self.fixed_order:  # step t takes the t-th largest instance
+          pick = jnp.argmax(rank == t, axis=1)
+          has = gt_valid.sum(axis=1) > t
+        else:
+          iou = jax.vmap(soft_iou)(jax.lax.stop_gradient(box).reshape(b, 1, -1), gt_boxes)[:, 0]
+          free = gt_valid & ~taken
+          pick = jnp.argmax(jnp.where(free, iou, -1.0), axis=1)
+          has = free.any(axis=1)
         taken = taken | (jax.nn.one_hot(pick, n, dtype=bool) & has[:, None])
         use_box = has & (coins[0, t] < theta_box[t])
         glimpse = jnp.where(use_box[:, None], gt_params[jnp.arange(b), pick], params)
@@ -354,7 +370,8 @@ def model_config() -> ml_collections.ConfigDict:
       "seg_channels": (16, 32), "box_weight": 1.0, "coord_weight": 1.0, "score_weight": 1.0, "fcn_weight": 1.0,
       "sampling_offset": 0, "sampling_period": 0, "box_sampling_offset": -1, "box_padding": 0.0,
       "box_pad_noise": 0.1, "box_centre_noise": 0.05, "box_coordinates": False, "content_attention": False,
-      "disable_overwrite": False, "sampling_time_scale": False, "score_threshold": 0.5, "mask_threshold": 0.5,
+      "disable_overwrite": False, "sampling_time_scale": False, "fixed_order": False,
+      "score_threshold": 0.5, "mask_threshold": 0.5,
       "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD})
 
 
@@ -373,7 +390,7 @@ def build(config, info):
       box_sampling_offset=c.box_sampling_offset, box_padding=c.box_padding,
       box_pad_noise=c.box_pad_noise, box_centre_noise=c.box_centre_noise, box_coordinates=c.box_coordinates,
       content_attention=c.content_attention, disable_overwrite=c.disable_overwrite,
-      sampling_time_scale=c.sampling_time_scale, **pixel_normalization(c))
+      sampling_time_scale=c.sampling_time_scale, fixed_order=c.fixed_order, **pixel_normalization(c))
 
 
 def fcn_loss(fcn_logits, masks, valid):
@@ -400,10 +417,15 @@ def loss(outputs, batch, config):
   target_params = padded_box_parameters(masks, c.box_padding)
   target_boxes = box_masks(target_params, h, w)
   n = masks.shape[1]
-  per_image = jax.vmap(lambda *a: recurrent_attention_loss(*a, c.box_weight, c.coord_weight, c.score_weight))
+  # fixed_order: step t is assigned the t-th largest instance, in both matchings.
+  assignment = None
+  if c.fixed_order:
+    assignment = (area_order(masks, valid)[:, None, :] == jnp.arange(t)[None, :, None]) & valid[:, None, :]
+  per_image = jax.vmap(lambda *a: recurrent_attention_loss(*a[:8], c.box_weight, c.coord_weight, c.score_weight,
+                                                           assignment=a[8]))
   total, terms = per_image(mask_probs.reshape(b, t, -1), outputs["box_masks"].reshape(b, t, -1),
                            outputs["box_params"], outputs["score_logits"], masks.reshape(b, n, -1),
-                           target_boxes.reshape(b, n, -1), target_params, valid)
+                           target_boxes.reshape(b, n, -1), target_params, valid, assignment)
   fcn = jax.vmap(fcn_loss)(outputs["fcn_logits"], batch["masks"], valid)
   metrics = {f"loss_{k}": v.mean() for k, v in terms.items()}
   metrics["loss_fcn"] = fcn.mean()

@@ -81,7 +81,8 @@ def monotonic_score_bce(score_logits, labels):
 
 
 def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, target_masks, target_boxes,
-                             target_box_params, target_valid, box_weight=1.0, coord_weight=1.0, score_weight=1.0):
+                             target_box_params, target_valid, box_weight=1.0, coord_weight=1.0, score_weight=1.0,
+                             assignment=None):
   """Eq. 21 of Ren & Zemel (CVPR 2017) for one image: L = L_y + lambda_b L_b + lambda_s L_s.
 
     L_y = -1/N max_delta sum_{t, j} delta_{t, j} f_IoU(y_t, y*_j)       (Hungarian matching on the mask IoU)
@@ -93,7 +94,8 @@ def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, ta
   Both matchings assign the n targets to the first n steps, as the authors' code does (renmengye/rec-attend-public
   modellib.py f_segm_match multiplies the IoU and the matching by the ground-truth score sequence s* on the steps'
   axis as well as the targets'): every step before the n-th is matched, so s*_t, the steps that are matched, is
-  [t < n], and an early step cannot be left unmatched with a later one taking its instance.
+  [t < n], and an early step cannot be left unmatched with a later one taking its instance. `assignment` [T, N]
+  (bool, step t to target j; the authors' fixed_order) replaces both matchings where given.
 
   Args:
     mask_probs, box_probs: [T, P] the steps' masks and box masks (probabilities), flattened.
@@ -108,11 +110,14 @@ def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, ta
   count = target_valid.sum()
   n = jnp.maximum(count, 1).astype(mask_probs.dtype)
   mask_iou = soft_iou(mask_probs, target_masks)
-  mask_match = hungarian_match(-mask_iou, target_valid, count)
+  if assignment is not None:
+    assignment = assignment & target_valid[None, :]
+  mask_match = hungarian_match(-mask_iou, target_valid, count) if assignment is None else assignment
   mask_term = -jnp.sum(jnp.where(mask_match, mask_iou, 0.0)) / n
   box_iou = soft_iou(box_probs, target_boxes)
   coord = jnp.sum(jnp.square(box_params[:, None, :] - target_box_params[None, :, :]), axis=-1)
-  box_match = hungarian_match(-box_iou + coord_weight * coord, target_valid, count)
+  box_match = (hungarian_match(-box_iou + coord_weight * coord, target_valid, count) if assignment is None
+               else assignment)
   box_iou_term = -jnp.sum(jnp.where(box_match, box_iou, 0.0)) / n
   coord_term = jnp.sum(jnp.where(box_match, coord, 0.0)) / n
   labels = (jnp.arange(score_logits.shape[0]) < count).astype(score_logits.dtype)
