@@ -12,9 +12,10 @@ One instance per step t = 1..T, each step:
   seg net    v_t = CNN(p_t), y~_t = D-CNN(v_t) with skip connections (Eqs. 17-18);
              y_t = sigmoid(gamma Extract(y~_t, F_Y^T, F_X^T) + beta) written back at the box (Eq. 19);
   score      s_t = sigmoid(w_s^T [z_t, v_t] + b_s) (Eq. 20).
-With `disable_overwrite` (an option of the authors' code, renmengye/rec-attend-public full_model.py, on there by
-default; not in the paper's equations), y_t is multiplied by 1 - c_t, so that a step cannot take again the pixels
-the canvas already holds.
+With `disable_overwrite` (an option of the authors' code, renmengye/rec-attend-public full_model.py; not in the
+paper's equations, and off in the authors' runs: full_model_train.py's flag is off unless given, and their run
+scripts do not give it), y_t is multiplied by 1 - c_t, so that a step cannot take again the pixels the canvas
+already holds.
 The loss is Eq. 21 (`segjax.ops.set_losses.recurrent_attention_loss`): Hungarian-matched soft IoU of the masks,
 lambda_b x the matched box loss (soft IoU of the box mask, a patch of ones written back by the box's filterbank,
 plus the squared error of its normalised centre and log extents), lambda_s x the monotonic score BCE. Both matchings
