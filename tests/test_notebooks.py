@@ -55,8 +55,9 @@ def test_stored_executed(name):
 
 
 # Reduced runs in `make test-slow` only, beside their study-length runs there: Mask R-CNN's five RoI pooling rows
-# and the CRF notebook's trainings and grid solvers compile the most of all (over 2 minutes each of a CI worker).
-SLOW_REDUCED = ("crf_gains.ipynb", "roialign_ablation.ipynb")
+# and the CRF notebook's trainings and grid solvers compile the most of all (over 2 minutes each of a CI worker), and
+# the recurrent paradigm's three trainings (about 4 minutes).
+SLOW_REDUCED = ("crf_gains.ipynb", "roialign_ablation.ipynb", "recurrent_paradigm.ipynb")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_REDUCED else n for n in NAMES])
