@@ -16,6 +16,16 @@ def _config(**optimizer):
   return config
 
 
+def _steps(optimizer, w0, grads):
+  """{"w": w0} after one optimizer step per gradient of `grads`."""
+  params = {"w": w0}
+  state = optimizer.init(params)
+  for g in grads:
+    updates, state = optimizer.update({"w": g}, state, params)
+    params = optax.apply_updates(params, updates)
+  return params
+
+
 def test_poly_schedule_is_deeplab_formula():
   schedule = learning_rate_schedule(_config(schedule="poly", power=0.9))
   for step in (0, 10, 57, 99):
@@ -37,12 +47,7 @@ def test_sgd_equals_torch_sgd_with_weight_decay():
   rng = np.random.default_rng(0)
   w0 = rng.normal(size=(5,)).astype(np.float32)
   grads = [rng.normal(size=(5,)).astype(np.float32) for _ in range(4)]
-  optimizer = make_optimizer(_config())
-  params = {"w": w0}
-  state = optimizer.init(params)
-  for g in grads:
-    updates, state = optimizer.update({"w": g}, state, params)
-    params = optax.apply_updates(params, updates)
+  params = _steps(make_optimizer(_config()), w0, grads)
   w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
   reference = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=1e-2)
   for g in grads:
@@ -56,12 +61,7 @@ def test_clip_value_equals_torch_clip_grad_value_then_adamw():
   rng = np.random.default_rng(1)
   w0 = rng.normal(size=(6,)).astype(np.float32)
   grads = [rng.normal(scale=3.0, size=(6,)).astype(np.float32) for _ in range(4)]
-  optimizer = make_optimizer(_config(name="adamw", learning_rate=0.01, clip_value=1.0))
-  params = {"w": w0}
-  state = optimizer.init(params)
-  for g in grads:
-    updates, state = optimizer.update({"w": g}, state, params)
-    params = optax.apply_updates(params, updates)
+  params = _steps(make_optimizer(_config(name="adamw", learning_rate=0.01, clip_value=1.0)), w0, grads)
   w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
   reference = torch.optim.AdamW([w], lr=0.01, weight_decay=1e-2, eps=1e-8)
   for g in grads:

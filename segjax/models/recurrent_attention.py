@@ -279,7 +279,7 @@ class RecurrentAttention(nn.Module):
       shift = jax.random.uniform(shift_key, (b, n, 2), minval=-self.box_centre_noise, maxval=self.box_centre_noise)
       gt_params = padded_box_parameters(gt, jnp.maximum(noisy_padding, 0.0), shift)
       taken = jnp.zeros(gt_valid.shape, bool)
-      rank = area_order(gt, gt_valid)
+      rank = area_order(gt, gt_valid) if self.fixed_order else None
       coins = jax.random.uniform(self.make_rng("sampling"), (2, self.num_steps, b))
 
     box_cnn = BoxCNN(tuple(self.box_channels), name="box_cnn")

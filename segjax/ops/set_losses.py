@@ -110,14 +110,14 @@ def recurrent_attention_loss(mask_probs, box_probs, box_params, score_logits, ta
   count = target_valid.sum()
   n = jnp.maximum(count, 1).astype(mask_probs.dtype)
   mask_iou = soft_iou(mask_probs, target_masks)
-  if assignment is not None:
-    assignment = assignment & target_valid[None, :]
-  mask_match = hungarian_match(-mask_iou, target_valid, count) if assignment is None else assignment
-  mask_term = -jnp.sum(jnp.where(mask_match, mask_iou, 0.0)) / n
   box_iou = soft_iou(box_probs, target_boxes)
   coord = jnp.sum(jnp.square(box_params[:, None, :] - target_box_params[None, :, :]), axis=-1)
-  box_match = (hungarian_match(-box_iou + coord_weight * coord, target_valid, count) if assignment is None
-               else assignment)
+  if assignment is None:
+    mask_match = hungarian_match(-mask_iou, target_valid, count)
+    box_match = hungarian_match(-box_iou + coord_weight * coord, target_valid, count)
+  else:
+    mask_match = box_match = assignment & target_valid[None, :]
+  mask_term = -jnp.sum(jnp.where(mask_match, mask_iou, 0.0)) / n
   box_iou_term = -jnp.sum(jnp.where(box_match, box_iou, 0.0)) / n
   coord_term = jnp.sum(jnp.where(box_match, coord, 0.0)) / n
   labels = (jnp.arange(score_logits.shape[0]) < count).astype(score_logits.dtype)
